@@ -1,0 +1,468 @@
+//! The conversation flow: one incoming event in, replies out through a [`ChatAdapter`].
+//! Commands are answered directly; a chat turn goes session → context window → quota
+//! reservation → streaming model call → settlement → history append.
+//!
+//! Nothing a user sends can lose a history turn or a quota token: a failed call refunds
+//! its reservation, and a turn is recorded only once the answer is complete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::commands::{self, COMMANDS, Command, Input, SystemArg};
+use super::reply::ReplyStream;
+use super::split::split_message;
+use crate::event::{ChatKind, Content, IncomingEvent};
+use crate::llm::tokens::TokenCounter;
+use crate::llm::{LlmError, ModelClient, ModelEvent, ModelRequest};
+use crate::platform::{ChatAdapter, ReplyTarget, Stage};
+use crate::quota::{QuotaError, QuotaService};
+use crate::session::context::build_prompt;
+use crate::session::{Role, SessionStore, Turn};
+
+/// Longest system prompt a user may set, in tokens.
+const MAX_SYSTEM_PROMPT_SHARE: u32 = 4;
+/// Telegram shows "typing…" for about 5 s; refresh a little sooner.
+const TYPING_REFRESH: Duration = Duration::from_secs(4);
+
+#[derive(Debug, Clone)]
+pub struct ConversationSettings {
+    pub bot_name: String,
+    pub default_system_prompt: String,
+    pub max_tokens: u32,
+    pub context_tokens: u32,
+}
+
+/// What became of an event (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not for us: another bot, a group message not addressed to us.
+    Ignored,
+    /// A command or notice was answered.
+    Replied,
+    /// The model answered; tokens as settled.
+    Answered { reserved: i64, charged: i64 },
+    /// Refused before the model was called (quota, too long, bad input).
+    Refused,
+    /// The model call failed; the reservation was refunded.
+    Failed,
+}
+
+pub struct Conversation {
+    sessions: Arc<dyn SessionStore>,
+    quota: QuotaService,
+    model: Arc<dyn ModelClient>,
+    counter: TokenCounter,
+    settings: ConversationSettings,
+}
+
+impl Conversation {
+    pub fn new(
+        sessions: Arc<dyn SessionStore>,
+        quota: QuotaService,
+        model: Arc<dyn ModelClient>,
+        counter: TokenCounter,
+        settings: ConversationSettings,
+    ) -> Conversation {
+        Conversation {
+            sessions,
+            quota,
+            model,
+            counter,
+            settings,
+        }
+    }
+
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
+    }
+
+    pub fn quota(&self) -> &QuotaService {
+        &self.quota
+    }
+
+    /// Handles one event. Every failure is answered to the user and logged; nothing is
+    /// returned as an error because there is nobody else to tell.
+    pub async fn handle(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        bot_username: Option<&str>,
+    ) -> Outcome {
+        let span = tracing::info_span!(
+            "message",
+            platform = %event.platform,
+            chat = %event.chat_id,
+            user = %event.sender.id,
+            reserved = tracing::field::Empty,
+            used = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        async {
+            let outcome = self.dispatch(event, adapter, bot_username).await;
+            let span = tracing::Span::current();
+            if let Outcome::Answered { reserved, charged } = &outcome {
+                span.record("reserved", reserved);
+                span.record("used", charged);
+            }
+            span.record("latency_ms", started.elapsed().as_millis() as u64);
+            span.record("outcome", tracing::field::debug(&outcome));
+            if outcome != Outcome::Ignored {
+                tracing::info!("message handled");
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        bot_username: Option<&str>,
+    ) -> Outcome {
+        if event.sender.is_bot || !event.addressed_to_bot() {
+            return Outcome::Ignored;
+        }
+        let target = ReplyTarget {
+            chat_id: event.chat_id.clone(),
+            reply_to: (event.chat_kind == ChatKind::Group).then(|| event.message_id.clone()),
+        };
+        let text = match &event.content {
+            Content::Text(text) => text,
+            Content::Unsupported(what) => {
+                let msg = format!(
+                    "Sorry, I can only read text messages for now — I can't open {what}. Please type your question."
+                );
+                return self.say(adapter, &target, &msg).await;
+            }
+        };
+        match commands::parse(text, bot_username) {
+            Input::ForAnotherBot => Outcome::Ignored,
+            Input::Text(text) => self.chat(event, adapter, &target, &text).await,
+            Input::Command(command) => self.command(event, adapter, &target, command).await,
+        }
+    }
+
+    async fn command(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        command: Command,
+    ) -> Outcome {
+        let key = event.session_key();
+        let reply = match command {
+            Command::Ask(text) if text.trim().is_empty() => {
+                "Usage: /ask <your question>".to_string()
+            }
+            Command::Ask(text) => return self.chat(event, adapter, target, &text).await,
+            Command::Start => format!(
+                "Hi {}! I'm {}, an AI assistant. Just send me a message and I'll answer.\n\n{}",
+                event.sender.display_name,
+                self.settings.bot_name,
+                self.help_text(event)
+            ),
+            Command::Help => self.help_text(event),
+            Command::Reset => match self.sessions.clear_history(&key).await {
+                Ok(()) => "Conversation history cleared. Let's start over! (Your /system prompt, if you set one, is kept.)".into(),
+                Err(e) => return self.store_failure(adapter, target, e).await,
+            },
+            Command::Quota => match self.quota.balance(&event.quota_user()).await {
+                Ok(b) => {
+                    let mut text = format!(
+                        "Tokens: {} remaining, {} used of {} granted ({} requests).",
+                        b.remaining, b.used, b.granted, b.requests
+                    );
+                    if b.reserved > 0 {
+                        text.push_str(&format!(" {} are held for an answer in progress.", b.reserved));
+                    }
+                    text.push_str(&format!(
+                        "\nA message costs its prompt (your text plus the history kept) plus up to {} tokens of answer; unused tokens are returned.",
+                        self.settings.max_tokens
+                    ));
+                    text
+                }
+                Err(e) => return self.quota_failure(adapter, target, e).await,
+            },
+            Command::System(SystemArg::Show) => match self.sessions.load(&key).await {
+                Ok(session) => match session.system_prompt {
+                    Some(p) => format!("Your system prompt:\n\n{p}\n\n(/system reset restores the default.)"),
+                    None => format!(
+                        "The default system prompt is in use:\n\n{}\n\n(Set your own with /system <text>.)",
+                        self.settings.default_system_prompt
+                    ),
+                },
+                Err(e) => return self.store_failure(adapter, target, e).await,
+            },
+            Command::System(SystemArg::Reset) => match self.sessions.set_system_prompt(&key, None).await {
+                Ok(()) => "System prompt reset to the default.".into(),
+                Err(e) => return self.store_failure(adapter, target, e).await,
+            },
+            Command::System(SystemArg::Set(prompt)) => {
+                let limit = self.settings.context_tokens / MAX_SYSTEM_PROMPT_SHARE;
+                let tokens = self.counter.count(&prompt);
+                if tokens > limit {
+                    let msg = format!(
+                        "That system prompt is too long ({tokens} tokens; at most {limit}). Please shorten it."
+                    );
+                    self.say(adapter, target, &msg).await;
+                    return Outcome::Refused;
+                }
+                match self.sessions.set_system_prompt(&key, Some(&prompt)).await {
+                    Ok(()) => "System prompt set. It applies from your next message; /system reset restores the default.".into(),
+                    Err(e) => return self.store_failure(adapter, target, e).await,
+                }
+            }
+            Command::Unknown(name) => format!(
+                "Unknown command /{name}. {}",
+                command_list()
+            ),
+        };
+        self.say(adapter, target, &reply).await
+    }
+
+    fn help_text(&self, event: &IncomingEvent) -> String {
+        let mut text = String::from("Commands:\n");
+        for (name, description) in COMMANDS {
+            text.push_str(&format!("/{name} — {description}\n"));
+        }
+        text.push_str(
+            "/system <text> sets your own system prompt; /system reset restores the default.\n",
+        );
+        if event.chat_kind == ChatKind::Group {
+            text.push_str("\nIn groups, mention me, reply to one of my messages, or use /ask <question>. Your history here is yours alone.");
+        } else {
+            text.push_str(
+                "\nAnything else you send goes to the model, with our conversation so far.",
+            );
+        }
+        text
+    }
+
+    async fn chat(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        text: &str,
+    ) -> Outcome {
+        if text.trim().is_empty() {
+            return self
+                .say(
+                    adapter,
+                    target,
+                    "Send me a question or some text and I'll answer.",
+                )
+                .await;
+        }
+        let key = event.session_key();
+        let user = event.quota_user();
+        let session = match self.sessions.load(&key).await {
+            Ok(s) => s,
+            Err(e) => return self.store_failure(adapter, target, e).await,
+        };
+        let system_prompt = session
+            .system_prompt
+            .as_deref()
+            .unwrap_or(&self.settings.default_system_prompt);
+        let prompt = match build_prompt(
+            &self.counter,
+            system_prompt,
+            &session.turns,
+            text,
+            self.settings.max_tokens,
+            self.settings.context_tokens,
+        ) {
+            Ok(p) => p,
+            Err(too_long) => {
+                let msg = format!(
+                    "Your message is too long for the model: it needs about {} tokens with room for the answer, and the model's window is {}. Please shorten it.",
+                    too_long.needed, too_long.limit
+                );
+                self.say(adapter, target, &msg).await;
+                return Outcome::Refused;
+            }
+        };
+        if prompt.dropped > 0 {
+            tracing::debug!(
+                dropped = prompt.dropped,
+                "older turns left out to fit the context window"
+            );
+        }
+        let needed = i64::from(prompt.tokens) + i64::from(self.settings.max_tokens);
+        let reservation = match self.quota.reserve(&user, needed).await {
+            Ok(r) => r,
+            Err(QuotaError::Exhausted { remaining, needed }) => {
+                let msg = format!(
+                    "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
+                );
+                self.say(adapter, target, &msg).await;
+                return Outcome::Refused;
+            }
+            Err(e) => return self.quota_failure(adapter, target, e).await,
+        };
+
+        let request = ModelRequest {
+            messages: prompt.messages,
+            max_tokens: self.settings.max_tokens,
+        };
+        let mut reply = ReplyStream::new(adapter, target.clone());
+        let mut usage = None;
+        let result: Result<(), LlmError> = async {
+            let mut stream = {
+                let opening = self.model.stream(request);
+                tokio::pin!(opening);
+                let mut typing = tokio::time::interval(TYPING_REFRESH);
+                loop {
+                    tokio::select! {
+                        opened = &mut opening => break opened?,
+                        _ = typing.tick() => {
+                            if let Err(e) = adapter.typing(target).await {
+                                tracing::debug!(error = %e, "typing indicator failed");
+                            }
+                        }
+                    }
+                }
+            };
+            while let Some(event) = stream.next().await {
+                match event? {
+                    ModelEvent::Delta(delta) => {
+                        if let Err(e) = reply.push(&delta).await {
+                            tracing::warn!(error = %e, "could not show streamed text");
+                        }
+                    }
+                    ModelEvent::Usage(u) => usage = Some(u),
+                }
+            }
+            Ok(())
+        }
+        .await;
+
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "model call failed");
+            if let Err(refund) = self.quota.refund(reservation).await {
+                tracing::error!(error = %refund, "refund failed");
+            }
+            let notice = e.user_message();
+            if reply.has_shown_anything() {
+                let _ = reply.push(&format!("\n\n⚠️ {notice}")).await;
+                if let Err(e) = reply.finish().await {
+                    tracing::warn!(error = %e, "could not deliver the interrupted answer");
+                }
+            } else {
+                drop(reply);
+                self.say(adapter, target, notice).await;
+            }
+            return Outcome::Failed;
+        }
+
+        let answer = reply.text().to_string();
+        let completion_tokens = self.counter.count(&answer);
+        let charged_tokens = match usage {
+            Some(u) => i64::from(u.total()),
+            None => {
+                tracing::debug!("server sent no usage, counting locally");
+                i64::from(prompt.tokens) + i64::from(completion_tokens)
+            }
+        };
+        let reserved = reservation.amount();
+        let charged = match self.quota.settle(reservation, charged_tokens).await {
+            Ok(s) => s.charged,
+            Err(e) => {
+                tracing::error!(error = %e, "settlement failed; the reservation stays held until restart");
+                charged_tokens
+            }
+        };
+        if answer.trim().is_empty() {
+            drop(reply);
+            self.say(adapter, target, "(The model returned an empty answer.)")
+                .await;
+            return Outcome::Answered { reserved, charged };
+        }
+        let turns = [
+            Turn {
+                role: Role::User,
+                content: text.to_string(),
+                tokens: self.counter.count(text),
+            },
+            Turn {
+                role: Role::Assistant,
+                content: answer,
+                tokens: usage.map_or(completion_tokens, |u| u.completion_tokens),
+            },
+        ];
+        if let Err(e) = self.sessions.append(&key, &turns).await {
+            tracing::error!(error = %e, "could not record the turn in the history");
+        }
+        if let Err(e) = reply.finish().await {
+            tracing::warn!(error = %e, "could not deliver the final answer");
+        }
+        Outcome::Answered { reserved, charged }
+    }
+
+    /// Sends a complete text, split to the platform's limit.
+    async fn say(&self, adapter: &dyn ChatAdapter, target: &ReplyTarget, text: &str) -> Outcome {
+        let caps = adapter.capabilities();
+        for part in split_message(text, caps.max_message_len, caps.length_unit) {
+            let mut attempts = 0;
+            loop {
+                match adapter.send(target, &part, Stage::Final).await {
+                    Ok(_) => break,
+                    Err(crate::platform::AdapterError::RetryAfter(wait)) if attempts < 5 => {
+                        attempts += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not send a reply");
+                        return Outcome::Replied;
+                    }
+                }
+            }
+        }
+        Outcome::Replied
+    }
+
+    async fn store_failure(
+        &self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        e: crate::session::SessionError,
+    ) -> Outcome {
+        tracing::error!(error = %e, "session store failed");
+        self.say(
+            adapter,
+            target,
+            "Sorry, I can't reach my conversation memory right now. Please try again in a moment.",
+        )
+        .await;
+        Outcome::Failed
+    }
+
+    async fn quota_failure(
+        &self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        e: QuotaError,
+    ) -> Outcome {
+        tracing::error!(error = %e, "quota ledger failed");
+        self.say(
+            adapter,
+            target,
+            "Sorry, I can't check your token balance right now. Please try again in a moment.",
+        )
+        .await;
+        Outcome::Failed
+    }
+}
+
+fn command_list() -> String {
+    let names: Vec<String> = COMMANDS.iter().map(|(n, _)| format!("/{n}")).collect();
+    format!("Available commands: {}.", names.join(" "))
+}

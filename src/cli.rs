@@ -1,0 +1,226 @@
+//! The command line: `run`, `chat`, `migrate`, `quota show|grant`, `config check`.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{App, AppError, open_quota};
+use crate::config::{LogFormat, Settings};
+use crate::event::UserId;
+use crate::platform::console::{ConsoleAdapter, os_user, run_console};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gptbot",
+    version,
+    about = "An LLM chat bot for Telegram, Discord and the terminal"
+)]
+pub struct Cli {
+    /// A TOML file layered over the built-in defaults.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (default: log.format from the configuration).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Start every configured chat platform.
+    Run,
+    /// Talk to the bot in this terminal (as user console:<your OS user>).
+    Chat {
+        /// Console user name (default: the OS user).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Create or update the quota database schema.
+    Migrate,
+    /// Inspect or change token balances.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Show a user's balance, e.g. `gptbot quota show telegram:12345`.
+    Show { user: String },
+    /// Add tokens to a user's balance (negative to take away).
+    Grant {
+        user: String,
+        #[arg(allow_negative_numbers = true)]
+        tokens: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load_from_process(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = cli.log_format.unwrap_or(settings.log.format);
+    let quiet_default = matches!(
+        cli.command,
+        CliCommand::Chat { .. } | CliCommand::Quota { .. } | CliCommand::Config { .. }
+    );
+    let level = if quiet_default {
+        "warn"
+    } else {
+        settings.log.level.as_str()
+    };
+    crate::telemetry::init(format, level);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gptbot failed");
+            eprintln!("error: {e}");
+            match e {
+                AppError::Config(_) | AppError::NoPlatform | AppError::PlatformUnavailable(_) => {
+                    ExitCode::from(2)
+                }
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError> {
+    match command {
+        CliCommand::Config {
+            command: ConfigCommand::Check,
+        } => {
+            print!("{}", settings.redacted_toml());
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        CliCommand::Migrate => {
+            open_quota(&settings).await?;
+            println!("database migrated");
+            Ok(())
+        }
+        CliCommand::Quota { command } => {
+            let quota = open_quota(&settings).await?;
+            let (user, balance) = match command {
+                QuotaCommand::Show { user } => {
+                    let user = parse_user(&user)?;
+                    let balance = quota.balance(&user).await?;
+                    (user, balance)
+                }
+                QuotaCommand::Grant { user, tokens } => {
+                    let user = parse_user(&user)?;
+                    let balance = quota.grant(&user, tokens).await?;
+                    (user, balance)
+                }
+            };
+            println!(
+                "{user}: remaining {} used {} reserved {} granted {} requests {}",
+                balance.remaining,
+                balance.used,
+                balance.reserved,
+                balance.granted,
+                balance.requests
+            );
+            Ok(())
+        }
+        CliCommand::Chat { user } => {
+            let app = App::build(settings).await?;
+            let user = user.unwrap_or_else(os_user);
+            let adapter =
+                ConsoleAdapter::new(std::io::stdout(), app.settings.chat.console_edit_interval);
+            let (_tx, shutdown) = shutdown_signal();
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            run_console(&app.conversation, &user, stdin, &adapter, shutdown)
+                .await
+                .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("reading stdin")))
+        }
+        CliCommand::Run => {
+            let configured: Vec<&'static str> = [
+                ("Telegram", settings.telegram.token.is_some()),
+                ("Discord", settings.discord.token.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            let Some(first) = configured.first() else {
+                return Err(AppError::NoPlatform);
+            };
+            Err(AppError::PlatformUnavailable(first))
+        }
+    }
+}
+
+fn parse_user(text: &str) -> Result<UserId, AppError> {
+    UserId::parse(text).map_err(|message| {
+        AppError::Config(crate::config::ConfigError::Invalid {
+            key: "user",
+            message,
+        })
+    })
+}
+
+/// A watch channel that flips to `true` on Ctrl-C / SIGTERM; every loop selects on it.
+pub fn shutdown_signal() -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal_tx = tx.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                        let _ = signal_tx.send(true);
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
+        let _ = signal_tx.send(true);
+    });
+    (tx, rx)
+}

@@ -1,0 +1,165 @@
+//! The platform-neutral incoming event: what every adapter (Telegram, Discord, terminal)
+//! turns its own update into, so the conversation core never sees platform types.
+
+use std::fmt;
+
+/// Where a message came from; also the namespace of user ids in sessions and quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    Telegram,
+    Discord,
+    Console,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Telegram => "telegram",
+            Platform::Discord => "discord",
+            Platform::Console => "console",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Platform> {
+        match text.to_ascii_lowercase().as_str() {
+            "telegram" | "tg" => Some(Platform::Telegram),
+            "discord" => Some(Platform::Discord),
+            "console" => Some(Platform::Console),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Direct (one-to-one) chats are always answered; groups only when the bot is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatKind {
+    Direct,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub id: String,
+    pub display_name: String,
+    pub is_bot: bool,
+}
+
+/// What the message carried. Non-text content gets a polite answer, never a model call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The text, with the bot's @mention already stripped by the adapter.
+    Text(String),
+    /// A photo, sticker, voice note, edit, … described in a word or two ("a photo").
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingEvent {
+    pub platform: Platform,
+    pub chat_id: String,
+    pub chat_kind: ChatKind,
+    pub sender: Sender,
+    pub message_id: String,
+    pub content: Content,
+    /// The bot was @mentioned (or a command was addressed to it).
+    pub mentioned: bool,
+    /// The message replies to one of the bot's own messages.
+    pub reply_to_bot: bool,
+}
+
+impl IncomingEvent {
+    /// True when the bot should consider answering: direct chats always, groups only
+    /// when mentioned or replied to.
+    pub fn addressed_to_bot(&self) -> bool {
+        self.chat_kind == ChatKind::Direct || self.mentioned || self.reply_to_bot
+    }
+
+    /// The user whose quota pays for this message.
+    pub fn quota_user(&self) -> UserId {
+        UserId {
+            platform: self.platform,
+            user: self.sender.id.clone(),
+        }
+    }
+
+    /// Sessions are per user in direct chats and per (chat, user) in groups, so members
+    /// of a group never share or see each other's history.
+    pub fn session_key(&self) -> SessionKey {
+        SessionKey {
+            platform: self.platform,
+            chat: self.chat_id.clone(),
+            user: self.sender.id.clone(),
+        }
+    }
+}
+
+/// A platform-qualified user id, written `platform:id` (e.g. `telegram:12345`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId {
+    pub platform: Platform,
+    pub user: String,
+}
+
+impl UserId {
+    pub fn new(platform: Platform, user: impl Into<String>) -> UserId {
+        UserId {
+            platform,
+            user: user.into(),
+        }
+    }
+
+    /// Parses `platform:user`, the form used on the command line.
+    pub fn parse(text: &str) -> Result<UserId, String> {
+        let (platform, user) = text.split_once(':').ok_or_else(|| {
+            format!("`{text}` is not of the form platform:user (e.g. telegram:12345)")
+        })?;
+        let platform = Platform::parse(platform).ok_or_else(|| {
+            format!("unknown platform `{platform}` (use telegram, discord or console)")
+        })?;
+        if user.is_empty() || user.chars().any(char::is_whitespace) {
+            return Err(format!("`{text}` has an empty or blank user id"));
+        }
+        Ok(UserId::new(platform, user))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.platform, self.user)
+    }
+}
+
+/// Identifies one conversation history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub platform: Platform,
+    pub chat: String,
+    pub user: String,
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.platform, self.chat, self.user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_parse_and_print() {
+        let id = UserId::parse("telegram:42").unwrap();
+        assert_eq!(id, UserId::new(Platform::Telegram, "42"));
+        assert_eq!(id.to_string(), "telegram:42");
+        assert!(UserId::parse("42").is_err());
+        assert!(UserId::parse("icq:42").is_err());
+        assert!(UserId::parse("discord:").is_err());
+    }
+}

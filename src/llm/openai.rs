@@ -1,0 +1,253 @@
+//! [`ModelClient`] for OpenAI-compatible servers (OpenAI, Ollama, vLLM, llama.cpp, …)
+//! through async-openai: streaming with `stream_options.include_usage`, a timeout on
+//! connecting, on the first token and between chunks, and retries only before the first
+//! token.
+//!
+//! Retries: async-openai's own layer retries HTTP 429, 5xx and connection errors (3 times,
+//! 100 ms doubling, honouring `Retry-After`) before the response starts. On top of that
+//! this client retries a stream that timed out or broke before any text arrived
+//! (`openai.max_retries`). Nothing is retried once text has been produced.
+
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_trait::async_trait;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
+use crate::config::Settings;
+
+pub struct OpenAiClient {
+    client: Client<OpenAIConfig>,
+    model: String,
+    temperature: f32,
+    max_tokens_field: String,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+impl OpenAiClient {
+    pub fn new(settings: &Settings) -> Result<OpenAiClient, LlmError> {
+        let openai = &settings.openai;
+        let http = reqwest::Client::builder()
+            .connect_timeout(openai.timeout)
+            .read_timeout(openai.timeout)
+            .user_agent(concat!("gptbot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LlmError::Unexpected(anyhow::anyhow!("building HTTP client: {e}")))?;
+        // Both values are always set explicitly: OpenAIConfig would otherwise read
+        // OPENAI_* variables behind the configuration's back.
+        let config = OpenAIConfig::new()
+            .with_api_base(openai.base_url.trim_end_matches('/'))
+            .with_api_key(
+                openai
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_string())
+                    .unwrap_or_default(),
+            );
+        Ok(OpenAiClient {
+            client: Client::with_config(config).with_http_client(http),
+            model: settings.model.name.clone(),
+            temperature: settings.model.temperature,
+            max_tokens_field: openai.max_tokens_field.clone(),
+            timeout: openai.timeout,
+            max_retries: openai.max_retries,
+        })
+    }
+
+    fn body(&self, request: &ModelRequest) -> serde_json::Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": request.messages,
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            "temperature": self.temperature,
+        });
+        body[self.max_tokens_field.as_str()] = json!(request.max_tokens);
+        body
+    }
+
+    /// One attempt: opens the stream and waits for the first text (or the end), so the
+    /// caller can retry anything that failed before a token was shown.
+    async fn open(&self, body: &serde_json::Value) -> Result<ModelStream, LlmError> {
+        let raw = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .chat()
+                .create_stream_byot::<_, Chunk>(body.clone()),
+        )
+        .await
+        .map_err(|_| LlmError::Timeout(self.timeout))?
+        .map_err(map_error)?;
+
+        let idle = self.timeout;
+        let mut events = Box::pin(
+            futures::stream::unfold(Some(raw), move |state| async move {
+                let mut raw = state?;
+                match tokio::time::timeout(idle, raw.next()).await {
+                    Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
+                    Ok(None) => None,
+                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e))], None)),
+                    Ok(Some(Ok(chunk))) => {
+                        let events = chunk.into_events();
+                        let failed = events.iter().any(Result::is_err);
+                        Some((events, if failed { None } else { Some(raw) }))
+                    }
+                }
+            })
+            .flat_map(futures::stream::iter),
+        );
+
+        let mut head = Vec::new();
+        loop {
+            match events.next().await {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(event)) => {
+                    let is_text = matches!(event, ModelEvent::Delta(_));
+                    head.push(Ok(event));
+                    if is_text {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Box::pin(futures::stream::iter(head).chain(events)))
+    }
+}
+
+#[async_trait]
+impl ModelClient for OpenAiClient {
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, LlmError> {
+        let body = self.body(&request);
+        let mut attempt = 0;
+        loop {
+            match self.open(&body).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) if attempt < self.max_retries && retry_here(&e) => {
+                    let delay = Duration::from_millis(200) * 2u32.pow(attempt);
+                    tracing::warn!(error = %e, attempt = attempt + 1, ?delay, "model request failed before the first token, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Failures async-openai's layer does not already retry.
+fn retry_here(e: &LlmError) -> bool {
+    matches!(e, LlmError::Timeout(_) | LlmError::Interrupted(_))
+}
+
+/// One SSE chunk, read leniently: compatible servers omit fields OpenAI always sends.
+#[derive(Debug, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChoiceDelta>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChoiceDelta {
+    #[serde(default)]
+    delta: Option<DeltaWire>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaWire {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
+}
+
+impl Chunk {
+    fn into_events(self) -> Vec<Result<ModelEvent, LlmError>> {
+        if let Some(error) = self.error {
+            return vec![Err(LlmError::Interrupted(format!(
+                "error event in stream: {error}"
+            )))];
+        }
+        let mut events = Vec::new();
+        for choice in self.choices.into_iter().take(1) {
+            if let Some(text) = choice.delta.and_then(|d| d.content) {
+                if !text.is_empty() {
+                    events.push(Ok(ModelEvent::Delta(text)));
+                }
+            }
+        }
+        if let Some(u) = self.usage {
+            events.push(Ok(ModelEvent::Usage(Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+            })));
+        }
+        events
+    }
+}
+
+fn map_error(e: OpenAIError) -> LlmError {
+    match e {
+        OpenAIError::ApiError(api) => {
+            let status = api.status_code.as_u16();
+            let code = api.api_error.code.clone().unwrap_or_default();
+            let kind = api.api_error.r#type.clone().unwrap_or_default();
+            let detail = format!("HTTP {status}: {}", api.api_error);
+            if code == "context_length_exceeded" || api.api_error.message.contains("context length")
+            {
+                LlmError::ContextTooLong(detail)
+            } else if kind == "insufficient_quota" || code == "insufficient_quota" {
+                LlmError::OutOfCredit(detail)
+            } else if status == 429 {
+                LlmError::RateLimited(detail)
+            } else if status == 401 || status == 403 {
+                LlmError::Auth(detail)
+            } else if status >= 500 {
+                LlmError::Unavailable(detail)
+            } else {
+                LlmError::BadRequest(detail)
+            }
+        }
+        OpenAIError::Reqwest(e) if e.is_timeout() => {
+            LlmError::Unavailable(format!("timed out: {e}"))
+        }
+        OpenAIError::Reqwest(e) => LlmError::Unavailable(e.to_string()),
+        OpenAIError::StreamError(e) => LlmError::Interrupted(e.to_string()),
+        OpenAIError::JSONDeserialize(e, body) => LlmError::Unavailable(format!(
+            "unreadable response ({e}): {}",
+            body.chars().take(200).collect::<String>()
+        )),
+        other => LlmError::Unexpected(anyhow::anyhow!(other)),
+    }
+}
+
+fn map_stream_error(e: OpenAIError) -> LlmError {
+    match e {
+        OpenAIError::JSONDeserialize(e, body) => LlmError::Interrupted(format!(
+            "unreadable chunk ({e}): {}",
+            body.chars().take(200).collect::<String>()
+        )),
+        OpenAIError::Reqwest(e) => LlmError::Interrupted(e.to_string()),
+        other => match map_error(other) {
+            LlmError::Unavailable(s) => LlmError::Interrupted(s),
+            mapped => mapped,
+        },
+    }
+}

@@ -1,0 +1,168 @@
+//! The terminal adapter behind `gptbot chat`: reads lines from stdin as messages of one
+//! console user and prints the answer as it streams (an "edit" prints only the new text).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
+use crate::chat::Conversation;
+use crate::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+
+pub struct ConsoleAdapter<W: Write + Send> {
+    out: Mutex<ConsoleState<W>>,
+    edit_interval: Duration,
+}
+
+struct ConsoleState<W> {
+    out: W,
+    next_id: u64,
+    /// What the message being streamed has printed so far.
+    printed: String,
+}
+
+impl<W: Write + Send> ConsoleAdapter<W> {
+    pub fn new(out: W, edit_interval: Duration) -> ConsoleAdapter<W> {
+        ConsoleAdapter {
+            out: Mutex::new(ConsoleState {
+                out,
+                next_id: 0,
+                printed: String::new(),
+            }),
+            edit_interval,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConsoleState<W>> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out.into_inner().unwrap_or_else(|p| p.into_inner()).out
+    }
+}
+
+fn io(e: std::io::Error) -> AdapterError {
+    AdapterError::Unexpected(anyhow::Error::new(e).context("writing to the terminal"))
+}
+
+#[async_trait]
+impl<W: Write + Send> ChatAdapter for ConsoleAdapter<W> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: 1 << 20,
+            length_unit: LengthUnit::Chars,
+            can_edit: true,
+            min_edit_interval: self.edit_interval,
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = state.next_id;
+        state.printed = text.to_string();
+        write!(state.out, "{text}").map_err(io)?;
+        if stage == Stage::Final {
+            writeln!(state.out).map_err(io)?;
+            state.printed.clear();
+        }
+        state.out.flush().map_err(io)?;
+        Ok(SentMessage {
+            chat_id: target.chat_id.clone(),
+            message_id: id.to_string(),
+        })
+    }
+
+    async fn edit(
+        &self,
+        _message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError> {
+        let mut state = self.lock();
+        let printed = std::mem::take(&mut state.printed);
+        match text.strip_prefix(printed.as_str()) {
+            Some(rest) => write!(state.out, "{rest}").map_err(io)?,
+            // The text changed rather than grew: print it again on a fresh line.
+            None => write!(state.out, "\n{text}").map_err(io)?,
+        }
+        if stage == Stage::Final {
+            writeln!(state.out).map_err(io)?;
+        } else {
+            state.printed = text.to_string();
+        }
+        state.out.flush().map_err(io)
+    }
+
+    async fn typing(&self, _target: &ReplyTarget) -> Result<(), AdapterError> {
+        Ok(())
+    }
+}
+
+/// Runs the terminal conversation until end of input, `/quit` or `shutdown` fires.
+pub async fn run_console<R, W>(
+    conversation: &Conversation,
+    user: &str,
+    input: R,
+    adapter: &ConsoleAdapter<W>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: Write + Send,
+{
+    let interactive = std::io::stdin().is_terminal();
+    let mut lines = input.lines();
+    let mut n: u64 = 0;
+    loop {
+        if interactive {
+            eprint!("you> ");
+        }
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            _ = shutdown.changed() => None,
+        };
+        let Some(line) = line else { break };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if matches!(text, "/quit" | "/exit") {
+            break;
+        }
+        n += 1;
+        let event = IncomingEvent {
+            platform: Platform::Console,
+            chat_id: user.to_string(),
+            chat_kind: ChatKind::Direct,
+            sender: Sender {
+                id: user.to_string(),
+                display_name: user.to_string(),
+                is_bot: false,
+            },
+            message_id: n.to_string(),
+            content: Content::Text(text.to_string()),
+            mentioned: false,
+            reply_to_bot: false,
+        };
+        conversation.handle(&event, adapter, None).await;
+    }
+    Ok(())
+}
+
+/// The operating-system user name, for the `console:<user>` identity.
+pub fn os_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(|| "local".to_string())
+}

@@ -1,0 +1,186 @@
+//! In-process session store: the embedded default when no Redis is configured. Same
+//! semantics as Redis (JSON values, sliding expiry, atomic append), lost on restart.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{Session, SessionError, SessionStore, StoreOptions, Turn, append_bounded};
+use crate::event::SessionKey;
+
+struct Entry {
+    raw: String,
+    expires: Instant,
+}
+
+pub struct MemoryStore {
+    options: StoreOptions,
+    entries: Mutex<HashMap<SessionKey, Entry>>,
+    writes: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new(options: StoreOptions) -> MemoryStore {
+        MemoryStore {
+            options,
+            entries: Mutex::new(HashMap::new()),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Number of live sessions (expired ones are not counted).
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock().values().filter(|e| e.expires > now).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
+        // A panic while holding this lock cannot leave an entry half-written, so a
+        // poisoned lock is still consistent.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read-modify-write under the lock: this is what makes appends atomic.
+    fn update(&self, key: &SessionKey, change: impl FnOnce(&mut Session)) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if self.writes.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+            entries.retain(|_, e| e.expires > now);
+        }
+        let mut session = match entries.get(key) {
+            Some(e) if e.expires > now => decode_or_replace(key, &e.raw),
+            _ => Session::default(),
+        };
+        change(&mut session);
+        entries.insert(
+            key.clone(),
+            Entry {
+                raw: session.encode(),
+                expires: now + self.options.ttl,
+            },
+        );
+    }
+}
+
+fn decode_or_replace(key: &SessionKey, raw: &str) -> Session {
+    Session::decode(raw).unwrap_or_else(|why| {
+        tracing::warn!(session = %key, %why, "unreadable session replaced by an empty one");
+        Session::default()
+    })
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, key: &SessionKey) -> Result<Session, SessionError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        match entries.get_mut(key) {
+            Some(e) if e.expires > now => {
+                e.expires = now + self.options.ttl;
+                Ok(decode_or_replace(key, &e.raw))
+            }
+            Some(_) => {
+                entries.remove(key);
+                Ok(Session::default())
+            }
+            None => Ok(Session::default()),
+        }
+    }
+
+    async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError> {
+        let max = self.options.max_history;
+        self.update(key, |s| append_bounded(s, turns, max));
+        Ok(())
+    }
+
+    async fn set_system_prompt(
+        &self,
+        key: &SessionKey,
+        prompt: Option<&str>,
+    ) -> Result<(), SessionError> {
+        self.update(key, |s| s.system_prompt = prompt.map(str::to_string));
+        Ok(())
+    }
+
+    async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {
+        self.update(key, |s| s.turns.clear());
+        Ok(())
+    }
+
+    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .get(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.expires - now))
+    }
+
+    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError> {
+        self.lock().insert(
+            key.clone(),
+            Entry {
+                raw: raw.to_string(),
+                expires: Instant::now() + self.options.ttl,
+            },
+        );
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Platform;
+    use crate::session::Role;
+
+    fn key() -> SessionKey {
+        SessionKey {
+            platform: Platform::Console,
+            chat: "c".into(),
+            user: "u".into(),
+        }
+    }
+
+    /// Paused time: the expiry slides with use and the session vanishes after idling.
+    #[tokio::test(start_paused = true)]
+    async fn sliding_expiry_with_paused_time() {
+        let store = MemoryStore::new(StoreOptions {
+            ttl: Duration::from_secs(60),
+            max_history: 10,
+        });
+        let turn = Turn {
+            role: Role::User,
+            content: "hi".into(),
+            tokens: 1,
+        };
+        store
+            .append(&key(), std::slice::from_ref(&turn))
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(45)).await;
+            assert_eq!(
+                store.load(&key()).await.unwrap().turns.len(),
+                1,
+                "use keeps it alive"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(store.load(&key()).await.unwrap().turns.is_empty());
+        assert!(store.time_to_live(&key()).await.unwrap().is_none());
+        assert!(store.is_empty());
+    }
+}

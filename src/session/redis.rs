@@ -1,0 +1,217 @@
+//! Redis session store: one key per session (`{prefix}:session:{platform}:{chat}:{user}`)
+//! holding the session JSON. Reads use GETEX and writes SET … PX inside one Lua script,
+//! so the expiry slides without a separate EXPIRE race and appends are atomic.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{SCHEMA_VERSION, Session, SessionError, SessionStore, StoreOptions, Turn};
+use crate::event::SessionKey;
+
+/// Read-modify-write of one session, atomic inside Redis. A value that is not JSON or
+/// has another schema version is replaced by a fresh session (the script returns 1 so
+/// the caller can log it).
+const UPDATE_SCRIPT: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+local version = tonumber(ARGV[5])
+local session = nil
+local replaced = 0
+if raw then
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' and decoded.v == version and type(decoded.turns) == 'table' then
+    session = decoded
+  else
+    replaced = 1
+  end
+end
+if not session then
+  session = { v = version, turns = {} }
+end
+local op = ARGV[2]
+if op == 'append' then
+  for _, turn in ipairs(cjson.decode(ARGV[3])) do
+    table.insert(session.turns, turn)
+  end
+  local max = tonumber(ARGV[4])
+  local excess = #session.turns - max
+  if excess > 0 then
+    local kept = {}
+    for i = excess + 1, #session.turns do
+      kept[#kept + 1] = session.turns[i]
+    end
+    session.turns = kept
+  end
+elseif op == 'system' then
+  session.system_prompt = cjson.decode(ARGV[3])
+elseif op == 'clear' then
+  session.turns = {}
+end
+redis.call('SET', KEYS[1], cjson.encode(session), 'PX', ARGV[1])
+return replaced
+"#;
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    options: StoreOptions,
+    script: redis::Script,
+}
+
+impl RedisStore {
+    /// Connects (failing fast when Redis is unreachable) and keeps reconnecting in the
+    /// background afterwards.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        options: StoreOptions,
+    ) -> Result<RedisStore, SessionError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| SessionError::Unavailable(format!("invalid redis.url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                SessionError::Unavailable(format!(
+                    "cannot connect to Redis at {}: {e}",
+                    crate::config::redact_url_str(url)
+                ))
+            })?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            options,
+            script: redis::Script::new(UPDATE_SCRIPT),
+        })
+    }
+
+    pub fn key(&self, key: &SessionKey) -> String {
+        format!(
+            "{}:session:{}:{}:{}",
+            self.prefix, key.platform, key.chat, key.user
+        )
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        (self.options.ttl.as_millis() as u64).max(1)
+    }
+
+    async fn update(&self, key: &SessionKey, op: &str, payload: &str) -> Result<(), SessionError> {
+        let redis_key = self.key(key);
+        let mut attempt = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let result: redis::RedisResult<i64> = self
+                .script
+                .key(&redis_key)
+                .arg(self.ttl_ms())
+                .arg(op)
+                .arg(payload)
+                .arg(self.options.max_history)
+                .arg(SCHEMA_VERSION)
+                .invoke_async(&mut conn)
+                .await;
+            match result {
+                Ok(replaced) => {
+                    if replaced == 1 {
+                        tracing::warn!(session = %key, "unreadable session replaced by an empty one");
+                    }
+                    return Ok(());
+                }
+                // Retry only when the command surely never ran: the connection was
+                // refused. Re-running an append that did run would duplicate turns.
+                Err(e) if attempt == 0 && e.is_connection_refusal() => attempt += 1,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> SessionError {
+    SessionError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &SessionKey) -> Result<Session, SessionError> {
+        let redis_key = self.key(key);
+        let mut attempt = 0;
+        let raw: Option<String> = loop {
+            let mut conn = self.conn.clone();
+            let result = redis::cmd("GETEX")
+                .arg(&redis_key)
+                .arg("PX")
+                .arg(self.ttl_ms())
+                .query_async(&mut conn)
+                .await;
+            match result {
+                Ok(raw) => break raw,
+                // Reads are idempotent: one retry rides over a reconnect.
+                Err(e) if attempt == 0 && (e.is_io_error() || e.is_connection_dropped()) => {
+                    attempt += 1
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        Ok(match raw {
+            None => Session::default(),
+            Some(raw) => Session::decode(&raw).unwrap_or_else(|why| {
+                tracing::warn!(session = %key, %why, "unreadable session replaced by an empty one");
+                Session::default()
+            }),
+        })
+    }
+
+    async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError> {
+        let payload = serde_json::to_string(turns)
+            .context("encoding turns")
+            .map_err(SessionError::Unexpected)?;
+        self.update(key, "append", &payload).await
+    }
+
+    async fn set_system_prompt(
+        &self,
+        key: &SessionKey,
+        prompt: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let payload = serde_json::to_string(&prompt)
+            .context("encoding system prompt")
+            .map_err(SessionError::Unexpected)?;
+        self.update(key, "system", &payload).await
+    }
+
+    async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {
+        self.update(key, "clear", "null").await
+    }
+
+    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError> {
+        let mut conn = self.conn.clone();
+        let ms: i64 = redis::cmd("PTTL")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
+    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(raw)
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
