@@ -56,10 +56,10 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         Some((name, to)) => (name, Some(to)),
         None => (head, None),
     };
-    if let (Some(to), Some(me)) = (addressee, bot_username) {
-        if !to.eq_ignore_ascii_case(me.trim_start_matches('@')) {
-            return Input::ForAnotherBot;
-        }
+    if let (Some(to), Some(me)) = (addressee, bot_username)
+        && !to.eq_ignore_ascii_case(me.trim_start_matches('@'))
+    {
+        return Input::ForAnotherBot;
     }
     if name.is_empty() {
         // A lone "/" or "/ text" is not a command; let the model see it.

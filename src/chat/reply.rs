@@ -118,19 +118,18 @@ impl<'a> ReplyStream<'a> {
         if stage == Stage::Draft && !self.caps.can_edit {
             return Ok(());
         }
-        if let Some(live) = &self.live {
-            if live.shown == text && live.stage == stage {
-                return Ok(());
-            }
+        if let Some(live) = &self.live
+            && live.shown == text
+            && live.stage == stage
+        {
+            return Ok(());
         }
         let mut attempts = 0;
         loop {
             let now = Instant::now();
             let mut ready_at = self.blocked_until.unwrap_or(now);
-            if self.live.is_some() {
-                if let Some(last) = self.last_write {
-                    ready_at = ready_at.max(last + self.caps.min_edit_interval);
-                }
+            if let (Some(_), Some(last)) = (&self.live, self.last_write) {
+                ready_at = ready_at.max(last + self.caps.min_edit_interval);
             }
             if ready_at > now {
                 if !force {

@@ -84,7 +84,7 @@ impl OpenAiClient {
         )
         .await
         .map_err(|_| LlmError::Timeout(self.timeout))?
-        .map_err(map_error)?;
+        .map_err(|e| map_error(e, self.timeout))?;
 
         let idle = self.timeout;
         let mut events = Box::pin(
@@ -93,7 +93,7 @@ impl OpenAiClient {
                 match tokio::time::timeout(idle, raw.next()).await {
                     Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
                     Ok(None) => None,
-                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e))], None)),
+                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
                     Ok(Some(Ok(chunk))) => {
                         let events = chunk.into_events();
                         let failed = events.iter().any(Result::is_err);
@@ -187,10 +187,10 @@ impl Chunk {
         }
         let mut events = Vec::new();
         for choice in self.choices.into_iter().take(1) {
-            if let Some(text) = choice.delta.and_then(|d| d.content) {
-                if !text.is_empty() {
-                    events.push(Ok(ModelEvent::Delta(text)));
-                }
+            if let Some(text) = choice.delta.and_then(|d| d.content)
+                && !text.is_empty()
+            {
+                events.push(Ok(ModelEvent::Delta(text)));
             }
         }
         if let Some(u) = self.usage {
@@ -203,7 +203,7 @@ impl Chunk {
     }
 }
 
-fn map_error(e: OpenAIError) -> LlmError {
+fn map_error(e: OpenAIError, timeout: Duration) -> LlmError {
     match e {
         OpenAIError::ApiError(api) => {
             let status = api.status_code.as_u16();
@@ -225,9 +225,7 @@ fn map_error(e: OpenAIError) -> LlmError {
                 LlmError::BadRequest(detail)
             }
         }
-        OpenAIError::Reqwest(e) if e.is_timeout() => {
-            LlmError::Unavailable(format!("timed out: {e}"))
-        }
+        OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout(timeout),
         OpenAIError::Reqwest(e) => LlmError::Unavailable(e.to_string()),
         OpenAIError::StreamError(e) => LlmError::Interrupted(e.to_string()),
         OpenAIError::JSONDeserialize(e, body) => LlmError::Unavailable(format!(
@@ -238,14 +236,15 @@ fn map_error(e: OpenAIError) -> LlmError {
     }
 }
 
-fn map_stream_error(e: OpenAIError) -> LlmError {
+fn map_stream_error(e: OpenAIError, timeout: Duration) -> LlmError {
     match e {
         OpenAIError::JSONDeserialize(e, body) => LlmError::Interrupted(format!(
             "unreadable chunk ({e}): {}",
             body.chars().take(200).collect::<String>()
         )),
+        OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout(timeout),
         OpenAIError::Reqwest(e) => LlmError::Interrupted(e.to_string()),
-        other => match map_error(other) {
+        other => match map_error(other, timeout) {
             LlmError::Unavailable(s) => LlmError::Interrupted(s),
             mapped => mapped,
         },

@@ -74,7 +74,8 @@ impl Drop for Reservation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settlement {
     pub charged: i64,
-    pub remaining: i64,
+    /// The balance after an over-usage settlement (not read back in the common case).
+    pub remaining: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -103,6 +104,8 @@ impl QuotaService {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .min_connections(1)
+            // A ping before every checkout would double the round trips to SQLite's thread.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("opening the quota database `{url}`"))?;
@@ -172,24 +175,26 @@ impl QuotaService {
             )));
         }
         self.ensure_account(user).await?;
-        let row: Option<(i64,)> = sqlx::query_as(
+        // `execute` rather than RETURNING: a returned row costs one more hop to
+        // SQLite's worker thread, and rows_affected already says whether it fit.
+        let done = sqlx::query(
             "UPDATE quota_accounts SET remaining = remaining - ?1, reserved = reserved + ?1, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND remaining >= ?1 RETURNING remaining",
+             WHERE platform = ?3 AND user_id = ?4 AND remaining >= ?1",
         )
         .bind(amount)
         .bind(now())
         .bind(user.platform.as_str())
         .bind(&user.user)
-        .fetch_optional(&self.pool)
+        .execute(&self.pool)
         .await
         .with_context(|| format!("reserving {amount} tokens for {user}"))?;
-        match row {
-            Some(_) => Ok(Reservation {
+        match done.rows_affected() {
+            1 => Ok(Reservation {
                 user: user.clone(),
                 amount,
                 ledger: Some(self.clone()),
             }),
-            None => {
+            _ => {
                 let balance = self.balance(user).await?;
                 Err(QuotaError::Exhausted {
                     remaining: balance.remaining,
@@ -209,6 +214,29 @@ impl QuotaService {
     ) -> Result<Settlement, QuotaError> {
         reservation.ledger = None;
         let used = used.max(0);
+        if used <= reservation.amount {
+            // The common case: the charge is exactly `used`, no row needs to come back.
+            let done = sqlx::query(
+                "UPDATE quota_accounts SET used = used + ?1, remaining = remaining + ?2 - ?1, \
+                 last_charge = ?1, reserved = reserved - ?2, requests = requests + 1, updated_at = ?3 \
+                 WHERE platform = ?4 AND user_id = ?5",
+            )
+            .bind(used)
+            .bind(reservation.amount)
+            .bind(now())
+            .bind(reservation.user.platform.as_str())
+            .bind(&reservation.user.user)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("settling {used} tokens for {}", reservation.user))?;
+            if done.rows_affected() != 1 {
+                return Err(anyhow::anyhow!("account of {} vanished", reservation.user).into());
+            }
+            return Ok(Settlement {
+                charged: used,
+                remaining: None,
+            });
+        }
         // Every right-hand side sees the old row, so MIN(...) is the same charge in all
         // three places; it is also kept in last_charge to be returned.
         let row: Option<(i64, i64)> = sqlx::query_as(
@@ -235,7 +263,10 @@ impl QuotaService {
         if used > reservation.amount {
             tracing::warn!(user = %reservation.user, used, reserved = reservation.amount, "usage exceeded the reservation");
         }
-        Ok(Settlement { charged, remaining })
+        Ok(Settlement {
+            charged,
+            remaining: Some(remaining),
+        })
     }
 
     /// Returns the whole reservation (the call failed).

@@ -52,7 +52,11 @@ impl MemoryStore {
     fn update(&self, key: &SessionKey, change: impl FnOnce(&mut Session)) {
         let now = Instant::now();
         let mut entries = self.lock();
-        if self.writes.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+        if self
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+        {
             entries.retain(|_, e| e.expires > now);
         }
         let mut session = match entries.get(key) {

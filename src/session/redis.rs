@@ -19,9 +19,24 @@ local raw = redis.call('GET', KEYS[1])
 local version = tonumber(ARGV[5])
 local session = nil
 local replaced = 0
+-- Mirrors what the Rust side can decode, so a value accepted here always reads back.
+local function valid(s)
+  if type(s) ~= 'table' or s.v ~= version or type(s.turns) ~= 'table' then return false end
+  if #s.turns == 0 and next(s.turns) ~= nil then return false end
+  local prompt = s.system_prompt
+  if prompt ~= nil and prompt ~= cjson.null and type(prompt) ~= 'string' then return false end
+  for _, t in ipairs(s.turns) do
+    if type(t) ~= 'table' or (t.role ~= 'user' and t.role ~= 'assistant')
+      or type(t.content) ~= 'string' or type(t.tokens) ~= 'number'
+      or t.tokens < 0 or t.tokens ~= math.floor(t.tokens) then
+      return false
+    end
+  end
+  return true
+end
 if raw then
   local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' and decoded.v == version and type(decoded.turns) == 'table' then
+  if ok and valid(decoded) then
     session = decoded
   else
     replaced = 1

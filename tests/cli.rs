@@ -1,0 +1,227 @@
+//! The `gptbot` binary, run as a user would: `chat` over stdin against the fake OpenAI
+//! server and a real Redis, the quota and config commands, and start-up errors.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use common::{FakeOpenAi, RedisServer, test_env};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn gptbot(args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .env("USER", "tester")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A process that fails at start-up may exit before reading its input.
+    let _ = input.write_all(stdin.as_bytes()).await;
+    drop(input);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("gptbot did not finish")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn chat_over_stdin_streams_answers_and_keeps_history_in_redis() {
+    let openai = FakeOpenAi::start().await;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, Some(&redis), &dir, &[]);
+
+    let run = gptbot(&["chat"], &env, "hello terminal\n\nsecond line\n/quota\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Echo: hello terminal\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Echo: second line\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("remaining"), "{}", run.stdout);
+    assert!(!run.stderr.contains("sk-test-secret-key"));
+    let requests = openai.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1]["messages"].as_array().unwrap().len(), 4);
+
+    // The history is in Redis under console:<os user>, so a new process continues it.
+    let run = gptbot(&["chat"], &env, "third\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        openai.requests()[2]["messages"].as_array().unwrap().len(),
+        6
+    );
+
+    // And its usage was charged to console:tester.
+    let run = gptbot(&["quota", "show", "console:tester"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("console:tester: remaining "),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("used 0 "), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn quota_grant_show_and_migrate() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, None, &dir, &[]);
+
+    let run = gptbot(&["migrate"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("database migrated"));
+
+    let run = gptbot(&["quota", "grant", "telegram:5", "500"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("remaining 20500"), "{}", run.stdout);
+    let run = gptbot(&["quota", "grant", "telegram:5", "-20400"], &env, "").await;
+    assert!(
+        run.stdout
+            .contains("remaining 100 used 0 reserved 0 granted 100"),
+        "{}",
+        run.stdout
+    );
+    let run = gptbot(&["quota", "grant", "telegram:5", "-101"], &env, "").await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("only 100 remain"), "{}", run.stderr);
+    let run = gptbot(&["quota", "show", "telegram:5"], &env, "").await;
+    assert!(run.stdout.contains("remaining 100"), "{}", run.stdout);
+
+    let run = gptbot(&["quota", "show", "nobody"], &env, "").await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("platform:user"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = test_env(&openai, None, &dir, &[]);
+    let cases = [
+        ("GPTBOT__MODEL__MAX_TOKENS", "many", "max_tokens"),
+        ("GPTBOT__SESSION__TTL", "soon", "ttl"),
+        ("OPENAI_BASE_URL", "ftp://example", "openai.base_url"),
+        ("DATABASE_URL", "mysql://x", "database.url"),
+        ("GPTBOT__LOG__FORMAT", "xml", "format"),
+    ];
+    for (var, value, key) in cases {
+        let mut env = base.clone();
+        env.insert(var.into(), value.into());
+        let run = gptbot(&["chat"], &env, "hello\n").await;
+        assert_eq!(run.code, 2, "{var}={value}: {}", run.stderr);
+        assert!(run.stderr.contains(key), "{var}={value}: {}", run.stderr);
+    }
+    assert_eq!(openai.request_count(), 0);
+
+    let run = gptbot(&["--config", "/nonexistent/gptbot.toml", "chat"], &base, "").await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("/nonexistent/gptbot.toml"),
+        "{}",
+        run.stderr
+    );
+
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, "[session]\nttl = \"never\"\n").unwrap();
+    let run = gptbot(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &base,
+        "",
+    )
+    .await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("session.ttl"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_config_file_layers_over_defaults_and_config_check_redacts_secrets() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, None, &dir, &[]);
+    env.insert("TELEGRAM_BOT_TOKEN".into(), "123456:telegram-secret".into());
+    env.insert("REDIS_URL".into(), "redis://:redispw@127.0.0.1:1".into());
+    let file = dir.path().join("mine.toml");
+    std::fs::write(
+        &file,
+        "[model]\nname = \"llama3.1:8b\"\ntemperature = 0.2\n",
+    )
+    .unwrap();
+
+    let run = gptbot(
+        &["--config", file.to_str().unwrap(), "config", "check"],
+        &env,
+        "",
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("name = \"llama3.1:8b\""),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("temperature = 0.2"), "{}", run.stdout);
+    for secret in ["sk-test-secret-key", "telegram-secret", "redispw"] {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    assert!(run.stdout.contains("[redacted]"));
+}
+
+#[tokio::test]
+async fn run_without_any_platform_names_the_settings_to_set() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, None, &dir, &[]);
+    let run = gptbot(&["run"], &env, "").await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("TELEGRAM_BOT_TOKEN"), "{}", run.stderr);
+    assert!(run.stderr.contains("DISCORD_TOKEN"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn json_logs_carry_one_span_per_message_with_tokens_and_latency() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, None, &dir, &[]);
+    env.insert("RUST_LOG".into(), "info".into());
+    openai.script([common::Behavior::text(&["fine"], (21, 4))]);
+    let run = gptbot(&["--log-format", "json", "chat"], &env, "how are you\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let handled: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "message handled")
+        .collect();
+    assert_eq!(handled.len(), 1, "{}", run.stderr);
+    let span = &handled[0]["span"];
+    assert_eq!(span["platform"], "console");
+    assert_eq!(span["user"], "tester");
+    assert_eq!(span["used"], 25);
+    assert!(span["reserved"].as_i64().unwrap() > 100);
+    assert!(span["latency_ms"].is_number());
+    assert!(!run.stderr.contains("sk-test-secret-key"));
+}

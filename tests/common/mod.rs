@@ -1,0 +1,688 @@
+//! Test harness: a real `redis-server` per test on a free port, a temp SQLite file, a
+//! fake OpenAI-compatible server speaking the real wire format on 127.0.0.1, a
+//! recording chat adapter, and `spawn_app()` booting the real `App` against them.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gptbot::app::App;
+use gptbot::config::Settings;
+use gptbot::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use gptbot::platform::{
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+// ---------------------------------------------------------------- redis-server
+
+/// A `redis-server` owned by one test, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(&binary)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start `{binary}` ({e}). The tests need a real Redis: install it \
+                         (`apt-get install -y redis-server`, which scripts/test.sh does) or set \
+                         REDIS_SERVER_BIN to its path."
+                    )
+                });
+            let mut server = RedisServer { child, port };
+            if server.wait_ready() {
+                return server;
+            }
+            let _ = server.child.kill();
+        }
+        panic!("redis-server did not start on any free port");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        use std::io::{Read, Write};
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 7];
+                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                        return true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------- fake OpenAI
+
+/// What the fake answers to the next request.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// Stream these text pieces, `delay` apart, then usage (if any) and `[DONE]`.
+    Stream {
+        pieces: Vec<String>,
+        delay: Duration,
+        usage: Option<(u32, u32)>,
+    },
+    /// An error status with OpenAI's error body (and `Retry-After` if given).
+    Error {
+        status: u16,
+        kind: String,
+        code: Option<String>,
+        retry_after: Option<u64>,
+    },
+    /// Accept the request and never answer.
+    Hang,
+    /// Stream these pieces, then break the connection without `[DONE]`.
+    Cut { pieces: Vec<String> },
+}
+
+impl Behavior {
+    pub fn text(pieces: &[&str], usage: (u32, u32)) -> Behavior {
+        Behavior::Stream {
+            pieces: pieces.iter().map(|s| s.to_string()).collect(),
+            delay: Duration::ZERO,
+            usage: Some(usage),
+        }
+    }
+
+    pub fn status(status: u16) -> Behavior {
+        let kind = match status {
+            429 => "rate_limit_error",
+            400 => "invalid_request_error",
+            _ => "server_error",
+        };
+        Behavior::Error {
+            status,
+            kind: kind.into(),
+            code: None,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct FakeOpenAiState {
+    script: VecDeque<Behavior>,
+    requests: Vec<Value>,
+    headers: Vec<HashMap<String, String>>,
+}
+
+/// An OpenAI-compatible server on 127.0.0.1. With nothing scripted it streams
+/// `Echo: <last user message>` word by word, with usage counted by tiktoken.
+#[derive(Clone)]
+pub struct FakeOpenAi {
+    state: Arc<Mutex<FakeOpenAiState>>,
+    pub port: u16,
+}
+
+impl FakeOpenAi {
+    pub async fn start() -> FakeOpenAi {
+        let state = Arc::new(Mutex::new(FakeOpenAiState::default()));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(completions))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeOpenAi { state, port }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// Queues answers for the next requests, in order.
+    pub fn script(&self, behaviors: impl IntoIterator<Item = Behavior>) {
+        self.state.lock().unwrap().script.extend(behaviors);
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn request_headers(&self) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().headers.clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
+    }
+}
+
+fn sse(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-fake123",
+        "object": "chat.completion.chunk",
+        "created": 1_764_000_000u32,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        "usage": null
+    })
+}
+
+async fn completions(
+    State(state): State<Arc<Mutex<FakeOpenAiState>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let behavior = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(body.clone());
+        s.headers.push(
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+        );
+        s.script.pop_front()
+    };
+    let model = body["model"].as_str().unwrap_or("fake").to_string();
+    let behavior = behavior.unwrap_or_else(|| {
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let last = messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_string();
+        let mut pieces = vec!["Echo:".to_string()];
+        pieces.extend(last.split(' ').map(|w| format!(" {w}")));
+        // Usage as a real server reports it: the prompt and the answer tokenized.
+        let counter = gptbot::llm::tokens::TokenCounter::for_model(&model, "auto").unwrap();
+        let prompt: u32 = messages
+            .iter()
+            .map(|m| counter.message(m["content"].as_str().unwrap_or("")))
+            .sum::<u32>()
+            + gptbot::llm::tokens::REPLY_PRIMING;
+        let completion = counter.count(&pieces.concat());
+        Behavior::Stream {
+            pieces,
+            delay: Duration::ZERO,
+            usage: Some((prompt, completion)),
+        }
+    });
+    let streaming = body["stream"].as_bool().unwrap_or(false);
+    match behavior {
+        Behavior::Error {
+            status,
+            kind,
+            code,
+            retry_after,
+        } => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap(),
+                Json(json!({"error": {
+                    "message": format!("fake {status}"),
+                    "type": kind,
+                    "param": null,
+                    "code": code,
+                }})),
+            )
+                .into_response();
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            response
+        }
+        Behavior::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Behavior::Stream { pieces, usage, .. } if !streaming => {
+            let (p, c) = usage.unwrap_or((0, 0));
+            Json(json!({
+                "id": "chatcmpl-fake123",
+                "object": "chat.completion",
+                "created": 1_764_000_000u32,
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": pieces.concat()},
+                             "logprobs": null, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+            }))
+            .into_response()
+        }
+        Behavior::Stream {
+            pieces,
+            delay,
+            usage,
+        } => {
+            let include_usage = body["stream_options"]["include_usage"]
+                .as_bool()
+                .unwrap_or(false);
+            let mut events = opening_events(&model, &pieces, delay);
+            events.push((
+                Duration::ZERO,
+                Ok(sse(&chunk(&model, json!({}), Some("stop")))),
+            ));
+            if let (true, Some((p, c))) = (include_usage, usage) {
+                events.push((
+                    Duration::ZERO,
+                    Ok(sse(&json!({
+                        "id": "chatcmpl-fake123",
+                        "object": "chat.completion.chunk",
+                        "created": 1_764_000_000u32,
+                        "model": model,
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+                    }))),
+                ));
+            }
+            events.push((Duration::ZERO, Ok("data: [DONE]\n\n".to_string())));
+            sse_response(events)
+        }
+        Behavior::Cut { pieces } => {
+            let mut events = opening_events(&model, &pieces, Duration::from_millis(5));
+            events.push((
+                Duration::from_millis(5),
+                Err(std::io::Error::other("connection cut by the fake")),
+            ));
+            sse_response(events)
+        }
+    }
+}
+
+type Event = (Duration, Result<String, std::io::Error>);
+
+/// The role chunk, then one chunk per piece, `delay` apart.
+fn opening_events(model: &str, pieces: &[String], delay: Duration) -> Vec<Event> {
+    let mut events: Vec<Event> = vec![(
+        Duration::ZERO,
+        Ok(sse(&chunk(
+            model,
+            json!({"role": "assistant", "content": ""}),
+            None,
+        ))),
+    )];
+    for piece in pieces {
+        events.push((
+            delay,
+            Ok(sse(&chunk(model, json!({"content": piece}), None))),
+        ));
+    }
+    events
+}
+
+fn sse_response(events: Vec<Event>) -> Response {
+    let stream = futures::stream::iter(events).then(|(delay, item)| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        item
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+use futures::StreamExt;
+
+// ---------------------------------------------------------------- recording adapter
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send {
+        id: String,
+        text: String,
+        stage: Stage,
+    },
+    Edit {
+        id: String,
+        text: String,
+        stage: Stage,
+    },
+    Typing,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub action: Action,
+    pub at: Instant,
+}
+
+/// A chat adapter that records every call (with its time) and can answer the n-th edit
+/// with a flood-control `RetryAfter`.
+pub struct RecordingAdapter {
+    caps: Capabilities,
+    log: Mutex<Vec<Recorded>>,
+    next_id: Mutex<u64>,
+    /// (edit number, 1-based, → wait) answered with RetryAfter instead of being applied.
+    flood: Mutex<HashMap<usize, Duration>>,
+    edits_seen: Mutex<usize>,
+}
+
+impl RecordingAdapter {
+    pub fn new(max_len: usize, min_edit_interval: Duration) -> RecordingAdapter {
+        RecordingAdapter::with_caps(Capabilities {
+            max_message_len: max_len,
+            length_unit: LengthUnit::Chars,
+            can_edit: true,
+            min_edit_interval,
+        })
+    }
+
+    pub fn with_caps(caps: Capabilities) -> RecordingAdapter {
+        RecordingAdapter {
+            caps,
+            log: Mutex::new(Vec::new()),
+            next_id: Mutex::new(0),
+            flood: Mutex::new(HashMap::new()),
+            edits_seen: Mutex::new(0),
+        }
+    }
+
+    pub fn flood_on_edit(&self, n: usize, wait: Duration) {
+        self.flood.lock().unwrap().insert(n, wait);
+    }
+
+    pub fn log(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn actions(&self) -> Vec<Action> {
+        self.log().into_iter().map(|r| r.action).collect()
+    }
+
+    /// The final text of every message, in the order the messages were sent.
+    pub fn messages(&self) -> Vec<String> {
+        let mut order: Vec<String> = Vec::new();
+        let mut text: HashMap<String, String> = HashMap::new();
+        for r in self.log() {
+            match r.action {
+                Action::Send { id, text: t, .. } => {
+                    order.push(id.clone());
+                    text.insert(id, t);
+                }
+                Action::Edit { id, text: t, .. } => {
+                    text.insert(id, t);
+                }
+                Action::Typing => {}
+            }
+        }
+        order.into_iter().map(|id| text[&id].clone()).collect()
+    }
+
+    pub fn last_message(&self) -> String {
+        self.messages().pop().unwrap_or_default()
+    }
+
+    pub fn clear(&self) {
+        self.log.lock().unwrap().clear();
+    }
+}
+
+#[async_trait]
+impl ChatAdapter for RecordingAdapter {
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
+        assert!(
+            self.caps.length_unit.len(text) <= self.caps.max_message_len,
+            "sent a message over the limit"
+        );
+        let id = {
+            let mut n = self.next_id.lock().unwrap();
+            *n += 1;
+            n.to_string()
+        };
+        self.log.lock().unwrap().push(Recorded {
+            action: Action::Send {
+                id: id.clone(),
+                text: text.to_string(),
+                stage,
+            },
+            at: Instant::now(),
+        });
+        Ok(SentMessage {
+            chat_id: target.chat_id.clone(),
+            message_id: id,
+        })
+    }
+
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError> {
+        assert!(
+            self.caps.length_unit.len(text) <= self.caps.max_message_len,
+            "edited a message over the limit"
+        );
+        let n = {
+            let mut seen = self.edits_seen.lock().unwrap();
+            *seen += 1;
+            *seen
+        };
+        if let Some(wait) = self.flood.lock().unwrap().remove(&n) {
+            return Err(AdapterError::RetryAfter(wait));
+        }
+        self.log.lock().unwrap().push(Recorded {
+            action: Action::Edit {
+                id: message.message_id.clone(),
+                text: text.to_string(),
+                stage,
+            },
+            at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    async fn typing(&self, _target: &ReplyTarget) -> Result<(), AdapterError> {
+        self.log.lock().unwrap().push(Recorded {
+            action: Action::Typing,
+            at: Instant::now(),
+        });
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- the app
+
+pub struct TestApp {
+    pub app: App,
+    pub openai: FakeOpenAi,
+    pub redis: Option<RedisServer>,
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+pub struct Options {
+    pub redis: bool,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            redis: true,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    pub fn with(mut self, key: &str, value: impl ToString) -> Options {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn memory_sessions(mut self) -> Options {
+        self.redis = false;
+        self
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+/// The environment a test app runs with (also used to run the binary).
+pub fn test_env(
+    openai: &FakeOpenAi,
+    redis: Option<&RedisServer>,
+    dir: &tempfile::TempDir,
+    extra: &[(String, String)],
+) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("OPENAI_BASE_URL".into(), openai.base_url());
+    env.insert("OPENAI_API_KEY".into(), "sk-test-secret-key".into());
+    env.insert(
+        "DATABASE_URL".into(),
+        format!("sqlite://{}", dir.path().join("quota.db").display()),
+    );
+    if let Some(redis) = redis {
+        env.insert("REDIS_URL".into(), redis.url());
+    }
+    env.insert("GPTBOT__OPENAI__TIMEOUT".into(), "2s".into());
+    env.insert("GPTBOT__MODEL__MAX_TOKENS".into(), "100".into());
+    for (k, v) in extra {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    // Logs show up with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("gptbot=debug")
+        .with_test_writer()
+        .try_init();
+    let openai = FakeOpenAi::start().await;
+    let redis = options.redis.then(RedisServer::start);
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, redis.as_ref(), &dir, &options.env);
+    let settings = Settings::load(None, &env).expect("test settings are valid");
+    let app = App::build(settings).await.expect("app builds");
+    TestApp {
+        app,
+        openai,
+        redis,
+        dir,
+        env,
+    }
+}
+
+impl TestApp {
+    pub async fn send(
+        &self,
+        adapter: &RecordingAdapter,
+        event: &IncomingEvent,
+    ) -> gptbot::chat::Outcome {
+        self.app
+            .conversation
+            .handle(event, adapter, Some("gptbot"))
+            .await
+    }
+}
+
+/// A direct text message from `user`.
+pub fn dm(user: &str, text: &str) -> IncomingEvent {
+    IncomingEvent {
+        platform: Platform::Telegram,
+        chat_id: user.to_string(),
+        chat_kind: ChatKind::Direct,
+        sender: Sender {
+            id: user.to_string(),
+            display_name: format!("User {user}"),
+            is_bot: false,
+        },
+        message_id: "1".into(),
+        content: Content::Text(text.to_string()),
+        mentioned: false,
+        reply_to_bot: false,
+    }
+}
+
+/// A group message from `user` in `chat`.
+pub fn group(chat: &str, user: &str, text: &str, mentioned: bool) -> IncomingEvent {
+    IncomingEvent {
+        chat_id: chat.to_string(),
+        chat_kind: ChatKind::Group,
+        mentioned,
+        ..dm(user, text)
+    }
+}

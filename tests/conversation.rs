@@ -1,0 +1,730 @@
+//! Whole conversations through the real core: real Redis, real SQLite, the fake OpenAI
+//! server over HTTP, and a recording adapter.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gptbot::chat::Outcome;
+use gptbot::event::{Content, Platform, UserId};
+use gptbot::platform::Stage;
+use gptbot::session::Role;
+
+fn adapter() -> RecordingAdapter {
+    RecordingAdapter::new(4096, Duration::ZERO)
+}
+
+fn user(id: &str) -> UserId {
+    UserId::new(Platform::Telegram, id)
+}
+
+fn roles_and_contents(request: &serde_json::Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_conversation_carries_its_history_to_the_next_request() {
+    let t = spawn_app().await;
+    let a = adapter();
+
+    let outcome = t.send(&a, &dm("1", "hello there")).await;
+    assert!(matches!(outcome, Outcome::Answered { .. }), "{outcome:?}");
+    assert_eq!(a.last_message(), "Echo: hello there");
+
+    t.send(&a, &dm("1", "and again")).await;
+    assert_eq!(a.last_message(), "Echo: and again");
+
+    let requests = t.openai.requests();
+    assert_eq!(requests.len(), 2);
+    let first = &requests[0];
+    assert_eq!(first["model"], "gpt-4o-mini");
+    assert_eq!(first["stream"], true);
+    assert_eq!(first["stream_options"]["include_usage"], true);
+    assert_eq!(first["max_tokens"], 100);
+    let second = roles_and_contents(&requests[1]);
+    assert_eq!(second[0].0, "system");
+    assert_eq!(
+        &second[1..],
+        &[
+            ("user".to_string(), "hello there".to_string()),
+            ("assistant".to_string(), "Echo: hello there".to_string()),
+            ("user".to_string(), "and again".to_string()),
+        ]
+    );
+    // The key goes to the server and nowhere else.
+    assert_eq!(
+        t.openai.request_headers()[0]["authorization"],
+        "Bearer sk-test-secret-key"
+    );
+
+    // The history lives in Redis under the documented key, as versioned JSON.
+    let mut redis = t.redis.as_ref().unwrap().client().await;
+    let raw: String = redis::cmd("GET")
+        .arg("gptbot:session:telegram:1:1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(stored["v"], 1);
+    assert_eq!(stored["turns"].as_array().unwrap().len(), 4);
+    assert!(stored["turns"][0]["tokens"].as_u64().unwrap() > 0);
+
+    // A second user does not see the first one's history.
+    t.send(&a, &dm("2", "who am I")).await;
+    let third = roles_and_contents(&t.openai.requests()[2]);
+    assert_eq!(third.len(), 2);
+}
+
+#[tokio::test]
+async fn history_survives_a_restart_of_the_app() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.send(&a, &dm("7", "remember me")).await;
+
+    let settings = gptbot::config::Settings::load(None, &t.env).unwrap();
+    let again = gptbot::app::App::build(settings).await.unwrap();
+    again
+        .conversation
+        .handle(&dm("7", "still there?"), &a, None)
+        .await;
+    let last = roles_and_contents(t.openai.requests().last().unwrap());
+    assert!(
+        last.contains(&("user".into(), "remember me".into())),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn reset_clears_the_history() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.send(&a, &dm("1", "one")).await;
+    t.send(&a, &dm("1", "/reset")).await;
+    assert!(
+        a.last_message().contains("history cleared"),
+        "{}",
+        a.last_message()
+    );
+    t.send(&a, &dm("1", "two")).await;
+    let last = roles_and_contents(t.openai.requests().last().unwrap());
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last[1], ("user".into(), "two".into()));
+}
+
+#[tokio::test]
+async fn system_prompt_can_be_shown_set_and_reset() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.send(&a, &dm("1", "/system")).await;
+    assert!(a.last_message().contains("You are a helpful assistant"));
+
+    t.send(&a, &dm("1", "/system You are a pirate. Say arr."))
+        .await;
+    assert!(a.last_message().starts_with("System prompt set"));
+    t.send(&a, &dm("1", "/system")).await;
+    assert!(a.last_message().contains("You are a pirate. Say arr."));
+    t.send(&a, &dm("1", "hi")).await;
+    let sent = roles_and_contents(t.openai.requests().last().unwrap());
+    assert_eq!(
+        sent[0],
+        ("system".into(), "You are a pirate. Say arr.".into())
+    );
+
+    // /reset keeps the custom prompt; /system reset restores the default.
+    t.send(&a, &dm("1", "/reset")).await;
+    t.send(&a, &dm("1", "hi again")).await;
+    let sent = roles_and_contents(t.openai.requests().last().unwrap());
+    assert_eq!(sent[0].1, "You are a pirate. Say arr.");
+    t.send(&a, &dm("1", "/system reset")).await;
+    t.send(&a, &dm("1", "and now?")).await;
+    let sent = roles_and_contents(t.openai.requests().last().unwrap());
+    assert!(sent[0].1.starts_with("You are a helpful assistant"));
+}
+
+#[tokio::test]
+async fn other_commands_and_non_text_get_helpful_answers_without_charging() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.send(&a, &dm("1", "/start")).await;
+    assert!(a.last_message().contains("Hi User 1"));
+    assert!(a.last_message().contains("/reset"));
+    t.send(&a, &dm("1", "/help")).await;
+    assert!(a.last_message().contains("/quota"));
+    t.send(&a, &dm("1", "/frobnicate now")).await;
+    let reply = a.last_message();
+    assert!(
+        reply.contains("Unknown command /frobnicate") && reply.contains("/help"),
+        "{reply}"
+    );
+    t.send(&a, &dm("1", "/ask")).await;
+    assert!(a.last_message().starts_with("Usage: /ask"));
+    t.send(&a, &dm("1", "/quota")).await;
+    assert!(
+        a.last_message()
+            .contains("20000 remaining, 0 used of 20000"),
+        "{}",
+        a.last_message()
+    );
+
+    let mut photo = dm("1", "");
+    photo.content = Content::Unsupported("a photo".into());
+    t.send(&a, &photo).await;
+    assert!(a.last_message().contains("only read text"));
+
+    assert_eq!(t.openai.request_count(), 0);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.used, b.reserved), (20000, 0, 0));
+}
+
+#[tokio::test]
+async fn groups_answer_only_when_addressed_and_bots_are_ignored() {
+    let t = spawn_app().await;
+    let a = adapter();
+    assert_eq!(
+        t.send(&a, &group("-100", "1", "chatter", false)).await,
+        Outcome::Ignored
+    );
+    let mut from_bot = dm("9", "hello");
+    from_bot.sender.is_bot = true;
+    assert_eq!(t.send(&a, &from_bot).await, Outcome::Ignored);
+    assert_eq!(
+        t.send(&a, &group("-100", "1", "/reset@otherbot", true))
+            .await,
+        Outcome::Ignored
+    );
+    assert!(a.actions().is_empty());
+    assert_eq!(t.openai.request_count(), 0);
+
+    t.send(&a, &group("-100", "1", "question from one", true))
+        .await;
+    assert_eq!(a.last_message(), "Echo: question from one");
+    let mut reply = group("-100", "2", "question from two", false);
+    reply.reply_to_bot = true;
+    t.send(&a, &reply).await;
+    // Members of one group do not share history.
+    let second = roles_and_contents(&t.openai.requests()[1]);
+    assert_eq!(second.len(), 2, "{second:?}");
+}
+
+#[tokio::test]
+async fn settlement_uses_the_servers_usage_figures() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai
+        .script([Behavior::text(&["Hi", " there"], (37, 11))]);
+    let outcome = t.send(&a, &dm("1", "hello")).await;
+    let Outcome::Answered { reserved, charged } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(charged, 48);
+    assert!(reserved > 100);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!(
+        (b.used, b.remaining, b.reserved, b.requests),
+        (48, 20000 - 48, 0, 1)
+    );
+    // The stored assistant turn carries the server's completion count.
+    let session = t
+        .app
+        .sessions
+        .load(&dm("1", "").session_key())
+        .await
+        .unwrap();
+    assert_eq!(session.turns[1].role, Role::Assistant);
+    assert_eq!(session.turns[1].tokens, 11);
+}
+
+#[tokio::test]
+async fn without_server_usage_tokens_are_counted_locally() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai.script([Behavior::Stream {
+        pieces: vec!["one two three four".into()],
+        delay: Duration::ZERO,
+        usage: None,
+    }]);
+    let Outcome::Answered { reserved, charged } = t.send(&a, &dm("1", "count me")).await else {
+        panic!()
+    };
+    // Prompt estimate (reservation minus max_tokens) plus the four-token answer.
+    assert_eq!(charged, reserved - 100 + 4);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!(b.used, charged);
+}
+
+#[tokio::test]
+async fn exhausted_quota_refuses_before_calling_the_model() {
+    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 50)).await;
+    let a = adapter();
+    assert_eq!(t.send(&a, &dm("1", "hello")).await, Outcome::Refused);
+    let reply = a.last_message();
+    assert!(
+        reply.starts_with("Quota exhausted: 50 tokens left"),
+        "{reply}"
+    );
+    assert_eq!(t.openai.request_count(), 0);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.used, b.reserved), (50, 0, 0));
+}
+
+#[tokio::test]
+async fn a_server_error_refunds_the_whole_reservation() {
+    let t = spawn_app().await;
+    let a = adapter();
+    // async-openai retries 5xx three times before giving up.
+    t.openai
+        .script(std::iter::repeat_n(Behavior::status(500), 4));
+    assert_eq!(t.send(&a, &dm("1", "hello")).await, Outcome::Failed);
+    assert_eq!(t.openai.request_count(), 4);
+    assert!(
+        a.last_message().contains("unavailable"),
+        "{}",
+        a.last_message()
+    );
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.used, b.reserved), (20000, 0, 0));
+    // No turn was recorded.
+    assert!(
+        t.app
+            .sessions
+            .load(&dm("1", "").session_key())
+            .await
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_midway_refunds_and_keeps_what_was_shown() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai.script([Behavior::Cut {
+        pieces: vec!["The answer".into(), " is".into()],
+    }]);
+    assert_eq!(t.send(&a, &dm("1", "hello")).await, Outcome::Failed);
+    let shown = a.last_message();
+    assert!(shown.starts_with("The answer is"), "{shown}");
+    assert!(shown.contains("cut off"), "{shown}");
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.used, b.reserved), (20000, 0, 0));
+    assert!(
+        t.app
+            .sessions
+            .load(&dm("1", "").session_key())
+            .await
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+    // Mid-stream failures are not retried.
+    assert_eq!(t.openai.request_count(), 1);
+}
+
+#[tokio::test]
+async fn rate_limits_and_broken_streams_are_retried_before_the_first_token() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai.script([
+        Behavior::Error {
+            status: 429,
+            kind: "rate_limit_error".into(),
+            code: None,
+            retry_after: Some(1),
+        },
+        Behavior::Cut { pieces: vec![] },
+    ]);
+    let started = std::time::Instant::now();
+    let outcome = t.send(&a, &dm("1", "hello")).await;
+    assert!(matches!(outcome, Outcome::Answered { .. }), "{outcome:?}");
+    assert_eq!(a.last_message(), "Echo: hello");
+    // 429 (retried by the HTTP layer after Retry-After), a stream that broke before any
+    // text (retried here), then the answer.
+    assert_eq!(t.openai.request_count(), 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!(b.reserved, 0);
+    assert_eq!(b.requests, 1);
+}
+
+#[tokio::test]
+async fn a_hanging_server_times_out_and_refunds() {
+    let t = spawn_app_with(
+        Options::default()
+            .with("GPTBOT__OPENAI__TIMEOUT", "300ms")
+            .with("GPTBOT__OPENAI__MAX_RETRIES", 1),
+    )
+    .await;
+    let a = adapter();
+    t.openai.script([Behavior::Hang, Behavior::Hang]);
+    assert_eq!(t.send(&a, &dm("1", "hello")).await, Outcome::Failed);
+    assert!(
+        a.last_message().contains("too long to answer"),
+        "{}",
+        a.last_message()
+    );
+    assert_eq!(t.openai.request_count(), 2);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.reserved), (20000, 0));
+    // The typing indicator was shown while waiting.
+    assert!(a.actions().contains(&Action::Typing));
+}
+
+#[tokio::test]
+async fn upstream_errors_map_to_short_user_messages() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai.script([Behavior::Error {
+        status: 400,
+        kind: "invalid_request_error".into(),
+        code: Some("context_length_exceeded".into()),
+        retry_after: None,
+    }]);
+    t.send(&a, &dm("1", "hello")).await;
+    assert!(
+        a.last_message().contains("too long for the model"),
+        "{}",
+        a.last_message()
+    );
+    t.openai.script([Behavior::Error {
+        status: 401,
+        kind: "invalid_request_error".into(),
+        code: Some("invalid_api_key".into()),
+        retry_after: None,
+    }]);
+    t.send(&a, &dm("1", "hello")).await;
+    let reply = a.last_message();
+    assert!(reply.contains("operator"), "{reply}");
+    assert!(!reply.contains("sk-test"), "{reply}");
+}
+
+#[tokio::test]
+async fn history_is_trimmed_to_the_context_window() {
+    let t = spawn_app_with(Options::default().with("GPTBOT__MODEL__CONTEXT_TOKENS", 400)).await;
+    let a = adapter();
+    for i in 0..12 {
+        t.send(
+            &a,
+            &dm(
+                "1",
+                &format!("message {i} has a handful of extra words in it"),
+            ),
+        )
+        .await;
+    }
+    let requests = t.openai.requests();
+    let last = roles_and_contents(requests.last().unwrap());
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let prompt: u32 = last.iter().map(|(_, c)| counter.message(c)).sum::<u32>() + 3;
+    assert!(
+        prompt + 100 <= 400,
+        "prompt of {prompt} tokens does not leave room for the answer"
+    );
+    assert!(last.len() < 2 * 12, "nothing was trimmed: {}", last.len());
+    assert!(last.len() > 4, "too much was trimmed: {}", last.len());
+    assert_eq!(last[0].0, "system");
+    assert_eq!(
+        last.last().unwrap().1,
+        "message 11 has a handful of extra words in it"
+    );
+    // What was kept is the newest history, in order.
+    assert_eq!(
+        last[last.len() - 2].1,
+        "Echo: message 10 has a handful of extra words in it"
+    );
+    // The full history is still stored.
+    let session = t
+        .app
+        .sessions
+        .load(&dm("1", "").session_key())
+        .await
+        .unwrap();
+    assert_eq!(session.turns.len(), 24);
+}
+
+#[tokio::test]
+async fn a_message_too_long_for_the_window_is_refused_without_charge() {
+    let t = spawn_app_with(Options::default().with("GPTBOT__MODEL__CONTEXT_TOKENS", 400)).await;
+    let a = adapter();
+    assert_eq!(
+        t.send(&a, &dm("1", &"lorem ipsum ".repeat(300))).await,
+        Outcome::Refused
+    );
+    assert!(a.last_message().contains("too long for the model"));
+    assert_eq!(t.openai.request_count(), 0);
+    assert_eq!(t.app.quota.balance(&user("1")).await.unwrap().used, 0);
+}
+
+#[tokio::test]
+async fn corrupt_session_json_is_replaced_not_fatal() {
+    let t = spawn_app().await;
+    let a = adapter();
+    let key = dm("1", "").session_key();
+    for garbage in [
+        "{definitely not json",
+        r#"{"v":99,"turns":[]}"#,
+        r#"{"v":1,"turns":"x"}"#,
+    ] {
+        t.app.sessions.put_raw(&key, garbage).await.unwrap();
+        let outcome = t.send(&a, &dm("1", "still works?")).await;
+        assert!(
+            matches!(outcome, Outcome::Answered { .. }),
+            "{garbage}: {outcome:?}"
+        );
+        let session = t.app.sessions.load(&key).await.unwrap();
+        assert_eq!(session.turns.len(), 2, "{garbage}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_turns_of_one_user_are_all_kept() {
+    for options in [Options::default(), Options::default().memory_sessions()] {
+        let t = spawn_app_with(options).await;
+        let a = adapter();
+        t.openai.script((0..2).map(|i| Behavior::Stream {
+            pieces: vec![format!("answer {i}")],
+            delay: Duration::from_millis(100),
+            usage: Some((5, 2)),
+        }));
+        let first = dm("1", "first question");
+        let second = dm("1", "second question");
+        let (x, y) = tokio::join!(t.send(&a, &first), t.send(&a, &second));
+        assert!(matches!(x, Outcome::Answered { .. }) && matches!(y, Outcome::Answered { .. }));
+        let session = t.app.sessions.load(&first.session_key()).await.unwrap();
+        let users: Vec<&str> = session
+            .turns
+            .iter()
+            .filter(|t| t.role == Role::User)
+            .map(|t| t.content.as_str())
+            .collect();
+        assert_eq!(session.turns.len(), 4, "{}", t.app.sessions.backend());
+        assert!(users.contains(&"first question") && users.contains(&"second question"));
+        // Each question is followed by its own answer.
+        assert_eq!(session.turns[0].role, Role::User);
+        assert_eq!(session.turns[1].role, Role::Assistant);
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_messages_never_overspend_the_quota() {
+    // Each message reserves prompt (~30) + max_tokens (100); 1300 tokens cover about ten
+    // reservations at once.
+    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 1300)).await;
+    let a = adapter();
+    t.openai.script((0..50).map(|_| Behavior::Stream {
+        pieces: vec!["ok".into()],
+        delay: Duration::from_millis(30),
+        usage: Some((90, 10)),
+    }));
+    let events: Vec<_> = (0..50).map(|i| dm("1", &format!("question {i}"))).collect();
+    let outcomes = futures::future::join_all(events.iter().map(|e| t.send(&a, e))).await;
+
+    let answered: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Answered { charged, .. } => Some(*charged),
+            _ => None,
+        })
+        .collect();
+    let refused = outcomes.iter().filter(|o| **o == Outcome::Refused).count();
+    assert_eq!(answered.len() + refused, 50, "{outcomes:?}");
+    assert!(
+        !answered.is_empty() && refused > 0,
+        "{} answered",
+        answered.len()
+    );
+    assert_eq!(
+        t.openai.request_count(),
+        answered.len(),
+        "a refused message reached the model"
+    );
+
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!(b.reserved, 0);
+    assert!(b.remaining >= 0);
+    assert_eq!(b.granted, b.remaining + b.used, "invariant broken: {b:?}");
+    assert_eq!(b.used, answered.iter().sum::<i64>());
+    assert_eq!(b.used, 100 * answered.len() as i64);
+    assert!(b.used <= 1300);
+    let session = t.app.sessions.load(&events[0].session_key()).await.unwrap();
+    assert_eq!(session.turns.len(), 2 * answered.len());
+}
+
+#[tokio::test]
+async fn streaming_edits_respect_the_adapters_interval() {
+    let t = spawn_app().await;
+    let a = RecordingAdapter::new(4096, Duration::from_millis(150));
+    let pieces: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(20),
+        usage: Some((10, 30)),
+    }]);
+    t.send(&a, &dm("1", "stream please")).await;
+    let log = a.log();
+    let writes: Vec<&Recorded> = log.iter().filter(|r| r.action != Action::Typing).collect();
+    assert!(matches!(
+        writes[0].action,
+        Action::Send {
+            stage: Stage::Draft,
+            ..
+        }
+    ));
+    assert!(
+        writes.len() >= 3,
+        "expected several edits, got {}",
+        writes.len()
+    );
+    assert!(writes.len() < 30, "every delta was its own edit");
+    for pair in writes.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(149), "edits {gap:?} apart");
+    }
+    let Action::Edit { text, stage, .. } = &writes.last().unwrap().action else {
+        panic!("the last write is not an edit")
+    };
+    assert_eq!(*stage, Stage::Final);
+    assert_eq!(text, &pieces.concat());
+    assert_eq!(a.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn long_answers_roll_over_into_new_messages_with_balanced_fences() {
+    let t = spawn_app().await;
+    let a = RecordingAdapter::new(120, Duration::ZERO);
+    let mut pieces = vec!["Here you go:\n\n```python\n".to_string()];
+    for i in 0..20 {
+        pieces.push(format!("print('line {i} → ✓')\n"));
+    }
+    pieces.push("```\n\nDone — ".into());
+    pieces.push("привет 🦀".into());
+    t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(2),
+        usage: Some((10, 200)),
+    }]);
+    t.send(&a, &dm("1", "code please")).await;
+    let messages = a.messages();
+    assert!(messages.len() >= 4, "{messages:#?}");
+    for (i, m) in messages.iter().enumerate() {
+        assert!(m.chars().count() <= 120);
+        let fences = m
+            .lines()
+            .filter(|l| l.trim_start().starts_with("```"))
+            .count();
+        assert_eq!(fences % 2, 0, "message {i} has unbalanced fences:\n{m}");
+    }
+    assert!(messages[1].starts_with("```python\n"));
+    assert!(messages.last().unwrap().ends_with("привет 🦀"));
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.trim_start().starts_with("```"))
+            .collect::<Vec<_>>()
+            .join("")
+            .replace([' ', '\n'], "")
+    };
+    assert_eq!(strip(&messages.join("\n")), strip(&pieces.concat()));
+}
+
+#[tokio::test]
+async fn flood_control_pauses_edits_and_the_final_text_still_arrives() {
+    let t = spawn_app().await;
+    let a = RecordingAdapter::new(4096, Duration::from_millis(50));
+    a.flood_on_edit(1, Duration::from_millis(400));
+    let pieces: Vec<String> = (0..25).map(|i| format!("p{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(15),
+        usage: Some((10, 25)),
+    }]);
+    t.send(&a, &dm("1", "go")).await;
+    let log = a.log();
+    let writes: Vec<&Recorded> = log.iter().filter(|r| r.action != Action::Typing).collect();
+    // The first send went through; the first edit was refused with retry_after=400ms,
+    // so nothing may be written until 400ms after that refusal (≥ 50ms after the send).
+    let sent_at = writes[0].at;
+    let next = writes[1].at;
+    assert!(
+        next - sent_at >= Duration::from_millis(400),
+        "edited {:?} after the send",
+        next - sent_at
+    );
+    assert_eq!(a.last_message(), pieces.concat());
+}
+
+async fn command_stats(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_handled_message_costs_two_redis_round_trips() {
+    let t = spawn_app().await;
+    let a = adapter();
+    t.send(&a, &dm("1", "warm up")).await; // loads the Lua script once
+    let mut conn = t.redis.as_ref().unwrap().client().await;
+    let before = command_stats(&mut conn).await;
+    t.send(&a, &dm("1", "count the trips")).await;
+    let after = command_stats(&mut conn).await;
+    let mut delta: Vec<(String, u64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(k, d)| *d > 0 && k != "info")
+        .collect();
+    delta.sort();
+    // GETEX to load; EVALSHA to append (its GET and SET run inside Redis).
+    let expected: Vec<(String, u64)> = [("evalsha", 1), ("get", 1), ("getex", 1), ("set", 1)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(delta, expected);
+}
+
+#[tokio::test]
+async fn an_unreachable_model_server_is_reported_and_refunded() {
+    let closed = common::free_port();
+    let t = spawn_app_with(
+        Options::default().with("OPENAI_BASE_URL", format!("http://127.0.0.1:{closed}/v1")),
+    )
+    .await;
+    let a = adapter();
+    assert_eq!(t.send(&a, &dm("1", "anyone there?")).await, Outcome::Failed);
+    assert!(
+        a.last_message().contains("unavailable"),
+        "{}",
+        a.last_message()
+    );
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.remaining, b.reserved, b.used), (20000, 0, 0));
+}

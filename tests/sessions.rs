@@ -1,0 +1,278 @@
+//! One contract, two stores: every test body here runs against the Redis store (a real
+//! redis-server) and the in-process store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::RedisServer;
+use gptbot::event::{Platform, SessionKey};
+use gptbot::session::memory::MemoryStore;
+use gptbot::session::redis::RedisStore;
+use gptbot::session::{Role, SessionStore, StoreOptions, Turn};
+
+fn key(user: &str) -> SessionKey {
+    SessionKey {
+        platform: Platform::Discord,
+        chat: "chan".into(),
+        user: user.into(),
+    }
+}
+
+fn turn(role: Role, content: &str) -> Turn {
+    Turn {
+        role,
+        content: content.into(),
+        tokens: content.len() as u32,
+    }
+}
+
+/// Runs `body` against both stores built with `options`.
+async fn both<F, Fut>(options: StoreOptions, body: F)
+where
+    F: Fn(Arc<dyn SessionStore>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "test", options)
+        .await
+        .unwrap();
+    body(Arc::new(store)).await;
+    body(Arc::new(MemoryStore::new(options))).await;
+}
+
+fn opts(ttl_ms: u64, max_history: usize) -> StoreOptions {
+    StoreOptions {
+        ttl: Duration::from_millis(ttl_ms),
+        max_history,
+    }
+}
+
+#[tokio::test]
+async fn append_load_and_system_prompt() {
+    both(opts(60_000, 100), |store| async move {
+        let k = key("a");
+        let empty = store.load(&k).await.unwrap();
+        assert!(empty.turns.is_empty() && empty.system_prompt.is_none());
+        assert!(
+            store.time_to_live(&k).await.unwrap().is_none(),
+            "loading must not create"
+        );
+
+        let tricky =
+            "quotes \" slashes / \\ newlines\n tabs\t emoji 🦀 cyrillic ё CJK 日本 \u{1F600}";
+        store
+            .append(&k, &[turn(Role::User, tricky), turn(Role::Assistant, "ok")])
+            .await
+            .unwrap();
+        store.set_system_prompt(&k, Some("be terse")).await.unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(
+            s.turns,
+            vec![turn(Role::User, tricky), turn(Role::Assistant, "ok")],
+            "{}",
+            store.backend()
+        );
+        assert_eq!(s.system_prompt.as_deref(), Some("be terse"));
+
+        store.clear_history(&k).await.unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert!(s.turns.is_empty());
+        assert_eq!(
+            s.system_prompt.as_deref(),
+            Some("be terse"),
+            "reset keeps the prompt"
+        );
+        store.set_system_prompt(&k, None).await.unwrap();
+        assert!(store.load(&k).await.unwrap().system_prompt.is_none());
+
+        // A system prompt on a brand-new session (no turns yet) reads back fine.
+        store
+            .set_system_prompt(&key("fresh"), Some("x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .load(&key("fresh"))
+                .await
+                .unwrap()
+                .system_prompt
+                .as_deref(),
+            Some("x")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sliding_expiry_pushes_forward_on_use_and_forgets_after_idle() {
+    both(opts(700, 100), |store| async move {
+        let k = key("ttl");
+        store.append(&k, &[turn(Role::User, "hi")]).await.unwrap();
+        let ttl = store.time_to_live(&k).await.unwrap().unwrap();
+        assert!(
+            ttl <= Duration::from_millis(700) && ttl > Duration::from_millis(500),
+            "{ttl:?}"
+        );
+        // Used every 400ms, the session outlives its 700ms TTL several times over.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(
+                store.load(&k).await.unwrap().turns.len(),
+                1,
+                "{} expired while in use",
+                store.backend()
+            );
+            let ttl = store.time_to_live(&k).await.unwrap().unwrap();
+            assert!(
+                ttl > Duration::from_millis(500),
+                "read did not refresh the TTL: {ttl:?}"
+            );
+        }
+        // A write refreshes it too.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.set_system_prompt(&k, Some("p")).await.unwrap();
+        assert!(store.time_to_live(&k).await.unwrap().unwrap() > Duration::from_millis(500));
+        // Idle past the TTL: gone.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(store.time_to_live(&k).await.unwrap().is_none());
+        let s = store.load(&k).await.unwrap();
+        assert!(
+            s.turns.is_empty() && s.system_prompt.is_none(),
+            "{}",
+            store.backend()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn history_is_bounded_oldest_first() {
+    both(opts(60_000, 6), |store| async move {
+        let k = key("bounded");
+        for i in 0..5 {
+            store
+                .append(
+                    &k,
+                    &[
+                        turn(Role::User, &format!("q{i}")),
+                        turn(Role::Assistant, &format!("a{i}")),
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+        let s = store.load(&k).await.unwrap();
+        let contents: Vec<&str> = s.turns.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            ["q2", "a2", "q3", "a3", "q4", "a4"],
+            "{}",
+            store.backend()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_all_land() {
+    both(opts(60_000, 1000), |store| async move {
+        let k = key("race");
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                let k = k.clone();
+                tokio::spawn(async move {
+                    store
+                        .append(
+                            &k,
+                            &[
+                                turn(Role::User, &format!("q{i}")),
+                                turn(Role::Assistant, &format!("a{i}")),
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(s.turns.len(), 80, "{}", store.backend());
+        // Each pair stayed together.
+        for pair in s.turns.chunks(2) {
+            assert_eq!(pair[0].content[1..], pair[1].content[1..]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn corrupt_values_read_as_empty_and_are_replaced_on_write() {
+    both(opts(60_000, 100), |store| async move {
+        let k = key("corrupt");
+        for garbage in [
+            "not json at all",
+            "[1,2,3]",
+            r#"{"v":2,"turns":[]}"#,
+            r#"{"turns":[]}"#,
+            r#"{"v":1,"turns":[{"role":"wizard","content":"x","tokens":1}]}"#,
+            "\u{0}\u{1}binary",
+        ] {
+            store.put_raw(&k, garbage).await.unwrap();
+            let s = store.load(&k).await.unwrap();
+            assert!(s.turns.is_empty(), "{garbage}");
+            store
+                .append(&k, &[turn(Role::User, "fresh")])
+                .await
+                .unwrap();
+            let s = store.load(&k).await.unwrap();
+            assert_eq!(
+                s.turns,
+                vec![turn(Role::User, "fresh")],
+                "{} {garbage}",
+                store.backend()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_keys_follow_the_documented_layout() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "gptbot", opts(60_000, 10))
+        .await
+        .unwrap();
+    assert_eq!(store.key(&key("42")), "gptbot:session:discord:chan:42");
+    store
+        .append(&key("42"), &[turn(Role::User, "x")])
+        .await
+        .unwrap();
+    let mut conn = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys, vec!["gptbot:session:discord:chan:42".to_string()]);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_at_start_with_a_clear_error() {
+    let port = common::free_port();
+    let err = RedisStore::connect(
+        &format!("redis://:secretpw@127.0.0.1:{port}"),
+        "gptbot",
+        opts(1000, 10),
+    )
+    .await
+    .err()
+    .expect("nothing listens there")
+    .to_string();
+    assert!(err.contains("cannot connect to Redis"), "{err}");
+    assert!(!err.contains("secretpw"), "{err}");
+}
