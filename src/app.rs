@@ -32,6 +32,8 @@ pub enum AppError {
     NoPlatform,
     #[error("{0} is configured, but this build has no {0} adapter yet")]
     PlatformUnavailable(&'static str),
+    #[error("Telegram: {0}")]
+    Telegram(#[from] crate::platform::telegram::TelegramError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -108,9 +108,13 @@ pub fn main() -> ExitCode {
             tracing::error!(error = %e, "gptbot failed");
             eprintln!("error: {e}");
             match e {
-                AppError::Config(_) | AppError::NoPlatform | AppError::PlatformUnavailable(_) => {
-                    ExitCode::from(2)
-                }
+                AppError::Config(_)
+                | AppError::NoPlatform
+                | AppError::PlatformUnavailable(_)
+                | AppError::Telegram(
+                    crate::platform::telegram::TelegramError::BadToken(_)
+                    | crate::platform::telegram::TelegramError::NoToken,
+                ) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
         }
@@ -167,17 +171,38 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("reading stdin")))
         }
         CliCommand::Run => {
-            let configured: Vec<&'static str> = [
-                ("Telegram", settings.telegram.token.is_some()),
-                ("Discord", settings.discord.token.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect();
-            let Some(first) = configured.first() else {
-                return Err(AppError::NoPlatform);
-            };
-            Err(AppError::PlatformUnavailable(first))
+            let telegram = settings.telegram.token.is_some();
+            let discord = settings.discord.token.is_some();
+            match (telegram, discord) {
+                (false, false) => return Err(AppError::NoPlatform),
+                (false, true) => return Err(AppError::PlatformUnavailable("Discord")),
+                (true, true) => tracing::error!(
+                    "DISCORD_TOKEN is set, but this build has no Discord adapter yet; serving Telegram only"
+                ),
+                (true, false) => {}
+            }
+            let app = App::build(settings).await?;
+            // One process owns a SQLite ledger: holds left by a crash are stale.
+            match app.quota.recover_stale_reservations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    accounts = n,
+                    "returned reservations left by an earlier crash"
+                ),
+                Err(e) => tracing::error!(error = %e, "could not check for stale reservations"),
+            }
+            let (_tx, shutdown) = shutdown_signal();
+            let handle = crate::platform::telegram::start(
+                app.conversation.clone(),
+                &app.settings.telegram,
+                shutdown,
+            )
+            .await?;
+            tracing::info!(username = %handle.username, "serving Telegram; Ctrl-C to stop");
+            handle
+                .task
+                .await
+                .map_err(|e| AppError::Unexpected(anyhow::anyhow!("Telegram task failed: {e}")))
         }
     }
 }

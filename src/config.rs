@@ -118,11 +118,27 @@ pub struct ChatSettings {
     pub console_edit_interval: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelegramSettings {
     #[serde(default, serialize_with = "redact_opt")]
     pub token: Option<SecretString>,
+    pub api_url: String,
+    pub mode: TelegramMode,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    pub listen: String,
+    #[serde(default, serialize_with = "redact_opt")]
+    pub webhook_secret: Option<SecretString>,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub edit_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -330,8 +346,84 @@ impl Settings {
                 return Err(invalid(key, "is set but empty"));
             }
         }
+        self.validate_telegram()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    fn validate_telegram(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        let t = &self.telegram;
+        if let Some(token) = &t.token {
+            let token = token.expose_secret().trim();
+            let well_formed = token.split_once(':').is_some_and(|(id, rest)| {
+                !id.is_empty()
+                    && id.chars().all(|c| c.is_ascii_digit())
+                    && !rest.is_empty()
+                    && rest
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            if !well_formed {
+                // Never echo the value: it is a secret even when malformed.
+                return Err(invalid(
+                    "telegram.token",
+                    "does not look like a bot token from @BotFather (digits, a colon, then letters, digits, _ or -)",
+                ));
+            }
+        }
+        match reqwest::Url::parse(&t.api_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(invalid(
+                    "telegram.api_url",
+                    format!("`{}` is not an http(s) URL", t.api_url),
+                ));
+            }
+        }
+        if t.mode == TelegramMode::Webhook {
+            match t.webhook_url.as_deref().map(reqwest::Url::parse) {
+                Some(Ok(u)) if matches!(u.scheme(), "http" | "https") => {}
+                Some(_) => return Err(invalid("telegram.webhook_url", "is not an http(s) URL")),
+                None => {
+                    return Err(invalid(
+                        "telegram.webhook_url",
+                        "is required when telegram.mode = \"webhook\" (the public https URL Telegram posts to)",
+                    ));
+                }
+            }
+            match &t.webhook_secret {
+                Some(s)
+                    if (1..=256).contains(&s.expose_secret().len())
+                        && s.expose_secret()
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "telegram.webhook_secret",
+                        "must be 1-256 characters of A-Z, a-z, 0-9, _ and -",
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "telegram.webhook_secret",
+                        "is required when telegram.mode = \"webhook\"",
+                    ));
+                }
+            }
+            if t.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "telegram.listen",
+                    format!("`{}` is not an address like 0.0.0.0:8080", t.listen),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -180,7 +180,7 @@ async fn other_commands_and_non_text_get_helpful_answers_without_charging() {
     let mut photo = dm("1", "");
     photo.content = Content::Unsupported("a photo".into());
     t.send(&a, &photo).await;
-    assert!(a.last_message().contains("only read text"));
+    assert!(a.last_message().contains("only answer text"));
 
     assert_eq!(t.openai.request_count(), 0);
     let b = t.app.quota.balance(&user("1")).await.unwrap();

@@ -138,7 +138,7 @@ impl Conversation {
             Content::Text(text) => text,
             Content::Unsupported(what) => {
                 let msg = format!(
-                    "Sorry, I can only read text messages for now — I can't open {what}. Please type your question."
+                    "Sorry, I can only answer text messages for now ({what} isn't supported). Please type your question as a new message."
                 );
                 return self.say(adapter, &target, &msg).await;
             }

@@ -3,6 +3,8 @@
 //! recording chat adapter, and `spawn_app()` booting the real `App` against them.
 #![allow(dead_code)]
 
+pub mod telegram;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -168,6 +170,8 @@ impl Behavior {
 #[derive(Default)]
 struct FakeOpenAiState {
     script: VecDeque<Behavior>,
+    /// Delay between pieces of the default echo answer.
+    echo_delay: Duration,
     requests: Vec<Value>,
     headers: Vec<HashMap<String, String>>,
 }
@@ -201,6 +205,11 @@ impl FakeOpenAi {
     /// Queues answers for the next requests, in order.
     pub fn script(&self, behaviors: impl IntoIterator<Item = Behavior>) {
         self.state.lock().unwrap().script.extend(behaviors);
+    }
+
+    /// Slows the default echo answer down (the delay is between its pieces).
+    pub fn set_echo_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().echo_delay = delay;
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -237,7 +246,7 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let behavior = {
+    let (behavior, echo_delay) = {
         let mut s = state.lock().unwrap();
         s.requests.push(body.clone());
         s.headers.push(
@@ -246,7 +255,7 @@ async fn completions(
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect(),
         );
-        s.script.pop_front()
+        (s.script.pop_front(), s.echo_delay)
     };
     let model = body["model"].as_str().unwrap_or("fake").to_string();
     let behavior = behavior.unwrap_or_else(|| {
@@ -268,7 +277,7 @@ async fn completions(
         let completion = counter.count(&pieces.concat());
         Behavior::Stream {
             pieces,
-            delay: Duration::ZERO,
+            delay: echo_delay,
             usage: Some((prompt, completion)),
         }
     });

@@ -1,0 +1,117 @@
+//! Telegram `Message` → [`IncomingEvent`]: who sent it, whether the bot was addressed
+//! (@mention, a reply to the bot, a command), the text with the mention removed, and a
+//! word for non-text content. Pure: no I/O.
+
+use teloxide::types::{Me, Message, MessageEntityKind, MessageEntityRef};
+
+use crate::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+
+/// Builds the event, or `None` for messages with no human sender (channel posts,
+/// service messages).
+pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEvent> {
+    let from = msg.from.as_ref()?;
+    let chat_kind = if msg.chat.is_private() {
+        ChatKind::Direct
+    } else {
+        ChatKind::Group
+    };
+    let reply_to_bot = msg
+        .reply_to_message()
+        .and_then(|r| r.from.as_ref())
+        .is_some_and(|u| u.id == me.user.id);
+
+    let (text, entities) = match (msg.text(), msg.parse_entities()) {
+        (Some(text), entities) => (Some(text), entities.unwrap_or_default()),
+        (None, _) => (
+            msg.caption(),
+            msg.parse_caption_entities().unwrap_or_default(),
+        ),
+    };
+    let (cleaned, mentioned) = match text {
+        Some(text) => strip_mentions(text, &entities, me),
+        None => (String::new(), false),
+    };
+
+    let content = if edited {
+        Content::Unsupported("an edited message".into())
+    } else if msg.text().is_some() {
+        Content::Text(cleaned)
+    } else {
+        Content::Unsupported(describe(msg).into())
+    };
+    Some(IncomingEvent {
+        platform: Platform::Telegram,
+        chat_id: msg.chat.id.0.to_string(),
+        chat_kind,
+        sender: Sender {
+            id: from.id.0.to_string(),
+            display_name: from.first_name.clone(),
+            is_bot: from.is_bot,
+        },
+        message_id: msg.id.0.to_string(),
+        content,
+        mentioned,
+        reply_to_bot,
+    })
+}
+
+/// Removes the bot's @mentions from `text` (keeping its lines, tidying the gaps) and
+/// says whether the message was addressed to the bot: mentioned, or a command that is
+/// not for another bot.
+fn strip_mentions(text: &str, entities: &[MessageEntityRef<'_>], me: &Me) -> (String, bool) {
+    let mut addressed = false;
+    let mut out = String::with_capacity(text.len());
+    let mut cut = 0;
+    for entity in entities {
+        let is_me = match entity.kind() {
+            MessageEntityKind::Mention => entity
+                .text()
+                .trim_start_matches('@')
+                .eq_ignore_ascii_case(me.username()),
+            MessageEntityKind::TextMention { user } => user.id == me.user.id,
+            MessageEntityKind::BotCommand => {
+                let addressee = entity.text().split_once('@').map(|(_, to)| to);
+                addressed |= addressee.is_none_or(|to| to.eq_ignore_ascii_case(me.username()));
+                false
+            }
+            _ => false,
+        };
+        if is_me && entity.start() >= cut {
+            addressed = true;
+            out.push_str(&text[cut..entity.start()]);
+            cut = entity.end();
+        }
+    }
+    out.push_str(&text[cut..]);
+    let tidy = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string();
+    (tidy, addressed)
+}
+
+/// A word or two for what a non-text message carried.
+fn describe(msg: &Message) -> &'static str {
+    if msg.photo().is_some() {
+        "a photo"
+    } else if msg.sticker().is_some() {
+        "a sticker"
+    } else if msg.voice().is_some() {
+        "a voice message"
+    } else if msg.video_note().is_some() {
+        "a video message"
+    } else if msg.video().is_some() {
+        "a video"
+    } else if msg.audio().is_some() {
+        "an audio file"
+    } else if msg.animation().is_some() {
+        "a GIF"
+    } else if msg.document().is_some() {
+        "a document"
+    } else {
+        "this kind of message"
+    }
+}

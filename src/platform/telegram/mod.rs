@@ -1,0 +1,347 @@
+//! Telegram through teloxide: receiving updates (long polling, or a webhook served with
+//! axum and checked against `X-Telegram-Bot-Api-Secret-Token`), turning them into
+//! [`IncomingEvent`]s, and the [`ChatAdapter`] that sends, edits and shows "typing…".
+//!
+//! Updates of one chat are handled in order and different chats concurrently (teloxide's
+//! dispatcher distributes by chat id), so a second message waits for the first answer.
+//! Sends go through teloxide's `Throttle` (Telegram's per-chat, per-group and global
+//! limits); edits are paced by the core's edit interval, and a 429 pauses them.
+
+pub mod convert;
+pub mod html;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use teloxide::adaptors::Throttle;
+use teloxide::adaptors::throttle::Limits;
+use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
+use teloxide::error_handlers::LoggingErrorHandler;
+use teloxide::prelude::*;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters,
+};
+use teloxide::update_listeners::{Polling, webhooks};
+use teloxide::{ApiError, RequestError};
+use tokio::sync::watch;
+
+use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
+use crate::chat::Conversation;
+use crate::chat::commands::COMMANDS;
+use crate::config::{TelegramMode, TelegramSettings};
+
+/// Telegram's limit on a message, in UTF-16 code units after entity parsing.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+
+type TgBot = Throttle<Bot>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelegramError {
+    #[error("telegram.token is not set")]
+    NoToken,
+    #[error("Telegram rejected the bot token (telegram.token): {0}")]
+    BadToken(String),
+    #[error("cannot reach the Telegram Bot API at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("cannot listen for webhooks on {addr} (telegram.listen): {message}")]
+    Listen { addr: String, message: String },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Sending side for one Telegram chat.
+#[derive(Clone)]
+pub struct TelegramAdapter {
+    bot: TgBot,
+    edit_interval: Duration,
+}
+
+fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
+    id.parse::<i64>()
+        .map(ChatId)
+        .map_err(|_| AdapterError::Unexpected(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
+}
+
+fn message_id(id: &str) -> Result<MessageId, AdapterError> {
+    id.parse::<i32>().map(MessageId).map_err(|_| {
+        AdapterError::Unexpected(anyhow::anyhow!("`{id}` is not a Telegram message id"))
+    })
+}
+
+fn adapter_error(e: RequestError) -> AdapterError {
+    match e {
+        RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
+        other => AdapterError::Unexpected(anyhow::Error::new(other)),
+    }
+}
+
+fn is_entity_error(e: &RequestError) -> bool {
+    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
+}
+
+impl TelegramAdapter {
+    pub fn new(bot: TgBot, edit_interval: Duration) -> TelegramAdapter {
+        TelegramAdapter { bot, edit_interval }
+    }
+}
+
+#[async_trait]
+impl ChatAdapter for TelegramAdapter {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: MAX_MESSAGE_LEN,
+            length_unit: LengthUnit::Utf16,
+            can_edit: true,
+            min_edit_interval: self.edit_interval,
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
+        let chat = chat_id(&target.chat_id)?;
+        let reply = match &target.reply_to {
+            Some(id) => Some(ReplyParameters::new(message_id(id)?).allow_sending_without_reply()),
+            None => None,
+        };
+        let build = |text: String, html: bool| {
+            let mut request = self.bot.send_message(chat, text);
+            if html {
+                request = request.parse_mode(ParseMode::Html);
+            }
+            if let Some(reply) = &reply {
+                request = request.reply_parameters(reply.clone());
+            }
+            request
+        };
+        let sent = if stage == Stage::Final {
+            match build(html::render(text), true).await {
+                Err(e) if is_entity_error(&e) => {
+                    tracing::warn!(error = %e, "Telegram rejected the formatting, sending plain text");
+                    build(text.to_string(), false).await
+                }
+                other => other,
+            }
+        } else {
+            build(text.to_string(), false).await
+        }
+        .map_err(adapter_error)?;
+        Ok(SentMessage {
+            chat_id: target.chat_id.clone(),
+            message_id: sent.id.0.to_string(),
+        })
+    }
+
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError> {
+        let chat = chat_id(&message.chat_id)?;
+        let id = message_id(&message.message_id)?;
+        let result = if stage == Stage::Final {
+            match self
+                .bot
+                .edit_message_text(chat, id, html::render(text))
+                .parse_mode(ParseMode::Html)
+                .await
+            {
+                Err(e) if is_entity_error(&e) => {
+                    tracing::warn!(error = %e, "Telegram rejected the formatting, editing as plain text");
+                    self.bot.edit_message_text(chat, id, text).await
+                }
+                other => other,
+            }
+        } else {
+            self.bot.edit_message_text(chat, id, text).await
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // The text is already what we wanted: that is success.
+            Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(adapter_error(e)),
+        }
+    }
+
+    async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
+        self.bot
+            .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing)
+            .await
+            .map(|_| ())
+            .map_err(adapter_error)
+    }
+}
+
+/// What the update handlers need.
+struct Context {
+    conversation: Arc<Conversation>,
+    me: Me,
+    edit_interval: Duration,
+}
+
+/// A running Telegram bot.
+pub struct TelegramHandle {
+    pub username: String,
+    /// The webhook server's bound address (webhook mode).
+    pub webhook_addr: Option<SocketAddr>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Connects (getMe, setMyCommands), then serves updates until `shutdown` turns true.
+pub async fn start(
+    conversation: Arc<Conversation>,
+    settings: &TelegramSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<TelegramHandle, TelegramError> {
+    let token = settings.token.as_ref().ok_or(TelegramError::NoToken)?;
+    let api_url = reqwest::Url::parse(settings.api_url.trim_end_matches('/'))
+        .map_err(|e| anyhow::anyhow!("telegram.api_url: {e}"))?;
+    let bot = Bot::new(token.expose_secret()).set_api_url(api_url);
+
+    let me = bot.get_me().await.map_err(|e| match e {
+        RequestError::Api(ApiError::InvalidToken) => TelegramError::BadToken(e.to_string()),
+        other => TelegramError::Unreachable {
+            url: settings.api_url.clone(),
+            message: other.to_string(),
+        },
+    })?;
+    let username = me.username().to_string();
+    let commands: Vec<BotCommand> = COMMANDS
+        .iter()
+        .map(|(name, description)| BotCommand::new(*name, *description))
+        .collect();
+    if let Err(e) = bot.set_my_commands(commands).await {
+        tracing::warn!(error = %e, "could not register the command menu (setMyCommands)");
+    }
+    tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
+
+    let throttled = Throttle::new_spawn(bot.clone(), Limits::default());
+    let context = Arc::new(Context {
+        conversation,
+        me,
+        edit_interval: settings.edit_interval,
+    });
+    let handler = dptree::entry()
+        .branch(Update::filter_message().endpoint(on_message))
+        .branch(Update::filter_edited_message().endpoint(on_edited_message));
+    let mut dispatcher = Dispatcher::builder(throttled, handler)
+        .dependencies(dptree::deps![context])
+        .default_handler(|_| async {})
+        .error_handler(LoggingErrorHandler::with_custom_text(
+            "error handling a Telegram update",
+        ))
+        .build();
+    let stop = dispatcher.shutdown_token();
+    let allowed = vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage];
+
+    let (task, webhook_addr) = match settings.mode {
+        TelegramMode::Polling => {
+            let listener = Polling::builder(bot)
+                .timeout(Duration::from_secs(10))
+                .allowed_updates(allowed)
+                .delete_webhook()
+                .await
+                .build();
+            let task = tokio::spawn(async move {
+                dispatcher
+                    .dispatch_with_listener(
+                        listener,
+                        LoggingErrorHandler::with_custom_text("error receiving Telegram updates"),
+                    )
+                    .await;
+            });
+            (task, None)
+        }
+        TelegramMode::Webhook => {
+            let addr: SocketAddr = settings
+                .listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("telegram.listen: {e}"))?;
+            let url = settings.webhook_url.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("telegram.webhook_url is required in webhook mode")
+            })?;
+            let url = reqwest::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("telegram.webhook_url: {e}"))?;
+            let secret = settings.webhook_secret.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("telegram.webhook_secret is required in webhook mode")
+            })?;
+            let tcp =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| TelegramError::Listen {
+                        addr: addr.to_string(),
+                        message: e.to_string(),
+                    })?;
+            let bound = tcp.local_addr().map_err(anyhow::Error::from)?;
+            let options =
+                webhooks::Options::new(bound, url).secret_token(secret.expose_secret().to_string());
+            let (listener, stop_flag, router) = webhooks::axum_to_router(bot, options)
+                .await
+                .map_err(|e| TelegramError::Unreachable {
+                    url: settings.api_url.clone(),
+                    message: format!("setWebhook failed: {e}"),
+                })?;
+            let router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tcp, router)
+                    .with_graceful_shutdown(stop_flag)
+                    .await
+                {
+                    tracing::error!(error = %e, "webhook server failed");
+                }
+            });
+            let task = tokio::spawn(async move {
+                dispatcher
+                    .dispatch_with_listener(
+                        listener,
+                        LoggingErrorHandler::with_custom_text("error receiving Telegram updates"),
+                    )
+                    .await;
+            });
+            (task, Some(bound))
+        }
+    };
+
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        if let Ok(done) = stop.shutdown() {
+            done.await;
+        }
+    });
+    Ok(TelegramHandle {
+        username,
+        webhook_addr,
+        task,
+    })
+}
+
+async fn on_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
+    if let Some(event) = convert::message_event(&msg, &ctx.me, false) {
+        let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
+        ctx.conversation
+            .handle(&event, &adapter, Some(ctx.me.username()))
+            .await;
+    }
+    Ok(())
+}
+
+async fn on_edited_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
+    if let Some(event) = convert::message_event(&msg, &ctx.me, true) {
+        let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
+        ctx.conversation
+            .handle(&event, &adapter, Some(ctx.me.username()))
+            .await;
+    }
+    Ok(())
+}

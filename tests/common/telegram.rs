@@ -1,0 +1,511 @@
+//! A fake Telegram Bot API on 127.0.0.1 speaking the real JSON (`{"ok":true,"result":…}`,
+//! errors with `error_code`, `description` and `parameters.retry_after`), so the real
+//! teloxide bot runs against it unchanged. It records every call with its time, holds
+//! `getUpdates` long polls until an update is queued, checks the HTML it is sent the way
+//! Telegram does (known tags, balanced, known entities) and can be told to fail calls.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub const BOT_ID: i64 = 7_000_001;
+pub const BOT_USERNAME: &str = "gptbot_test_bot";
+pub const TOKEN: &str = "123456:TEST-token_abc";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct TgState {
+    updates: VecDeque<Value>,
+    next_update_id: i64,
+    next_message_id: i64,
+    calls: Vec<Call>,
+    failures: HashMap<String, VecDeque<(u16, String, Option<u64>)>>,
+    reject_html: usize,
+    /// (chat id, message id) → current text, as a client would see it.
+    texts: HashMap<(i64, i64), String>,
+    wrong_token_calls: usize,
+    webhook: String,
+}
+
+#[derive(Clone)]
+pub struct FakeTelegram {
+    state: Arc<Mutex<TgState>>,
+    notify: Arc<Notify>,
+    pub port: u16,
+}
+
+pub fn user_json(id: i64, name: &str) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": name, "username": name.to_lowercase()})
+}
+
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "is_bot": true, "first_name": "GPT Bot", "username": BOT_USERNAME})
+}
+
+pub fn private_chat(id: i64) -> Value {
+    json!({"id": id, "type": "private", "first_name": format!("User{id}")})
+}
+
+pub fn group_chat(id: i64) -> Value {
+    json!({"id": id, "type": "supergroup", "title": "Test group"})
+}
+
+fn chat_for(id: i64) -> Value {
+    if id > 0 {
+        private_chat(id)
+    } else {
+        group_chat(id)
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// Entities Telegram would attach: @mentions and a leading /command.
+fn entities_for(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    if text.starts_with('/') {
+        let end = text.find(char::is_whitespace).unwrap_or(text.len());
+        out.push(json!({"type": "bot_command", "offset": 0, "length": utf16_len(&text[..end])}));
+    }
+    for (i, _) in text.match_indices('@') {
+        let rest = &text[i + 1..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if end >= 3 && !text[..i].ends_with(|c: char| c.is_ascii_alphanumeric()) {
+            out.push(json!({
+                "type": "mention",
+                "offset": utf16_len(&text[..i]),
+                "length": utf16_len(&text[i..i + 1 + end]),
+            }));
+        }
+    }
+    out
+}
+
+fn ok(result: Value) -> Response {
+    axum::Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn error(code: u16, description: &str, retry_after: Option<u64>) -> Response {
+    let mut body = json!({"ok": false, "error_code": code, "description": description});
+    if let Some(secs) = retry_after {
+        body["parameters"] = json!({"retry_after": secs});
+    }
+    (
+        axum::http::StatusCode::from_u16(code).unwrap(),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// Checks Telegram HTML: only the tags Telegram knows, properly nested, and only the
+/// named entities it knows. Returns the visible text, or why Telegram would refuse it.
+pub fn check_html(html: &str) -> Result<String, String> {
+    const TAGS: &[&str] = &[
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+        "tg-emoji",
+    ];
+    let mut stack: Vec<String> = Vec::new();
+    let mut visible = String::new();
+    let mut rest = html;
+    while let Some(c) = rest.chars().next() {
+        if c == '<' {
+            let end = rest.find('>').ok_or("Unclosed start tag")?;
+            let tag = &rest[1..end];
+            if let Some(name) = tag.strip_prefix('/') {
+                match stack.pop() {
+                    Some(open) if open == name => {}
+                    _ => {
+                        return Err(format!(
+                            "Can't find end tag corresponding to start tag \"{name}\""
+                        ));
+                    }
+                }
+            } else {
+                let name = tag.split_whitespace().next().unwrap_or("");
+                if !TAGS.contains(&name) {
+                    return Err(format!(
+                        "Unsupported start tag \"{name}\" at byte offset {}",
+                        html.len() - rest.len()
+                    ));
+                }
+                stack.push(name.to_string());
+            }
+            rest = &rest[end + 1..];
+        } else if c == '&' {
+            let end = rest.find(';').ok_or("Unclosed entity")?;
+            let visible_char = match &rest[..=end] {
+                "&lt;" => '<',
+                "&gt;" => '>',
+                "&amp;" => '&',
+                "&quot;" => '"',
+                other => return Err(format!("Unsupported HTML entity {other}")),
+            };
+            visible.push(visible_char);
+            rest = &rest[end + 1..];
+        } else {
+            visible.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(format!(
+            "Can't find end tag corresponding to start tag \"{open}\""
+        ));
+    }
+    Ok(visible)
+}
+
+/// Reads a request body: JSON, or multipart/form-data (teloxide sends methods that can
+/// carry files, like setWebhook, that way) as an object of string fields.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(boundary) = content_type.split("boundary=").nth(1) {
+        let boundary = format!("--{}", boundary.trim_matches('"'));
+        let text = String::from_utf8_lossy(body);
+        let mut fields = serde_json::Map::new();
+        for part in text.split(boundary.as_str()) {
+            let Some((head, value)) = part.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let Some(name) = head
+                .split("name=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            fields.insert(name.to_string(), json!(value.trim_end_matches("\r\n")));
+        }
+        return Value::Object(fields);
+    }
+    if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).unwrap_or(json!({}))
+    }
+}
+
+async fn api(
+    State(fake): State<FakeTelegram>,
+    Path((bot_token, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if bot_token != format!("bot{TOKEN}") {
+        fake.state.lock().unwrap().wrong_token_calls += 1;
+        return error(401, "Unauthorized", None);
+    }
+    let body = parse_body(&headers, &body);
+    let method = method.to_ascii_lowercase();
+    let failure = {
+        let mut s = fake.state.lock().unwrap();
+        s.calls.push(Call {
+            method: method.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        s.failures.get_mut(&method).and_then(|q| q.pop_front())
+    };
+    if let Some((code, description, retry_after)) = failure {
+        return error(code, &description, retry_after);
+    }
+    match method.as_str() {
+        "getme" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "GPT Bot", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false,
+            "has_main_web_app": false
+        })),
+        "getupdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let timeout = body["timeout"].as_u64().unwrap_or(0).min(10);
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let notified = fake.notify.notified();
+                {
+                    let mut s = fake.state.lock().unwrap();
+                    s.updates
+                        .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+                    if !s.updates.is_empty() {
+                        return ok(Value::Array(s.updates.iter().cloned().collect()));
+                    }
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return ok(json!([]));
+                }
+            }
+        }
+        "sendmessage" | "editmessagetext" => fake.message_call(&method, &body),
+        "setwebhook" => {
+            fake.state.lock().unwrap().webhook = body["url"].as_str().unwrap_or("").to_string();
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            fake.state.lock().unwrap().webhook.clear();
+            ok(json!(true))
+        }
+        "getwebhookinfo" => {
+            let url = fake.state.lock().unwrap().webhook.clone();
+            ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "sendchataction" | "setmycommands" => ok(json!(true)),
+        other => error(404, &format!("Not Found: method {other} not faked"), None),
+    }
+}
+
+impl FakeTelegram {
+    pub async fn start() -> FakeTelegram {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeTelegram {
+            state: Arc::new(Mutex::new(TgState {
+                next_update_id: 1000,
+                next_message_id: 5000,
+                ..TgState::default()
+            })),
+            notify: Arc::new(Notify::new()),
+            port: listener.local_addr().unwrap().port(),
+        };
+        let app = axum::Router::new()
+            .route("/{token}/{method}", axum::routing::post(api))
+            .with_state(fake.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        fake
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn message_call(&self, method: &str, body: &Value) -> Response {
+        let mut s = self.state.lock().unwrap();
+        let chat_id = body["chat_id"].as_i64().unwrap_or(0);
+        let text = body["text"].as_str().unwrap_or("").to_string();
+        let html = body["parse_mode"].as_str() == Some("HTML");
+        let visible = if html {
+            if s.reject_html > 0 {
+                s.reject_html -= 1;
+                return error(
+                    400,
+                    "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"",
+                    None,
+                );
+            }
+            match check_html(&text) {
+                Ok(v) => v,
+                Err(why) => {
+                    return error(
+                        400,
+                        &format!("Bad Request: can't parse entities: {why}"),
+                        None,
+                    );
+                }
+            }
+        } else {
+            text.clone()
+        };
+        if visible.trim().is_empty() {
+            return error(400, "Bad Request: message text is empty", None);
+        }
+        if utf16_len(&visible) > 4096 {
+            let description = if method == "sendmessage" {
+                "Bad Request: message is too long"
+            } else {
+                "Bad Request: MESSAGE_TOO_LONG"
+            };
+            return error(400, description, None);
+        }
+        let message_id = if method == "sendmessage" {
+            s.next_message_id += 1;
+            s.next_message_id
+        } else {
+            let id = body["message_id"].as_i64().unwrap_or(0);
+            match s.texts.get(&(chat_id, id)) {
+                None => return error(400, "Bad Request: message to edit not found", None),
+                Some(current) if *current == text => {
+                    return error(
+                        400,
+                        "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                        None,
+                    );
+                }
+                Some(_) => id,
+            }
+        };
+        s.texts.insert((chat_id, message_id), text);
+        let mut message = json!({
+            "message_id": message_id,
+            "date": now(),
+            "chat": chat_for(chat_id),
+            "from": bot_user(),
+            "text": visible,
+        });
+        if method == "editmessagetext" {
+            message["edit_date"] = json!(now());
+        }
+        ok(message)
+    }
+
+    /// Queues an update; returns its message id.
+    pub fn push_message(&self, chat: Value, from: Value, text: &str, reply_to: Option<i64>) -> i64 {
+        let mut message = json!({
+            "date": now(),
+            "chat": chat,
+            "from": from,
+            "text": text,
+        });
+        let entities = entities_for(text);
+        if !entities.is_empty() {
+            message["entities"] = Value::Array(entities);
+        }
+        if let Some(id) = reply_to {
+            message["reply_to_message"] = json!({
+                "message_id": id, "date": now(), "chat": message["chat"].clone(),
+                "from": bot_user(), "text": "an earlier answer"
+            });
+        }
+        self.push_raw_message(message)
+    }
+
+    /// Queues an update carrying `message` (without `message_id`, which is assigned).
+    pub fn push_raw_message(&self, mut message: Value) -> i64 {
+        let mut s = self.state.lock().unwrap();
+        s.next_message_id += 1;
+        s.next_update_id += 1;
+        message["message_id"] = json!(s.next_message_id);
+        let update = json!({"update_id": s.next_update_id, "message": message});
+        s.updates.push_back(update);
+        drop(s);
+        self.notify.notify_waiters();
+        self.state.lock().unwrap().next_message_id
+    }
+
+    /// An update as Telegram would POST it to a webhook.
+    pub fn webhook_update(&self, chat: Value, from: Value, text: &str) -> Value {
+        let mut s = self.state.lock().unwrap();
+        s.next_message_id += 1;
+        s.next_update_id += 1;
+        json!({"update_id": s.next_update_id, "message": {
+            "message_id": s.next_message_id, "date": now(), "chat": chat, "from": from, "text": text
+        }})
+    }
+
+    pub fn fail_next(&self, method: &str, code: u16, description: &str, retry_after: Option<u64>) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .entry(method.to_ascii_lowercase())
+            .or_default()
+            .push_back((code, description.to_string(), retry_after));
+    }
+
+    /// As if an earlier deployment had registered a webhook.
+    pub fn set_webhook_state(&self, url: &str) {
+        self.state.lock().unwrap().webhook = url.to_string();
+    }
+
+    pub fn reject_html_next(&self, n: usize) {
+        self.state.lock().unwrap().reject_html = n;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        let method = method.to_ascii_lowercase();
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
+    }
+
+    /// Message writes (sends and edits) to one chat, in order.
+    pub fn writes_to(&self, chat: i64) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                (c.method == "sendmessage" || c.method == "editmessagetext")
+                    && c.body["chat_id"].as_i64() == Some(chat)
+            })
+            .collect()
+    }
+
+    /// The current text of every message the bot has in `chat`, oldest first.
+    pub fn texts_in(&self, chat: i64) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut ids: Vec<i64> = s
+            .texts
+            .keys()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, m)| *m)
+            .collect();
+        ids.sort();
+        ids.iter().map(|m| s.texts[&(chat, *m)].clone()).collect()
+    }
+
+    /// Waits until `done` holds for the recorded calls (panics after `secs`).
+    pub async fn wait_until(&self, secs: u64, what: &str, done: impl Fn(&[Call]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if done(&self.calls()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; calls: {:#?}",
+                    self.calls()
+                        .iter()
+                        .map(|c| (&c.method, &c.body))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The real teloxide bot against the fake Bot API (and the fake OpenAI server, real
+//! Redis and SQLite): polling and webhook mode, private chats and groups, streaming
+//! edits, flood control, long answers, formatting fallback and ordering.
+
+mod common;
+
+use std::time::Duration;
+
+use common::telegram::*;
+use common::*;
+use gptbot::event::{Platform, UserId};
+use gptbot::platform::telegram::{self, TelegramError, TelegramHandle};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+struct Bot {
+    t: TestApp,
+    tg: FakeTelegram,
+    handle: TelegramHandle,
+    _stop: watch::Sender<bool>,
+}
+
+async fn spawn_bot(options: Options) -> Bot {
+    let tg = FakeTelegram::start().await;
+    tg.set_webhook_state("https://old.example.test/hook");
+    let t = spawn_app_with(
+        options
+            .with("TELEGRAM_BOT_TOKEN", TOKEN)
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    let handle = telegram::start(t.app.conversation.clone(), &t.app.settings.telegram, rx)
+        .await
+        .expect("the bot starts against the fake");
+    Bot {
+        t,
+        tg,
+        handle,
+        _stop: stop,
+    }
+}
+
+fn fast() -> Options {
+    Options::default().with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms")
+}
+
+fn is_final_html(c: &Call) -> bool {
+    c.body["parse_mode"] == "HTML"
+}
+
+/// Waits until the last message the bot has in `chat` reads `text` (final, as HTML).
+async fn wait_answer(tg: &FakeTelegram, chat: i64, text: &str) {
+    let text = text.to_string();
+    tg.wait_until(15, &format!("answer {text:?} in chat {chat}"), |calls| {
+        calls.iter().any(|c| {
+            (c.method == "sendmessage" || c.method == "editmessagetext")
+                && c.body["chat_id"].as_i64() == Some(chat)
+                && is_final_html(c)
+                && c.body["text"].as_str() == Some(text.as_str())
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_private_conversation_streams_with_typing_and_keeps_history() {
+    let b = spawn_bot(fast()).await;
+    assert_eq!(b.handle.username, BOT_USERNAME);
+    let commands = b.tg.calls_of("setMyCommands");
+    assert_eq!(commands.len(), 1);
+    let names: Vec<&str> = commands[0].body["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    for name in ["start", "help", "reset", "quota", "system"] {
+        assert!(names.contains(&name), "{name} not registered: {names:?}");
+    }
+    assert!(
+        !b.tg.calls_of("deleteWebhook").is_empty(),
+        "polling must remove any webhook"
+    );
+
+    b.tg.push_message(private_chat(42), user_json(42, "Ann"), "hello bot", None);
+    wait_answer(&b.tg, 42, "Echo: hello bot").await;
+    let typing = b.tg.calls_of("sendChatAction");
+    assert!(
+        typing
+            .iter()
+            .any(|c| c.body["chat_id"] == 42 && c.body["action"] == "typing")
+    );
+
+    b.tg.push_message(private_chat(42), user_json(42, "Ann"), "and *more*", None);
+    wait_answer(&b.tg, 42, "Echo: and <i>more</i>").await;
+    let requests = b.t.openai.requests();
+    assert_eq!(requests.len(), 2);
+    let messages = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[1]["content"], "hello bot");
+    assert_eq!(messages[2]["content"], "Echo: hello bot");
+
+    // Quota and history are keyed by the Telegram user.
+    let balance =
+        b.t.app
+            .quota
+            .balance(&UserId::new(Platform::Telegram, "42"))
+            .await
+            .unwrap();
+    assert_eq!(balance.requests, 2);
+    assert!(balance.used > 0);
+
+    // Commands work through Telegram too.
+    b.tg.push_message(private_chat(42), user_json(42, "Ann"), "/quota", None);
+    b.tg.wait_until(10, "quota answer", |calls| {
+        calls.iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("remaining"))
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn groups_are_answered_only_when_the_bot_is_addressed() {
+    let b = spawn_bot(fast()).await;
+    let chat = -100_123;
+    let ann = user_json(1, "Ann");
+    let bob = user_json(2, "Bob");
+    b.tg.push_message(
+        group_chat(chat),
+        ann.clone(),
+        "just chatting among us",
+        None,
+    );
+    b.tg.push_message(group_chat(chat), ann.clone(), "/reset@someotherbot", None);
+    let mut other_bot = user_json(3, "Helper");
+    other_bot["is_bot"] = json!(true);
+    b.tg.push_message(
+        group_chat(chat),
+        other_bot,
+        &format!("@{BOT_USERNAME} ping"),
+        None,
+    );
+    let asked = b.tg.push_message(
+        group_chat(chat),
+        ann.clone(),
+        &format!("@{BOT_USERNAME} what is rust"),
+        None,
+    );
+    wait_answer(&b.tg, chat, "Echo: what is rust").await;
+    let answer_id =
+        b.tg.calls_of("sendMessage").last().unwrap().body["reply_parameters"]["message_id"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(answer_id, asked, "the answer must reply to the question");
+
+    // A reply to one of the bot's messages, and a command addressed to it.
+    let bot_message = b.tg.calls_of("sendMessage").len() as i64; // any id works for the fake
+    b.tg.push_message(
+        group_chat(chat),
+        bob.clone(),
+        "tell me more",
+        Some(bot_message),
+    );
+    wait_answer(&b.tg, chat, "Echo: tell me more").await;
+    b.tg.push_message(
+        group_chat(chat),
+        bob.clone(),
+        &format!("/ask@{BOT_USERNAME} and why"),
+        None,
+    );
+    wait_answer(&b.tg, chat, "Echo: and why").await;
+
+    let requests = b.t.openai.requests();
+    assert_eq!(requests.len(), 3, "unaddressed messages reached the model");
+    // Bob's history in this group is his own: Ann's question is not in it.
+    let bobs_last = requests[2]["messages"].as_array().unwrap();
+    assert!(bobs_last.iter().all(|m| m["content"] != "what is rust"));
+    assert_eq!(bobs_last.len(), 4, "{bobs_last:?}");
+}
+
+#[tokio::test]
+async fn flood_control_on_an_edit_is_honoured_and_the_final_text_arrives() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..20).map(|i| format!("word{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 20)),
+    }]);
+    b.tg.fail_next(
+        "editMessageText",
+        429,
+        "Too Many Requests: retry after 1",
+        Some(1),
+    );
+    b.tg.push_message(private_chat(7), user_json(7, "Cy"), "go", None);
+    wait_answer(&b.tg, 7, pieces.concat().trim_end()).await;
+
+    let edits = b.tg.calls_of("editMessageText");
+    let refused = &edits[0];
+    let next = &edits[1];
+    assert!(
+        next.at - refused.at >= Duration::from_millis(1000),
+        "edited again {:?} after a retry_after of 1 s",
+        next.at - refused.at
+    );
+    // Nothing at all was written to the chat during the pause.
+    assert!(
+        b.tg.writes_to(7)
+            .iter()
+            .all(|c| c.at <= refused.at || c.at - refused.at >= Duration::from_millis(1000))
+    );
+}
+
+#[tokio::test]
+async fn a_6000_character_answer_is_split_with_code_blocks_balanced() {
+    let b = spawn_bot(fast()).await;
+    let mut answer = String::from("Here is a long walk-through.\n\n");
+    for i in 0..35 {
+        answer.push_str(&format!(
+            "Paragraph {i}: {}\n\n",
+            "lorem ipsum dolor sit amet ".repeat(4)
+        ));
+    }
+    answer.push_str("```python\n");
+    for i in 0..60 {
+        answer.push_str(&format!("print('line {i} of the program < 10 & done')\n"));
+    }
+    answer.push_str("```\n\nThat is **all**.");
+    assert!(answer.chars().count() > 6000);
+    let pieces: Vec<String> = answer
+        .as_bytes()
+        .chunks(250)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(5),
+        usage: Some((30, 1800)),
+    }]);
+    b.tg.push_message(
+        private_chat(9),
+        user_json(9, "Di"),
+        "explain at length",
+        None,
+    );
+    b.tg.wait_until(20, "the end of the long answer", |calls| {
+        calls.iter().any(|c| {
+            is_final_html(c)
+                && c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("That is <b>all</b>."))
+        })
+    })
+    .await;
+
+    let texts = b.tg.texts_in(9);
+    assert!(texts.len() >= 2, "{} messages", texts.len());
+    let mut visible = String::new();
+    for (i, html) in texts.iter().enumerate() {
+        let shown =
+            check_html(html).unwrap_or_else(|e| panic!("message {i} is not valid HTML: {e}"));
+        assert!(
+            shown.encode_utf16().count() <= 4096,
+            "message {i} is too long"
+        );
+        assert_eq!(
+            html.matches("<pre").count(),
+            html.matches("</pre>").count(),
+            "message {i}"
+        );
+        visible.push_str(&shown);
+    }
+    for i in [0, 34] {
+        assert!(visible.contains(&format!("Paragraph {i}:")));
+    }
+    for i in [0, 30, 59] {
+        assert!(
+            visible.contains(&format!("print('line {i} of the program < 10 & done')")),
+            "line {i} lost"
+        );
+    }
+    // Every message but the first was sent as a new message after the previous filled up.
+    assert_eq!(b.tg.calls_of("sendMessage").len(), texts.len());
+}
+
+#[tokio::test]
+async fn formatting_telegram_rejects_falls_back_to_plain_text() {
+    let b = spawn_bot(fast()).await;
+    b.t.openai
+        .script([Behavior::text(&["**Bold** claim"], (10, 3))]);
+    b.tg.reject_html_next(1);
+    b.tg.push_message(private_chat(5), user_json(5, "Ed"), "format this", None);
+    // A draft, the final HTML edit (rejected), then the same final text as plain text.
+    b.tg.wait_until(10, "the plain-text fallback", |calls| {
+        let writes: Vec<&Call> = calls.iter().filter(|c| c.body["chat_id"] == 5).collect();
+        writes.iter().any(|c| is_final_html(c))
+            && writes.last().is_some_and(|c| {
+                c.body["text"] == "**Bold** claim"
+                    && c.body.get("parse_mode").is_none()
+                    && !is_final_html(c)
+            })
+            && writes.len() >= 3
+    })
+    .await;
+    assert_eq!(b.tg.texts_in(5).last().unwrap(), "**Bold** claim");
+    let writes = b.tg.writes_to(5);
+    let html_tries = writes.iter().filter(|c| is_final_html(c)).count();
+    assert_eq!(html_tries, 1, "the HTML attempt was made once and rejected");
+
+    // Without the rejection the same answer is rendered.
+    b.t.openai
+        .script([Behavior::text(&["**Bold** claim"], (10, 3))]);
+    b.tg.push_message(private_chat(5), user_json(5, "Ed"), "again", None);
+    wait_answer(&b.tg, 5, "<b>Bold</b> claim").await;
+}
+
+#[tokio::test]
+async fn photos_and_edits_get_a_polite_answer_and_cost_nothing() {
+    let b = spawn_bot(fast()).await;
+    b.tg.push_raw_message(json!({
+        "date": 1_764_000_000, "chat": private_chat(11), "from": user_json(11, "Flo"),
+        "photo": [{"file_id": "AgAD", "file_unique_id": "AQAD", "width": 90, "height": 90, "file_size": 1000}],
+        "caption": "what is this?"
+    }));
+    b.tg.wait_until(10, "the polite answer", |calls| {
+        calls.iter().any(|c| {
+            c.body["chat_id"] == 11
+                && c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("only answer text"))
+        })
+    })
+    .await;
+    assert!(b.tg.texts_in(11)[0].contains("a photo"));
+    assert_eq!(b.t.openai.request_count(), 0);
+    let balance =
+        b.t.app
+            .quota
+            .balance(&UserId::new(Platform::Telegram, "11"))
+            .await
+            .unwrap();
+    assert_eq!((balance.used, balance.reserved), (0, 0));
+}
+
+#[tokio::test]
+async fn one_chat_is_handled_in_order_and_different_chats_concurrently() {
+    let b = spawn_bot(fast()).await;
+    let slow = |text: &str| Behavior::Stream {
+        pieces: text.split(' ').map(|w| format!("{w} ")).collect(),
+        delay: Duration::from_millis(150),
+        usage: Some((10, 4)),
+    };
+    b.t.openai
+        .script([slow("first answer is slow"), slow("second answer follows")]);
+    b.tg.push_message(
+        private_chat(21),
+        user_json(21, "Gus"),
+        "first question",
+        None,
+    );
+    b.tg.push_message(
+        private_chat(21),
+        user_json(21, "Gus"),
+        "second question",
+        None,
+    );
+    wait_answer(&b.tg, 21, "first answer is slow").await;
+    wait_answer(&b.tg, 21, "second answer follows").await;
+    // The second question was sent to the model only after the first answer was stored.
+    let requests = b.t.openai.requests();
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(second[1]["content"], "first question");
+    assert_eq!(second[2]["content"], "first answer is slow ");
+    // And nothing of the second answer was written before the first was final.
+    let writes = b.tg.writes_to(21);
+    let first_final = writes
+        .iter()
+        .position(|c| c.body["text"] == "first answer is slow")
+        .unwrap();
+    assert!(
+        writes[..first_final]
+            .iter()
+            .all(|c| !c.body["text"].as_str().unwrap().contains("second"))
+    );
+
+    // Two chats at once: the second chat's answer starts before the first one ends.
+    b.t.openai
+        .script([slow("alpha beta gamma delta"), slow("one two three four")]);
+    b.tg.push_message(private_chat(31), user_json(31, "Hal"), "a", None);
+    b.tg.push_message(private_chat(32), user_json(32, "Ida"), "b", None);
+    wait_answer(&b.tg, 31, "alpha beta gamma delta").await;
+    wait_answer(&b.tg, 32, "one two three four").await;
+    let first_send = |chat: i64| b.tg.writes_to(chat)[0].at;
+    let last_write = |chat: i64| b.tg.writes_to(chat).last().unwrap().at;
+    assert!(
+        first_send(32) < last_write(31) && first_send(31) < last_write(32),
+        "chats were serialized"
+    );
+}
+
+#[tokio::test]
+async fn streaming_edits_never_exceed_the_configured_rate() {
+    let b = spawn_bot(Options::default().with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "300ms")).await;
+    let pieces: Vec<String> = (0..40).map(|i| format!("t{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(30),
+        usage: Some((10, 40)),
+    }]);
+    b.tg.push_message(private_chat(51), user_json(51, "Jo"), "stream", None);
+    wait_answer(&b.tg, 51, pieces.concat().trim_end()).await;
+    let writes = b.tg.writes_to(51);
+    assert!(writes.len() >= 3, "{} writes", writes.len());
+    for pair in writes.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        // Measured at the fake, so allow for a little network jitter.
+        assert!(
+            gap >= Duration::from_millis(280),
+            "two writes {gap:?} apart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn webhook_mode_accepts_signed_updates_and_refuses_unsigned_ones() {
+    let b = spawn_bot(
+        fast()
+            .with("GPTBOT__TELEGRAM__MODE", "webhook")
+            .with("GPTBOT__TELEGRAM__LISTEN", "127.0.0.1:0")
+            .with(
+                "GPTBOT__TELEGRAM__WEBHOOK_URL",
+                "https://bot.example.test/tg-hook",
+            )
+            .with("GPTBOT__TELEGRAM__WEBHOOK_SECRET", "s3cret-Token_1"),
+    )
+    .await;
+    let set = b.tg.calls_of("setWebhook");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].body["url"], "https://bot.example.test/tg-hook");
+    assert_eq!(set[0].body["secret_token"], "s3cret-Token_1");
+    assert!(
+        b.tg.calls_of("getUpdates").is_empty(),
+        "webhook mode must not poll"
+    );
+
+    let addr = b.handle.webhook_addr.unwrap();
+    let url = format!("http://{addr}/tg-hook");
+    let http = reqwest::Client::new();
+    let post = |update: Value, secret: Option<&'static str>| {
+        let mut request = http.post(&url).json(&update);
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        request.send()
+    };
+    let unsigned =
+        b.tg.webhook_update(private_chat(61), user_json(61, "Kim"), "unsigned hello");
+    assert_eq!(post(unsigned, None).await.unwrap().status(), 401);
+    let forged =
+        b.tg.webhook_update(private_chat(61), user_json(61, "Kim"), "forged hello");
+    assert_eq!(post(forged, Some("wrong")).await.unwrap().status(), 401);
+    let signed =
+        b.tg.webhook_update(private_chat(61), user_json(61, "Kim"), "signed hello");
+    assert_eq!(
+        post(signed, Some("s3cret-Token_1")).await.unwrap().status(),
+        200
+    );
+    wait_answer(&b.tg, 61, "Echo: signed hello").await;
+    assert_eq!(
+        b.t.openai.request_count(),
+        1,
+        "an unsigned update was processed"
+    );
+
+    let health = http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_at_start_with_a_clear_error() {
+    let tg = FakeTelegram::start().await;
+    let t = spawn_app_with(
+        Options::default()
+            .with("TELEGRAM_BOT_TOKEN", "999:not-the-right-one")
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+    )
+    .await;
+    let (_stop, rx) = watch::channel(false);
+    let err = telegram::start(t.app.conversation.clone(), &t.app.settings.telegram, rx)
+        .await
+        .err()
+        .expect("a wrong token must not start");
+    assert!(matches!(err, TelegramError::BadToken(_)), "{err}");
+    assert!(
+        !err.to_string().contains("not-the-right-one"),
+        "the token leaked: {err}"
+    );
+}
