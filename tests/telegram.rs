@@ -174,10 +174,20 @@ async fn groups_are_answered_only_when_the_bot_is_addressed() {
     );
     wait_answer(&b.tg, chat, "Echo: and why").await;
 
+    // Mention offsets are UTF-16 based; text before the mention must survive intact.
+    b.tg.push_message(
+        group_chat(chat),
+        ann.clone(),
+        &format!("🦀 @{BOT_USERNAME} ржавчина?"),
+        None,
+    );
+    wait_answer(&b.tg, chat, "Echo: 🦀 ржавчина?").await;
+
     let requests = b.t.openai.requests();
-    assert_eq!(requests.len(), 3, "unaddressed messages reached the model");
+    assert_eq!(requests.len(), 4, "unaddressed messages reached the model");
     // Bob's history in this group is his own: Ann's question is not in it.
     let bobs_last = requests[2]["messages"].as_array().unwrap();
+    assert_eq!(bobs_last.last().unwrap()["content"], "and why");
     assert!(bobs_last.iter().all(|m| m["content"] != "what is rust"));
     assert_eq!(bobs_last.len(), 4, "{bobs_last:?}");
 }
@@ -337,6 +347,18 @@ async fn photos_and_edits_get_a_polite_answer_and_cost_nothing() {
     })
     .await;
     assert!(b.tg.texts_in(11)[0].contains("a photo"));
+
+    let sent =
+        b.tg.push_message(private_chat(11), user_json(11, "Flo"), "/start", None);
+    b.tg.push_edit(private_chat(11), user_json(11, "Flo"), sent, "/start again");
+    b.tg.wait_until(10, "the answer to the edit", |calls| {
+        calls.iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("an edited message"))
+        })
+    })
+    .await;
     assert_eq!(b.t.openai.request_count(), 0);
     let balance =
         b.t.app
@@ -503,5 +525,56 @@ async fn a_wrong_token_fails_at_start_with_a_clear_error() {
     assert!(
         !err.to_string().contains("not-the-right-one"),
         "the token leaked: {err}"
+    );
+}
+
+#[tokio::test]
+async fn gptbot_run_serves_telegram_and_stops_on_sigterm() {
+    let tg = FakeTelegram::start().await;
+    let openai = FakeOpenAi::start().await;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, Some(&redis), &dir, &[]);
+    env.insert("TELEGRAM_BOT_TOKEN".into(), TOKEN.into());
+    env.insert("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url());
+    env.insert("GPTBOT__TELEGRAM__EDIT_INTERVAL".into(), "100ms".into());
+    let log = dir.path().join("gptbot.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .arg("run")
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    tg.wait_until(20, "getMe from the binary", |calls| {
+        calls.iter().any(|c| c.method == "getme")
+    })
+    .await;
+    tg.push_message(
+        private_chat(77),
+        user_json(77, "Lea"),
+        "hi from the real binary",
+        None,
+    );
+    wait_answer(&tg, 77, "Echo: hi from the real binary").await;
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("gptbot did not stop after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("Telegram bot connected"), "{logged}");
+    assert!(logged.contains(BOT_USERNAME));
+    assert!(
+        !logged.contains("TEST-token_abc"),
+        "the bot token was logged"
     );
 }

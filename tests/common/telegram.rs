@@ -424,6 +424,19 @@ impl FakeTelegram {
         self.state.lock().unwrap().next_message_id
     }
 
+    /// Queues an `edited_message` update for a message the user changed.
+    pub fn push_edit(&self, chat: Value, from: Value, message_id: i64, text: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.next_update_id += 1;
+        let update = json!({"update_id": s.next_update_id, "edited_message": {
+            "message_id": message_id, "date": now() - 5, "edit_date": now(),
+            "chat": chat, "from": from, "text": text
+        }});
+        s.updates.push_back(update);
+        drop(s);
+        self.notify.notify_waiters();
+    }
+
     /// An update as Telegram would POST it to a webhook.
     pub fn webhook_update(&self, chat: Value, from: Value, text: &str) -> Value {
         let mut s = self.state.lock().unwrap();
