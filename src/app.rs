@@ -30,10 +30,10 @@ pub enum AppError {
         "no chat platform is configured: set TELEGRAM_BOT_TOKEN (telegram.token) and/or DISCORD_TOKEN (discord.token). To talk to the bot in this terminal, run `gptbot chat`."
     )]
     NoPlatform,
-    #[error("{0} is configured, but this build has no {0} adapter yet")]
-    PlatformUnavailable(&'static str),
     #[error("Telegram: {0}")]
     Telegram(#[from] crate::platform::telegram::TelegramError),
+    #[error("Discord: {0}")]
+    Discord(#[from] crate::platform::discord::DiscordError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

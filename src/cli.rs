@@ -110,10 +110,13 @@ pub fn main() -> ExitCode {
             match e {
                 AppError::Config(_)
                 | AppError::NoPlatform
-                | AppError::PlatformUnavailable(_)
                 | AppError::Telegram(
                     crate::platform::telegram::TelegramError::BadToken(_)
                     | crate::platform::telegram::TelegramError::NoToken,
+                )
+                | AppError::Discord(
+                    crate::platform::discord::DiscordError::BadToken(_)
+                    | crate::platform::discord::DiscordError::NoToken,
                 ) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
@@ -173,13 +176,8 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
         CliCommand::Run => {
             let telegram = settings.telegram.token.is_some();
             let discord = settings.discord.token.is_some();
-            match (telegram, discord) {
-                (false, false) => return Err(AppError::NoPlatform),
-                (false, true) => return Err(AppError::PlatformUnavailable("Discord")),
-                (true, true) => tracing::error!(
-                    "DISCORD_TOKEN is set, but this build has no Discord adapter yet; serving Telegram only"
-                ),
-                (true, false) => {}
+            if !telegram && !discord {
+                return Err(AppError::NoPlatform);
             }
             let app = App::build(settings).await?;
             // One process owns a SQLite ledger: holds left by a crash are stale.
@@ -192,17 +190,34 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 Err(e) => tracing::error!(error = %e, "could not check for stale reservations"),
             }
             let (_tx, shutdown) = shutdown_signal();
-            let handle = crate::platform::telegram::start(
-                app.conversation.clone(),
-                &app.settings.telegram,
-                shutdown,
-            )
-            .await?;
-            tracing::info!(username = %handle.username, "serving Telegram; Ctrl-C to stop");
-            handle
-                .task
-                .await
-                .map_err(|e| AppError::Unexpected(anyhow::anyhow!("Telegram task failed: {e}")))
+            let mut tasks = Vec::new();
+            if telegram {
+                let handle = crate::platform::telegram::start(
+                    app.conversation.clone(),
+                    &app.settings.telegram,
+                    shutdown.clone(),
+                )
+                .await?;
+                tracing::info!(username = %handle.username, "serving Telegram");
+                tasks.push(("Telegram", handle.task));
+            }
+            if discord {
+                let handle = crate::platform::discord::start(
+                    app.conversation.clone(),
+                    &app.settings.discord,
+                    shutdown.clone(),
+                )
+                .await?;
+                tracing::info!(username = %handle.username, "serving Discord");
+                tasks.push(("Discord", handle.task));
+            }
+            tracing::info!("gptbot is running; Ctrl-C to stop");
+            for (name, task) in tasks {
+                task.await.map_err(|e| {
+                    AppError::Unexpected(anyhow::anyhow!("{name} task failed: {e}"))
+                })?;
+            }
+            Ok(())
         }
     }
 }

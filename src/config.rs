@@ -141,11 +141,17 @@ pub enum TelegramMode {
     Webhook,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordSettings {
     #[serde(default, serialize_with = "redact_opt")]
     pub token: Option<SecretString>,
+    /// Base of every REST route (`{api_url}/api/v10/...`); the gateway URL is fetched from it.
+    pub api_url: String,
+    #[serde(default)]
+    pub guild_ids: Vec<u64>,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub edit_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -347,6 +353,15 @@ impl Settings {
             }
         }
         self.validate_telegram()?;
+        match reqwest::Url::parse(&self.discord.api_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(invalid(
+                    "discord.api_url",
+                    format!("`{}` is not an http(s) URL", self.discord.api_url),
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}`: {e}", self.log.level)))?;
         Ok(())

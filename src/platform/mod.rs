@@ -3,6 +3,7 @@
 //! [`ChatAdapter`]; so do the terminal adapter and the tests' recording fake.
 
 pub mod console;
+pub mod discord;
 pub mod telegram;
 
 use std::time::Duration;
