@@ -216,6 +216,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // Lists come comma-separated: GPTBOT__DISCORD__GUILD_IDS=123,456
+                .list_separator(",")
+                .with_list_parse_key("discord.guild_ids")
                 .source(Some(layered)),
         );
 
@@ -562,6 +565,8 @@ mod tests {
                 ("GPTBOT__DATABASE__URL", "sqlite://b.db"),
                 ("GPTBOT__MODEL__MAX_TOKENS", "77"),
                 ("GPTBOT__SESSION__TTL", "90m"),
+                ("GPTBOT__BOT__SYSTEM_PROMPT", "Be brief, be kind."),
+                ("GPTBOT__DISCORD__GUILD_IDS", "11,22"),
             ]),
         )
         .unwrap();
@@ -570,6 +575,8 @@ mod tests {
         assert_eq!(s.database.url.expose_secret(), "sqlite://b.db");
         assert_eq!(s.model.max_tokens, 77);
         assert_eq!(s.session.ttl, Duration::from_secs(90 * 60));
+        assert_eq!(s.bot.system_prompt, "Be brief, be kind.");
+        assert_eq!(s.discord.guild_ids, vec![11, 22]);
     }
 
     #[test]

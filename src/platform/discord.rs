@@ -13,11 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serenity::all::{
-    ChannelId, Command, CommandDataOptionValue, CommandInteraction, CommandOptionType,
-    Context, CreateAllowedMentions, CreateCommand, CreateCommandOption,
-    CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse, EditMessage,
-    EventHandler, GatewayIntents, GuildId, HttpBuilder, Interaction, Message, MessageId, Ready,
-    ResumedEvent, UserId,
+    ChannelId, Command, CommandDataOptionValue, CommandInteraction, CommandOptionType, Context,
+    CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInteractionResponseFollowup,
+    CreateMessage, EditInteractionResponse, EditMessage, EventHandler, GatewayIntents, GuildId,
+    HttpBuilder, Interaction, Message, MessageId, Ready, ResumedEvent, UserId,
 };
 use serenity::http::Http;
 use tokio::sync::watch;
@@ -100,9 +99,16 @@ impl ChatAdapter for ChannelAdapter {
         caps(self.edit_interval)
     }
 
-    async fn send(&self, target: &ReplyTarget, text: &str, _stage: Stage) -> Result<SentMessage, AdapterError> {
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        _stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
         let channel = ChannelId::new(parse_id(&target.chat_id)?);
-        let mut message = CreateMessage::new().content(text).allowed_mentions(no_mentions());
+        let mut message = CreateMessage::new()
+            .content(text)
+            .allowed_mentions(no_mentions());
         if let Some(reply_to) = &target.reply_to {
             message = message.reference_message((channel, MessageId::new(parse_id(reply_to)?)));
         }
@@ -116,13 +122,20 @@ impl ChatAdapter for ChannelAdapter {
         })
     }
 
-    async fn edit(&self, message: &SentMessage, text: &str, _stage: Stage) -> Result<(), AdapterError> {
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        _stage: Stage,
+    ) -> Result<(), AdapterError> {
         let channel = ChannelId::new(parse_id(&message.chat_id)?);
         channel
             .edit_message(
                 &self.http,
                 MessageId::new(parse_id(&message.message_id)?),
-                EditMessage::new().content(text).allowed_mentions(no_mentions()),
+                EditMessage::new()
+                    .content(text)
+                    .allowed_mentions(no_mentions()),
             )
             .await
             .map(|_| ())
@@ -153,7 +166,12 @@ impl ChatAdapter for InteractionAdapter {
         caps(self.edit_interval)
     }
 
-    async fn send(&self, target: &ReplyTarget, text: &str, _stage: Stage) -> Result<SentMessage, AdapterError> {
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        _stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
         let first = {
             let mut used = self.original_used.lock().unwrap_or_else(|p| p.into_inner());
             !std::mem::replace(&mut *used, true)
@@ -162,7 +180,9 @@ impl ChatAdapter for InteractionAdapter {
             self.interaction
                 .edit_response(
                     &self.http,
-                    EditInteractionResponse::new().content(text).allowed_mentions(no_mentions()),
+                    EditInteractionResponse::new()
+                        .content(text)
+                        .allowed_mentions(no_mentions()),
                 )
                 .await
                 .map_err(adapter_error)?;
@@ -188,12 +208,19 @@ impl ChatAdapter for InteractionAdapter {
         })
     }
 
-    async fn edit(&self, message: &SentMessage, text: &str, _stage: Stage) -> Result<(), AdapterError> {
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        _stage: Stage,
+    ) -> Result<(), AdapterError> {
         if message.message_id == ORIGINAL {
             self.interaction
                 .edit_response(
                     &self.http,
-                    EditInteractionResponse::new().content(text).allowed_mentions(no_mentions()),
+                    EditInteractionResponse::new()
+                        .content(text)
+                        .allowed_mentions(no_mentions()),
                 )
                 .await
                 .map(|_| ())
@@ -305,10 +332,14 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
 /// A slash command as an event: its text is what the user would have typed.
 pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> {
     let option = |name: &str| {
-        command.data.options.iter().find_map(|o| match (&o.value, o.name == name) {
-            (CommandDataOptionValue::String(s), true) => Some(s.clone()),
-            _ => None,
-        })
+        command
+            .data
+            .options
+            .iter()
+            .find_map(|o| match (&o.value, o.name == name) {
+                (CommandDataOptionValue::String(s), true) => Some(s.clone()),
+                _ => None,
+            })
     };
     let text = match command.data.name.as_str() {
         "chat" => format!("/ask {}", option("prompt").unwrap_or_default()),
@@ -371,12 +402,17 @@ impl EventHandler for Handler {
         let _ = self.bot.set(ready.user.id);
         let commands = slash_commands();
         let registered = if self.guild_ids.is_empty() {
-            Command::set_global_commands(&ctx.http, commands).await.map(|c| c.len())
+            Command::set_global_commands(&ctx.http, commands)
+                .await
+                .map(|c| c.len())
         } else {
             let mut n = 0;
             let mut result = Ok(0);
             for guild in &self.guild_ids {
-                match GuildId::new(*guild).set_commands(&ctx.http, commands.clone()).await {
+                match GuildId::new(*guild)
+                    .set_commands(&ctx.http, commands.clone())
+                    .await
+                {
                     Ok(c) => n += c.len(),
                     Err(e) => result = Err(e),
                 }
@@ -384,7 +420,9 @@ impl EventHandler for Handler {
             result.map(|_| n)
         };
         match registered {
-            Ok(n) => tracing::info!(commands = n, guilds = ?self.guild_ids, "slash commands registered"),
+            Ok(n) => {
+                tracing::info!(commands = n, guilds = ?self.guild_ids, "slash commands registered")
+            }
             Err(e) => tracing::error!(error = %e, "could not register slash commands"),
         }
         tracing::info!(username = %ready.user.name, session = %ready.session_id, "Discord bot connected");
@@ -396,9 +434,17 @@ impl EventHandler for Handler {
     }
 
     async fn message(&self, ctx: Context, msg: Message) {
-        let Some(bot) = self.bot.get().copied() else { return };
-        let Some(event) = message_event(&msg, bot) else { return };
-        if msg.content.is_empty() && msg.attachments.is_empty() && msg.sticker_items.is_empty() && msg.embeds.is_empty() {
+        let Some(bot) = self.bot.get().copied() else {
+            return;
+        };
+        let Some(event) = message_event(&msg, bot) else {
+            return;
+        };
+        if msg.content.is_empty()
+            && msg.attachments.is_empty()
+            && msg.sticker_items.is_empty()
+            && msg.embeds.is_empty()
+        {
             tracing::warn!(
                 channel = %msg.channel_id,
                 "a message arrived with empty content: enable the MESSAGE CONTENT privileged intent for the bot in the Discord developer portal"
@@ -417,7 +463,9 @@ impl EventHandler for Handler {
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        let Interaction::Command(command) = interaction else { return };
+        let Interaction::Command(command) = interaction else {
+            return;
+        };
         let ephemeral = command.data.name != "chat";
         // Defer first, well inside Discord's 3 s deadline, whatever happens next.
         let deferred = if ephemeral {
@@ -431,7 +479,10 @@ impl EventHandler for Handler {
         }
         let Some(event) = interaction_event(&command) else {
             let _ = command
-                .edit_response(&ctx.http, EditInteractionResponse::new().content("Unknown command."))
+                .edit_response(
+                    &ctx.http,
+                    EditInteractionResponse::new().content("Unknown command."),
+                )
                 .await;
             return;
         };
@@ -517,7 +568,8 @@ pub async fn start(
         shards.shutdown_all().await;
     });
     // Wait for READY so a broken gateway shows up here rather than as silence.
-    let ready = tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(Option::is_some)).await;
+    let ready =
+        tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(Option::is_some)).await;
     match ready {
         Ok(Ok(_)) => {}
         _ => {

@@ -3,6 +3,7 @@
 //! recording chat adapter, and `spawn_app()` booting the real `App` against them.
 #![allow(dead_code)]
 
+pub mod discord;
 pub mod telegram;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,0 +1,466 @@
+//! A fake Discord on 127.0.0.1: the REST routes the bot uses (`/api/v10/...`, JSON as in
+//! Discord's docs) and a WebSocket gateway speaking the real protocol (HELLO, IDENTIFY,
+//! READY with session_id and resume_gateway_url, heartbeats and ACKs, RESUME/RESUMED,
+//! dispatches of MESSAGE_CREATE and INTERACTION_CREATE). It records every REST call with
+//! its time, can answer a call with a 429, and can drop the gateway connection.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+pub const BOT_ID: &str = "1000000000000000001";
+pub const TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDAwMQ.fake.discord-token";
+pub const GUILD: &str = "5000000000000000001";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone)]
+enum GatewayCommand {
+    Dispatch(String, Value),
+    Close(u16),
+}
+
+#[derive(Default)]
+struct DcState {
+    calls: Vec<Call>,
+    /// (method, path prefix) → queued 429s (retry_after seconds).
+    limits: Vec<(String, String, f64)>,
+    next_id: u64,
+    /// Gateway frames received from the bot (IDENTIFY, RESUME, heartbeats).
+    gateway_in: Vec<Value>,
+    connections: usize,
+    /// Message id → content, for every message and interaction response the bot wrote.
+    texts: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+#[derive(Clone)]
+pub struct FakeDiscord {
+    state: Arc<Mutex<DcState>>,
+    gateway: broadcast::Sender<GatewayCommand>,
+    seq: Arc<AtomicU64>,
+    pub port: u16,
+    pub gateway_port: u16,
+}
+
+pub fn user(id: &str, name: &str) -> Value {
+    json!({"id": id, "username": name, "global_name": name, "discriminator": "0", "avatar": null, "bot": false})
+}
+
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "username": "gptbot", "global_name": null, "discriminator": "0", "avatar": null, "bot": true})
+}
+
+fn timestamp() -> String {
+    "2026-11-27T10:00:00.000000+00:00".to_string()
+}
+
+/// A Message object as Discord sends it.
+pub fn message(
+    id: &str,
+    channel: &str,
+    author: Value,
+    content: &str,
+    guild: Option<&str>,
+) -> Value {
+    let mut m = json!({
+        "id": id, "channel_id": channel, "author": author, "content": content,
+        "timestamp": timestamp(), "edited_timestamp": null, "tts": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [],
+        "embeds": [], "pinned": false, "type": 0, "flags": 0
+    });
+    if let Some(g) = guild {
+        m["guild_id"] = json!(g);
+        m["member"] = json!({"roles": [], "joined_at": timestamp(), "deaf": false, "mute": false, "flags": 0});
+    }
+    m
+}
+
+impl FakeDiscord {
+    pub async fn start() -> FakeDiscord {
+        let rest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (gateway, _) = broadcast::channel(64);
+        let fake = FakeDiscord {
+            state: Arc::new(Mutex::new(DcState {
+                next_id: 9_000_000_000_000_000_000,
+                ..DcState::default()
+            })),
+            gateway,
+            seq: Arc::new(AtomicU64::new(0)),
+            port: rest.local_addr().unwrap().port(),
+            gateway_port: ws.local_addr().unwrap().port(),
+        };
+        let app = axum::Router::new()
+            .fallback(rest_api)
+            .with_state(fake.clone());
+        tokio::spawn(async move {
+            axum::serve(rest, app).await.unwrap();
+        });
+        let gw = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = ws.accept().await {
+                tokio::spawn(gw.clone().serve_gateway(stream));
+            }
+        });
+        fake
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn new_id(&self) -> String {
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        s.next_id.to_string()
+    }
+
+    async fn serve_gateway(self, stream: tokio::net::TcpStream) {
+        let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        self.state.lock().unwrap().connections += 1;
+        let (mut tx, mut rx) = ws.split();
+        let mut commands = self.gateway.subscribe();
+        let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}, "s": null, "t": null});
+        if tx.send(Ws::Text(hello.to_string())).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                frame = rx.next() => {
+                    let Some(Ok(frame)) = frame else { return };
+                    let Ws::Text(text) = frame else { continue };
+                    let Ok(payload) = serde_json::from_str::<Value>(&text) else { continue };
+                    self.state.lock().unwrap().gateway_in.push(payload.clone());
+                    let reply = match payload["op"].as_u64() {
+                        Some(1) => Some(json!({"op": 11, "d": null, "s": null, "t": null})),
+                        Some(2) => Some(self.dispatch_frame("READY", json!({
+                            "v": 10, "user": bot_user(), "guilds": [],
+                            "session_id": "fake-session-1",
+                            "resume_gateway_url": format!("ws://127.0.0.1:{}", self.gateway_port),
+                            "shard": [0, 1],
+                            "application": {"id": BOT_ID, "flags": 0}
+                        }))),
+                        Some(6) => Some(self.dispatch_frame("RESUMED", json!({}))),
+                        _ => None,
+                    };
+                    if let Some(reply) = reply
+                        && tx.send(Ws::Text(reply.to_string())).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                command = commands.recv() => match command {
+                    Ok(GatewayCommand::Dispatch(t, d)) => {
+                        let frame = self.dispatch_frame(&t, d);
+                        if tx.send(Ws::Text(frame.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(GatewayCommand::Close(code)) => {
+                        let _ = tx.send(Ws::Close(Some(CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: "fake gateway closing".into(),
+                        }))).await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    fn dispatch_frame(&self, t: &str, d: Value) -> Value {
+        let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        json!({"op": 0, "s": s, "t": t, "d": d})
+    }
+
+    /// Waits until the gateway has a connected session (READY sent).
+    pub async fn wait_ready(&self) {
+        self.wait_gateway(10, "IDENTIFY", |frames| frames.iter().any(|f| f["op"] == 2))
+            .await;
+    }
+
+    pub async fn wait_gateway(&self, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if done(&self.state.lock().unwrap().gateway_in) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for gateway {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn gateway_frames(&self) -> Vec<Value> {
+        self.state.lock().unwrap().gateway_in.clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
+    /// Sends a dispatch event to the connected bot.
+    pub fn dispatch(&self, t: &str, d: Value) {
+        let _ = self
+            .gateway
+            .send(GatewayCommand::Dispatch(t.to_string(), d));
+    }
+
+    /// Closes the gateway connection with `code`, as Discord does before a resume.
+    pub fn drop_gateway(&self, code: u16) {
+        let _ = self.gateway.send(GatewayCommand::Close(code));
+    }
+
+    /// A user's message; returns its id.
+    pub fn send_message(
+        &self,
+        channel: &str,
+        author: Value,
+        content: &str,
+        guild: Option<&str>,
+    ) -> String {
+        let id = self.new_id();
+        let mut m = message(&id, channel, author, content, guild);
+        if content.contains(&format!("<@{BOT_ID}>")) {
+            m["mentions"] = json!([bot_user()]);
+        }
+        self.dispatch("MESSAGE_CREATE", m);
+        id
+    }
+
+    /// A user's reply to one of the bot's messages.
+    pub fn send_reply(
+        &self,
+        channel: &str,
+        author: Value,
+        content: &str,
+        guild: Option<&str>,
+        to: &str,
+    ) -> String {
+        let id = self.new_id();
+        let mut m = message(&id, channel, author, content, guild);
+        m["type"] = json!(19);
+        m["message_reference"] = json!({"message_id": to, "channel_id": channel});
+        m["referenced_message"] = message(to, channel, bot_user(), "an earlier answer", guild);
+        self.dispatch("MESSAGE_CREATE", m);
+        id
+    }
+
+    /// A slash command invocation; returns the interaction token.
+    pub fn slash(
+        &self,
+        name: &str,
+        options: Value,
+        channel: &str,
+        who: Value,
+        guild: Option<&str>,
+    ) -> String {
+        let id = self.new_id();
+        let token = format!("itoken-{id}");
+        let mut i = json!({
+            "id": id, "application_id": BOT_ID, "type": 2,
+            "data": {"id": "7000000000000000001", "name": name, "type": 1, "options": options},
+            "channel_id": channel, "token": token, "version": 1, "locale": "en-US",
+            "app_permissions": "2147483648", "entitlements": [], "attachment_size_limit": 8388608,
+            "authorizing_integration_owners": {}, "context": if guild.is_some() { 0 } else { 1 }
+        });
+        match guild {
+            Some(g) => {
+                i["guild_id"] = json!(g);
+                i["member"] = json!({"user": who, "roles": [], "joined_at": timestamp(), "deaf": false, "mute": false, "flags": 0, "permissions": "2147483648"});
+            }
+            None => i["user"] = who,
+        }
+        self.dispatch("INTERACTION_CREATE", i);
+        token
+    }
+
+    pub fn rate_limit_next(&self, method: &str, path_prefix: &str, retry_after: f64) {
+        self.state.lock().unwrap().limits.push((
+            method.to_string(),
+            path_prefix.to_string(),
+            retry_after,
+        ));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn calls_matching(&self, method: &str, path_part: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method && c.path.contains(path_part))
+            .collect()
+    }
+
+    /// The current content of every message the bot wrote (incl. interaction responses),
+    /// in creation order; interaction originals are keyed `@original:<token>`.
+    pub fn texts(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.order.iter().map(|id| s.texts[id].clone()).collect()
+    }
+
+    pub async fn wait_until(&self, secs: u64, what: &str, done: impl Fn(&[Call]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if done(&self.calls()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; calls: {:#?}",
+                    self.calls()
+                        .iter()
+                        .map(|c| format!("{} {} {}", c.method, c.path, c.body))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn write(&self, key: String, content: &str) {
+        let mut s = self.state.lock().unwrap();
+        if !s.texts.contains_key(&key) {
+            s.order.push_back(key.clone());
+        }
+        s.texts.insert(key, content.to_string());
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+}
+
+async fn rest_api(
+    State(fake): State<FakeDiscord>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let limited = {
+        let mut s = fake.state.lock().unwrap();
+        s.calls.push(Call {
+            method: method.to_string(),
+            path: path.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        let hit = s
+            .limits
+            .iter()
+            .position(|(m, p, _)| *m == method.as_str() && path.starts_with(p.as_str()));
+        hit.map(|i| s.limits.remove(i).2)
+    };
+    if let Some(retry_after) = limited {
+        let mut response = json_response(
+            429,
+            json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false, "code": 0}),
+        );
+        let headers = response.headers_mut();
+        headers.insert("retry-after", format!("{retry_after}").parse().unwrap());
+        headers.insert("x-ratelimit-scope", "user".parse().unwrap());
+        return response;
+    }
+    let content = body["content"].as_str().unwrap_or("").to_string();
+    if content.chars().count() > 2000 {
+        return json_response(
+            400,
+            json!({"code": 50035, "message": "Invalid Form Body", "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}}),
+        );
+    }
+    let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["gateway"]) | ("GET", ["gateway", "bot"]) => json_response(
+            200,
+            json!({"url": format!("ws://127.0.0.1:{}", fake.gateway_port), "shards": 1,
+                   "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
+        ),
+        ("GET", ["users", "@me"]) => json_response(200, bot_user()),
+        ("PUT", ["applications", app, "commands"])
+        | ("PUT", ["applications", app, "guilds", _, "commands"]) => {
+            let commands: Vec<Value> = body
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    json!({"id": format!("70000000000000000{:02}", i + 10), "application_id": app, "version": "1",
+                           "type": 1, "name": c["name"], "description": c["description"],
+                           "options": c.get("options").cloned().unwrap_or(json!([]))})
+                })
+                .collect();
+            json_response(200, Value::Array(commands))
+        }
+        ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST", ["channels", channel, "messages"]) => {
+            let id = fake.new_id();
+            fake.write(id.clone(), &content);
+            json_response(200, message(&id, channel, bot_user(), &content, None))
+        }
+        ("PATCH", ["channels", channel, "messages", id]) => {
+            fake.write(id.to_string(), &content);
+            json_response(200, message(id, channel, bot_user(), &content, None))
+        }
+        ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
+            fake.write(format!("@original:{token}"), &content);
+            json_response(
+                200,
+                message(
+                    &fake.new_id(),
+                    "3000000000000000001",
+                    bot_user(),
+                    &content,
+                    None,
+                ),
+            )
+        }
+        ("POST", ["webhooks", _, _token]) => {
+            let id = fake.new_id();
+            fake.write(id.clone(), &content);
+            json_response(
+                200,
+                message(&id, "3000000000000000001", bot_user(), &content, None),
+            )
+        }
+        ("PATCH", ["webhooks", _, _token, "messages", id]) => {
+            fake.write(id.to_string(), &content);
+            json_response(
+                200,
+                message(id, "3000000000000000001", bot_user(), &content, None),
+            )
+        }
+        _ => json_response(404, json!({"code": 0, "message": "404: Not Found"})),
+    }
+}

@@ -1,0 +1,412 @@
+//! The real serenity client against the fake Discord (REST + WebSocket gateway), with the
+//! fake OpenAI server, real Redis and SQLite: slash commands with deferral, DMs, guild
+//! mentions, streaming edits, follow-ups, 429s and a gateway resume.
+
+mod common;
+
+use std::time::Duration;
+
+use common::discord::*;
+use common::*;
+use gptbot::event::{Platform, UserId};
+use gptbot::platform::discord::{self, DiscordHandle};
+use serde_json::json;
+use tokio::sync::watch;
+
+const DM: &str = "3000000000000000011";
+const CHANNEL: &str = "3000000000000000021";
+
+struct Bot {
+    t: TestApp,
+    dc: FakeDiscord,
+    handle: DiscordHandle,
+    _stop: watch::Sender<bool>,
+}
+
+async fn spawn_bot(options: Options) -> Bot {
+    let dc = FakeDiscord::start().await;
+    let t = spawn_app_with(
+        options
+            .with("DISCORD_TOKEN", TOKEN)
+            .with("GPTBOT__DISCORD__API_URL", dc.api_url()),
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    let handle = discord::start(t.app.conversation.clone(), &t.app.settings.discord, rx)
+        .await
+        .expect("the bot connects to the fake Discord");
+    Bot {
+        t,
+        dc,
+        handle,
+        _stop: stop,
+    }
+}
+
+fn fast() -> Options {
+    Options::default().with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms")
+}
+
+fn ann() -> serde_json::Value {
+    user("4000000000000000001", "ann")
+}
+
+/// Waits until some message the bot wrote reads `text`.
+async fn wait_text(dc: &FakeDiscord, text: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !dc.texts().iter().any(|t| t == text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {text:?}; texts: {:#?}",
+            dc.texts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn connects_identifies_and_registers_the_slash_commands() {
+    let b = spawn_bot(fast()).await;
+    assert_eq!(b.handle.username, "gptbot");
+    let identify =
+        b.dc.gateway_frames()
+            .into_iter()
+            .find(|f| f["op"] == 2)
+            .unwrap();
+    assert_eq!(identify["d"]["token"], format!("Bot {TOKEN}"));
+    let intents = identify["d"]["intents"].as_u64().unwrap();
+    for (bit, name) in [
+        (1 << 9, "GUILD_MESSAGES"),
+        (1 << 12, "DIRECT_MESSAGES"),
+        (1 << 15, "MESSAGE_CONTENT"),
+    ] {
+        assert!(intents & bit != 0, "{name} intent missing");
+    }
+    b.dc.wait_until(10, "command registration", |calls| {
+        calls.iter().any(|c| {
+            c.method == "PUT"
+                && c.path
+                    .ends_with(&format!("/applications/{BOT_ID}/commands"))
+        })
+    })
+    .await;
+    let put = b.dc.calls_matching("PUT", "/commands").remove(0);
+    let names: Vec<&str> = put
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["chat", "reset", "quota", "system"]);
+    let chat = &put.body[0];
+    assert_eq!(chat["options"][0]["name"], "prompt");
+    assert_eq!(chat["options"][0]["required"], true);
+}
+
+#[tokio::test]
+async fn guild_ids_register_commands_per_guild_instantly() {
+    let b = spawn_bot(fast().with(
+        "GPTBOT__DISCORD__GUILD_IDS",
+        format!("{GUILD},5000000000000000002"),
+    ))
+    .await;
+    b.dc.wait_until(10, "guild command registration", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "PUT" && c.path.ends_with(&format!("/guilds/{GUILD}/commands")))
+    })
+    .await;
+    b.dc.wait_until(10, "the second guild", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "PUT" && c.path.contains("/guilds/5000000000000000002/commands"))
+    })
+    .await;
+    let puts = b.dc.calls_matching("PUT", "/commands");
+    assert!(
+        puts.iter().all(|c| c.path.contains("/guilds/")),
+        "registered globally too"
+    );
+}
+
+#[tokio::test]
+async fn chat_is_deferred_before_any_token_then_streamed_into_the_response() {
+    let b = spawn_bot(fast()).await;
+    b.t.openai.script([Behavior::Stream {
+        pieces: vec!["The ".into(), "answer ".into(), "is 42.".into()],
+        delay: Duration::from_millis(300),
+        usage: Some((20, 6)),
+    }]);
+    let token = b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "what is it?"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(&b.dc, "The answer is 42.").await;
+
+    let callbacks = b.dc.calls_matching("POST", "/callback");
+    assert_eq!(callbacks.len(), 1);
+    assert_eq!(callbacks[0].body["type"], 5, "not a deferred response");
+    assert!(
+        callbacks[0].body["data"]["flags"].is_null(),
+        "/chat must not be ephemeral"
+    );
+    let edits = b.dc.calls_matching(
+        "PATCH",
+        &format!("/webhooks/{BOT_ID}/{token}/messages/@original"),
+    );
+    assert!(
+        edits.len() >= 2,
+        "the answer was not streamed: {} edits",
+        edits.len()
+    );
+    // Deferred first; the first text came only after the model's first token (300 ms).
+    assert!(callbacks[0].at < edits[0].at);
+    assert!(edits[0].at - callbacks[0].at >= Duration::from_millis(250));
+    for edit in &edits {
+        assert_eq!(
+            edit.body["allowed_mentions"]["parse"],
+            json!([]),
+            "mentions not neutralised"
+        );
+    }
+    let request = &b.t.openai.requests()[0];
+    assert_eq!(
+        request["messages"].as_array().unwrap().last().unwrap()["content"],
+        "what is it?"
+    );
+}
+
+#[tokio::test]
+async fn a_dm_conversation_keeps_its_history_per_discord_user() {
+    let b = spawn_bot(fast()).await;
+    b.dc.send_message(DM, ann(), "hello there", None);
+    wait_text(&b.dc, "Echo: hello there").await;
+    b.dc.send_message(DM, ann(), "and again", None);
+    wait_text(&b.dc, "Echo: and again").await;
+    let requests = b.t.openai.requests();
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(second.len(), 4);
+    assert_eq!(second[2]["content"], "Echo: hello there");
+    let posts =
+        b.dc.calls_matching("POST", &format!("/channels/{DM}/messages"));
+    assert_eq!(posts.len(), 2);
+    assert_eq!(posts[0].body["allowed_mentions"]["parse"], json!([]));
+    assert!(
+        !b.dc
+            .calls_matching("POST", &format!("/channels/{DM}/typing"))
+            .is_empty()
+    );
+    let balance =
+        b.t.app
+            .quota
+            .balance(&UserId::new(Platform::Discord, "4000000000000000001"))
+            .await
+            .unwrap();
+    assert_eq!(balance.requests, 2);
+}
+
+#[tokio::test]
+async fn guild_messages_need_a_mention_or_a_reply_and_bots_are_ignored() {
+    let b = spawn_bot(fast()).await;
+    b.dc.send_message(CHANNEL, ann(), "talking among ourselves", Some(GUILD));
+    let mut other_bot = user("4000000000000000009", "otherbot");
+    other_bot["bot"] = json!(true);
+    b.dc.send_message(
+        CHANNEL,
+        other_bot,
+        &format!("<@{BOT_ID}> beep"),
+        Some(GUILD),
+    );
+    let asked = b.dc.send_message(
+        CHANNEL,
+        ann(),
+        &format!("<@{BOT_ID}> what is serenity"),
+        Some(GUILD),
+    );
+    wait_text(&b.dc, "Echo: what is serenity").await;
+    let post =
+        b.dc.calls_matching("POST", &format!("/channels/{CHANNEL}/messages"))
+            .remove(0);
+    assert_eq!(post.body["message_reference"]["message_id"], asked.as_str());
+
+    b.dc.send_reply(
+        CHANNEL,
+        user("4000000000000000002", "bob"),
+        "go on",
+        Some(GUILD),
+        "9000000000000000500",
+    );
+    wait_text(&b.dc, "Echo: go on").await;
+    assert_eq!(
+        b.t.openai.request_count(),
+        2,
+        "an unaddressed message reached the model"
+    );
+    // Bob's history in the channel is his own.
+    assert_eq!(
+        b.t.openai.requests()[1]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_3500_character_answer_fills_the_response_then_a_follow_up() {
+    let b = spawn_bot(fast()).await;
+    let mut answer = String::from("Intro paragraph.\n\n```rust\n");
+    for i in 0..90 {
+        answer.push_str(&format!("let value_{i} = compute({i}); // step {i}\n"));
+    }
+    answer.push_str("```\n\nDone.");
+    assert!(answer.chars().count() > 3500);
+    let pieces: Vec<String> = answer
+        .as_bytes()
+        .chunks(300)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(5),
+        usage: Some((20, 1200)),
+    }]);
+    let token = b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "code"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    b.dc.wait_until(15, "the follow-up's final text", |_| {
+        b.dc.texts().last().is_some_and(|t| t.ends_with("Done."))
+    })
+    .await;
+    let texts = b.dc.texts();
+    assert!(texts.len() >= 2, "{texts:#?}");
+    for t in &texts {
+        assert!(t.chars().count() <= 2000);
+        assert_eq!(t.matches("```").count() % 2, 0, "unbalanced fences in {t}");
+    }
+    assert!(
+        texts[1].starts_with("```rust\n"),
+        "the follow-up does not reopen the code block"
+    );
+    assert!(
+        !b.dc
+            .calls_matching("POST", &format!("/webhooks/{BOT_ID}/{token}"))
+            .is_empty()
+    );
+    for i in [0, 45, 89] {
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains(&format!("let value_{i} = compute({i});")))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_429_on_an_edit_pauses_edits_and_the_final_text_arrives() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(40),
+        usage: Some((10, 20)),
+    }]);
+    b.dc.rate_limit_next("PATCH", &format!("/api/v10/channels/{DM}/messages/"), 1.0);
+    b.dc.send_message(DM, ann(), "go", None);
+    wait_text(&b.dc, &pieces.concat()).await;
+    let patches =
+        b.dc.calls_matching("PATCH", &format!("/channels/{DM}/messages/"));
+    let gap = patches[1].at - patches[0].at;
+    assert!(
+        gap >= Duration::from_millis(1000),
+        "edited again {gap:?} after a 429"
+    );
+}
+
+#[tokio::test]
+async fn quota_reset_and_system_answers_are_ephemeral() {
+    let b = spawn_bot(fast()).await;
+    let token = b.dc.slash("quota", json!([]), CHANNEL, ann(), Some(GUILD));
+    b.dc.wait_until(10, "the /quota answer", |calls| {
+        calls
+            .iter()
+            .any(|c| c.path.contains(&token) && c.method == "PATCH")
+    })
+    .await;
+    let callback = b.dc.calls_matching("POST", "/callback").remove(0);
+    assert_eq!(callback.body["type"], 5);
+    assert_eq!(
+        callback.body["data"]["flags"], 64,
+        "/quota must be ephemeral"
+    );
+    let answer = b.dc.calls_matching("PATCH", &token).remove(0);
+    assert!(
+        answer.body["content"]
+            .as_str()
+            .unwrap()
+            .contains("20000 remaining"),
+        "{}",
+        answer.body
+    );
+
+    b.dc.slash(
+        "system",
+        json!([{"name": "prompt", "type": 3, "value": "Answer in haiku."}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    b.dc.wait_until(10, "the /system answer", |_| {
+        b.dc.texts()
+            .iter()
+            .any(|t| t.starts_with("System prompt set"))
+    })
+    .await;
+    b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "hi"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(&b.dc, "Echo: hi").await;
+    assert_eq!(
+        b.t.openai.requests()[0]["messages"][0]["content"],
+        "Answer in haiku."
+    );
+    assert_eq!(
+        b.t.openai.request_count(),
+        1,
+        "/quota or /system reached the model"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_gateway_connection_is_resumed_and_the_bot_keeps_serving() {
+    let b = spawn_bot(fast()).await;
+    b.dc.send_message(DM, ann(), "before", None);
+    wait_text(&b.dc, "Echo: before").await;
+    b.dc.drop_gateway(4000);
+    b.dc.wait_gateway(20, "RESUME", |frames| frames.iter().any(|f| f["op"] == 6))
+        .await;
+    let resume =
+        b.dc.gateway_frames()
+            .into_iter()
+            .find(|f| f["op"] == 6)
+            .unwrap();
+    assert_eq!(resume["d"]["session_id"], "fake-session-1");
+    assert!(resume["d"]["seq"].as_u64().unwrap() >= 2);
+    assert_eq!(b.dc.connections(), 2);
+    // Give the shard a moment to process RESUMED, then talk to it again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.dc.send_message(DM, ann(), "after", None);
+    wait_text(&b.dc, "Echo: after").await;
+}
