@@ -383,6 +383,7 @@ struct Handler {
     bot: OnceLock<UserId>,
     channels: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     ready: watch::Sender<Option<String>>,
+    warned_empty_content: std::sync::atomic::AtomicBool,
 }
 
 impl Handler {
@@ -444,10 +445,15 @@ impl EventHandler for Handler {
             && msg.attachments.is_empty()
             && msg.sticker_items.is_empty()
             && msg.embeds.is_empty()
+            && !self
+                .warned_empty_content
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
+            // Without the privileged intent Discord blanks the content of guild messages
+            // that do not mention the bot; say so once rather than for every message.
             tracing::warn!(
                 channel = %msg.channel_id,
-                "a message arrived with empty content: enable the MESSAGE CONTENT privileged intent for the bot in the Discord developer portal"
+                "a message arrived with empty content: if the bot ignores messages, enable the MESSAGE CONTENT intent (Bot → Privileged Gateway Intents) in the Discord developer portal"
             );
         }
         if !event.addressed_to_bot() || event.sender.is_bot {
@@ -548,6 +554,7 @@ pub async fn start(
         bot: OnceLock::new(),
         channels: Mutex::new(HashMap::new()),
         ready: ready_tx,
+        warned_empty_content: std::sync::atomic::AtomicBool::new(false),
     };
     let mut client = serenity::all::ClientBuilder::new_with_http(http, intents)
         .event_handler(handler)
@@ -583,4 +590,35 @@ pub async fn start(
         username: me.name.clone(),
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bot_mentions_are_stripped_in_both_forms() {
+        assert_eq!(
+            strip_bot_mentions("<@42> hello   <@!42>\nthere", 42),
+            ("hello\nthere".to_string(), true)
+        );
+        assert_eq!(
+            strip_bot_mentions("<@43> not me", 42),
+            ("<@43> not me".to_string(), false)
+        );
+    }
+
+    #[test]
+    fn slash_commands_match_the_core_commands() {
+        let names: Vec<String> = slash_commands()
+            .into_iter()
+            .map(|c| {
+                serde_json::to_value(c).unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["chat", "reset", "quota", "system"]);
+    }
 }
