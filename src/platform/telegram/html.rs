@@ -130,7 +130,8 @@ pub fn render(markdown: &str) -> String {
             }
             Event::Html(html) | Event::InlineHtml(html) => out.push_str(&escape(&html)),
             Event::SoftBreak | Event::HardBreak => out.push('\n'),
-            Event::Rule => out.push_str("——————\n\n"),
+            // As long as the `---` it replaces, so rendering never lengthens a message.
+            Event::Rule => out.push_str("———\n\n"),
             Event::TaskListMarker(done) => out.push_str(if done { "☑ " } else { "☐ " }),
             Event::FootnoteReference(name) => out.push_str(&escape(&format!("[{name}]"))),
             Event::InlineMath(m) | Event::DisplayMath(m) => out.push_str(&escape(&m)),
@@ -138,6 +139,32 @@ pub fn render(markdown: &str) -> String {
     }
     trim_end_in_place(&mut out);
     out
+}
+
+/// Length of what Telegram shows for `html` (tags removed, entities decoded), in UTF-16
+/// code units as Telegram counts its 4096 limit.
+pub fn visible_len_utf16(html: &str) -> usize {
+    let mut len = 0;
+    let mut in_tag = false;
+    let mut chars = html.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            '&' => {
+                // &lt; &gt; &amp; &quot; each show as one character.
+                for next in chars.by_ref() {
+                    if next == ';' {
+                        break;
+                    }
+                }
+                len += 1;
+            }
+            c => len += c.len_utf16(),
+        }
+    }
+    len
 }
 
 fn trim_end_in_place(s: &mut String) {
@@ -186,6 +213,24 @@ mod tests {
             render("- outer\n  - inner\n- last"),
             "• outer\n  • inner\n• last"
         );
+    }
+
+    #[test]
+    fn visible_length_counts_what_telegram_shows() {
+        assert_eq!(visible_len_utf16("<b>ab</b> &lt;c&gt; 🦀"), 9);
+        for md in [
+            "- a\n- b",
+            "---",
+            "**x** `y` [z](https://e.com)",
+            "# T\n\n> q",
+            "1. a\n1. b",
+        ] {
+            let html = render(md);
+            assert!(
+                visible_len_utf16(&html) <= md.encode_utf16().count(),
+                "{md:?} → {html:?}"
+            );
+        }
     }
 
     #[test]

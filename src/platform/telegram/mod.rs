@@ -78,6 +78,16 @@ fn adapter_error(e: RequestError) -> AdapterError {
     }
 }
 
+/// The HTML to send for a final text, or `None` to send it plain (drafts, and the rare
+/// rendering that would show more than Telegram's limit, e.g. renumbered long lists).
+fn final_html(text: &str, stage: Stage) -> Option<String> {
+    if stage != Stage::Final {
+        return None;
+    }
+    let rendered = html::render(text);
+    (html::visible_len_utf16(&rendered) <= MAX_MESSAGE_LEN).then_some(rendered)
+}
+
 fn is_entity_error(e: &RequestError) -> bool {
     matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
 }
@@ -120,8 +130,8 @@ impl ChatAdapter for TelegramAdapter {
             }
             request
         };
-        let sent = if stage == Stage::Final {
-            match build(html::render(text), true).await {
+        let sent = if let Some(rendered) = final_html(text, stage) {
+            match build(rendered, true).await {
                 Err(e) if is_entity_error(&e) => {
                     tracing::warn!(error = %e, "Telegram rejected the formatting, sending plain text");
                     build(text.to_string(), false).await
@@ -146,10 +156,10 @@ impl ChatAdapter for TelegramAdapter {
     ) -> Result<(), AdapterError> {
         let chat = chat_id(&message.chat_id)?;
         let id = message_id(&message.message_id)?;
-        let result = if stage == Stage::Final {
+        let result = if let Some(rendered) = final_html(text, stage) {
             match self
                 .bot
-                .edit_message_text(chat, id, html::render(text))
+                .edit_message_text(chat, id, rendered)
                 .parse_mode(ParseMode::Html)
                 .await
             {
