@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gptbot::event::{Platform, SessionKey, UserId};
-use gptbot::quota::QuotaService;
+use gptbot::quota::{QuotaPlan, QuotaService};
 use gptbot::session::redis::RedisStore;
 use gptbot::session::{Role, SessionStore, StoreOptions, Turn};
 
@@ -38,7 +38,7 @@ fn percentiles(mut samples: Vec<Duration>) -> String {
 async fn bench_quota() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let quota = QuotaService::connect(&url, 8, 1_000_000_000_000)
+    let quota = QuotaService::connect(&url, 8, QuotaPlan::fixed(1_000_000_000_000))
         .await
         .unwrap();
     quota.migrate().await.unwrap();

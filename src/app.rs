@@ -103,7 +103,11 @@ pub async fn open_quota(settings: &Settings) -> Result<QuotaService, AppError> {
     let quota = QuotaService::connect(
         settings.database.url.expose_secret(),
         settings.database.max_connections,
-        settings.quota.default_tokens,
+        crate::quota::QuotaPlan {
+            default_tokens: settings.quota.default_tokens,
+            refill: settings.quota.refill,
+            refill_tokens: settings.quota.refill_tokens,
+        },
     )
     .await?;
     quota.migrate().await?;

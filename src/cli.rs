@@ -62,6 +62,16 @@ pub enum QuotaCommand {
         #[arg(allow_negative_numbers = true)]
         tokens: i64,
     },
+    /// Set what a user has left to exactly N tokens, or `unlimited`.
+    Set { user: String, tokens: String },
+    /// Set a user's own refill amount, or `default` for the plan's.
+    Refill { user: String, tokens: String },
+    /// Show where a user's tokens went, newest last.
+    History {
+        user: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +148,27 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             println!("database migrated");
             Ok(())
         }
+        CliCommand::Quota {
+            command: QuotaCommand::History { user, limit },
+        } => {
+            let quota = open_quota(&settings).await?;
+            let user = parse_user(&user)?;
+            let entries = quota.history(&user, limit.max(1)).await?;
+            println!(
+                "{:<20} {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "time (UTC)", "kind", "granted", "remaining", "reserved", "used", "balance"
+            );
+            for e in entries {
+                let at = chrono::DateTime::from_timestamp(e.at, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| e.at.to_string());
+                println!(
+                    "{at:<20} {:<8} {:>+10} {:>+10} {:>+10} {:>+10} {:>10}",
+                    e.kind, e.d_granted, e.d_remaining, e.d_reserved, e.d_used, e.remaining
+                );
+            }
+            Ok(())
+        }
         CliCommand::Quota { command } => {
             let quota = open_quota(&settings).await?;
             let (user, balance) = match command {
@@ -151,14 +182,36 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                     let balance = quota.grant(&user, tokens).await?;
                     (user, balance)
                 }
+                QuotaCommand::Set { user, tokens } => {
+                    let user = parse_user(&user)?;
+                    let tokens = parse_amount(&tokens, "unlimited")?;
+                    let balance = quota.set_quota(&user, tokens).await?;
+                    (user, balance)
+                }
+                QuotaCommand::Refill { user, tokens } => {
+                    let user = parse_user(&user)?;
+                    let tokens = parse_amount(&tokens, "default")?;
+                    let balance = quota.set_refill(&user, tokens).await?;
+                    (user, balance)
+                }
+                QuotaCommand::History { .. } => unreachable!("handled above"),
             };
             println!(
-                "{user}: remaining {} used {} reserved {} granted {} requests {}",
+                "{user}: remaining {} used {} reserved {} granted {} requests {}{}{}",
                 balance.remaining,
                 balance.used,
                 balance.reserved,
                 balance.granted,
-                balance.requests
+                balance.requests,
+                if balance.unlimited {
+                    " (unlimited)"
+                } else {
+                    ""
+                },
+                balance
+                    .refill_tokens
+                    .map(|n| format!(" (own refill {n})"))
+                    .unwrap_or_default(),
             );
             Ok(())
         }
@@ -220,6 +273,25 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
     }
+}
+
+/// A token amount, or the `keyword` standing for "none" (`unlimited`, `default`).
+fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, AppError> {
+    if text.eq_ignore_ascii_case(keyword) {
+        return Ok(None);
+    }
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            AppError::Config(crate::config::ConfigError::Invalid {
+                key: "tokens",
+                message: format!(
+                    "`{text}` is neither a number of tokens (0 or more) nor `{keyword}`"
+                ),
+            })
+        })
 }
 
 fn parse_user(text: &str) -> Result<UserId, AppError> {

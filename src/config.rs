@@ -109,6 +109,8 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
     pub default_tokens: i64,
+    pub refill: crate::quota::Refill,
+    pub refill_tokens: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -342,6 +344,18 @@ impl Settings {
             return Err(invalid(
                 "quota.default_tokens",
                 format!("must be 0 or more, got {}", self.quota.default_tokens),
+            ));
+        }
+        if self.quota.refill_tokens < 0 {
+            return Err(invalid(
+                "quota.refill_tokens",
+                format!("must be 0 or more, got {}", self.quota.refill_tokens),
+            ));
+        }
+        if self.quota.refill != crate::quota::Refill::None && self.quota.refill_tokens == 0 {
+            return Err(invalid(
+                "quota.refill_tokens",
+                "must be set (more than 0) when quota.refill is daily, weekly or monthly",
             ));
         }
         for (key, token) in [

@@ -108,6 +108,46 @@ async fn quota_grant_show_and_migrate() {
     let run = gptbot(&["quota", "show", "telegram:5"], &env, "").await;
     assert!(run.stdout.contains("remaining 100"), "{}", run.stdout);
 
+    let run = gptbot(&["quota", "set", "telegram:5", "unlimited"], &env, "").await;
+    assert!(run.stdout.contains("(unlimited)"), "{}", run.stdout);
+    let run = gptbot(&["quota", "set", "telegram:5", "250"], &env, "").await;
+    assert!(
+        run.stdout.contains("remaining 250") && !run.stdout.contains("unlimited"),
+        "{}",
+        run.stdout
+    );
+    let run = gptbot(&["quota", "refill", "telegram:5", "9000"], &env, "").await;
+    assert!(run.stdout.contains("(own refill 9000)"), "{}", run.stdout);
+    let run = gptbot(&["quota", "set", "telegram:5", "lots"], &env, "").await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("`lots`"), "{}", run.stderr);
+
+    // The ledger tells where the tokens went: the grant, then each adjustment.
+    let run = gptbot(&["quota", "history", "telegram:5"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let kinds: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["grant", "adjust", "adjust", "adjust"],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .trim_end()
+            .ends_with("250"),
+        "{}",
+        run.stdout
+    );
+
     let run = gptbot(&["quota", "show", "nobody"], &env, "").await;
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("platform:user"), "{}", run.stderr);

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use gptbot::event::{Platform, UserId};
-use gptbot::quota::{QuotaError, QuotaService};
+use gptbot::quota::{QuotaError, QuotaPlan, QuotaService};
 
 async fn ledger(default_tokens: i64) -> (QuotaService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("quota.db").display());
-    let quota = QuotaService::connect(&url, 8, default_tokens)
+    let quota = QuotaService::connect(&url, 8, QuotaPlan::fixed(default_tokens))
         .await
         .unwrap();
     quota.migrate().await.unwrap();
@@ -180,5 +180,287 @@ async fn the_invariant_holds_under_concurrent_traffic() {
         assert_eq!(b.granted, 5_000);
         assert_eq!(b.granted, b.remaining + b.used, "{b:?}");
         assert_eq!(b.used, spent[i], "the ledger and the charges disagree");
+    }
+}
+
+// ------------------------------------------------------------------ plans and the ledger
+
+use chrono::{DateTime, TimeZone, Utc};
+use gptbot::quota::{Clock, Refill};
+use std::sync::{Arc, Mutex};
+
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(
+            Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap(),
+        )))
+    }
+    fn advance_days(&self, days: i64) {
+        *self.0.lock().unwrap() += chrono::Duration::days(days);
+    }
+    fn set(&self, y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) {
+        *self.0.lock().unwrap() = Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+async fn planned(plan: QuotaPlan, clock: Arc<ManualClock>) -> (QuotaService, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("quota.db").display());
+    let quota = QuotaService::connect(&url, 4, plan)
+        .await
+        .unwrap()
+        .with_clock(clock);
+    quota.migrate().await.unwrap();
+    (quota, dir)
+}
+
+fn plan(refill: Refill, default_tokens: i64, refill_tokens: i64) -> QuotaPlan {
+    QuotaPlan {
+        default_tokens,
+        refill,
+        refill_tokens,
+    }
+}
+
+async fn spend(quota: &QuotaService, u: &UserId, n: i64) {
+    let r = quota.reserve(u, n).await.unwrap();
+    quota.settle(r, n).await.unwrap();
+}
+
+/// The ledger explains the account exactly: its deltas sum to the stored buckets and its
+/// last entry carries the current balance.
+async fn assert_ledger_matches(quota: &QuotaService, u: &UserId) {
+    let b = quota.balance(u).await.unwrap();
+    let entries = quota.history(u, 1_000_000).await.unwrap();
+    let sum = |f: fn(&gptbot::quota::LedgerEntry) -> i64| entries.iter().map(f).sum::<i64>();
+    assert_eq!(sum(|e| e.d_granted), b.granted, "granted");
+    assert_eq!(sum(|e| e.d_remaining), b.remaining, "remaining");
+    assert_eq!(sum(|e| e.d_reserved), b.reserved, "reserved");
+    assert_eq!(sum(|e| e.d_used), b.used, "used");
+    assert_eq!(entries.last().unwrap().remaining, b.remaining);
+    assert_eq!(b.granted, b.remaining + b.reserved + b.used);
+}
+
+#[tokio::test]
+async fn daily_refills_happen_once_per_utc_day() {
+    let clock = ManualClock::at(2026, 11, 27, 10, 0, 0);
+    let (quota, _dir) = planned(plan(Refill::Daily, 100, 1000), clock.clone()).await;
+    let u = user("d");
+    // A new account starts with the default grant, which counts as today's refill.
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 100);
+    spend(&quota, &u, 60).await;
+    clock.set(2026, 11, 27, 23, 59, 59);
+    assert_eq!(
+        quota.balance(&u).await.unwrap().remaining,
+        40,
+        "refilled before midnight"
+    );
+
+    clock.set(2026, 11, 28, 0, 0, 0);
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 1000);
+    spend(&quota, &u, 300).await;
+    clock.set(2026, 11, 28, 18, 0, 0);
+    assert_eq!(
+        quota.balance(&u).await.unwrap().remaining,
+        700,
+        "refilled twice in a day"
+    );
+
+    // A balance above the refill level (an admin's grant) is kept, not cut.
+    quota.grant(&u, 5000).await.unwrap();
+    clock.set(2026, 11, 29, 0, 0, 1);
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 5700);
+    let refills = quota
+        .history(&u, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "refill")
+        .count();
+    assert_eq!(refills, 1, "only the 28th needed a top-up");
+    assert_ledger_matches(&quota, &u).await;
+}
+
+#[tokio::test]
+async fn weekly_and_monthly_refills_follow_calendar_boundaries() {
+    // Sunday 2026-11-29 → Monday 2026-11-30 starts a new ISO week.
+    let clock = ManualClock::at(2026, 11, 29, 12, 0, 0);
+    let (quota, _dir) = planned(plan(Refill::Weekly, 10, 500), clock.clone()).await;
+    let u = user("w");
+    spend(&quota, &u, 10).await;
+    clock.set(2026, 11, 29, 23, 59, 59);
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 0);
+    clock.set(2026, 11, 30, 0, 0, 0);
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 500);
+
+    let clock = ManualClock::at(2026, 12, 31, 23, 0, 0);
+    let (quota, _dir) = planned(plan(Refill::Monthly, 0, 2000), clock.clone()).await;
+    let u = user("m");
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 0);
+    assert!(matches!(
+        quota.reserve(&u, 1).await,
+        Err(QuotaError::Exhausted { remaining: 0, .. })
+    ));
+    clock.set(2027, 1, 1, 0, 0, 0);
+    assert_eq!(quota.balance(&u).await.unwrap().remaining, 2000);
+    assert_ledger_matches(&quota, &u).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refill_is_applied_exactly_once_under_concurrency() {
+    let clock = ManualClock::at(2026, 11, 27, 9, 0, 0);
+    let (quota, _dir) = planned(plan(Refill::Daily, 0, 1000), clock.clone()).await;
+    let u = user("c");
+    quota.balance(&u).await.unwrap();
+    clock.set(2026, 11, 28, 0, 0, 0);
+    // Separate services (like replicas) share the database but not the in-process cache.
+    let services: Vec<QuotaService> = (0..4).map(|_| quota.clone()).collect();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let q = services[i % 4].clone();
+            let u = u.clone();
+            tokio::spawn(async move {
+                if let Ok(r) = q.reserve(&u, 10).await {
+                    q.settle(r, 10).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let b = quota.balance(&u).await.unwrap();
+    assert_eq!(b.granted, 1000);
+    assert_eq!(b.used, 400);
+    let refills = quota
+        .history(&u, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "refill")
+        .count();
+    assert_eq!(refills, 1);
+}
+
+#[tokio::test]
+async fn per_user_overrides_unlimited_and_zero() {
+    let clock = ManualClock::at(2026, 11, 27, 9, 0, 0);
+    let (quota, _dir) = planned(plan(Refill::Daily, 100, 1000), clock.clone()).await;
+    let vip = user("vip");
+    quota.set_refill(&vip, Some(5000)).await.unwrap();
+    clock.set(2026, 11, 28, 9, 0, 0);
+    assert_eq!(
+        quota.balance(&vip).await.unwrap().remaining,
+        5000,
+        "the user's own refill applies"
+    );
+    quota.set_refill(&vip, None).await.unwrap();
+
+    // Unlimited: nothing is held, usage is still counted exactly.
+    let boss = user("boss");
+    let b = quota.set_quota(&boss, None).await.unwrap();
+    assert!(b.unlimited);
+    let r = quota.reserve(&boss, 1_000_000).await.unwrap();
+    assert_eq!(quota.balance(&boss).await.unwrap().reserved, 0);
+    assert_eq!(quota.settle(r, 777).await.unwrap().charged, 777);
+    let b = quota.balance(&boss).await.unwrap();
+    assert_eq!((b.used, b.remaining, b.requests), (777, 100, 1));
+    assert_ledger_matches(&quota, &boss).await;
+
+    // A quota of 0 is 0: nothing can be reserved, and it is not refilled the same day.
+    let b = quota.set_quota(&boss, Some(0)).await.unwrap();
+    assert!(!b.unlimited);
+    assert!(matches!(
+        quota.reserve(&boss, 1).await,
+        Err(QuotaError::Exhausted { remaining: 0, .. })
+    ));
+    assert_ledger_matches(&quota, &boss).await;
+    let kinds: Vec<String> = quota
+        .history(&boss, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"adjust".to_string()), "{kinds:?}");
+}
+
+mod ledger_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Spend { reserve: i64, used: i64 },
+        Fail { reserve: i64 },
+        Grant(i64),
+        SetQuota(Option<i64>),
+        SetRefill(Option<i64>),
+        NextDay,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1i64..400, 0i64..600).prop_map(|(reserve, used)| Op::Spend { reserve, used }),
+            2 => (1i64..400).prop_map(|reserve| Op::Fail { reserve }),
+            2 => (-300i64..600).prop_map(Op::Grant),
+            1 => prop_oneof![Just(None), (0i64..2000).prop_map(Some)].prop_map(Op::SetQuota),
+            1 => prop_oneof![Just(None), (0i64..2000).prop_map(Some)].prop_map(Op::SetRefill),
+            1 => Just(Op::NextDay),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 24,
+            failure_persistence: None,
+            .. ProptestConfig::default()
+        })]
+
+        /// After any sequence of operations, the ledger entries sum to the account.
+        #[test]
+        fn ledger_entries_sum_to_the_balance(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let clock = ManualClock::at(2026, 11, 27, 12, 0, 0);
+                let (quota, _dir) = planned(plan(Refill::Daily, 500, 800), clock.clone()).await;
+                let u = user("p");
+                for op in ops {
+                    match op {
+                        Op::Spend { reserve, used } => {
+                            if let Ok(r) = quota.reserve(&u, reserve).await {
+                                quota.settle(r, used).await.unwrap();
+                            }
+                        }
+                        Op::Fail { reserve } => {
+                            if let Ok(r) = quota.reserve(&u, reserve).await {
+                                quota.refund(r).await.unwrap();
+                            }
+                        }
+                        Op::Grant(n) => {
+                            let _ = quota.grant(&u, n).await;
+                        }
+                        Op::SetQuota(n) => {
+                            quota.set_quota(&u, n).await.unwrap();
+                        }
+                        Op::SetRefill(n) => {
+                            quota.set_refill(&u, n).await.unwrap();
+                        }
+                        Op::NextDay => clock.advance_days(1),
+                    }
+                    let b = quota.balance(&u).await.unwrap();
+                    assert!(b.remaining >= 0 && b.reserved == 0);
+                }
+                assert_ledger_matches(&quota, &u).await;
+            });
+        }
     }
 }

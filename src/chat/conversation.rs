@@ -175,6 +175,10 @@ impl Conversation {
                 Err(e) => return self.store_failure(adapter, target, e).await,
             },
             Command::Quota => match self.quota.balance(&event.quota_user()).await {
+                Ok(b) if b.unlimited => format!(
+                    "Tokens: unlimited. {} used so far ({} requests).",
+                    b.used, b.requests
+                ),
                 Ok(b) => {
                     let mut text = format!(
                         "Tokens: {} remaining, {} used of {} granted ({} requests).",

@@ -2,8 +2,16 @@
 //! reserved and used tokens. Tokens are reserved before a model call, settled with the
 //! real usage after it, refunded on failure; `granted = remaining + reserved + used`
 //! holds at every instant (the schema enforces it) and `remaining` never goes below 0.
+//!
+//! Every change is also an entry of `quota_ledger` (grant, reserve, settle, refund,
+//! refill, adjust), written by a trigger in the same statement, so the balance can be
+//! explained entry by entry. Balances are topped up lazily, once per UTC day, ISO week or
+//! month (`quota.refill`), to the plan's or the user's own refill amount; a user can also
+//! be unlimited (usage is still counted). A balance of 0 means 0.
 
-use std::collections::HashSet;
+pub mod period;
+
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
+
+pub use period::{Clock, Refill, SystemClock};
 
 use crate::event::UserId;
 
@@ -32,6 +42,39 @@ pub struct Balance {
     pub reserved: i64,
     pub used: i64,
     pub requests: i64,
+    pub unlimited: bool,
+    pub refill_tokens: Option<i64>,
+}
+
+/// One change of a balance.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub d_granted: i64,
+    pub d_remaining: i64,
+    pub d_reserved: i64,
+    pub d_used: i64,
+    pub remaining: i64,
+}
+
+/// How new users start and how balances refill.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaPlan {
+    pub default_tokens: i64,
+    pub refill: Refill,
+    pub refill_tokens: i64,
+}
+
+impl QuotaPlan {
+    pub fn fixed(default_tokens: i64) -> QuotaPlan {
+        QuotaPlan {
+            default_tokens,
+            refill: Refill::None,
+            refill_tokens: 0,
+        }
+    }
 }
 
 /// Tokens held for one model call. Settle or refund it; if it is dropped unresolved (a
@@ -40,6 +83,8 @@ pub struct Balance {
 pub struct Reservation {
     user: UserId,
     amount: i64,
+    /// Unlimited users hold nothing; their usage is counted at settlement.
+    unlimited: bool,
     ledger: Option<QuotaService>,
 }
 
@@ -57,7 +102,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(ledger) = self.ledger.take() {
             let user = self.user.clone();
-            let amount = self.amount;
+            let amount = if self.unlimited { 0 } else { self.amount };
             tracing::warn!(%user, amount, "reservation dropped unresolved, refunding it");
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
@@ -81,9 +126,17 @@ pub struct Settlement {
 #[derive(Clone)]
 pub struct QuotaService {
     pool: SqlitePool,
-    default_tokens: i64,
+    plan: QuotaPlan,
+    clock: Arc<dyn Clock>,
     /// Accounts known to exist, so the hot path skips the insert.
     known: Arc<Mutex<HashSet<UserId>>>,
+    /// The refill period each account was last seen refilled in, so the hot path skips
+    /// the refill statement within a period.
+    refilled: Arc<Mutex<HashMap<UserId, String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl QuotaService {
@@ -92,7 +145,7 @@ impl QuotaService {
     pub async fn connect(
         url: &str,
         max_connections: u32,
-        default_tokens: i64,
+        plan: QuotaPlan,
     ) -> Result<QuotaService, QuotaError> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid database.url `{url}`"))?
@@ -111,9 +164,17 @@ impl QuotaService {
             .with_context(|| format!("opening the quota database `{url}`"))?;
         Ok(QuotaService {
             pool,
-            default_tokens,
+            plan,
+            clock: Arc::new(SystemClock),
             known: Arc::new(Mutex::new(HashSet::new())),
+            refilled: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// Uses `clock` instead of the system clock (tests crossing period boundaries).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> QuotaService {
+        self.clock = clock;
+        self
     }
 
     pub async fn migrate(&self) -> Result<(), QuotaError> {
@@ -128,14 +189,18 @@ impl QuotaService {
         &self.pool
     }
 
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+
     /// Returns reservations a crashed process left behind to `remaining`. Only safe when
     /// no other process uses the database, which holds for SQLite.
     pub async fn recover_stale_reservations(&self) -> Result<u64, QuotaError> {
         let done = sqlx::query(
-            "UPDATE quota_accounts SET remaining = remaining + reserved, reserved = 0, updated_at = ?1 \
-             WHERE reserved > 0",
+            "UPDATE quota_accounts SET remaining = remaining + reserved, reserved = 0, \
+             last_op = 'refund', updated_at = ?1 WHERE reserved > 0",
         )
-        .bind(now())
+        .bind(self.now())
         .execute(&self.pool)
         .await
         .context("recovering stale reservations")?;
@@ -143,27 +208,62 @@ impl QuotaService {
     }
 
     async fn ensure_account(&self, user: &UserId) -> Result<(), QuotaError> {
-        if self.lock_known().contains(user) {
+        if lock(&self.known).contains(user) {
             return Ok(());
         }
-        let t = now();
+        let now = self.clock.now();
+        // A new account starts with the default grant, counted as this period's refill.
         sqlx::query(
-            "INSERT INTO quota_accounts (platform, user_id, granted, remaining, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?3, ?4, ?4) ON CONFLICT (platform, user_id) DO NOTHING",
+            "INSERT INTO quota_accounts \
+               (platform, user_id, granted, remaining, refilled_period, last_op, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?3, ?4, 'grant', ?5, ?5) ON CONFLICT (platform, user_id) DO NOTHING",
         )
         .bind(user.platform.as_str())
         .bind(&user.user)
-        .bind(self.default_tokens)
-        .bind(t)
+        .bind(self.plan.default_tokens)
+        .bind(self.plan.refill.period(now))
+        .bind(now.timestamp())
         .execute(&self.pool)
         .await
         .with_context(|| format!("creating the account of {user}"))?;
-        self.lock_known().insert(user.clone());
+        lock(&self.known).insert(user.clone());
         Ok(())
     }
 
-    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    /// Tops the balance up to the refill amount once per period (a no-op within it).
+    async fn refill_if_due(&self, user: &UserId) -> Result<(), QuotaError> {
+        let now = self.clock.now();
+        let Some(period) = self.plan.refill.period(now) else {
+            return Ok(());
+        };
+        if lock(&self.refilled).get(user) == Some(&period) {
+            return Ok(());
+        }
+        // Atomic and idempotent: the period check and the top-up are one statement, so
+        // concurrent requests (or replicas) refill exactly once.
+        sqlx::query(
+            "UPDATE quota_accounts SET \
+               granted = granted + MAX(0, COALESCE(refill_tokens, ?1) - remaining), \
+               remaining = MAX(remaining, COALESCE(refill_tokens, ?1)), \
+               refilled_period = ?2, last_op = 'refill', updated_at = ?3 \
+             WHERE platform = ?4 AND user_id = ?5 AND unlimited = 0 \
+               AND (refilled_period IS NULL OR refilled_period <> ?2)",
+        )
+        .bind(self.plan.refill_tokens)
+        .bind(&period)
+        .bind(now.timestamp())
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("refilling the balance of {user}"))?;
+        lock(&self.refilled).insert(user.clone(), period);
+        Ok(())
+    }
+
+    async fn prepare(&self, user: &UserId) -> Result<(), QuotaError> {
+        self.ensure_account(user).await?;
+        self.refill_if_due(user).await
     }
 
     /// Atomically moves `amount` tokens from remaining to reserved, or fails with
@@ -174,27 +274,31 @@ impl QuotaService {
                 "cannot reserve {amount} tokens"
             )));
         }
-        self.ensure_account(user).await?;
-        // `execute` rather than RETURNING: a returned row costs one more hop to
-        // SQLite's worker thread, and rows_affected already says whether it fit.
-        let done = sqlx::query(
-            "UPDATE quota_accounts SET remaining = remaining - ?1, reserved = reserved + ?1, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND remaining >= ?1",
+        self.prepare(user).await?;
+        // Unlimited accounts match without holding anything.
+        let row: Option<(bool,)> = sqlx::query_as(
+            "UPDATE quota_accounts SET \
+               remaining = remaining - (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
+               reserved = reserved + (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
+               last_op = 'reserve', updated_at = ?2 \
+             WHERE platform = ?3 AND user_id = ?4 AND (unlimited = 1 OR remaining >= ?1) \
+             RETURNING unlimited",
         )
         .bind(amount)
-        .bind(now())
+        .bind(self.now())
         .bind(user.platform.as_str())
         .bind(&user.user)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .with_context(|| format!("reserving {amount} tokens for {user}"))?;
-        match done.rows_affected() {
-            1 => Ok(Reservation {
+        match row {
+            Some((unlimited,)) => Ok(Reservation {
                 user: user.clone(),
                 amount,
+                unlimited,
                 ledger: Some(self.clone()),
             }),
-            _ => {
+            None => {
                 let balance = self.balance(user).await?;
                 Err(QuotaError::Exhausted {
                     remaining: balance.remaining,
@@ -214,24 +318,43 @@ impl QuotaService {
     ) -> Result<Settlement, QuotaError> {
         reservation.ledger = None;
         let used = used.max(0);
+        let user = reservation.user.clone();
+        if reservation.unlimited {
+            // Nothing was held: count the usage and grant it in the same breath.
+            self.execute_one(
+                sqlx::query(
+                    "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
+                     last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?2 \
+                     WHERE platform = ?3 AND user_id = ?4",
+                )
+                .bind(used)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user),
+                &user,
+            )
+            .await?;
+            return Ok(Settlement {
+                charged: used,
+                remaining: None,
+            });
+        }
         if used <= reservation.amount {
             // The common case: the charge is exactly `used`, no row needs to come back.
-            let done = sqlx::query(
-                "UPDATE quota_accounts SET used = used + ?1, remaining = remaining + ?2 - ?1, \
-                 last_charge = ?1, reserved = reserved - ?2, requests = requests + 1, updated_at = ?3 \
-                 WHERE platform = ?4 AND user_id = ?5",
+            self.execute_one(
+                sqlx::query(
+                    "UPDATE quota_accounts SET used = used + ?1, remaining = remaining + ?2 - ?1, \
+                     last_charge = ?1, reserved = reserved - ?2, requests = requests + 1, \
+                     last_op = 'settle', updated_at = ?3 WHERE platform = ?4 AND user_id = ?5",
+                )
+                .bind(used)
+                .bind(reservation.amount)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user),
+                &user,
             )
-            .bind(used)
-            .bind(reservation.amount)
-            .bind(now())
-            .bind(reservation.user.platform.as_str())
-            .bind(&reservation.user.user)
-            .execute(&self.pool)
-            .await
-            .with_context(|| format!("settling {used} tokens for {}", reservation.user))?;
-            if done.rows_affected() != 1 {
-                return Err(anyhow::anyhow!("account of {} vanished", reservation.user).into());
-            }
+            .await?;
             return Ok(Settlement {
                 charged: used,
                 remaining: None,
@@ -246,43 +369,63 @@ impl QuotaService {
                last_charge = MIN(?1, ?2 + remaining), \
                reserved = reserved - ?2, \
                requests = requests + 1, \
-               updated_at = ?3 \
+               last_op = 'settle', updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 \
              RETURNING last_charge, remaining",
         )
         .bind(used)
         .bind(reservation.amount)
-        .bind(now())
-        .bind(reservation.user.platform.as_str())
-        .bind(&reservation.user.user)
+        .bind(self.now())
+        .bind(user.platform.as_str())
+        .bind(&user.user)
         .fetch_optional(&self.pool)
         .await
-        .with_context(|| format!("settling {used} tokens for {}", reservation.user))?;
+        .with_context(|| format!("settling {used} tokens for {user}"))?;
         let (charged, remaining) =
-            row.ok_or_else(|| anyhow::anyhow!("account of {} vanished", reservation.user))?;
-        if used > reservation.amount {
-            tracing::warn!(user = %reservation.user, used, reserved = reservation.amount, "usage exceeded the reservation");
-        }
+            row.ok_or_else(|| anyhow::anyhow!("account of {user} vanished"))?;
+        tracing::warn!(%user, used, reserved = reservation.amount, charged, "usage exceeded the reservation");
         Ok(Settlement {
             charged,
             remaining: Some(remaining),
         })
     }
 
+    async fn execute_one(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        user: &UserId,
+    ) -> Result<(), QuotaError> {
+        let done = query
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("updating the account of {user}"))?;
+        if done.rows_affected() != 1 {
+            return Err(anyhow::anyhow!("account of {user} vanished").into());
+        }
+        Ok(())
+    }
+
     /// Returns the whole reservation (the call failed).
     pub async fn refund(&self, mut reservation: Reservation) -> Result<(), QuotaError> {
         reservation.ledger = None;
-        self.refund_amount(&reservation.user, reservation.amount)
-            .await
+        let amount = if reservation.unlimited {
+            0
+        } else {
+            reservation.amount
+        };
+        self.refund_amount(&reservation.user, amount).await
     }
 
     async fn refund_amount(&self, user: &UserId, amount: i64) -> Result<(), QuotaError> {
+        if amount == 0 {
+            return Ok(());
+        }
         sqlx::query(
-            "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4",
+            "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
+             last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
         )
         .bind(amount)
-        .bind(now())
+        .bind(self.now())
         .bind(user.platform.as_str())
         .bind(&user.user)
         .execute(&self.pool)
@@ -291,12 +434,12 @@ impl QuotaService {
         Ok(())
     }
 
-    /// The account (created with the default grant if new).
+    /// The account (created with the default grant if new, refilled if due).
     pub async fn balance(&self, user: &UserId) -> Result<Balance, QuotaError> {
-        self.ensure_account(user).await?;
+        self.prepare(user).await?;
         let balance = sqlx::query_as::<_, Balance>(
-            "SELECT granted, remaining, reserved, used, requests FROM quota_accounts \
-             WHERE platform = ?1 AND user_id = ?2",
+            "SELECT granted, remaining, reserved, used, requests, unlimited, refill_tokens \
+             FROM quota_accounts WHERE platform = ?1 AND user_id = ?2",
         )
         .bind(user.platform.as_str())
         .bind(&user.user)
@@ -306,15 +449,16 @@ impl QuotaService {
         Ok(balance)
     }
 
-    /// Adds `tokens` to the grant (negative takes away, but never more than remains).
+    /// Adds `tokens` to the balance (negative takes away, but never more than remains).
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
-        self.ensure_account(user).await?;
+        self.prepare(user).await?;
         let done = sqlx::query(
-            "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, updated_at = ?2 \
+            "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
+             last_op = 'adjust', updated_at = ?2 \
              WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0",
         )
         .bind(tokens)
-        .bind(now())
+        .bind(self.now())
         .bind(user.platform.as_str())
         .bind(&user.user)
         .execute(&self.pool)
@@ -329,11 +473,86 @@ impl QuotaService {
         }
         self.balance(user).await
     }
-}
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    /// Sets what remains to exactly `tokens` (and ends unlimited), or makes the user
+    /// unlimited with `None`.
+    pub async fn set_quota(
+        &self,
+        user: &UserId,
+        tokens: Option<i64>,
+    ) -> Result<Balance, QuotaError> {
+        self.prepare(user).await?;
+        match tokens {
+            Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
+            Some(n) => {
+                sqlx::query(
+                    "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
+                     unlimited = 0, last_op = 'adjust', updated_at = ?2 \
+                     WHERE platform = ?3 AND user_id = ?4",
+                )
+                .bind(n)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("setting the quota of {user}"))?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE quota_accounts SET unlimited = 1, last_op = 'adjust', updated_at = ?1 \
+                     WHERE platform = ?2 AND user_id = ?3",
+                )
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(&self.pool)
+                .await
+                .with_context(|| format!("making {user} unlimited"))?;
+            }
+        }
+        self.balance(user).await
+    }
+
+    /// Sets the user's own refill amount (`None`: the plan's).
+    pub async fn set_refill(
+        &self,
+        user: &UserId,
+        tokens: Option<i64>,
+    ) -> Result<Balance, QuotaError> {
+        if tokens.is_some_and(|n| n < 0) {
+            return Err(QuotaError::Invalid(
+                "a refill amount cannot be negative".into(),
+            ));
+        }
+        self.ensure_account(user).await?;
+        sqlx::query(
+            "UPDATE quota_accounts SET refill_tokens = ?1, updated_at = ?2 \
+             WHERE platform = ?3 AND user_id = ?4",
+        )
+        .bind(tokens)
+        .bind(self.now())
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("setting the refill of {user}"))?;
+        self.balance(user).await
+    }
+
+    /// The newest `limit` ledger entries of a user, oldest first.
+    pub async fn history(&self, user: &UserId, limit: i64) -> Result<Vec<LedgerEntry>, QuotaError> {
+        let mut entries = sqlx::query_as::<_, LedgerEntry>(
+            "SELECT id, at, kind, d_granted, d_remaining, d_reserved, d_used, remaining \
+             FROM quota_ledger WHERE platform = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("reading the ledger of {user}"))?;
+        entries.reverse();
+        Ok(entries)
+    }
 }
