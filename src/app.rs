@@ -71,7 +71,12 @@ impl App {
                 key: "model.tokenizer",
                 message,
             })?;
+        let access = Arc::new(crate::access::AccessService::new(
+            quota.pool().clone(),
+            &settings.access,
+        ));
         let conversation = Arc::new(Conversation::new(
+            access,
             sessions.clone(),
             quota.clone(),
             model,

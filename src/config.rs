@@ -45,6 +45,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub database: DatabaseSettings,
     pub quota: QuotaSettings,
+    pub access: crate::access::AccessSettings,
     pub chat: ChatSettings,
     pub telegram: TelegramSettings,
     pub discord: DiscordSettings,
@@ -221,6 +222,9 @@ impl Settings {
                 // Lists come comma-separated: GPTBOT__DISCORD__GUILD_IDS=123,456
                 .list_separator(",")
                 .with_list_parse_key("discord.guild_ids")
+                .with_list_parse_key("access.admins")
+                .with_list_parse_key("access.users")
+                .with_list_parse_key("access.chats")
                 .source(Some(layered)),
         );
 
@@ -370,6 +374,7 @@ impl Settings {
             }
         }
         self.validate_telegram()?;
+        crate::access::validate(&self.access).map_err(|(key, message)| invalid(key, message))?;
         match reqwest::Url::parse(&self.discord.api_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => {

@@ -64,6 +64,9 @@ pub struct IncomingEvent {
     pub platform: Platform,
     pub chat_id: String,
     pub chat_kind: ChatKind,
+    /// The community the chat belongs to, for access rules: the Telegram group's chat id,
+    /// the Discord guild id; `None` in direct chats.
+    pub group: Option<String>,
     pub sender: Sender,
     pub message_id: String,
     pub content: Content,

@@ -2,6 +2,7 @@
 //! quotas (SQLite ledger), history that survives restarts (Redis sessions with sliding
 //! expiry) and streaming answers from any OpenAI-compatible server.
 
+pub mod access;
 pub mod app;
 pub mod chat;
 pub mod cli;

@@ -728,3 +728,134 @@ async fn an_unreachable_model_server_is_reported_and_refunded() {
     let b = t.app.quota.balance(&user("1")).await.unwrap();
     assert_eq!((b.remaining, b.reserved, b.used), (20000, 0, 0));
 }
+
+#[tokio::test]
+async fn allowlist_mode_refuses_strangers_without_charging_them() {
+    let t = spawn_app_with(
+        Options::default()
+            .with("GPTBOT__ACCESS__MODE", "allowlist")
+            .with("GPTBOT__ACCESS__ADMINS", "telegram:1")
+            .with("GPTBOT__ACCESS__USERS", "telegram:2")
+            .with("GPTBOT__ACCESS__CHATS", "telegram:-100777"),
+    )
+    .await;
+    let a = adapter();
+    assert_eq!(t.send(&a, &dm("3", "let me in")).await, Outcome::Refused);
+    assert!(
+        a.last_message().contains("this bot is private"),
+        "{}",
+        a.last_message()
+    );
+    assert_eq!(t.send(&a, &dm("3", "/quota")).await, Outcome::Refused);
+    assert_eq!(t.openai.request_count(), 0);
+    // Never charged: not even an account was opened for the stranger.
+    let (accounts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM quota_accounts")
+        .fetch_one(t.app.quota.pool())
+        .await
+        .unwrap();
+    assert_eq!(accounts, 0);
+
+    // Listed users, members of listed groups and admins get through.
+    assert!(matches!(
+        t.send(&a, &dm("2", "hello")).await,
+        Outcome::Answered { .. }
+    ));
+    assert!(matches!(
+        t.send(&a, &group("-100777", "4", "hi all", true)).await,
+        Outcome::Answered { .. }
+    ));
+    assert!(matches!(
+        t.send(&a, &dm("1", "admin here")).await,
+        Outcome::Answered { .. }
+    ));
+    assert_eq!(
+        t.send(&a, &group("-100888", "4", "other group", true))
+            .await,
+        Outcome::Refused
+    );
+
+    // An admin lets the stranger in, then shuts them out again.
+    t.send(&a, &dm("1", "/allow 3")).await;
+    assert_eq!(a.last_message(), "Allowed telegram:3.");
+    assert!(matches!(
+        t.send(&a, &dm("3", "now?")).await,
+        Outcome::Answered { .. }
+    ));
+    t.send(&a, &dm("1", "/deny telegram:3")).await;
+    assert!(a.last_message().starts_with("Denied telegram:3"));
+    assert_eq!(t.send(&a, &dm("3", "still?")).await, Outcome::Refused);
+    // A whole group can be allowed from inside it.
+    t.send(&a, &group("-100888", "1", "/allow chat", true))
+        .await;
+    assert_eq!(a.last_message(), "Allowed this group.");
+    assert!(matches!(
+        t.send(&a, &group("-100888", "4", "and now?", true)).await,
+        Outcome::Answered { .. }
+    ));
+}
+
+#[tokio::test]
+async fn admin_commands_work_for_admins_and_are_refused_to_others() {
+    let t =
+        spawn_app_with(Options::default().with("GPTBOT__ACCESS__ADMINS", "telegram:1,discord:99"))
+            .await;
+    let a = adapter();
+    // A non-admin is refused and nothing changes.
+    assert_eq!(
+        t.send(&a, &dm("2", "/grant 2 1000000")).await,
+        Outcome::Refused
+    );
+    assert!(a.last_message().starts_with("Not allowed"));
+    assert_eq!(
+        t.app.quota.balance(&user("2")).await.unwrap().remaining,
+        20000
+    );
+    assert_eq!(t.send(&a, &dm("2", "/stats")).await, Outcome::Refused);
+
+    t.send(&a, &dm("1", "/grant 2 500")).await;
+    assert_eq!(
+        a.last_message(),
+        "Granted 500 tokens to telegram:2: 20500 remaining of 20500 granted."
+    );
+    t.send(&a, &dm("1", "/setquota telegram:2 unlimited")).await;
+    assert!(a.last_message().contains("unlimited"));
+    t.send(&a, &dm("2", "spend some")).await;
+    t.send(&a, &dm("1", "/usage 2")).await;
+    let usage = a.last_message();
+    assert!(
+        usage.starts_with("telegram:2: 20500 remaining") && usage.contains("unlimited"),
+        "{usage}"
+    );
+    assert!(usage.contains("today"), "{usage}");
+    t.send(&a, &dm("1", "/setquota 2 0")).await;
+    assert_eq!(a.last_message(), "telegram:2 now has 0 tokens left.");
+    assert_eq!(t.send(&a, &dm("2", "and now?")).await, Outcome::Refused);
+    t.send(&a, &dm("1", "/grant 2 -5")).await;
+    assert!(
+        a.last_message().starts_with("Could not do that"),
+        "{}",
+        a.last_message()
+    );
+    t.send(&a, &dm("1", "/deny telegram:1")).await;
+    assert!(
+        a.last_message().contains("is an admin"),
+        "{}",
+        a.last_message()
+    );
+    t.send(&a, &dm("1", "/grant 2")).await;
+    assert!(
+        a.last_message().starts_with("Usage: /grant"),
+        "{}",
+        a.last_message()
+    );
+
+    t.send(&a, &dm("1", "/stats")).await;
+    let stats = a.last_message();
+    assert!(stats.contains("Users: 1"), "{stats}");
+    assert!(stats.contains("Requests today: 1 (in total: 1)"), "{stats}");
+    // Admins see the admin commands in /help; others do not.
+    t.send(&a, &dm("1", "/help")).await;
+    assert!(a.last_message().contains("/setquota"));
+    t.send(&a, &dm("2", "/help")).await;
+    assert!(!a.last_message().contains("/setquota"));
+}

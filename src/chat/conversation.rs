@@ -12,9 +12,11 @@ use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::commands::{self, COMMANDS, Command, Input, SystemArg};
+use super::commands::{self, ADMIN_COMMANDS, AdminCommand, COMMANDS, Command, Input, SystemArg};
 use super::reply::ReplyStream;
 use super::split::split_message;
+use crate::access::{AccessService, Decision, group_subject};
+use crate::event::UserId;
 use crate::event::{ChatKind, Content, IncomingEvent};
 use crate::llm::tokens::TokenCounter;
 use crate::llm::{LlmError, ModelClient, ModelEvent, ModelRequest};
@@ -52,6 +54,7 @@ pub enum Outcome {
 }
 
 pub struct Conversation {
+    access: Arc<AccessService>,
     sessions: Arc<dyn SessionStore>,
     quota: QuotaService,
     model: Arc<dyn ModelClient>,
@@ -61,6 +64,7 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn new(
+        access: Arc<AccessService>,
         sessions: Arc<dyn SessionStore>,
         quota: QuotaService,
         model: Arc<dyn ModelClient>,
@@ -68,6 +72,7 @@ impl Conversation {
         settings: ConversationSettings,
     ) -> Conversation {
         Conversation {
+            access,
             sessions,
             quota,
             model,
@@ -82,6 +87,10 @@ impl Conversation {
 
     pub fn quota(&self) -> &QuotaService {
         &self.quota
+    }
+
+    pub fn access(&self) -> &AccessService {
+        &self.access
     }
 
     /// Handles one event. Every failure is answered to the user and logged; nothing is
@@ -134,6 +143,30 @@ impl Conversation {
             chat_id: event.chat_id.clone(),
             reply_to: (event.chat_kind == ChatKind::Group).then(|| event.message_id.clone()),
         };
+        let user = event.quota_user();
+        let decision = match self.access.decide(&user, event.group.as_deref()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "access check failed");
+                self.say(
+                    adapter,
+                    &target,
+                    "Sorry, I can't check who may use me right now. Please try again in a moment.",
+                )
+                .await;
+                return Outcome::Failed;
+            }
+        };
+        if decision == Decision::Denied {
+            tracing::info!(%user, "access denied");
+            self.say(
+                adapter,
+                &target,
+                "Sorry, this bot is private. Ask one of its admins to let you in.",
+            )
+            .await;
+            return Outcome::Refused;
+        }
         let text = match &event.content {
             Content::Text(text) => text,
             Content::Unsupported(what) => {
@@ -146,7 +179,10 @@ impl Conversation {
         match commands::parse(text, bot_username) {
             Input::ForAnotherBot => Outcome::Ignored,
             Input::Text(text) => self.chat(event, adapter, &target, &text).await,
-            Input::Command(command) => self.command(event, adapter, &target, command).await,
+            Input::Command(command) => {
+                self.command(event, adapter, &target, command, decision)
+                    .await
+            }
         }
     }
 
@@ -156,9 +192,24 @@ impl Conversation {
         adapter: &dyn ChatAdapter,
         target: &ReplyTarget,
         command: Command,
+        decision: Decision,
     ) -> Outcome {
         let key = event.session_key();
+        if matches!(command, Command::Admin(_) | Command::AdminUsage(_))
+            && decision != Decision::Admin
+        {
+            tracing::warn!(user = %event.quota_user(), ?command, "a non-admin tried an admin command");
+            self.say(
+                adapter,
+                target,
+                "Not allowed: that command is for the bot's admins.",
+            )
+            .await;
+            return Outcome::Refused;
+        }
         let reply = match command {
+            Command::Admin(admin) => self.admin(event, admin).await,
+            Command::AdminUsage(usage) => format!("Usage: {usage}"),
             Command::Ask(text) if text.trim().is_empty() => {
                 "Usage: /ask <your question>".to_string()
             }
@@ -169,7 +220,17 @@ impl Conversation {
                 self.settings.bot_name,
                 self.help_text(event)
             ),
-            Command::Help => self.help_text(event),
+            Command::Help => {
+                let mut text = self.help_text(event);
+                if decision == Decision::Admin {
+                    text.push_str("\n\nAdmin commands (users are platform:id, or an id on this platform):\n");
+                    for (_, usage) in ADMIN_COMMANDS {
+                        text.push_str(usage);
+                        text.push('\n');
+                    }
+                }
+                text
+            }
             Command::Reset => match self.sessions.clear_history(&key).await {
                 Ok(()) => "Conversation history cleared. Let's start over! (Your /system prompt, if you set one, is kept.)".into(),
                 Err(e) => return self.store_failure(adapter, target, e).await,
@@ -230,6 +291,93 @@ impl Conversation {
             ),
         };
         self.say(adapter, target, &reply).await
+    }
+
+    /// Runs an admin command and says what it did.
+    async fn admin(&self, event: &IncomingEvent, command: AdminCommand) -> String {
+        let admin = event.quota_user();
+        let target = |arg: &str| resolve_user(event, arg);
+        tracing::info!(%admin, ?command, "admin command");
+        let result: Result<String, String> = async {
+            match command {
+                AdminCommand::Grant { user, tokens } => {
+                    let user = target(&user)?;
+                    let b = self.quota.grant(&user, tokens).await.map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "Granted {tokens} tokens to {user}: {} remaining of {} granted.",
+                        b.remaining, b.granted
+                    ))
+                }
+                AdminCommand::SetQuota { user, tokens } => {
+                    let user = target(&user)?;
+                    let b = self.quota.set_quota(&user, tokens).await.map_err(|e| e.to_string())?;
+                    Ok(if b.unlimited {
+                        format!("{user} is now unlimited (usage is still counted).")
+                    } else {
+                        format!("{user} now has {} tokens left.", b.remaining)
+                    })
+                }
+                AdminCommand::Usage { user } => {
+                    let user = target(&user)?;
+                    let b = self.quota.balance(&user).await.map_err(|e| e.to_string())?;
+                    let today = self.quota.used_today(&user).await.map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "{user}: {} remaining, {} used ({today} today), {} granted, {} requests{}.",
+                        b.remaining,
+                        b.used,
+                        b.granted,
+                        b.requests,
+                        if b.unlimited { ", unlimited" } else { "" }
+                    ))
+                }
+                AdminCommand::Stats => {
+                    let s = self.quota.stats().await.map_err(|e| e.to_string())?;
+                    Ok(format!(
+                        "Users: {}\nTokens used today: {} (in total: {})\nRequests today: {} (in total: {})\nFailed requests today: {} (in total: {})",
+                        s.users, s.used_today, s.used, s.requests_today, s.requests, s.errors_today, s.errors
+                    ))
+                }
+                AdminCommand::Allow { subject } => self.set_rule(event, &admin, &subject, true).await,
+                AdminCommand::Deny { subject } => self.set_rule(event, &admin, &subject, false).await,
+            }
+        }
+        .await;
+        result.unwrap_or_else(|e| format!("Could not do that: {e}"))
+    }
+
+    /// `/allow` or `/deny` of a user, or of the group the command is sent in (`chat`).
+    async fn set_rule(
+        &self,
+        event: &IncomingEvent,
+        admin: &UserId,
+        subject: &str,
+        allowed: bool,
+    ) -> Result<String, String> {
+        let (key, shown) = if subject.eq_ignore_ascii_case("chat") {
+            let group = event
+                .group
+                .as_ref()
+                .ok_or("`chat` means the group this is sent in; send it in a group.")?;
+            (
+                group_subject(event.platform, group),
+                "this group".to_string(),
+            )
+        } else {
+            let user = resolve_user(event, subject)?;
+            if !allowed && self.access.is_admin(&user) {
+                return Err(format!("{user} is an admin and cannot be denied"));
+            }
+            (user.to_string(), user.to_string())
+        };
+        self.access
+            .set_rule(&key, allowed, admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(if allowed {
+            format!("Allowed {shown}.")
+        } else {
+            format!("Denied {shown}: they get a short refusal and are never charged.")
+        })
     }
 
     fn help_text(&self, event: &IncomingEvent) -> String {
@@ -469,4 +617,15 @@ impl Conversation {
 fn command_list() -> String {
     let names: Vec<String> = COMMANDS.iter().map(|(n, _)| format!("/{n}")).collect();
     format!("Available commands: {}.", names.join(" "))
+}
+
+/// A user named in an admin command: `platform:id`, or a bare id on the admin's platform.
+fn resolve_user(event: &IncomingEvent, arg: &str) -> Result<UserId, String> {
+    if arg.contains(':') {
+        UserId::parse(arg)
+    } else if arg.is_empty() || arg.chars().any(char::is_whitespace) {
+        Err(format!("`{arg}` is not a user id"))
+    } else {
+        Ok(UserId::new(event.platform, arg))
+    }
 }

@@ -144,6 +144,7 @@ where
             platform: Platform::Console,
             chat_id: user.to_string(),
             chat_kind: ChatKind::Direct,
+            group: None,
             sender: Sender {
                 id: user.to_string(),
                 display_name: user.to_string(),

@@ -313,6 +313,7 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
         } else {
             ChatKind::Direct
         },
+        group: msg.guild_id.map(|g| g.get().to_string()),
         sender: Sender {
             id: msg.author.id.get().to_string(),
             display_name: msg
@@ -359,6 +360,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         } else {
             ChatKind::Direct
         },
+        group: command.guild_id.map(|g| g.get().to_string()),
         sender: Sender {
             id: command.user.id.get().to_string(),
             display_name: command

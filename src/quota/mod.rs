@@ -59,6 +59,18 @@ pub struct LedgerEntry {
     pub remaining: i64,
 }
 
+/// Totals over every account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub users: i64,
+    pub used: i64,
+    pub used_today: i64,
+    pub requests: i64,
+    pub requests_today: i64,
+    pub errors: i64,
+    pub errors_today: i64,
+}
+
 /// How new users start and how balances refill.
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaPlan {
@@ -538,6 +550,66 @@ impl QuotaService {
         .await
         .with_context(|| format!("setting the refill of {user}"))?;
         self.balance(user).await
+    }
+
+    /// Totals for `/stats`: accounts, tokens used today (UTC) and overall, requests and
+    /// failed calls (refunds).
+    pub async fn stats(&self) -> Result<Stats, QuotaError> {
+        let day_start = self
+            .clock
+            .now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or(0);
+        let (users, used, requests): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(used), 0), COALESCE(SUM(requests), 0) FROM quota_accounts",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading totals")?;
+        let (used_today, requests_today, errors_today): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(d_used), 0), COALESCE(SUM(kind = 'settle'), 0),                     COALESCE(SUM(kind = 'refund'), 0)              FROM quota_ledger WHERE at >= ?1",
+        )
+        .bind(day_start)
+        .fetch_one(&self.pool)
+        .await
+        .context("reading today's totals")?;
+        let (errors,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM quota_ledger WHERE kind = 'refund'")
+                .fetch_one(&self.pool)
+                .await
+                .context("reading error totals")?;
+        Ok(Stats {
+            users,
+            used,
+            used_today,
+            requests,
+            requests_today,
+            errors,
+            errors_today,
+        })
+    }
+
+    /// Tokens a user used since the start of the UTC day.
+    pub async fn used_today(&self, user: &UserId) -> Result<i64, QuotaError> {
+        let day_start = self
+            .clock
+            .now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or(0);
+        let (used,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(SUM(d_used), 0) FROM quota_ledger              WHERE platform = ?1 AND user_id = ?2 AND at >= ?3",
+        )
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .bind(day_start)
+        .fetch_one(&self.pool)
+        .await
+        .with_context(|| format!("reading today's usage of {user}"))?;
+        Ok(used)
     }
 
     /// The newest `limit` ledger entries of a user, oldest first.

@@ -675,6 +675,7 @@ pub fn dm(user: &str, text: &str) -> IncomingEvent {
         platform: Platform::Telegram,
         chat_id: user.to_string(),
         chat_kind: ChatKind::Direct,
+        group: None,
         sender: Sender {
             id: user.to_string(),
             display_name: format!("User {user}"),
@@ -692,6 +693,7 @@ pub fn group(chat: &str, user: &str, text: &str, mentioned: bool) -> IncomingEve
     IncomingEvent {
         chat_id: chat.to_string(),
         chat_kind: ChatKind::Group,
+        group: Some(chat.to_string()),
         mentioned,
         ..dm(user, text)
     }

@@ -43,6 +43,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         platform: Platform::Telegram,
         chat_id: msg.chat.id.0.to_string(),
         chat_kind,
+        group: (chat_kind == ChatKind::Group).then(|| msg.chat.id.0.to_string()),
         sender: Sender {
             id: from.id.0.to_string(),
             display_name: from.first_name.clone(),

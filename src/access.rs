@@ -1,0 +1,184 @@
+//! Who may use the bot: admins (`access.admins`), open or allowlist mode, configured
+//! allowed users and groups, and the `/allow` / `/deny` decisions admins make at run
+//! time (stored in `access_rules`, so they survive restarts and reach every replica).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
+use tokio::time::Instant;
+
+use crate::event::{Platform, UserId};
+
+/// How long rules read from the database are trusted before being read again (another
+/// replica may have changed them).
+const RULES_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    Open,
+    Allowlist,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSettings {
+    #[serde(default)]
+    pub admins: Vec<String>,
+    pub mode: AccessMode,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub chats: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Admin,
+    Allowed,
+    Denied,
+}
+
+/// The rule subject for a group: `group:telegram:-100…` or `group:discord:<guild>`.
+pub fn group_subject(platform: Platform, group: &str) -> String {
+    format!("group:{platform}:{group}")
+}
+
+pub struct AccessService {
+    pool: SqlitePool,
+    admins: HashSet<String>,
+    mode: AccessMode,
+    users: HashSet<String>,
+    groups: HashSet<String>,
+    rules: RwLock<Option<(Instant, HashMap<String, bool>)>>,
+}
+
+impl AccessService {
+    /// `settings` must have been validated (see [`validate`]).
+    pub fn new(pool: SqlitePool, settings: &AccessSettings) -> AccessService {
+        AccessService {
+            pool,
+            admins: settings.admins.iter().cloned().collect(),
+            mode: settings.mode,
+            users: settings.users.iter().cloned().collect(),
+            groups: settings
+                .chats
+                .iter()
+                .map(|c| format!("group:{c}"))
+                .collect(),
+            rules: RwLock::new(None),
+        }
+    }
+
+    pub fn is_admin(&self, user: &UserId) -> bool {
+        self.admins.contains(&user.to_string())
+    }
+
+    /// The configured admins of one platform (their ids without the prefix).
+    pub fn admins_on(&self, platform: Platform) -> Vec<String> {
+        let prefix = format!("{platform}:");
+        let mut ids: Vec<String> = self
+            .admins
+            .iter()
+            .filter_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn rules(&self) -> Result<HashMap<String, bool>, anyhow::Error> {
+        if let Some((loaded, rules)) = &*self.rules.read().unwrap_or_else(|p| p.into_inner())
+            && loaded.elapsed() < RULES_TTL
+        {
+            return Ok(rules.clone());
+        }
+        let rows: Vec<(String, bool)> = sqlx::query_as("SELECT subject, allowed FROM access_rules")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading access rules")?;
+        let rules: HashMap<String, bool> = rows.into_iter().collect();
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), rules.clone()));
+        Ok(rules)
+    }
+
+    /// Whether `user` (writing in `group`, if any) may use the bot.
+    pub async fn decide(
+        &self,
+        user: &UserId,
+        group: Option<&str>,
+    ) -> Result<Decision, anyhow::Error> {
+        if self.is_admin(user) {
+            return Ok(Decision::Admin);
+        }
+        let rules = self.rules().await?;
+        let group = group.map(|g| group_subject(user.platform, g));
+        match rules.get(&user.to_string()) {
+            Some(false) => return Ok(Decision::Denied),
+            Some(true) => return Ok(Decision::Allowed),
+            None => {}
+        }
+        if let Some(group) = &group {
+            match rules.get(group) {
+                Some(false) => return Ok(Decision::Denied),
+                Some(true) => return Ok(Decision::Allowed),
+                None => {}
+            }
+        }
+        let listed = self.users.contains(&user.to_string())
+            || group.as_ref().is_some_and(|g| self.groups.contains(g));
+        Ok(match (self.mode, listed) {
+            (AccessMode::Open, _) | (AccessMode::Allowlist, true) => Decision::Allowed,
+            (AccessMode::Allowlist, false) => Decision::Denied,
+        })
+    }
+
+    /// Records an admin's `/allow` or `/deny` of a user or group subject.
+    pub async fn set_rule(
+        &self,
+        subject: &str,
+        allowed: bool,
+        by: &UserId,
+    ) -> Result<(), anyhow::Error> {
+        sqlx::query(
+            "INSERT INTO access_rules (subject, allowed, by_admin, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (subject) DO UPDATE SET allowed = ?2, by_admin = ?3, updated_at = ?4",
+        )
+        .bind(subject)
+        .bind(allowed)
+        .bind(by.to_string())
+        .bind(chrono::Utc::now().timestamp())
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("saving the access rule for {subject}"))?;
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Every stored rule, sorted by subject.
+    pub async fn list_rules(&self) -> Result<Vec<(String, bool, String)>, anyhow::Error> {
+        sqlx::query_as("SELECT subject, allowed, by_admin FROM access_rules ORDER BY subject")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading access rules")
+    }
+}
+
+/// Checks the configured ids: users and admins as `platform:id`, chats as
+/// `telegram:<group chat id>` or `discord:<guild id>`.
+pub fn validate(settings: &AccessSettings) -> Result<(), (&'static str, String)> {
+    for (key, list) in [
+        ("access.admins", &settings.admins),
+        ("access.users", &settings.users),
+        ("access.chats", &settings.chats),
+    ] {
+        for entry in list {
+            UserId::parse(entry).map_err(|e| (key, format!("`{entry}`: {e}")))?;
+        }
+    }
+    Ok(())
+}
