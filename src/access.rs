@@ -142,7 +142,7 @@ impl AccessService {
         &self,
         subject: &str,
         allowed: bool,
-        by: &UserId,
+        by: &str,
     ) -> Result<(), anyhow::Error> {
         sqlx::query(
             "INSERT INTO access_rules (subject, allowed, by_admin, updated_at) VALUES (?1, ?2, ?3, ?4) \
@@ -150,7 +150,7 @@ impl AccessService {
         )
         .bind(subject)
         .bind(allowed)
-        .bind(by.to_string())
+        .bind(by)
         .bind(chrono::Utc::now().timestamp())
         .execute(&self.pool)
         .await

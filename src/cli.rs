@@ -50,6 +50,24 @@ pub enum CliCommand {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Allow or deny users and groups (as /allow and /deny do).
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+    /// Users, tokens used today and in total, requests and errors.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Let a user (`telegram:123`) or a group (`group:telegram:-100123`,
+    /// `group:discord:<guild id>`) use the bot.
+    Allow { subject: String },
+    /// Stop a user or a group from using the bot.
+    Deny { subject: String },
+    /// List the allow and deny decisions made so far.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,10 +109,9 @@ pub fn main() -> ExitCode {
         }
     };
     let format = cli.log_format.unwrap_or(settings.log.format);
-    let quiet_default = matches!(
-        cli.command,
-        CliCommand::Chat { .. } | CliCommand::Quota { .. } | CliCommand::Config { .. }
-    );
+    // Only the long-running server logs at `log.level` by default; one-shot commands
+    // keep the terminal for their own output.
+    let quiet_default = !matches!(cli.command, CliCommand::Run);
     let level = if quiet_default {
         "warn"
     } else {
@@ -141,6 +158,37 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
         } => {
             print!("{}", settings.redacted_toml());
             eprintln!("configuration OK");
+            Ok(())
+        }
+        CliCommand::Stats => {
+            let quota = open_quota(&settings).await?;
+            let s = quota.stats().await?;
+            println!("users {}", s.users);
+            println!("tokens_used_today {}", s.used_today);
+            println!("tokens_used_total {}", s.used);
+            println!("requests_today {}", s.requests_today);
+            println!("requests_total {}", s.requests);
+            println!("errors_today {}", s.errors_today);
+            println!("errors_total {}", s.errors);
+            Ok(())
+        }
+        CliCommand::Access { command } => {
+            let quota = open_quota(&settings).await?;
+            let access = crate::access::AccessService::new(quota.pool().clone(), &settings.access);
+            let (subject, allowed) = match command {
+                AccessCommand::List => {
+                    for (subject, allowed, by) in access.list_rules().await? {
+                        let decision = if allowed { "allowed" } else { "denied" };
+                        println!("{subject} {decision} (by {by})");
+                    }
+                    return Ok(());
+                }
+                AccessCommand::Allow { subject } => (subject, true),
+                AccessCommand::Deny { subject } => (subject, false),
+            };
+            let subject = parse_subject(&subject)?;
+            access.set_rule(&subject, allowed, "cli").await?;
+            println!("{subject} {}", if allowed { "allowed" } else { "denied" });
             Ok(())
         }
         CliCommand::Migrate => {
@@ -292,6 +340,20 @@ fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, AppError> {
                 ),
             })
         })
+}
+
+/// A rule subject: `platform:user` or `group:platform:id`.
+fn parse_subject(text: &str) -> Result<String, AppError> {
+    let (group, rest) = match text.strip_prefix("group:") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let id = parse_user(rest)?;
+    Ok(if group {
+        format!("group:{id}")
+    } else {
+        id.to_string()
+    })
 }
 
 fn parse_user(text: &str) -> Result<UserId, AppError> {

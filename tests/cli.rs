@@ -265,3 +265,45 @@ async fn json_logs_carry_one_span_per_message_with_tokens_and_latency() {
     assert!(span["latency_ms"].is_number());
     assert!(!run.stderr.contains("sk-test-secret-key"));
 }
+
+#[tokio::test]
+async fn access_and_stats_from_the_command_line() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, None, &dir, &[]);
+    env.insert("GPTBOT__ACCESS__MODE".into(), "allowlist".into());
+
+    let run = gptbot(&["chat"], &env, "hello?\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("this bot is private"), "{}", run.stdout);
+    assert_eq!(openai.request_count(), 0);
+
+    let run = gptbot(&["access", "allow", "console:tester"], &env, "").await;
+    assert_eq!(
+        run.stdout.trim(),
+        "console:tester allowed",
+        "{}",
+        run.stderr
+    );
+    let run = gptbot(&["access", "deny", "group:telegram:-100123"], &env, "").await;
+    assert_eq!(
+        run.stdout.trim(),
+        "group:telegram:-100123 denied",
+        "{}",
+        run.stderr
+    );
+    let run = gptbot(&["access", "allow", "nonsense"], &env, "").await;
+    assert_eq!(run.code, 2);
+    let run = gptbot(&["access", "list"], &env, "").await;
+    assert_eq!(
+        run.stdout,
+        "console:tester allowed (by cli)\ngroup:telegram:-100123 denied (by cli)\n"
+    );
+
+    let run = gptbot(&["chat"], &env, "hello now\n").await;
+    assert!(run.stdout.contains("Echo: hello now"), "{}", run.stdout);
+    let run = gptbot(&["stats"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("users 1\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("requests_today 1\n"), "{}", run.stdout);
+}

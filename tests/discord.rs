@@ -98,7 +98,21 @@ async fn connects_identifies_and_registers_the_slash_commands() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["chat", "reset", "quota", "system"]);
+    assert_eq!(
+        names,
+        [
+            "chat", "reset", "quota", "system", "grant", "setquota", "usage", "stats", "allow",
+            "deny"
+        ]
+    );
+    for command in put.body.as_array().unwrap() {
+        let admin_only = command["default_member_permissions"] == "8";
+        assert_eq!(
+            admin_only,
+            names[4..].contains(&command["name"].as_str().unwrap()),
+            "{command}"
+        );
+    }
     let chat = &put.body[0];
     assert_eq!(chat["options"][0]["name"], "prompt");
     assert_eq!(chat["options"][0]["required"], true);
@@ -409,4 +423,38 @@ async fn a_dropped_gateway_connection_is_resumed_and_the_bot_keeps_serving() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.dc.send_message(DM, ann(), "after", None);
     wait_text(&b.dc, "Echo: after").await;
+}
+
+#[tokio::test]
+async fn admin_slash_commands_work_for_admins_only() {
+    let b = spawn_bot(fast().with("GPTBOT__ACCESS__ADMINS", "discord:4000000000000000001")).await;
+    let bob = user("4000000000000000002", "bob");
+    let token = b.dc.slash(
+        "grant",
+        json!([{"name": "user", "type": 3, "value": "4000000000000000002"}, {"name": "tokens", "type": 4, "value": 300}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Granted 300 tokens to discord:4000000000000000002: 20300 remaining of 20300 granted.",
+    )
+    .await;
+    let callback = b.dc.calls_matching("POST", "/callback").remove(0);
+    assert_eq!(
+        callback.body["data"]["flags"], 64,
+        "admin answers must be ephemeral"
+    );
+    assert!(!b.dc.calls_matching("PATCH", &token).is_empty());
+
+    b.dc.slash("stats", json!([]), CHANNEL, bob.clone(), Some(GUILD));
+    wait_text(&b.dc, "Not allowed: that command is for the bot's admins.").await;
+    let balance =
+        b.t.app
+            .quota
+            .balance(&UserId::new(Platform::Discord, "4000000000000000002"))
+            .await
+            .unwrap();
+    assert_eq!(balance.remaining, 20300);
 }

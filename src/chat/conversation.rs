@@ -370,7 +370,7 @@ impl Conversation {
             (user.to_string(), user.to_string())
         };
         self.access
-            .set_rule(&key, allowed, admin)
+            .set_rule(&key, allowed, &admin.to_string())
             .await
             .map_err(|e| e.to_string())?;
         Ok(if allowed {

@@ -16,7 +16,7 @@ use serenity::all::{
     ChannelId, Command, CommandDataOptionValue, CommandInteraction, CommandOptionType, Context,
     CreateAllowedMentions, CreateCommand, CreateCommandOption, CreateInteractionResponseFollowup,
     CreateMessage, EditInteractionResponse, EditMessage, EventHandler, GatewayIntents, GuildId,
-    HttpBuilder, Interaction, Message, MessageId, Ready, ResumedEvent, UserId,
+    HttpBuilder, Interaction, Message, MessageId, Permissions, Ready, ResumedEvent, UserId,
 };
 use serenity::http::Http;
 use tokio::sync::watch;
@@ -264,7 +264,55 @@ pub fn slash_commands() -> Vec<CreateCommand> {
                 "prompt",
                 "The new system prompt, or `reset` for the default",
             )),
+        admin_command(
+            "grant",
+            "Add tokens to a user's balance (negative takes away)",
+        )
+        .add_option(user_option())
+        .add_option(
+            CreateCommandOption::new(CommandOptionType::Integer, "tokens", "How many tokens")
+                .required(true),
+        ),
+        admin_command("setquota", "Set what a user has left")
+            .add_option(user_option())
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    "tokens",
+                    "A number of tokens, or `unlimited`",
+                )
+                .required(true),
+            ),
+        admin_command("usage", "A user's balance and today's usage").add_option(user_option()),
+        admin_command(
+            "stats",
+            "Users, tokens today and in total, requests, errors",
+        ),
+        admin_command("allow", "Let a user (or `chat`: this server) use the bot")
+            .add_option(user_option()),
+        admin_command(
+            "deny",
+            "Stop a user (or `chat`: this server) from using the bot",
+        )
+        .add_option(user_option()),
     ]
+}
+
+/// Admin commands are hidden from server members without the Administrator permission;
+/// the bot checks `access.admins` as well.
+fn admin_command(name: &str, description: &str) -> CreateCommand {
+    CreateCommand::new(name)
+        .description(description)
+        .default_member_permissions(Permissions::ADMINISTRATOR)
+}
+
+fn user_option() -> CreateCommandOption {
+    CreateCommandOption::new(
+        CommandOptionType::String,
+        "user",
+        "A Discord user id, a platform:id (telegram:123), or `chat`",
+    )
+    .required(true)
 }
 
 /// Strips `<@id>` / `<@!id>` mentions of the bot; says whether there was one.
@@ -342,7 +390,32 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
                 _ => None,
             })
     };
+    let integer = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find_map(|o| match (&o.value, o.name == name) {
+                (CommandDataOptionValue::Integer(n), true) => Some(*n),
+                _ => None,
+            })
+    };
+    let user = || option("user").unwrap_or_default();
     let text = match command.data.name.as_str() {
+        "grant" => format!(
+            "/grant {} {}",
+            user(),
+            integer("tokens").unwrap_or_default()
+        ),
+        "setquota" => format!(
+            "/setquota {} {}",
+            user(),
+            option("tokens").unwrap_or_default()
+        ),
+        "usage" => format!("/usage {}", user()),
+        "stats" => "/stats".to_string(),
+        "allow" => format!("/allow {}", user()),
+        "deny" => format!("/deny {}", user()),
         "chat" => format!("/ask {}", option("prompt").unwrap_or_default()),
         "reset" => "/reset".to_string(),
         "quota" => "/quota".to_string(),
@@ -621,6 +694,12 @@ mod tests {
                     .to_string()
             })
             .collect();
-        assert_eq!(names, ["chat", "reset", "quota", "system"]);
+        assert_eq!(
+            names,
+            [
+                "chat", "reset", "quota", "system", "grant", "setquota", "usage", "stats", "allow",
+                "deny"
+            ]
+        );
     }
 }

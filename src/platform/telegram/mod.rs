@@ -22,7 +22,8 @@ use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters,
+    AllowedUpdate, BotCommand, BotCommandScope, ChatAction, Me, MessageId, ParseMode, Recipient,
+    ReplyParameters,
 };
 use teloxide::update_listeners::{Polling, webhooks};
 use teloxide::{ApiError, RequestError};
@@ -30,7 +31,7 @@ use tokio::sync::watch;
 
 use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
 use crate::chat::Conversation;
-use crate::chat::commands::COMMANDS;
+use crate::chat::commands::{ADMIN_COMMANDS, COMMANDS};
 use crate::config::{TelegramMode, TelegramSettings};
 
 /// Telegram's limit on a message, in UTF-16 code units after entity parsing.
@@ -227,8 +228,28 @@ pub async fn start(
         .iter()
         .map(|(name, description)| BotCommand::new(*name, *description))
         .collect();
-    if let Err(e) = bot.set_my_commands(commands).await {
+    if let Err(e) = bot.set_my_commands(commands.clone()).await {
         tracing::warn!(error = %e, "could not register the command menu (setMyCommands)");
+    }
+    // Admins see the admin commands too, in their private chat with the bot only.
+    let mut admin_menu = commands;
+    admin_menu.extend(ADMIN_COMMANDS.iter().map(|(name, usage)| {
+        let description = usage.split_once(" — ").map_or(*usage, |(_, d)| d);
+        BotCommand::new(*name, description)
+    }));
+    for admin in conversation
+        .access()
+        .admins_on(crate::event::Platform::Telegram)
+    {
+        let Ok(id) = admin.parse::<i64>() else {
+            continue;
+        };
+        let scope = BotCommandScope::Chat {
+            chat_id: Recipient::Id(ChatId(id)),
+        };
+        if let Err(e) = bot.set_my_commands(admin_menu.clone()).scope(scope).await {
+            tracing::warn!(error = %e, admin = %admin, "could not register the admin command menu");
+        }
     }
     tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
 
