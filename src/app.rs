@@ -86,6 +86,7 @@ impl App {
                 default_system_prompt: settings.bot.system_prompt.clone(),
                 max_tokens: settings.model.max_tokens,
                 context_tokens: settings.model.context_tokens,
+                per_user_per_minute: settings.limits.per_user_per_minute,
             },
         ));
         tracing::info!(

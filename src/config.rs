@@ -46,6 +46,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub quota: QuotaSettings,
     pub access: crate::access::AccessSettings,
+    pub limits: LimitSettings,
     pub chat: ChatSettings,
     pub telegram: TelegramSettings,
     pub discord: DiscordSettings,
@@ -112,6 +113,13 @@ pub struct QuotaSettings {
     pub default_tokens: i64,
     pub refill: crate::quota::Refill,
     pub refill_tokens: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Model requests a user may start per minute (a token bucket); 0 turns it off.
+    pub per_user_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -491,80 +491,6 @@ async fn corrupt_session_json_is_replaced_not_fatal() {
 }
 
 #[tokio::test]
-async fn concurrent_turns_of_one_user_are_all_kept() {
-    for options in [Options::default(), Options::default().memory_sessions()] {
-        let t = spawn_app_with(options).await;
-        let a = adapter();
-        t.openai.script((0..2).map(|i| Behavior::Stream {
-            pieces: vec![format!("answer {i}")],
-            delay: Duration::from_millis(100),
-            usage: Some((5, 2)),
-        }));
-        let first = dm("1", "first question");
-        let second = dm("1", "second question");
-        let (x, y) = tokio::join!(t.send(&a, &first), t.send(&a, &second));
-        assert!(matches!(x, Outcome::Answered { .. }) && matches!(y, Outcome::Answered { .. }));
-        let session = t.app.sessions.load(&first.session_key()).await.unwrap();
-        let users: Vec<&str> = session
-            .turns
-            .iter()
-            .filter(|t| t.role == Role::User)
-            .map(|t| t.content.as_str())
-            .collect();
-        assert_eq!(session.turns.len(), 4, "{}", t.app.sessions.backend());
-        assert!(users.contains(&"first question") && users.contains(&"second question"));
-        // Each question is followed by its own answer.
-        assert_eq!(session.turns[0].role, Role::User);
-        assert_eq!(session.turns[1].role, Role::Assistant);
-    }
-}
-
-#[tokio::test]
-async fn fifty_concurrent_messages_never_overspend_the_quota() {
-    // Each message reserves prompt (~30) + max_tokens (100); 1300 tokens cover about ten
-    // reservations at once.
-    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 1300)).await;
-    let a = adapter();
-    t.openai.script((0..50).map(|_| Behavior::Stream {
-        pieces: vec!["ok".into()],
-        delay: Duration::from_millis(30),
-        usage: Some((90, 10)),
-    }));
-    let events: Vec<_> = (0..50).map(|i| dm("1", &format!("question {i}"))).collect();
-    let outcomes = futures::future::join_all(events.iter().map(|e| t.send(&a, e))).await;
-
-    let answered: Vec<i64> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Answered { charged, .. } => Some(*charged),
-            _ => None,
-        })
-        .collect();
-    let refused = outcomes.iter().filter(|o| **o == Outcome::Refused).count();
-    assert_eq!(answered.len() + refused, 50, "{outcomes:?}");
-    assert!(
-        !answered.is_empty() && refused > 0,
-        "{} answered",
-        answered.len()
-    );
-    assert_eq!(
-        t.openai.request_count(),
-        answered.len(),
-        "a refused message reached the model"
-    );
-
-    let b = t.app.quota.balance(&user("1")).await.unwrap();
-    assert_eq!(b.reserved, 0);
-    assert!(b.remaining >= 0);
-    assert_eq!(b.granted, b.remaining + b.used, "invariant broken: {b:?}");
-    assert_eq!(b.used, answered.iter().sum::<i64>());
-    assert_eq!(b.used, 100 * answered.len() as i64);
-    assert!(b.used <= 1300);
-    let session = t.app.sessions.load(&events[0].session_key()).await.unwrap();
-    assert_eq!(session.turns.len(), 2 * answered.len());
-}
-
-#[tokio::test]
 async fn streaming_edits_respect_the_adapters_interval() {
     let t = spawn_app().await;
     let a = RecordingAdapter::new(4096, Duration::from_millis(150));
@@ -858,4 +784,209 @@ async fn admin_commands_work_for_admins_and_are_refused_to_others() {
     assert!(a.last_message().contains("/setquota"));
     t.send(&a, &dm("2", "/help")).await;
     assert!(!a.last_message().contains("/setquota"));
+}
+
+#[tokio::test]
+async fn one_answer_in_flight_per_user_and_cancel_charges_only_what_was_used() {
+    let t = std::sync::Arc::new(spawn_app().await);
+    let a = std::sync::Arc::new(adapter());
+    let pieces: Vec<String> = (0..50).map(|i| format!("w{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(40),
+        usage: Some((10, 50)),
+    }]);
+    let first = {
+        let (t, a) = (t.clone(), a.clone());
+        tokio::spawn(async move { t.send(&a, &dm("1", "long answer please")).await })
+    };
+    while !a.messages().iter().any(|m| m.contains("w3")) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another user is not held up; the same user is told to wait.
+    assert!(matches!(
+        t.send(&a, &dm("2", "me too")).await,
+        Outcome::Answered { .. }
+    ));
+    assert_eq!(
+        t.send(&a, &dm("1", "second question")).await,
+        Outcome::Refused
+    );
+    assert!(a.last_message().contains("Still answering"));
+    t.send(&a, &dm("1", "/cancel")).await;
+    assert_eq!(a.last_message(), "Stopped.");
+    let Outcome::Cancelled { reserved, charged } = first.await.unwrap() else {
+        panic!()
+    };
+    assert!(charged > 0 && charged < reserved);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.used, b.reserved), (charged, 0));
+    let shown = a
+        .messages()
+        .into_iter()
+        .find(|m| m.starts_with("w0"))
+        .unwrap();
+    assert!(shown.ends_with("(stopped)"), "{shown}");
+    let session = t
+        .app
+        .sessions
+        .load(&dm("1", "").session_key())
+        .await
+        .unwrap();
+    assert_eq!(session.turns.len(), 2);
+    assert!(shown.starts_with(session.turns[1].content.trim_end()));
+    // The slot is free again.
+    assert!(matches!(
+        t.send(&a, &dm("1", "next")).await,
+        Outcome::Answered { .. }
+    ));
+    t.send(&a, &dm("1", "/cancel")).await;
+    assert!(a.last_message().starts_with("Nothing to stop"));
+}
+
+#[tokio::test]
+async fn the_per_user_rate_limit_refuses_before_the_model_is_called() {
+    let t = spawn_app_with(Options::default().with("GPTBOT__LIMITS__PER_USER_PER_MINUTE", 2)).await;
+    let a = adapter();
+    assert!(matches!(
+        t.send(&a, &dm("1", "one")).await,
+        Outcome::Answered { .. }
+    ));
+    assert!(matches!(
+        t.send(&a, &dm("1", "two")).await,
+        Outcome::Answered { .. }
+    ));
+    assert_eq!(t.send(&a, &dm("1", "three")).await, Outcome::Refused);
+    assert!(
+        a.last_message().contains("2 per minute"),
+        "{}",
+        a.last_message()
+    );
+    // Commands are not rate limited, and other users have their own bucket.
+    assert_eq!(t.send(&a, &dm("1", "/quota")).await, Outcome::Replied);
+    assert!(matches!(
+        t.send(&a, &dm("2", "hi")).await,
+        Outcome::Answered { .. }
+    ));
+    assert_eq!(t.openai.request_count(), 3);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.requests, b.reserved), (2, 0));
+}
+
+/// A second process on the same Redis and SQLite, as a replica would be.
+async fn replica(t: &TestApp) -> gptbot::app::App {
+    let settings = gptbot::config::Settings::load(None, &t.env).unwrap();
+    gptbot::app::App::build(settings).await.unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_turns_of_one_user_on_two_replicas_are_all_kept() {
+    let t = spawn_app().await;
+    let other = replica(&t).await;
+    let a = adapter();
+    t.openai.script((0..2).map(|i| Behavior::Stream {
+        pieces: vec![format!("answer {i}")],
+        delay: Duration::from_millis(100),
+        usage: Some((5, 2)),
+    }));
+    let first = dm("1", "first question");
+    let second = dm("1", "second question");
+    let (x, y) = tokio::join!(
+        t.send(&a, &first),
+        other.conversation.handle(&second, &a, None)
+    );
+    assert!(matches!(x, Outcome::Answered { .. }) && matches!(y, Outcome::Answered { .. }));
+    let session = t.app.sessions.load(&first.session_key()).await.unwrap();
+    let users: Vec<&str> = session
+        .turns
+        .iter()
+        .filter(|t| t.role == Role::User)
+        .map(|t| t.content.as_str())
+        .collect();
+    assert_eq!(session.turns.len(), 4);
+    assert!(users.contains(&"first question") && users.contains(&"second question"));
+    // Each question is followed by its own answer.
+    assert_eq!(session.turns[0].role, Role::User);
+    assert_eq!(session.turns[1].role, Role::Assistant);
+    assert_eq!(session.turns[2].role, Role::User);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_messages_admit_exactly_one_and_never_overspend() {
+    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 1300)).await;
+    let a = adapter();
+    t.openai.script((0..50).map(|_| Behavior::Stream {
+        pieces: vec!["ok".into()],
+        delay: Duration::from_millis(30),
+        usage: Some((90, 10)),
+    }));
+    let events: Vec<_> = (0..50).map(|i| dm("1", &format!("question {i}"))).collect();
+    let outcomes = futures::future::join_all(events.iter().map(|e| t.send(&a, e))).await;
+    let answered = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Answered { .. }))
+        .count();
+    let refused = outcomes.iter().filter(|o| **o == Outcome::Refused).count();
+    assert_eq!((answered, refused), (1, 49), "{outcomes:?}");
+    let notices = a
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("Still answering"))
+        .count();
+    assert_eq!(notices, 49);
+    assert_eq!(t.openai.request_count(), 1);
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!((b.used, b.reserved, b.granted), (100, 0, 1300));
+    assert_eq!(b.granted, b.remaining + b.used);
+}
+
+#[tokio::test]
+async fn replicas_racing_for_one_small_quota_never_overspend() {
+    // Each message reserves prompt (~30) + max_tokens (100); 400 tokens cover three at once.
+    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 400)).await;
+    let mut replicas = vec![t.app.conversation.clone()];
+    for _ in 0..4 {
+        replicas.push(replica(&t).await.conversation.clone());
+    }
+    let a = adapter();
+    t.openai.script((0..50).map(|_| Behavior::Stream {
+        pieces: vec!["ok".into()],
+        delay: Duration::from_millis(30),
+        usage: Some((90, 10)),
+    }));
+    let events: Vec<_> = (0..25).map(|i| dm("1", &format!("question {i}"))).collect();
+    let outcomes = futures::future::join_all(
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| replicas[i % 5].handle(e, &a, None)),
+    )
+    .await;
+    let charged: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Answered { charged, .. } => Some(*charged),
+            _ => None,
+        })
+        .collect();
+    assert!(!charged.is_empty());
+    assert_eq!(
+        t.openai.request_count(),
+        charged.len(),
+        "a refused message reached the model"
+    );
+    let exhausted = a
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("Quota exhausted"))
+        .count();
+    assert!(
+        exhausted > 0,
+        "five replicas at once should have run out: {outcomes:?}"
+    );
+    let b = t.app.quota.balance(&user("1")).await.unwrap();
+    assert_eq!(b.reserved, 0);
+    assert!(b.remaining >= 0 && b.used <= 400);
+    assert_eq!(b.granted, b.remaining + b.used, "invariant broken: {b:?}");
+    assert_eq!(b.used, charged.iter().sum::<i64>());
 }

@@ -370,53 +370,101 @@ async fn photos_and_edits_get_a_polite_answer_and_cost_nothing() {
 }
 
 #[tokio::test]
-async fn one_chat_is_handled_in_order_and_different_chats_concurrently() {
+async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer() {
     let b = spawn_bot(fast()).await;
-    let slow = |text: &str| Behavior::Stream {
-        pieces: text.split(' ').map(|w| format!("{w} ")).collect(),
+    let pieces: Vec<String> = (0..40).map(|i| format!("part{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces,
         delay: Duration::from_millis(150),
-        usage: Some((10, 4)),
-    };
-    b.t.openai
-        .script([slow("first answer is slow"), slow("second answer follows")]);
+        usage: Some((10, 40)),
+    }]);
     b.tg.push_message(
         private_chat(21),
         user_json(21, "Gus"),
-        "first question",
+        "tell me a long story",
         None,
     );
+    b.tg.wait_until(10, "the first part", |calls| {
+        calls.iter().any(|c| {
+            c.body["chat_id"] == 21 && c.body["text"].as_str().is_some_and(|t| t.contains("part2"))
+        })
+    })
+    .await;
     b.tg.push_message(
         private_chat(21),
         user_json(21, "Gus"),
-        "second question",
+        "and another thing",
         None,
     );
-    wait_answer(&b.tg, 21, "first answer is slow").await;
-    wait_answer(&b.tg, 21, "second answer follows").await;
-    // The second question was sent to the model only after the first answer was stored.
-    let requests = b.t.openai.requests();
-    let second = requests[1]["messages"].as_array().unwrap();
-    assert_eq!(second[1]["content"], "first question");
-    assert_eq!(second[2]["content"], "first answer is slow ");
-    // And nothing of the second answer was written before the first was final.
-    let writes = b.tg.writes_to(21);
-    let first_final = writes
-        .iter()
-        .position(|c| c.body["text"] == "first answer is slow")
-        .unwrap();
-    assert!(
-        writes[..first_final]
-            .iter()
-            .all(|c| !c.body["text"].as_str().unwrap().contains("second"))
+    wait_answer(
+        &b.tg,
+        21,
+        "Still answering your previous message — send /cancel to stop it.",
+    )
+    .await;
+    b.tg.push_message(private_chat(21), user_json(21, "Gus"), "/cancel", None);
+    wait_answer(&b.tg, 21, "Stopped.").await;
+    b.tg.wait_until(10, "the stopped answer", |calls| {
+        calls.iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("(stopped)"))
+                && c.body["parse_mode"] == "HTML"
+        })
+    })
+    .await;
+    assert_eq!(
+        b.t.openai.request_count(),
+        1,
+        "the second message reached the model"
     );
 
-    // Two chats at once: the second chat's answer starts before the first one ends.
-    b.t.openai
-        .script([slow("alpha beta gamma delta"), slow("one two three four")]);
-    b.tg.push_message(private_chat(31), user_json(31, "Hal"), "a", None);
-    b.tg.push_message(private_chat(32), user_json(32, "Ida"), "b", None);
-    wait_answer(&b.tg, 31, "alpha beta gamma delta").await;
-    wait_answer(&b.tg, 32, "one two three four").await;
+    // Only what was used is charged; the partial answer is in the history.
+    let user = UserId::new(Platform::Telegram, "21");
+    let key = gptbot::event::SessionKey {
+        platform: Platform::Telegram,
+        chat: "21".into(),
+        user: "21".into(),
+    };
+    let session = b.t.app.sessions.load(&key).await.unwrap();
+    assert_eq!(session.turns.len(), 2);
+    let partial = &session.turns[1].content;
+    assert!(partial.starts_with("part0 part1 part2"));
+    assert!(!partial.contains("part39"));
+    // Charged: the prompt and the partial answer, as counted locally (no usage came).
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let prompt = gptbot::session::context::build_prompt(
+        &counter,
+        &b.t.app.settings.bot.system_prompt,
+        &[],
+        "tell me a long story",
+        100,
+        16384,
+    )
+    .unwrap();
+    let balance = b.t.app.quota.balance(&user).await.unwrap();
+    assert_eq!(balance.reserved, 0);
+    assert_eq!(
+        balance.used,
+        i64::from(prompt.tokens + counter.count(partial))
+    );
+
+    // Different chats are answered concurrently.
+    b.t.openai.set_echo_delay(Duration::from_millis(200));
+    b.tg.push_message(
+        private_chat(31),
+        user_json(31, "Hal"),
+        "alpha beta gamma",
+        None,
+    );
+    b.tg.push_message(
+        private_chat(32),
+        user_json(32, "Ida"),
+        "one two three",
+        None,
+    );
+    wait_answer(&b.tg, 31, "Echo: alpha beta gamma").await;
+    wait_answer(&b.tg, 32, "Echo: one two three").await;
     let first_send = |chat: i64| b.tg.writes_to(chat)[0].at;
     let last_write = |chat: i64| b.tg.writes_to(chat).last().unwrap().at;
     assert!(

@@ -17,6 +17,8 @@ pub enum Command {
     Help,
     Reset,
     Quota,
+    /// Stop the answer in progress.
+    Cancel,
     System(SystemArg),
     /// `/ask <text>` (or `/chat <text>`): a prompt given as a command, as groups need.
     Ask(String),
@@ -131,6 +133,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("reset", "Forget this conversation's history"),
     ("quota", "Show your remaining and used tokens"),
     ("system", "Show or set this conversation's system prompt"),
+    ("cancel", "Stop the answer in progress"),
     ("ask", "Ask the model something (useful in groups)"),
 ];
 
@@ -163,6 +166,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "help" => Command::Help,
         "reset" | "new" | "clear" => Command::Reset,
         "quota" | "balance" => Command::Quota,
+        "cancel" | "stop" => Command::Cancel,
         "system" => Command::System(match args {
             "" => SystemArg::Show,
             a if a.eq_ignore_ascii_case("reset") => SystemArg::Reset,

@@ -5,8 +5,14 @@
 //! Nothing a user sends can lose a history turn or a quota token: a failed call refunds
 //! its reservation, and a turn is recorded only once the answer is complete.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::watch;
 
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -36,6 +42,8 @@ pub struct ConversationSettings {
     pub default_system_prompt: String,
     pub max_tokens: u32,
     pub context_tokens: u32,
+    /// Model requests per user per minute; 0 for no limit.
+    pub per_user_per_minute: u32,
 }
 
 /// What became of an event (for logs and tests).
@@ -51,6 +59,26 @@ pub enum Outcome {
     Refused,
     /// The model call failed; the reservation was refunded.
     Failed,
+    /// Stopped by /cancel; only what was used was charged.
+    Cancelled { reserved: i64, charged: i64 },
+}
+
+/// Users with an answer in progress, each with the switch that stops it.
+type InFlight = Mutex<HashMap<UserId, watch::Sender<bool>>>;
+
+/// Holds a user's in-flight slot; frees it when the answer ends, however it ends.
+struct InFlightSlot<'a> {
+    map: &'a InFlight,
+    user: UserId,
+}
+
+impl Drop for InFlightSlot<'_> {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.user);
+    }
 }
 
 pub struct Conversation {
@@ -60,6 +88,8 @@ pub struct Conversation {
     model: Arc<dyn ModelClient>,
     counter: TokenCounter,
     settings: ConversationSettings,
+    limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+    in_flight: InFlight,
 }
 
 impl Conversation {
@@ -71,6 +101,8 @@ impl Conversation {
         counter: TokenCounter,
         settings: ConversationSettings,
     ) -> Conversation {
+        let limiter = NonZeroU32::new(settings.per_user_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         Conversation {
             access,
             sessions,
@@ -78,6 +110,8 @@ impl Conversation {
             model,
             counter,
             settings,
+            limiter,
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,7 +149,9 @@ impl Conversation {
         async {
             let outcome = self.dispatch(event, adapter, bot_username).await;
             let span = tracing::Span::current();
-            if let Outcome::Answered { reserved, charged } = &outcome {
+            if let Outcome::Answered { reserved, charged }
+            | Outcome::Cancelled { reserved, charged } = &outcome
+            {
                 span.record("reserved", reserved);
                 span.record("used", charged);
             }
@@ -220,6 +256,20 @@ impl Conversation {
                 self.settings.bot_name,
                 self.help_text(event)
             ),
+            Command::Cancel => {
+                let stopped = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&event.quota_user())
+                    .map(|switch| switch.send(true).is_ok())
+                    .unwrap_or(false);
+                if stopped {
+                    "Stopped.".to_string()
+                } else {
+                    "Nothing to stop: no answer is in progress.".to_string()
+                }
+            }
             Command::Help => {
                 let mut text = self.help_text(event);
                 if decision == Decision::Admin {
@@ -416,6 +466,45 @@ impl Conversation {
         }
         let key = event.session_key();
         let user = event.quota_user();
+        let (cancel_tx, mut cancel) = watch::channel(false);
+        let registered = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match in_flight.entry(user.clone()) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(cancel_tx);
+                    true
+                }
+            }
+        };
+        if !registered {
+            self.say(
+                adapter,
+                target,
+                "Still answering your previous message — send /cancel to stop it.",
+            )
+            .await;
+            return Outcome::Refused;
+        }
+        let _slot = InFlightSlot {
+            map: &self.in_flight,
+            user: user.clone(),
+        };
+        if let Some(limiter) = &self.limiter {
+            if let Err(not_until) = limiter.check_key(&user) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let msg = format!(
+                    "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
+                    self.settings.per_user_per_minute,
+                    wait.as_secs().max(1)
+                );
+                self.say(adapter, target, &msg).await;
+                return Outcome::Refused;
+            }
+            if limiter.len() > 10_000 {
+                limiter.retain_recent();
+            }
+        }
         let session = match self.sessions.load(&key).await {
             Ok(s) => s,
             Err(e) => return self.store_failure(adapter, target, e).await,
@@ -467,6 +556,7 @@ impl Conversation {
         };
         let mut reply = ReplyStream::new(adapter, target.clone());
         let mut usage = None;
+        let mut cancelled = false;
         let result: Result<(), LlmError> = async {
             let mut stream = {
                 let opening = self.model.stream(request);
@@ -475,6 +565,10 @@ impl Conversation {
                 loop {
                     tokio::select! {
                         opened = &mut opening => break opened?,
+                        _ = cancel.changed() => {
+                            cancelled = true;
+                            return Ok(());
+                        }
                         _ = typing.tick() => {
                             if let Err(e) = adapter.typing(target).await {
                                 tracing::debug!(error = %e, "typing indicator failed");
@@ -483,7 +577,16 @@ impl Conversation {
                     }
                 }
             };
-            while let Some(event) = stream.next().await {
+            loop {
+                let event = tokio::select! {
+                    event = stream.next() => event,
+                    // Dropping the stream closes the connection: the server stops too.
+                    _ = cancel.changed() => {
+                        cancelled = true;
+                        return Ok(());
+                    }
+                };
+                let Some(event) = event else { break };
                 match event? {
                     ModelEvent::Delta(delta) => {
                         if let Err(e) = reply.push(&delta).await {
@@ -496,6 +599,20 @@ impl Conversation {
             Ok(())
         }
         .await;
+
+        if cancelled {
+            return self
+                .finish_cancelled(
+                    reply,
+                    reservation,
+                    &key,
+                    text,
+                    prompt.tokens,
+                    target,
+                    adapter,
+                )
+                .await;
+        }
 
         if let Err(e) = result {
             tracing::warn!(error = %e, "model call failed");
@@ -557,6 +674,68 @@ impl Conversation {
             tracing::warn!(error = %e, "could not deliver the final answer");
         }
         Outcome::Answered { reserved, charged }
+    }
+
+    /// After /cancel: charge what was used (the prompt, if the model had started
+    /// answering, and the text produced), keep what was shown, record the partial turn.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_cancelled(
+        &self,
+        mut reply: ReplyStream<'_>,
+        reservation: crate::quota::Reservation,
+        key: &crate::event::SessionKey,
+        text: &str,
+        prompt_tokens: u32,
+        target: &ReplyTarget,
+        adapter: &dyn ChatAdapter,
+    ) -> Outcome {
+        let partial = reply.text().to_string();
+        let reserved = reservation.amount();
+        if partial.trim().is_empty() {
+            if let Err(e) = self.quota.refund(reservation).await {
+                tracing::error!(error = %e, "refund failed");
+            }
+            drop(reply);
+            self.say(
+                adapter,
+                target,
+                "Stopped before the model said anything; nothing was charged.",
+            )
+            .await;
+            return Outcome::Cancelled {
+                reserved,
+                charged: 0,
+            };
+        }
+        let completion = self.counter.count(&partial);
+        let used = i64::from(prompt_tokens) + i64::from(completion);
+        let charged = match self.quota.settle(reservation, used).await {
+            Ok(s) => s.charged,
+            Err(e) => {
+                tracing::error!(error = %e, "settlement failed");
+                used
+            }
+        };
+        let turns = [
+            Turn {
+                role: Role::User,
+                content: text.to_string(),
+                tokens: self.counter.count(text),
+            },
+            Turn {
+                role: Role::Assistant,
+                content: partial,
+                tokens: completion,
+            },
+        ];
+        if let Err(e) = self.sessions.append(key, &turns).await {
+            tracing::error!(error = %e, "could not record the partial turn");
+        }
+        let _ = reply.push("\n\n(stopped)").await;
+        if let Err(e) = reply.finish().await {
+            tracing::warn!(error = %e, "could not deliver the stopped answer");
+        }
+        Outcome::Cancelled { reserved, charged }
     }
 
     /// Sends a complete text, split to the platform's limit.

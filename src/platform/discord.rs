@@ -3,10 +3,9 @@
 //! DMs and guild mentions answered in the channel, and the [`ChatAdapter`]s for both.
 //!
 //! Every message the bot sends has `allowed_mentions` empty, so a model cannot ping
-//! `@everyone`. Messages of one channel are handled in order (serenity runs each event in
-//! its own task, so this module keeps a lock per channel); channels run concurrently.
+//! `@everyone`. serenity runs every event in its own task; the core allows one answer in
+//! flight per user, so `/cancel` reaches the answer it stops.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -256,6 +255,7 @@ pub fn slash_commands() -> Vec<CreateCommand> {
                     .required(true),
             ),
         CreateCommand::new("reset").description("Forget this conversation's history"),
+        CreateCommand::new("cancel").description("Stop the answer in progress"),
         CreateCommand::new("quota").description("Show your remaining and used tokens"),
         CreateCommand::new("system")
             .description("Show or set this conversation's system prompt")
@@ -418,6 +418,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         "deny" => format!("/deny {}", user()),
         "chat" => format!("/ask {}", option("prompt").unwrap_or_default()),
         "reset" => "/reset".to_string(),
+        "cancel" => "/cancel".to_string(),
         "quota" => "/quota".to_string(),
         "system" => match option("prompt") {
             Some(p) => format!("/system {p}"),
@@ -456,20 +457,8 @@ struct Handler {
     edit_interval: Duration,
     guild_ids: Vec<u64>,
     bot: OnceLock<UserId>,
-    channels: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     ready: watch::Sender<Option<String>>,
     warned_empty_content: std::sync::atomic::AtomicBool,
-}
-
-impl Handler {
-    fn channel_lock(&self, channel: ChannelId) -> Arc<tokio::sync::Mutex<()>> {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(channel.get())
-            .or_default()
-            .clone()
-    }
 }
 
 #[async_trait]
@@ -534,8 +523,6 @@ impl EventHandler for Handler {
         if !event.addressed_to_bot() || event.sender.is_bot {
             return;
         }
-        let lock = self.channel_lock(msg.channel_id);
-        let _turn = lock.lock().await;
         let adapter = ChannelAdapter {
             http: ctx.http.clone(),
             edit_interval: self.edit_interval,
@@ -567,8 +554,6 @@ impl EventHandler for Handler {
                 .await;
             return;
         };
-        let lock = self.channel_lock(command.channel_id);
-        let _turn = lock.lock().await;
         let adapter = InteractionAdapter {
             http: ctx.http.clone(),
             interaction: command,
@@ -627,7 +612,6 @@ pub async fn start(
         edit_interval: settings.edit_interval,
         guild_ids: settings.guild_ids.clone(),
         bot: OnceLock::new(),
-        channels: Mutex::new(HashMap::new()),
         ready: ready_tx,
         warned_empty_content: std::sync::atomic::AtomicBool::new(false),
     };
@@ -697,8 +681,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "chat", "reset", "quota", "system", "grant", "setquota", "usage", "stats", "allow",
-                "deny"
+                "chat", "reset", "cancel", "quota", "system", "grant", "setquota", "usage",
+                "stats", "allow", "deny"
             ]
         );
     }

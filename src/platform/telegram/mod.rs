@@ -2,8 +2,9 @@
 //! axum and checked against `X-Telegram-Bot-Api-Secret-Token`), turning them into
 //! [`IncomingEvent`]s, and the [`ChatAdapter`] that sends, edits and shows "typing…".
 //!
-//! Updates of one chat are handled in order and different chats concurrently (teloxide's
-//! dispatcher distributes by chat id), so a second message waits for the first answer.
+//! Updates are handled as they arrive; the core allows one answer in flight per user, so
+//! a second message while an answer streams gets a "still answering" notice and
+//! `/cancel` reaches the answer it stops.
 //! Sends go through teloxide's `Throttle` (Telegram's per-chat, per-group and global
 //! limits); edits are paced by the core's edit interval, and a 429 pauses them.
 
@@ -262,7 +263,11 @@ pub async fn start(
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
         .branch(Update::filter_edited_message().endpoint(on_edited_message));
+    // Updates are handled as they arrive, not queued per chat: a user's second message
+    // while an answer streams must get the core's "still answering" notice, and /cancel
+    // must reach the answer it stops. The core keeps one answer in flight per user.
     let mut dispatcher = Dispatcher::builder(throttled, handler)
+        .distribution_function(|_| None::<()>)
         .dependencies(dptree::deps![context])
         .default_handler(|_| async {})
         .error_handler(LoggingErrorHandler::with_custom_text(
