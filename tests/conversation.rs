@@ -990,3 +990,75 @@ async fn replicas_racing_for_one_small_quota_never_overspend() {
     assert_eq!(b.granted, b.remaining + b.used, "invariant broken: {b:?}");
     assert_eq!(b.used, charged.iter().sum::<i64>());
 }
+
+#[tokio::test]
+async fn link_joins_two_platform_accounts_into_one_balance() {
+    let t = spawn_app().await;
+    let a = adapter();
+    let mut tg = dm("42", "/link");
+    tg.platform = Platform::Telegram;
+    t.send(&a, &tg).await;
+    let reply = a.last_message();
+    let code = reply
+        .split_whitespace()
+        .nth(4)
+        .unwrap()
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    assert_eq!(code.len(), 8, "{reply}");
+
+    let mut discord = dm("99", &format!("/link {}", code.to_lowercase()));
+    discord.platform = Platform::Discord;
+    t.send(&a, &discord).await;
+    assert!(
+        a.last_message().starts_with(
+            "Linked: discord:99 now shares the token balance of telegram:42 (40000 tokens left)"
+        ),
+        "{}",
+        a.last_message()
+    );
+    // The code works once.
+    t.send(&a, &discord).await;
+    assert!(a.last_message().contains("unknown or has expired"));
+
+    // Discord usage is paid from the Telegram account; histories stay apart.
+    discord.content = gptbot::event::Content::Text("hello from discord".into());
+    let Outcome::Answered { charged, .. } = t.send(&a, &discord).await else {
+        panic!()
+    };
+    let tg_user = UserId::new(Platform::Telegram, "42");
+    let dc_user = UserId::new(Platform::Discord, "99");
+    let joined = t.app.quota.balance(&tg_user).await.unwrap();
+    assert_eq!(joined.remaining, 40000 - charged);
+    assert_eq!(t.app.quota.balance(&dc_user).await.unwrap(), joined);
+    let history = t.app.quota.history(&tg_user, 100).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.kind == "link" && e.d_remaining == 20000)
+    );
+    assert!(
+        t.app
+            .sessions
+            .load(&tg.session_key())
+            .await
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+
+    discord.content = gptbot::event::Content::Text("/unlink".into());
+    t.send(&a, &discord).await;
+    assert!(a.last_message().starts_with("Unlinked"));
+    let own = t.app.quota.balance(&dc_user).await.unwrap();
+    assert_eq!(
+        own.remaining, 0,
+        "the tokens stay with the account that holds them"
+    );
+    assert_eq!(
+        t.app.quota.balance(&tg_user).await.unwrap().remaining,
+        40000 - charged
+    );
+    t.send(&a, &discord).await;
+    assert!(a.last_message().contains("not linked"));
+}

@@ -101,15 +101,15 @@ async fn connects_identifies_and_registers_the_slash_commands() {
     assert_eq!(
         names,
         [
-            "chat", "reset", "cancel", "quota", "system", "grant", "setquota", "usage", "stats",
-            "allow", "deny"
+            "chat", "reset", "cancel", "link", "unlink", "quota", "system", "grant", "setquota",
+            "usage", "stats", "allow", "deny"
         ]
     );
     for command in put.body.as_array().unwrap() {
         let admin_only = command["default_member_permissions"] == "8";
         assert_eq!(
             admin_only,
-            names[5..].contains(&command["name"].as_str().unwrap()),
+            names[7..].contains(&command["name"].as_str().unwrap()),
             "{command}"
         );
     }

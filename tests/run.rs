@@ -99,3 +99,97 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
         assert!(!logged.contains(secret), "{secret} was logged");
     }
 }
+
+#[tokio::test]
+async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
+    let tg = FakeTelegram::start().await;
+    let dc = FakeDiscord::start().await;
+    let t = spawn_app_with(
+        Options::default()
+            .with("TELEGRAM_BOT_TOKEN", common::telegram::TOKEN)
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url())
+            .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms")
+            .with("DISCORD_TOKEN", common::discord::TOKEN)
+            .with("GPTBOT__DISCORD__API_URL", dc.api_url())
+            .with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms"),
+    )
+    .await;
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let _telegram = gptbot::platform::telegram::start(
+        t.app.conversation.clone(),
+        &t.app.settings.telegram,
+        rx.clone(),
+    )
+    .await
+    .unwrap();
+    let _discord =
+        gptbot::platform::discord::start(t.app.conversation.clone(), &t.app.settings.discord, rx)
+            .await
+            .unwrap();
+
+    tg.push_message(private_chat(42), user_json(42, "Ann"), "/link", None);
+    tg.wait_until(10, "the link code", |calls| {
+        calls.iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Your link code is"))
+        })
+    })
+    .await;
+    let text = tg
+        .calls_of("sendMessage")
+        .into_iter()
+        .find_map(|c| {
+            c.body["text"]
+                .as_str()
+                .map(str::to_string)
+                .filter(|t| t.starts_with("Your link code"))
+        })
+        .unwrap();
+    let code: String = text["Your link code is ".len()..].chars().take(8).collect();
+
+    let ann_on_discord = common::discord::user("4000000000000000099", "ann");
+    let dm = "3000000000000000099";
+    dc.slash(
+        "link",
+        serde_json::json!([{"name": "code", "type": 3, "value": code}]),
+        dm,
+        ann_on_discord.clone(),
+        None,
+    );
+    let linked = "Linked: discord:4000000000000000099 now shares the token balance of telegram:42";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !dc.texts().iter().any(|t| t.starts_with(linked)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not linked: {:?}",
+            dc.texts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dc.send_message(dm, ann_on_discord, "hello from discord", None);
+    while !dc.texts().iter().any(|t| t == "Echo: hello from discord") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer: {:?}",
+            dc.texts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_telegram = t
+        .app
+        .quota
+        .balance(&gptbot::event::UserId::parse("telegram:42").unwrap())
+        .await
+        .unwrap();
+    let on_discord = t
+        .app
+        .quota
+        .balance(&gptbot::event::UserId::parse("discord:4000000000000000099").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(on_telegram, on_discord, "one balance");
+    assert_eq!(on_telegram.requests, 1);
+    assert_eq!(on_telegram.granted, 40000);
+    assert_eq!(on_telegram.remaining + on_telegram.used, 40000);
+}

@@ -276,3 +276,47 @@ async fn an_unreachable_redis_fails_at_start_with_a_clear_error() {
     assert!(err.contains("cannot connect to Redis"), "{err}");
     assert!(!err.contains("secretpw"), "{err}");
 }
+
+#[tokio::test]
+async fn one_time_codes_are_taken_once_and_expire() {
+    both(opts(60_000, 10), |store| async move {
+        assert!(
+            store
+                .put_code("link:ABC", "telegram:1", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_code("link:ABC", "telegram:2", Duration::from_secs(60))
+                .await
+                .unwrap(),
+            "{}: a taken code was overwritten",
+            store.backend()
+        );
+        assert_eq!(
+            store.take_code("link:ABC").await.unwrap().as_deref(),
+            Some("telegram:1")
+        );
+        assert_eq!(
+            store.take_code("link:ABC").await.unwrap(),
+            None,
+            "{}: used twice",
+            store.backend()
+        );
+        assert!(
+            store
+                .put_code("link:SHORT", "x", Duration::from_millis(150))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.take_code("link:SHORT").await.unwrap(),
+            None,
+            "{}: did not expire",
+            store.backend()
+        );
+    })
+    .await;
+}

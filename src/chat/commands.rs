@@ -19,6 +19,9 @@ pub enum Command {
     Quota,
     /// Stop the answer in progress.
     Cancel,
+    /// `/link` asks for a code; `/link CODE` (on the other platform) joins the balances.
+    Link(Option<String>),
+    Unlink,
     System(SystemArg),
     /// `/ask <text>` (or `/chat <text>`): a prompt given as a command, as groups need.
     Ask(String),
@@ -134,6 +137,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("quota", "Show your remaining and used tokens"),
     ("system", "Show or set this conversation's system prompt"),
     ("cancel", "Stop the answer in progress"),
+    (
+        "link",
+        "Share one token balance with your account on another platform",
+    ),
+    ("unlink", "Stop sharing your token balance"),
     ("ask", "Ask the model something (useful in groups)"),
 ];
 
@@ -167,6 +175,8 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "reset" | "new" | "clear" => Command::Reset,
         "quota" | "balance" => Command::Quota,
         "cancel" | "stop" => Command::Cancel,
+        "link" => Command::Link((!args.is_empty()).then(|| args.to_string())),
+        "unlink" => Command::Unlink,
         "system" => Command::System(match args {
             "" => SystemArg::Show,
             a if a.eq_ignore_ascii_case("reset") => SystemArg::Reset,

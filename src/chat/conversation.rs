@@ -33,6 +33,9 @@ use crate::session::{Role, SessionStore, Turn};
 
 /// Longest system prompt a user may set, in tokens.
 const MAX_SYSTEM_PROMPT_SHARE: u32 = 4;
+/// How long a /link code stays valid.
+const LINK_CODE_TTL: Duration = Duration::from_secs(600);
+
 /// Telegram shows "typing…" for about 5 s; refresh a little sooner.
 const TYPING_REFRESH: Duration = Duration::from_secs(4);
 
@@ -256,6 +259,46 @@ impl Conversation {
                 self.settings.bot_name,
                 self.help_text(event)
             ),
+            Command::Link(None) => {
+                let code = link_code();
+                let user = event.quota_user().to_string();
+                match self.sessions.put_code(&format!("link:{code}"), &user, LINK_CODE_TTL).await {
+                    Ok(true) => format!(
+                        "Your link code is {code} (valid for 10 minutes). Send /link {code} from your account on the other platform, and both will share this account's token balance."
+                    ),
+                    Ok(false) => "Please try again.".to_string(),
+                    Err(e) => return self.store_failure(adapter, target, e).await,
+                }
+            }
+            Command::Link(Some(code)) => {
+                let code = code.trim().to_ascii_uppercase();
+                let origin = match self.sessions.take_code(&format!("link:{code}")).await {
+                    Ok(origin) => origin,
+                    Err(e) => return self.store_failure(adapter, target, e).await,
+                };
+                let me = event.quota_user();
+                match origin.as_deref().map(UserId::parse) {
+                    None | Some(Err(_)) => {
+                        "That code is unknown or has expired. Send /link on your other account to get a new one.".to_string()
+                    }
+                    Some(Ok(origin)) if origin == me => {
+                        "Send that code from your account on the other platform, not from this one.".to_string()
+                    }
+                    Some(Ok(origin)) => match self.quota.link(&me, &origin).await {
+                        Ok(b) => format!(
+                            "Linked: {me} now shares the token balance of {origin} ({} tokens left). Your conversations stay separate. /unlink undoes it.",
+                            b.remaining
+                        ),
+                        Err(QuotaError::Invalid(why)) => format!("Could not link: {why}."),
+                        Err(e) => return self.quota_failure(adapter, target, e).await,
+                    },
+                }
+            }
+            Command::Unlink => match self.quota.unlink(&event.quota_user()).await {
+                Ok(0) => "This account is not linked to another one.".to_string(),
+                Ok(_) => "Unlinked: each account uses its own token balance again (tokens stay with the account that holds them).".to_string(),
+                Err(e) => return self.quota_failure(adapter, target, e).await,
+            },
             Command::Cancel => {
                 let stopped = self
                     .in_flight
@@ -807,4 +850,27 @@ fn resolve_user(event: &IncomingEvent, arg: &str) -> Result<UserId, String> {
     } else {
         Ok(UserId::new(event.platform, arg))
     }
+}
+
+/// An 8-character one-time code, without look-alike characters (0/O, 1/I).
+fn link_code() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    // RandomState is seeded from the OS per instance: unpredictable enough for a code
+    // that lives ten minutes and is used once.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    let mut bits = hasher.finish();
+    (0..8)
+        .map(|_| {
+            let c = ALPHABET[(bits % ALPHABET.len() as u64) as usize] as char;
+            bits /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
 }

@@ -256,6 +256,14 @@ pub fn slash_commands() -> Vec<CreateCommand> {
             ),
         CreateCommand::new("reset").description("Forget this conversation's history"),
         CreateCommand::new("cancel").description("Stop the answer in progress"),
+        CreateCommand::new("link")
+            .description("Share one token balance with your account on another platform")
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "code",
+                "The code /link gave you on the other platform (leave empty to get one)",
+            )),
+        CreateCommand::new("unlink").description("Stop sharing your token balance"),
         CreateCommand::new("quota").description("Show your remaining and used tokens"),
         CreateCommand::new("system")
             .description("Show or set this conversation's system prompt")
@@ -419,6 +427,11 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         "chat" => format!("/ask {}", option("prompt").unwrap_or_default()),
         "reset" => "/reset".to_string(),
         "cancel" => "/cancel".to_string(),
+        "link" => match option("code") {
+            Some(code) => format!("/link {code}"),
+            None => "/link".to_string(),
+        },
+        "unlink" => "/unlink".to_string(),
         "quota" => "/quota".to_string(),
         "system" => match option("prompt") {
             Some(p) => format!("/system {p}"),
@@ -681,8 +694,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "chat", "reset", "cancel", "quota", "system", "grant", "setquota", "usage",
-                "stats", "allow", "deny"
+                "chat", "reset", "cancel", "link", "unlink", "quota", "system", "grant",
+                "setquota", "usage", "stats", "allow", "deny"
             ]
         );
     }

@@ -145,7 +145,13 @@ pub struct QuotaService {
     /// The refill period each account was last seen refilled in, so the hot path skips
     /// the refill statement within a period.
     refilled: Arc<Mutex<HashMap<UserId, String>>>,
+    /// Which account pays for an identity (itself, or the one it was linked to), as last
+    /// read; trusted for [`LINK_TTL`].
+    links: Arc<Mutex<HashMap<UserId, (tokio::time::Instant, UserId)>>>,
 }
+
+/// How long a resolved link is trusted (another replica may link or unlink).
+const LINK_TTL: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -180,6 +186,7 @@ impl QuotaService {
             clock: Arc::new(SystemClock),
             known: Arc::new(Mutex::new(HashSet::new())),
             refilled: Arc::new(Mutex::new(HashMap::new())),
+            links: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -278,6 +285,126 @@ impl QuotaService {
         self.refill_if_due(user).await
     }
 
+    /// The account that pays for `user`: its own, or the one it was linked to.
+    pub async fn resolve(&self, user: &UserId) -> Result<UserId, QuotaError> {
+        if let Some((at, to)) = lock(&self.links).get(user)
+            && at.elapsed() < LINK_TTL
+        {
+            return Ok(to.clone());
+        }
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT to_platform, to_user_id FROM quota_links WHERE platform = ?1 AND user_id = ?2",
+        )
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .fetch_optional(&self.pool)
+        .await
+        .with_context(|| format!("reading the link of {user}"))?;
+        let to = match row {
+            Some((platform, id)) => UserId::new(
+                crate::event::Platform::parse(&platform).ok_or_else(|| {
+                    anyhow::anyhow!("unknown platform `{platform}` in quota_links")
+                })?,
+                id,
+            ),
+            None => user.clone(),
+        };
+        lock(&self.links).insert(user.clone(), (tokio::time::Instant::now(), to.clone()));
+        Ok(to)
+    }
+
+    /// Joins `from` to `to`'s balance: what `from` has left moves to `to`, and from now
+    /// on `from`'s requests are paid from `to`. Both moves are ledger entries (`link`).
+    pub async fn link(&self, from: &UserId, to: &UserId) -> Result<Balance, QuotaError> {
+        let to = self.resolve(to).await?;
+        if self.resolve(from).await? != *from {
+            return Err(QuotaError::Invalid(format!(
+                "{from} is already linked; send /unlink there first"
+            )));
+        }
+        if to == *from {
+            return Err(QuotaError::Invalid(
+                "an account cannot be linked to itself".into(),
+            ));
+        }
+        self.ensure_account(from).await?;
+        self.ensure_account(&to).await?;
+        let now = self.now();
+        // IMMEDIATE: take the write lock first, so the read below cannot go stale.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("starting the link")?;
+        let (others,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM quota_links WHERE to_platform = ?1 AND to_user_id = ?2",
+        )
+        .bind(from.platform.as_str())
+        .bind(&from.user)
+        .fetch_one(&mut *tx)
+        .await
+        .context("checking links")?;
+        if others > 0 {
+            return Err(QuotaError::Invalid(format!(
+                "other accounts are linked to {from}; send /link from {to} instead"
+            )));
+        }
+        let (remaining, reserved): (i64, i64) = sqlx::query_as(
+            "SELECT remaining, reserved FROM quota_accounts WHERE platform = ?1 AND user_id = ?2",
+        )
+        .bind(from.platform.as_str())
+        .bind(&from.user)
+        .fetch_one(&mut *tx)
+        .await
+        .context("reading the balance to move")?;
+        if reserved > 0 {
+            return Err(QuotaError::Invalid(
+                "an answer is in progress on this account; try again when it is done".into(),
+            ));
+        }
+        for (user, delta) in [(from, -remaining), (&to, remaining)] {
+            sqlx::query(
+                "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1,                  last_op = 'link', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
+            )
+            .bind(delta)
+            .bind(now)
+            .bind(user.platform.as_str())
+            .bind(&user.user)
+            .execute(&mut *tx)
+            .await
+            .context("moving the balance")?;
+        }
+        sqlx::query(
+            "INSERT INTO quota_links (platform, user_id, to_platform, to_user_id, linked_at)              VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(from.platform.as_str())
+        .bind(&from.user)
+        .bind(to.platform.as_str())
+        .bind(&to.user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .context("recording the link")?;
+        tx.commit().await.context("committing the link")?;
+        lock(&self.links).remove(from);
+        self.balance(&to).await
+    }
+
+    /// Ends every link `user` is part of. Tokens stay with the account that holds them;
+    /// an unlinked identity goes back to its own account.
+    pub async fn unlink(&self, user: &UserId) -> Result<u64, QuotaError> {
+        let done = sqlx::query(
+            "DELETE FROM quota_links WHERE (platform = ?1 AND user_id = ?2)              OR (to_platform = ?1 AND to_user_id = ?2)",
+        )
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("unlinking {user}"))?;
+        lock(&self.links).clear();
+        Ok(done.rows_affected())
+    }
+
     /// Atomically moves `amount` tokens from remaining to reserved, or fails with
     /// [`QuotaError::Exhausted`] leaving the account untouched.
     pub async fn reserve(&self, user: &UserId, amount: i64) -> Result<Reservation, QuotaError> {
@@ -286,6 +413,7 @@ impl QuotaService {
                 "cannot reserve {amount} tokens"
             )));
         }
+        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         // Unlimited accounts match without holding anything.
         let row: Option<(bool,)> = sqlx::query_as(
@@ -448,6 +576,7 @@ impl QuotaService {
 
     /// The account (created with the default grant if new, refilled if due).
     pub async fn balance(&self, user: &UserId) -> Result<Balance, QuotaError> {
+        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         let balance = sqlx::query_as::<_, Balance>(
             "SELECT granted, remaining, reserved, used, requests, unlimited, refill_tokens \
@@ -463,6 +592,7 @@ impl QuotaService {
 
     /// Adds `tokens` to the balance (negative takes away, but never more than remains).
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
+        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         let done = sqlx::query(
             "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
@@ -493,6 +623,7 @@ impl QuotaService {
         user: &UserId,
         tokens: Option<i64>,
     ) -> Result<Balance, QuotaError> {
+        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
@@ -537,6 +668,7 @@ impl QuotaService {
                 "a refill amount cannot be negative".into(),
             ));
         }
+        let user = &self.resolve(user).await?;
         self.ensure_account(user).await?;
         sqlx::query(
             "UPDATE quota_accounts SET refill_tokens = ?1, updated_at = ?2 \
@@ -593,6 +725,7 @@ impl QuotaService {
 
     /// Tokens a user used since the start of the UTC day.
     pub async fn used_today(&self, user: &UserId) -> Result<i64, QuotaError> {
+        let user = &self.resolve(user).await?;
         let day_start = self
             .clock
             .now()
@@ -614,6 +747,7 @@ impl QuotaService {
 
     /// The newest `limit` ledger entries of a user, oldest first.
     pub async fn history(&self, user: &UserId, limit: i64) -> Result<Vec<LedgerEntry>, QuotaError> {
+        let user = &self.resolve(user).await?;
         let mut entries = sqlx::query_as::<_, LedgerEntry>(
             "SELECT id, at, kind, d_granted, d_remaining, d_reserved, d_used, remaining \
              FROM quota_ledger WHERE platform = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT ?3",

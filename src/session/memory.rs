@@ -20,6 +20,7 @@ struct Entry {
 pub struct MemoryStore {
     options: StoreOptions,
     entries: Mutex<HashMap<SessionKey, Entry>>,
+    codes: Mutex<HashMap<String, Entry>>,
     writes: AtomicU64,
 }
 
@@ -28,6 +29,7 @@ impl MemoryStore {
         MemoryStore {
             options,
             entries: Mutex::new(HashMap::new()),
+            codes: Mutex::new(HashMap::new()),
             writes: AtomicU64::new(0),
         }
     }
@@ -137,6 +139,32 @@ impl SessionStore for MemoryStore {
             },
         );
         Ok(())
+    }
+
+    async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError> {
+        let now = Instant::now();
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes.retain(|_, e| e.expires > now);
+        if codes.contains_key(code) {
+            return Ok(false);
+        }
+        codes.insert(
+            code.to_string(),
+            Entry {
+                raw: value.to_string(),
+                expires: now + ttl,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        let now = Instant::now();
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(codes
+            .remove(code)
+            .filter(|e| e.expires > now)
+            .map(|e| e.raw))
     }
 
     fn backend(&self) -> &'static str {

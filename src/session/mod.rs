@@ -128,6 +128,10 @@ pub trait SessionStore: Send + Sync {
     async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError>;
     /// Stores a raw value as is (imports, and tests of corrupt data).
     async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError>;
+    /// Stores a one-time code (e.g. for /link) for `ttl`; false if the code is taken.
+    async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError>;
+    /// Takes a one-time code: returns its value once, then it is gone.
+    async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError>;
     /// "redis" or "memory", for logs.
     fn backend(&self) -> &'static str;
 }

@@ -226,6 +226,29 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:code:{code}", self.prefix))
+            .arg(value)
+            .arg("PX")
+            .arg((ttl.as_millis() as u64).max(1))
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GETDEL")
+            .arg(format!("{}:code:{code}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     fn backend(&self) -> &'static str {
         "redis"
     }
