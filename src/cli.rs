@@ -139,7 +139,8 @@ pub fn main() -> ExitCode {
                 | AppError::NoPlatform
                 | AppError::Telegram(
                     crate::platform::telegram::TelegramError::BadToken(_)
-                    | crate::platform::telegram::TelegramError::NoToken,
+                    | crate::platform::telegram::TelegramError::NoToken
+                    | crate::platform::telegram::TelegramError::Conflict,
                 )
                 | AppError::Discord(
                     crate::platform::discord::DiscordError::BadToken(_)
@@ -290,7 +291,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 ),
                 Err(e) => tracing::error!(error = %e, "could not check for stale reservations"),
             }
-            let (_tx, shutdown) = shutdown_signal();
+            let (stop_tx, shutdown) = shutdown_signal();
             let mut tasks = Vec::new();
             if telegram {
                 let handle = crate::platform::telegram::start(
@@ -300,7 +301,18 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 )
                 .await?;
                 tracing::info!(username = %handle.username, "serving Telegram");
-                tasks.push(("Telegram", handle.task));
+                let task = handle.task;
+                tasks.push((
+                    "Telegram",
+                    tokio::spawn(async move {
+                        match task.await {
+                            Ok(result) => result.map_err(AppError::from),
+                            Err(e) => Err(AppError::Unexpected(anyhow::anyhow!(
+                                "Telegram task failed: {e}"
+                            ))),
+                        }
+                    }),
+                ));
             }
             if discord {
                 let handle = crate::platform::discord::start(
@@ -310,15 +322,32 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 )
                 .await?;
                 tracing::info!(username = %handle.username, "serving Discord");
-                tasks.push(("Discord", handle.task));
+                let task = handle.task;
+                tasks.push((
+                    "Discord",
+                    tokio::spawn(async move {
+                        task.await.map_err(|e| {
+                            AppError::Unexpected(anyhow::anyhow!("Discord task failed: {e}"))
+                        })
+                    }),
+                ));
             }
             tracing::info!("gptbot is running; Ctrl-C to stop");
-            for (name, task) in tasks {
-                task.await.map_err(|e| {
-                    AppError::Unexpected(anyhow::anyhow!("{name} task failed: {e}"))
-                })?;
+            // The first platform to stop (a conflict, or shutdown) ends the process.
+            let (result, _, rest) =
+                futures::future::select_all(tasks.into_iter().map(|(_, t)| t)).await;
+            let result = result.unwrap_or_else(|e| {
+                Err(AppError::Unexpected(anyhow::anyhow!(
+                    "platform task failed: {e}"
+                )))
+            });
+            if result.is_err() {
+                let _ = stop_tx.send(true);
             }
-            Ok(())
+            for task in rest {
+                let _ = task.await;
+            }
+            result
         }
     }
 }

@@ -614,3 +614,27 @@ async fn admins_get_an_admin_menu_and_their_commands_work() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_second_process_polling_the_same_token_stops_with_a_clear_error() {
+    let b = spawn_bot(fast()).await;
+    b.tg.wait_until(10, "the first poll", |calls| {
+        calls.iter().any(|c| c.method == "getupdates")
+    })
+    .await;
+    // A second bot on the same token and Bot API, as a second replica would be.
+    let (_stop, rx) = watch::channel(false);
+    let err = telegram::start(b.t.app.conversation.clone(), &b.t.app.settings.telegram, rx)
+        .await
+        .err()
+        .expect("the newcomer must not start polling");
+    assert!(matches!(err, TelegramError::Conflict), "{err}");
+    assert!(
+        err.to_string().contains("telegram.mode = \"webhook\""),
+        "{err}"
+    );
+
+    // The first bot keeps serving.
+    b.tg.push_message(private_chat(88), user_json(88, "Max"), "still there?", None);
+    wait_answer(&b.tg, 88, "Echo: still there?").await;
+}

@@ -40,6 +40,9 @@ struct TgState {
     texts: HashMap<(i64, i64), String>,
     wrong_token_calls: usize,
     webhook: String,
+    /// Bumped by every getUpdates; a long poll still waiting when a newer one arrives is
+    /// answered 409, as Telegram does when two processes poll one token.
+    poll_generation: u64,
 }
 
 #[derive(Clone)]
@@ -263,10 +266,23 @@ async fn api(
             let offset = body["offset"].as_i64().unwrap_or(0);
             let timeout = body["timeout"].as_u64().unwrap_or(0).min(10);
             let deadline = Instant::now() + Duration::from_secs(timeout);
+            let generation = {
+                let mut s = fake.state.lock().unwrap();
+                s.poll_generation += 1;
+                s.poll_generation
+            };
+            fake.notify.notify_waiters();
             loop {
                 let notified = fake.notify.notified();
                 {
                     let mut s = fake.state.lock().unwrap();
+                    if s.poll_generation != generation {
+                        return error(
+                            409,
+                            "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                            None,
+                        );
+                    }
                     s.updates
                         .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
                     if !s.updates.is_empty() {

@@ -48,6 +48,10 @@ pub enum TelegramError {
     BadToken(String),
     #[error("cannot reach the Telegram Bot API at {url}: {message}")]
     Unreachable { url: String, message: String },
+    #[error(
+        "another process is already long-polling this bot token (Telegram answered 409 Conflict). To run several replicas, use webhook mode: telegram.mode = \"webhook\" with telegram.webhook_url and telegram.webhook_secret"
+    )]
+    Conflict,
     #[error("cannot listen for webhooks on {addr} (telegram.listen): {message}")]
     Listen { addr: String, message: String },
     #[error(transparent)]
@@ -203,8 +207,13 @@ pub struct TelegramHandle {
     pub username: String,
     /// The webhook server's bound address (webhook mode).
     pub webhook_addr: Option<SocketAddr>,
-    pub task: tokio::task::JoinHandle<()>,
+    /// Ends when the bot stops.
+    pub task: tokio::task::JoinHandle<Result<(), TelegramError>>,
 }
+
+/// How long the start-up poll waits: longer than the other process's pause before it
+/// polls again after the 409 this poll causes it.
+const CONFLICT_PROBE_SECS: u32 = 3;
 
 /// Connects (getMe, setMyCommands), then serves updates until `shutdown` turns true.
 pub async fn start(
@@ -279,19 +288,58 @@ pub async fn start(
 
     let (task, webhook_addr) = match settings.mode {
         TelegramMode::Polling => {
-            let listener = Polling::builder(bot)
+            let listener = Polling::builder(bot.clone())
                 .timeout(Duration::from_secs(10))
-                .allowed_updates(allowed)
+                // 1, 2, then 4 s between failed polls (teloxide's default grows to 64 s,
+                // which leaves a bot deaf for a minute after a brief conflict or outage).
+                .backoff_strategy(|errors| {
+                    Duration::from_secs(1 << errors.saturating_sub(1).min(2))
+                })
+                .allowed_updates(allowed.clone())
                 .delete_webhook()
                 .await
                 .build();
+            // Probe before serving: if another process long-polls this token, this poll
+            // cuts its request, it polls again within a second or two, and this one gets
+            // the 409. So a newcomer stops here, before serving anything.
+            match bot
+                .get_updates()
+                .timeout(CONFLICT_PROBE_SECS)
+                .limit(1)
+                .allowed_updates(allowed)
+                .await
+            {
+                Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
+                    return Err(TelegramError::Conflict);
+                }
+                Err(e) => tracing::warn!(error = %e, "first getUpdates failed"),
+                Ok(_) => {}
+            }
+            // A 409 later on means a newcomer elsewhere (which stops at its probe): say so
+            // at most once a minute instead of once per poll.
+            let last_warning = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+            let on_error = Arc::new(move |error: RequestError| {
+                let last_warning = last_warning.clone();
+                async move {
+                    if !matches!(
+                        error,
+                        RequestError::Api(ApiError::TerminatedByOtherGetUpdates)
+                    ) {
+                        tracing::warn!(error = %error, "error receiving Telegram updates");
+                        return;
+                    }
+                    let mut last = last_warning.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        *last = Some(tokio::time::Instant::now());
+                        tracing::warn!(
+                            "another process started long-polling this bot token (409 Conflict); it should stop by itself, or use webhook mode for replicas"
+                        );
+                    }
+                }
+            });
             let task = tokio::spawn(async move {
-                dispatcher
-                    .dispatch_with_listener(
-                        listener,
-                        LoggingErrorHandler::with_custom_text("error receiving Telegram updates"),
-                    )
-                    .await;
+                dispatcher.dispatch_with_listener(listener, on_error).await;
+                Ok(())
             });
             (task, None)
         }
@@ -340,6 +388,7 @@ pub async fn start(
                         LoggingErrorHandler::with_custom_text("error receiving Telegram updates"),
                     )
                     .await;
+                Ok(())
             });
             (task, Some(bound))
         }
