@@ -163,6 +163,9 @@ pub struct DiscordSettings {
     pub guild_ids: Vec<u64>,
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub edit_interval: Duration,
+    /// Which gateway shards this process runs: "" (all, one shard), "0-1/4", "2/4".
+    #[serde(default)]
+    pub shards: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -382,6 +385,8 @@ impl Settings {
             }
         }
         self.validate_telegram()?;
+        crate::platform::discord::ShardRange::parse(&self.discord.shards)
+            .map_err(|e| invalid("discord.shards", e))?;
         crate::access::validate(&self.access).map_err(|(key, message)| invalid(key, message))?;
         match reqwest::Url::parse(&self.discord.api_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}

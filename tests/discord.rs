@@ -458,3 +458,20 @@ async fn admin_slash_commands_work_for_admins_only() {
             .unwrap();
     assert_eq!(balance.remaining, 20300);
 }
+
+#[tokio::test]
+async fn a_shard_range_runs_only_those_shards() {
+    let b = spawn_bot(fast().with("GPTBOT__DISCORD__SHARDS", "0-1/4")).await;
+    // serenity waits 5 s between two shard starts (Discord's identify rate limit).
+    b.dc.wait_gateway(20, "two IDENTIFYs", |frames| {
+        frames.iter().filter(|f| f["op"] == 2).count() == 2
+    })
+    .await;
+    let shards: Vec<serde_json::Value> =
+        b.dc.gateway_frames()
+            .into_iter()
+            .filter(|f| f["op"] == 2)
+            .map(|f| f["d"]["shard"].clone())
+            .collect();
+    assert_eq!(shards, vec![json!([0, 4]), json!([1, 4])]);
+}

@@ -578,6 +578,43 @@ impl EventHandler for Handler {
     }
 }
 
+/// The gateway shards one process runs (`first..=last` of `total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardRange {
+    pub first: u32,
+    pub last: u32,
+    pub total: u32,
+}
+
+impl ShardRange {
+    /// Parses `discord.shards`: "" (one shard, the default), "0-1/4", "2/4".
+    pub fn parse(text: &str) -> Result<Option<ShardRange>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let bad = || format!("`{text}` is not a shard range like \"0-1/4\" or \"2/4\"");
+        let (range, total) = text.split_once('/').ok_or_else(bad)?;
+        let total: u32 = total.trim().parse().map_err(|_| bad())?;
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = range.trim().parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if total == 0 || first > last || last >= total {
+            return Err(format!(
+                "`{text}`: shards must satisfy first <= last < total"
+            ));
+        }
+        Ok(Some(ShardRange { first, last, total }))
+    }
+}
+
 /// A running Discord bot.
 pub struct DiscordHandle {
     pub username: String,
@@ -632,9 +669,24 @@ pub async fn start(
         .event_handler(handler)
         .await
         .map_err(|e| anyhow::anyhow!("building the Discord client: {e}"))?;
-    let shards = client.shard_manager.clone();
+    let shards =
+        ShardRange::parse(&settings.shards).map_err(|e| anyhow::anyhow!("discord.shards: {e}"))?;
+    let shard_manager = client.shard_manager.clone();
     let task = tokio::spawn(async move {
-        if let Err(e) = client.start().await {
+        let result = match shards {
+            // serenity reads the range's end as the last shard, inclusive.
+            Some(r) => {
+                tracing::info!(
+                    first = r.first,
+                    last = r.last,
+                    total = r.total,
+                    "starting Discord shards"
+                );
+                client.start_shard_range(r.first..r.last, r.total).await
+            }
+            None => client.start().await,
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "Discord client stopped");
         }
     });
@@ -644,7 +696,7 @@ pub async fn start(
                 break;
             }
         }
-        shards.shutdown_all().await;
+        shard_manager.shutdown_all().await;
     });
     // Wait for READY so a broken gateway shows up here rather than as silence.
     let ready =
@@ -667,6 +719,30 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_ranges_parse() {
+        assert_eq!(ShardRange::parse("").unwrap(), None);
+        assert_eq!(
+            ShardRange::parse("0-1/4").unwrap(),
+            Some(ShardRange {
+                first: 0,
+                last: 1,
+                total: 4
+            })
+        );
+        assert_eq!(
+            ShardRange::parse(" 2/4 ").unwrap(),
+            Some(ShardRange {
+                first: 2,
+                last: 2,
+                total: 4
+            })
+        );
+        for bad in ["4/4", "2-1/4", "a-b/2", "1-2", "0/0"] {
+            assert!(ShardRange::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn bot_mentions_are_stripped_in_both_forms() {

@@ -160,7 +160,7 @@ impl FakeDiscord {
                             "v": 10, "user": bot_user(), "guilds": [],
                             "session_id": "fake-session-1",
                             "resume_gateway_url": format!("ws://127.0.0.1:{}", self.gateway_port),
-                            "shard": [0, 1],
+                            "shard": payload["d"]["shard"].clone(),
                             "application": {"id": BOT_ID, "flags": 0}
                         }))),
                         Some(6) => Some(self.dispatch_frame("RESUMED", json!({}))),
