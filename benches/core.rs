@@ -74,7 +74,7 @@ async fn bench_quota() {
 
     {
         // The floor: a no-op query's round trip to sqlx's SQLite worker thread.
-        let pool = quota.pool().clone();
+        let pool = quota.db().sqlite().unwrap().clone();
         let mut s = Vec::new();
         for _ in 0..5000 {
             let t0 = Instant::now();

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::Duration;
 
+use crate::db::Db;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 use tokio::time::Instant;
 
 use crate::event::{Platform, UserId};
@@ -49,7 +49,7 @@ pub fn group_subject(platform: Platform, group: &str) -> String {
 }
 
 pub struct AccessService {
-    pool: SqlitePool,
+    db: Db,
     admins: HashSet<String>,
     mode: AccessMode,
     users: HashSet<String>,
@@ -59,9 +59,9 @@ pub struct AccessService {
 
 impl AccessService {
     /// `settings` must have been validated (see [`validate`]).
-    pub fn new(pool: SqlitePool, settings: &AccessSettings) -> AccessService {
+    pub fn new(db: Db, settings: &AccessSettings) -> AccessService {
         AccessService {
-            pool,
+            db,
             admins: settings.admins.iter().cloned().collect(),
             mode: settings.mode,
             users: settings.users.iter().cloned().collect(),
@@ -96,10 +96,12 @@ impl AccessService {
         {
             return Ok(rules.clone());
         }
-        let rows: Vec<(String, bool)> = sqlx::query_as("SELECT subject, allowed FROM access_rules")
-            .fetch_all(&self.pool)
-            .await
-            .context("reading access rules")?;
+        let rows: Vec<(String, bool)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).fetch_all(pool).await,
+            "SELECT subject, allowed FROM access_rules"
+        )
+        .context("reading access rules")?;
         let rules: HashMap<String, bool> = rows.into_iter().collect();
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), rules.clone()));
@@ -144,16 +146,17 @@ impl AccessService {
         allowed: bool,
         by: &str,
     ) -> Result<(), anyhow::Error> {
-        sqlx::query(
-            "INSERT INTO access_rules (subject, allowed, by_admin, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (subject) DO UPDATE SET allowed = ?2, by_admin = ?3, updated_at = ?4",
-        )
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
         .bind(subject)
         .bind(allowed)
         .bind(by)
         .bind(chrono::Utc::now().timestamp())
-        .execute(&self.pool)
-        .await
+        .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+            "INSERT INTO access_rules (subject, allowed, by_admin, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (subject) DO UPDATE SET allowed = ?2, by_admin = ?3, updated_at = ?4"
+        )
         .with_context(|| format!("saving the access rule for {subject}"))?;
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
@@ -161,10 +164,12 @@ impl AccessService {
 
     /// Every stored rule, sorted by subject.
     pub async fn list_rules(&self) -> Result<Vec<(String, bool, String)>, anyhow::Error> {
-        sqlx::query_as("SELECT subject, allowed, by_admin FROM access_rules ORDER BY subject")
-            .fetch_all(&self.pool)
-            .await
-            .context("reading access rules")
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).fetch_all(pool).await,
+            "SELECT subject, allowed, by_admin FROM access_rules ORDER BY subject"
+        )
+        .context("reading access rules")
     }
 }
 

@@ -72,7 +72,7 @@ impl App {
                 message,
             })?;
         let access = Arc::new(crate::access::AccessService::new(
-            quota.pool().clone(),
+            quota.db().clone(),
             &settings.access,
         ));
         let conversation = Arc::new(Conversation::new(

@@ -175,7 +175,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
         }
         CliCommand::Access { command } => {
             let quota = open_quota(&settings).await?;
-            let access = crate::access::AccessService::new(quota.pool().clone(), &settings.access);
+            let access = crate::access::AccessService::new(quota.db().clone(), &settings.access);
             let (subject, allowed) = match command {
                 AccessCommand::List => {
                     for (subject, allowed, by) in access.list_rules().await? {

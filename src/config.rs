@@ -343,11 +343,14 @@ impl Settings {
             return Err(invalid("redis.key_prefix", "must be a non-empty word"));
         }
         let db = self.database.url.expose_secret();
-        if !db.starts_with("sqlite:") {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "database.url",
                 format!(
-                    "must be a sqlite: URL (e.g. sqlite://gptbot.db), got `{}`",
+                    "must be a sqlite: URL (e.g. sqlite://gptbot.db) or a postgres:// URL, got `{}`",
                     redact_url_str(db)
                 ),
             ));

@@ -7,6 +7,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod event;
 pub mod llm;
 pub mod platform;

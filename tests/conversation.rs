@@ -676,7 +676,7 @@ async fn allowlist_mode_refuses_strangers_without_charging_them() {
     assert_eq!(t.openai.request_count(), 0);
     // Never charged: not even an account was opened for the stranger.
     let (accounts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM quota_accounts")
-        .fetch_one(t.app.quota.pool())
+        .fetch_one(t.app.quota.db().sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(accounts, 0);

@@ -25,14 +25,14 @@ async fn the_database_is_created_in_wal_mode_with_the_schema() {
     let (quota, dir) = ledger(100).await;
     assert!(dir.path().join("quota.db").exists());
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-        .fetch_one(quota.pool())
+        .fetch_one(quota.db().sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(mode, "wal");
     // The schema itself refuses a write that breaks the invariant.
     quota.balance(&user("x")).await.unwrap();
     let broken = sqlx::query("UPDATE quota_accounts SET remaining = remaining + 1")
-        .execute(quota.pool())
+        .execute(quota.db().sqlite().unwrap())
         .await;
     assert!(
         broken.is_err(),

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::FromRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+
+use crate::db::Db;
 
 pub use period::{Clock, Refill, SystemClock};
 
@@ -35,7 +37,7 @@ pub enum QuotaError {
 }
 
 /// A user's account as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Balance {
     pub granted: i64,
     pub remaining: i64,
@@ -44,6 +46,32 @@ pub struct Balance {
     pub requests: i64,
     pub unlimited: bool,
     pub refill_tokens: Option<i64>,
+}
+
+/// A balance as read (booleans are stored as 0/1 in both databases).
+#[derive(FromRow)]
+struct BalanceRow {
+    granted: i64,
+    remaining: i64,
+    reserved: i64,
+    used: i64,
+    requests: i64,
+    unlimited: i64,
+    refill_tokens: Option<i64>,
+}
+
+impl From<BalanceRow> for Balance {
+    fn from(r: BalanceRow) -> Balance {
+        Balance {
+            granted: r.granted,
+            remaining: r.remaining,
+            reserved: r.reserved,
+            used: r.used,
+            requests: r.requests,
+            unlimited: r.unlimited != 0,
+            refill_tokens: r.refill_tokens,
+        }
+    }
 }
 
 /// One change of a balance.
@@ -137,7 +165,7 @@ pub struct Settlement {
 
 #[derive(Clone)]
 pub struct QuotaService {
-    pool: SqlitePool,
+    db: Db,
     plan: QuotaPlan,
     clock: Arc<dyn Clock>,
     /// Accounts known to exist, so the hot path skips the insert.
@@ -153,18 +181,41 @@ pub struct QuotaService {
 /// How long a resolved link is trusted (another replica may link or unlink).
 const LINK_TTL: Duration = Duration::from_secs(5);
 
+/// A statement that must change exactly one account row.
+fn expect_one(done: crate::db::Done, user: &UserId) -> Result<(), QuotaError> {
+    if done.rows_affected() != 1 {
+        return Err(anyhow::anyhow!("account of {user} vanished").into());
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl QuotaService {
-    /// Opens (creating if missing) the SQLite database in WAL mode with a busy timeout.
-    /// Migrations are not run here; see [`QuotaService::migrate`].
+    /// Opens the database: a `postgres://` URL for several replicas, otherwise a SQLite
+    /// file (created if missing) in WAL mode with a busy timeout. Migrations are not run
+    /// here; see [`QuotaService::migrate`].
     pub async fn connect(
         url: &str,
         max_connections: u32,
         plan: QuotaPlan,
     ) -> Result<QuotaService, QuotaError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to the quota database `{}`",
+                        crate::config::redact_url_str(url)
+                    )
+                })?;
+            return Ok(QuotaService::with_db(Db::Postgres(pool), plan));
+        }
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid database.url `{url}`"))?
             .create_if_missing(true)
@@ -180,14 +231,18 @@ impl QuotaService {
             .connect_with(options)
             .await
             .with_context(|| format!("opening the quota database `{url}`"))?;
-        Ok(QuotaService {
-            pool,
+        Ok(QuotaService::with_db(Db::Sqlite(pool), plan))
+    }
+
+    fn with_db(db: Db, plan: QuotaPlan) -> QuotaService {
+        QuotaService {
+            db,
             plan,
             clock: Arc::new(SystemClock),
             known: Arc::new(Mutex::new(HashSet::new())),
             refilled: Arc::new(Mutex::new(HashMap::new())),
             links: Arc::new(Mutex::new(HashMap::new())),
-        })
+        }
     }
 
     /// Uses `clock` instead of the system clock (tests crossing period boundaries).
@@ -197,15 +252,16 @@ impl QuotaService {
     }
 
     pub async fn migrate(&self) -> Result<(), QuotaError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await
-            .context("running database migrations")?;
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+        .context("running database migrations")?;
         Ok(())
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     fn now(&self) -> i64 {
@@ -215,13 +271,20 @@ impl QuotaService {
     /// Returns reservations a crashed process left behind to `remaining`. Only safe when
     /// no other process uses the database, which holds for SQLite.
     pub async fn recover_stale_reservations(&self) -> Result<u64, QuotaError> {
-        let done = sqlx::query(
+        if self.db.is_postgres() {
+            // Replicas share PostgreSQL: another one's holds are not stale.
+            return Ok(0);
+        }
+        let done = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(self.now())
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
             "UPDATE quota_accounts SET remaining = remaining + reserved, reserved = 0, \
-             last_op = 'refund', updated_at = ?1 WHERE reserved > 0",
+             last_op = 'refund', updated_at = ?1 WHERE reserved > 0"
         )
-        .bind(self.now())
-        .execute(&self.pool)
-        .await
         .context("recovering stale reservations")?;
         Ok(done.rows_affected())
     }
@@ -232,18 +295,19 @@ impl QuotaService {
         }
         let now = self.clock.now();
         // A new account starts with the default grant, counted as this period's refill.
-        sqlx::query(
-            "INSERT INTO quota_accounts \
-               (platform, user_id, granted, remaining, refilled_period, last_op, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?3, ?4, 'grant', ?5, ?5) ON CONFLICT (platform, user_id) DO NOTHING",
-        )
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
         .bind(user.platform.as_str())
         .bind(&user.user)
         .bind(self.plan.default_tokens)
         .bind(self.plan.refill.period(now))
         .bind(now.timestamp())
-        .execute(&self.pool)
-        .await
+        .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+            "INSERT INTO quota_accounts \
+               (platform, user_id, granted, remaining, refilled_period, last_op, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?3, ?4, 'grant', ?5, ?5) ON CONFLICT (platform, user_id) DO NOTHING"
+        )
         .with_context(|| format!("creating the account of {user}"))?;
         lock(&self.known).insert(user.clone());
         Ok(())
@@ -260,21 +324,24 @@ impl QuotaService {
         }
         // Atomic and idempotent: the period check and the top-up are one statement, so
         // concurrent requests (or replicas) refill exactly once.
-        sqlx::query(
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(self.plan.refill_tokens)
+                .bind(&period)
+                .bind(now.timestamp())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
             "UPDATE quota_accounts SET \
                granted = granted + MAX(0, COALESCE(refill_tokens, ?1) - remaining), \
                remaining = MAX(remaining, COALESCE(refill_tokens, ?1)), \
                refilled_period = ?2, last_op = 'refill', updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 AND unlimited = 0 \
-               AND (refilled_period IS NULL OR refilled_period <> ?2)",
+               AND (refilled_period IS NULL OR refilled_period <> ?2)"
         )
-        .bind(self.plan.refill_tokens)
-        .bind(&period)
-        .bind(now.timestamp())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .execute(&self.pool)
-        .await
         .with_context(|| format!("refilling the balance of {user}"))?;
         lock(&self.refilled).insert(user.clone(), period);
         Ok(())
@@ -292,13 +359,15 @@ impl QuotaService {
         {
             return Ok(to.clone());
         }
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT to_platform, to_user_id FROM quota_links WHERE platform = ?1 AND user_id = ?2",
+        let row: Option<(String, String)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .fetch_optional(pool)
+                .await,
+            "SELECT to_platform, to_user_id FROM quota_links WHERE platform = ?1 AND user_id = ?2"
         )
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .fetch_optional(&self.pool)
-        .await
         .with_context(|| format!("reading the link of {user}"))?;
         let to = match row {
             Some((platform, id)) => UserId::new(
@@ -330,62 +399,81 @@ impl QuotaService {
         self.ensure_account(from).await?;
         self.ensure_account(&to).await?;
         let now = self.now();
-        // IMMEDIATE: take the write lock first, so the read below cannot go stale.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .context("starting the link")?;
-        let (others,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM quota_links WHERE to_platform = ?1 AND to_user_id = ?2",
-        )
-        .bind(from.platform.as_str())
-        .bind(&from.user)
-        .fetch_one(&mut *tx)
-        .await
-        .context("checking links")?;
-        if others > 0 {
-            return Err(QuotaError::Invalid(format!(
-                "other accounts are linked to {from}; send /link from {to} instead"
-            )));
+        // One transaction that locks what it reads first: BEGIN IMMEDIATE on SQLite,
+        // SELECT … FOR UPDATE on PostgreSQL.
+        macro_rules! link_in {
+            ($tx:ident, $t:expr, $lock:expr) => {{
+                let (others,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($t(
+                    "SELECT COUNT(*) FROM quota_links WHERE to_platform = ?1 AND to_user_id = ?2",
+                )))
+                .bind(from.platform.as_str())
+                .bind(&from.user)
+                .fetch_one(&mut *$tx)
+                .await
+                .context("checking links")?;
+                if others > 0 {
+                    return Err(QuotaError::Invalid(format!(
+                        "other accounts are linked to {from}; send /link from {to} instead"
+                    )));
+                }
+                let (remaining, reserved): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe($t(&format!(
+                    "SELECT remaining, reserved FROM quota_accounts \
+                     WHERE platform = ?1 AND user_id = ?2{}",
+                    $lock
+                ))))
+                .bind(from.platform.as_str())
+                .bind(&from.user)
+                .fetch_one(&mut *$tx)
+                .await
+                .context("reading the balance to move")?;
+                if reserved > 0 {
+                    return Err(QuotaError::Invalid(
+                        "an answer is in progress on this account; try again when it is done"
+                            .into(),
+                    ));
+                }
+                for (user, delta) in [(from, -remaining), (&to, remaining)] {
+                    sqlx::query(sqlx::AssertSqlSafe($t(
+                        "UPDATE quota_accounts SET granted = granted + ?1, \
+                         remaining = remaining + ?1, last_op = 'link', updated_at = ?2 \
+                         WHERE platform = ?3 AND user_id = ?4",
+                    )))
+                    .bind(delta)
+                    .bind(now)
+                    .bind(user.platform.as_str())
+                    .bind(&user.user)
+                    .execute(&mut *$tx)
+                    .await
+                    .context("moving the balance")?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe($t(
+                    "INSERT INTO quota_links (platform, user_id, to_platform, to_user_id, linked_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )))
+                .bind(from.platform.as_str())
+                .bind(&from.user)
+                .bind(to.platform.as_str())
+                .bind(&to.user)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await
+                .context("recording the link")?;
+                $tx.commit().await.context("committing the link")?;
+            }};
         }
-        let (remaining, reserved): (i64, i64) = sqlx::query_as(
-            "SELECT remaining, reserved FROM quota_accounts WHERE platform = ?1 AND user_id = ?2",
-        )
-        .bind(from.platform.as_str())
-        .bind(&from.user)
-        .fetch_one(&mut *tx)
-        .await
-        .context("reading the balance to move")?;
-        if reserved > 0 {
-            return Err(QuotaError::Invalid(
-                "an answer is in progress on this account; try again when it is done".into(),
-            ));
+        match &self.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .context("starting the link")?;
+                link_in!(tx, |sql: &str| sql.to_string(), "");
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.context("starting the link")?;
+                link_in!(tx, crate::db::pg_sql, " FOR UPDATE");
+            }
         }
-        for (user, delta) in [(from, -remaining), (&to, remaining)] {
-            sqlx::query(
-                "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1,                  last_op = 'link', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
-            )
-            .bind(delta)
-            .bind(now)
-            .bind(user.platform.as_str())
-            .bind(&user.user)
-            .execute(&mut *tx)
-            .await
-            .context("moving the balance")?;
-        }
-        sqlx::query(
-            "INSERT INTO quota_links (platform, user_id, to_platform, to_user_id, linked_at)              VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(from.platform.as_str())
-        .bind(&from.user)
-        .bind(to.platform.as_str())
-        .bind(&to.user)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .context("recording the link")?;
-        tx.commit().await.context("committing the link")?;
         lock(&self.links).remove(from);
         self.balance(&to).await
     }
@@ -393,13 +481,14 @@ impl QuotaService {
     /// Ends every link `user` is part of. Tokens stay with the account that holds them;
     /// an unlinked identity goes back to its own account.
     pub async fn unlink(&self, user: &UserId) -> Result<u64, QuotaError> {
-        let done = sqlx::query(
-            "DELETE FROM quota_links WHERE (platform = ?1 AND user_id = ?2)              OR (to_platform = ?1 AND to_user_id = ?2)",
-        )
+        let done = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
         .bind(user.platform.as_str())
         .bind(&user.user)
-        .execute(&self.pool)
-        .await
+        .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+            "DELETE FROM quota_links WHERE (platform = ?1 AND user_id = ?2)              OR (to_platform = ?1 AND to_user_id = ?2)"
+        )
         .with_context(|| format!("unlinking {user}"))?;
         lock(&self.links).clear();
         Ok(done.rows_affected())
@@ -416,26 +505,28 @@ impl QuotaService {
         let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         // Unlimited accounts match without holding anything.
-        let row: Option<(bool,)> = sqlx::query_as(
+        let row: Option<(i64,)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+                .bind(amount)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .fetch_optional(pool)
+                .await,
             "UPDATE quota_accounts SET \
                remaining = remaining - (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
                reserved = reserved + (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
                last_op = 'reserve', updated_at = ?2 \
              WHERE platform = ?3 AND user_id = ?4 AND (unlimited = 1 OR remaining >= ?1) \
-             RETURNING unlimited",
+             RETURNING unlimited"
         )
-        .bind(amount)
-        .bind(self.now())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .fetch_optional(&self.pool)
-        .await
         .with_context(|| format!("reserving {amount} tokens for {user}"))?;
         match row {
             Some((unlimited,)) => Ok(Reservation {
                 user: user.clone(),
                 amount,
-                unlimited,
+                unlimited: unlimited != 0,
                 ledger: Some(self.clone()),
             }),
             None => {
@@ -461,19 +552,19 @@ impl QuotaService {
         let user = reservation.user.clone();
         if reservation.unlimited {
             // Nothing was held: count the usage and grant it in the same breath.
-            self.execute_one(
-                sqlx::query(
-                    "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
-                     last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4",
-                )
+            let done = crate::on_db!(
+                &self.db,
+                |pool, sql| sqlx::query(sql)
                 .bind(used)
                 .bind(self.now())
                 .bind(user.platform.as_str())
-                .bind(&user.user),
-                &user,
+                .bind(&user.user).execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+                "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
+                     last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?2 \
+                     WHERE platform = ?3 AND user_id = ?4"
             )
-            .await?;
+            .with_context(|| format!("settling {used} tokens for {user}"))?;
+            expect_one(done, &user)?;
             return Ok(Settlement {
                 charged: used,
                 remaining: None,
@@ -481,20 +572,23 @@ impl QuotaService {
         }
         if used <= reservation.amount {
             // The common case: the charge is exactly `used`, no row needs to come back.
-            self.execute_one(
-                sqlx::query(
-                    "UPDATE quota_accounts SET used = used + ?1, remaining = remaining + ?2 - ?1, \
+            let done = crate::on_db!(
+                &self.db,
+                |pool, sql| sqlx::query(sql)
+                    .bind(used)
+                    .bind(reservation.amount)
+                    .bind(self.now())
+                    .bind(user.platform.as_str())
+                    .bind(&user.user)
+                    .execute(pool)
+                    .await
+                    .map(|r| crate::db::Done(r.rows_affected())),
+                "UPDATE quota_accounts SET used = used + ?1, remaining = remaining + ?2 - ?1, \
                      last_charge = ?1, reserved = reserved - ?2, requests = requests + 1, \
-                     last_op = 'settle', updated_at = ?3 WHERE platform = ?4 AND user_id = ?5",
-                )
-                .bind(used)
-                .bind(reservation.amount)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user),
-                &user,
+                     last_op = 'settle', updated_at = ?3 WHERE platform = ?4 AND user_id = ?5"
             )
-            .await?;
+            .with_context(|| format!("settling {used} tokens for {user}"))?;
+            expect_one(done, &user)?;
             return Ok(Settlement {
                 charged: used,
                 remaining: None,
@@ -502,7 +596,16 @@ impl QuotaService {
         }
         // Every right-hand side sees the old row, so MIN(...) is the same charge in all
         // three places; it is also kept in last_charge to be returned.
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+                .bind(used)
+                .bind(reservation.amount)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .fetch_optional(pool)
+                .await,
             "UPDATE quota_accounts SET \
                used = used + MIN(?1, ?2 + remaining), \
                remaining = remaining + ?2 - MIN(?1, ?2 + remaining), \
@@ -511,15 +614,8 @@ impl QuotaService {
                requests = requests + 1, \
                last_op = 'settle', updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 \
-             RETURNING last_charge, remaining",
+             RETURNING last_charge, remaining"
         )
-        .bind(used)
-        .bind(reservation.amount)
-        .bind(self.now())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .fetch_optional(&self.pool)
-        .await
         .with_context(|| format!("settling {used} tokens for {user}"))?;
         let (charged, remaining) =
             row.ok_or_else(|| anyhow::anyhow!("account of {user} vanished"))?;
@@ -528,21 +624,6 @@ impl QuotaService {
             charged,
             remaining: Some(remaining),
         })
-    }
-
-    async fn execute_one(
-        &self,
-        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        user: &UserId,
-    ) -> Result<(), QuotaError> {
-        let done = query
-            .execute(&self.pool)
-            .await
-            .with_context(|| format!("updating the account of {user}"))?;
-        if done.rows_affected() != 1 {
-            return Err(anyhow::anyhow!("account of {user} vanished").into());
-        }
-        Ok(())
     }
 
     /// Returns the whole reservation (the call failed).
@@ -560,16 +641,19 @@ impl QuotaService {
         if amount == 0 {
             return Ok(());
         }
-        sqlx::query(
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(amount)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
             "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
-             last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
+             last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
         )
-        .bind(amount)
-        .bind(self.now())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .execute(&self.pool)
-        .await
         .with_context(|| format!("refunding {amount} tokens to {user}"))?;
         Ok(())
     }
@@ -578,33 +662,38 @@ impl QuotaService {
     pub async fn balance(&self, user: &UserId) -> Result<Balance, QuotaError> {
         let user = &self.resolve(user).await?;
         self.prepare(user).await?;
-        let balance = sqlx::query_as::<_, Balance>(
+        let balance = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as::<_, BalanceRow>(sql)
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .fetch_one(pool)
+                .await,
             "SELECT granted, remaining, reserved, used, requests, unlimited, refill_tokens \
-             FROM quota_accounts WHERE platform = ?1 AND user_id = ?2",
+             FROM quota_accounts WHERE platform = ?1 AND user_id = ?2"
         )
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .fetch_one(&self.pool)
-        .await
         .with_context(|| format!("reading the balance of {user}"))?;
-        Ok(balance)
+        Ok(balance.into())
     }
 
     /// Adds `tokens` to the balance (negative takes away, but never more than remains).
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
         let user = &self.resolve(user).await?;
         self.prepare(user).await?;
-        let done = sqlx::query(
+        let done = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(tokens)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
             "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
              last_op = 'adjust', updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0",
+             WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0"
         )
-        .bind(tokens)
-        .bind(self.now())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .execute(&self.pool)
-        .await
         .with_context(|| format!("granting {tokens} tokens to {user}"))?;
         if done.rows_affected() == 0 {
             let balance = self.balance(user).await?;
@@ -628,29 +717,33 @@ impl QuotaService {
         match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
             Some(n) => {
-                sqlx::query(
-                    "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
-                     unlimited = 0, last_op = 'adjust', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4",
-                )
+                crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
                 .bind(n)
                 .bind(self.now())
                 .bind(user.platform.as_str())
                 .bind(&user.user)
-                .execute(&self.pool)
-                .await
+                .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+            "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
+                     unlimited = 0, last_op = 'adjust', updated_at = ?2 \
+                     WHERE platform = ?3 AND user_id = ?4"
+        )
                 .with_context(|| format!("setting the quota of {user}"))?;
             }
             None => {
-                sqlx::query(
+                crate::on_db!(
+                    &self.db,
+                    |pool, sql| sqlx::query(sql)
+                        .bind(self.now())
+                        .bind(user.platform.as_str())
+                        .bind(&user.user)
+                        .execute(pool)
+                        .await
+                        .map(|r| crate::db::Done(r.rows_affected())),
                     "UPDATE quota_accounts SET unlimited = 1, last_op = 'adjust', updated_at = ?1 \
-                     WHERE platform = ?2 AND user_id = ?3",
+                     WHERE platform = ?2 AND user_id = ?3"
                 )
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .execute(&self.pool)
-                .await
                 .with_context(|| format!("making {user} unlimited"))?;
             }
         }
@@ -670,16 +763,19 @@ impl QuotaService {
         }
         let user = &self.resolve(user).await?;
         self.ensure_account(user).await?;
-        sqlx::query(
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(tokens)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
             "UPDATE quota_accounts SET refill_tokens = ?1, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4",
+             WHERE platform = ?3 AND user_id = ?4"
         )
-        .bind(tokens)
-        .bind(self.now())
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .execute(&self.pool)
-        .await
         .with_context(|| format!("setting the refill of {user}"))?;
         self.balance(user).await
     }
@@ -694,24 +790,28 @@ impl QuotaService {
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp())
             .unwrap_or(0);
-        let (users, used, requests): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(used), 0), COALESCE(SUM(requests), 0) FROM quota_accounts",
+        let (users, used, requests): (i64, i64, i64) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+        .fetch_one(pool).await,
+            "SELECT COUNT(*), CAST(COALESCE(SUM(used), 0) AS BIGINT), CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM quota_accounts"
         )
-        .fetch_one(&self.pool)
-        .await
         .context("reading totals")?;
-        let (used_today, requests_today, errors_today): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(d_used), 0), COALESCE(SUM(kind = 'settle'), 0),                     COALESCE(SUM(kind = 'refund'), 0)              FROM quota_ledger WHERE at >= ?1",
+        let (used_today, requests_today, errors_today): (i64, i64, i64) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).bind(day_start).fetch_one(pool).await,
+            "SELECT CAST(COALESCE(SUM(d_used), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN kind = 'settle' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN kind = 'refund' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM quota_ledger WHERE at >= ?1"
         )
-        .bind(day_start)
-        .fetch_one(&self.pool)
-        .await
         .context("reading today's totals")?;
-        let (errors,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM quota_ledger WHERE kind = 'refund'")
-                .fetch_one(&self.pool)
-                .await
-                .context("reading error totals")?;
+        let (errors,): (i64,) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).fetch_one(pool).await,
+            "SELECT COUNT(*) FROM quota_ledger WHERE kind = 'refund'"
+        )
+        .context("reading error totals")?;
         Ok(Stats {
             users,
             used,
@@ -733,14 +833,15 @@ impl QuotaService {
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp())
             .unwrap_or(0);
-        let (used,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(d_used), 0) FROM quota_ledger              WHERE platform = ?1 AND user_id = ?2 AND at >= ?3",
-        )
+        let (used,): (i64,) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
         .bind(user.platform.as_str())
         .bind(&user.user)
         .bind(day_start)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(pool).await,
+            "SELECT CAST(COALESCE(SUM(d_used), 0) AS BIGINT) FROM quota_ledger              WHERE platform = ?1 AND user_id = ?2 AND at >= ?3"
+        )
         .with_context(|| format!("reading today's usage of {user}"))?;
         Ok(used)
     }
@@ -748,15 +849,17 @@ impl QuotaService {
     /// The newest `limit` ledger entries of a user, oldest first.
     pub async fn history(&self, user: &UserId, limit: i64) -> Result<Vec<LedgerEntry>, QuotaError> {
         let user = &self.resolve(user).await?;
-        let mut entries = sqlx::query_as::<_, LedgerEntry>(
+        let mut entries = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as::<_, LedgerEntry>(sql)
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .bind(limit)
+                .fetch_all(pool)
+                .await,
             "SELECT id, at, kind, d_granted, d_remaining, d_reserved, d_used, remaining \
-             FROM quota_ledger WHERE platform = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT ?3",
+             FROM quota_ledger WHERE platform = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT ?3"
         )
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
         .with_context(|| format!("reading the ledger of {user}"))?;
         entries.reverse();
         Ok(entries)
