@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. The tests start their own redis-server processes (on free
-# ports), so the binary must be installed; this script installs it when it can.
+# Runs the whole test suite. The tests start their own redis-server and PostgreSQL
+# processes (on free ports, in temporary directories), so both must be installed; this
+# script installs them with apt-get when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+missing=()
 if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER_BIN:-}" ]; then
+  missing+=(redis-server redis-tools)
+fi
+if [ -z "${PG_BIN:-}" ] && ! command -v initdb >/dev/null 2>&1 &&
+  ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing redis-server" >&2
+    echo "scripts/test.sh: installing ${missing[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "scripts/test.sh: redis-server is required (e.g. sudo apt-get install redis-server)," >&2
-    echo "or set REDIS_SERVER_BIN to its path." >&2
+    echo "scripts/test.sh: please install ${missing[*]} (or set REDIS_SERVER_BIN / PG_BIN)." >&2
     exit 1
   fi
 fi

@@ -1,19 +1,55 @@
 //! The quota ledger on a real SQLite file through the real migrations: reservations,
 //! settlement, refunds, and the invariant under concurrency.
 
+//!
+//! Every test body runs twice: on a SQLite file and on a real PostgreSQL server (see
+//! `both!` at the end), through the same migrations as production.
+
+mod common;
+
 use std::time::Duration;
 
 use gptbot::event::{Platform, UserId};
 use gptbot::quota::{QuotaError, QuotaPlan, QuotaService};
 
-async fn ledger(default_tokens: i64) -> (QuotaService, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("quota.db").display());
-    let quota = QuotaService::connect(&url, 8, QuotaPlan::fixed(default_tokens))
-        .await
-        .unwrap();
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+/// Keeps the database alive for the test.
+#[allow(dead_code)]
+enum Guard {
+    Dir(tempfile::TempDir),
+    Pg(common::postgres::PostgresServer),
+}
+
+/// A fresh, migrated ledger on the backend the test runs on.
+async fn open(plan: QuotaPlan) -> (QuotaService, Guard) {
+    let (url, guard) = match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("quota.db").display());
+            (url, Guard::Dir(dir))
+        }
+        Backend::Postgres => {
+            let pg = common::postgres::PostgresServer::start();
+            let url = pg.database("quota").await;
+            (url, Guard::Pg(pg))
+        }
+    };
+    let quota = QuotaService::connect(&url, 8, plan).await.unwrap();
     quota.migrate().await.unwrap();
-    (quota, dir)
+    (quota, guard)
+}
+
+async fn ledger(default_tokens: i64) -> (QuotaService, Guard) {
+    open(QuotaPlan::fixed(default_tokens)).await
 }
 
 fn user(id: &str) -> UserId {
@@ -23,6 +59,7 @@ fn user(id: &str) -> UserId {
 #[tokio::test]
 async fn the_database_is_created_in_wal_mode_with_the_schema() {
     let (quota, dir) = ledger(100).await;
+    let Guard::Dir(dir) = dir else { unreachable!() };
     assert!(dir.path().join("quota.db").exists());
     let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
         .fetch_one(quota.db().sqlite().unwrap())
@@ -42,7 +79,6 @@ async fn the_database_is_created_in_wal_mode_with_the_schema() {
     quota.migrate().await.unwrap();
 }
 
-#[tokio::test]
 async fn reserve_settle_and_refund_move_tokens_exactly() {
     let (quota, _dir) = ledger(1000).await;
     let u = user("1");
@@ -75,7 +111,6 @@ async fn reserve_settle_and_refund_move_tokens_exactly() {
     assert_eq!(b.used, 1000);
 }
 
-#[tokio::test]
 async fn exhausted_reports_what_is_left_and_changes_nothing() {
     let (quota, _dir) = ledger(50).await;
     let u = user("2");
@@ -95,7 +130,6 @@ async fn exhausted_reports_what_is_left_and_changes_nothing() {
     ));
 }
 
-#[tokio::test]
 async fn a_dropped_reservation_is_refunded() {
     let (quota, _dir) = ledger(1000).await;
     let u = user("3");
@@ -113,7 +147,6 @@ async fn a_dropped_reservation_is_refunded() {
     assert_eq!((b.remaining, b.reserved), (1000, 0));
 }
 
-#[tokio::test]
 async fn grants_add_and_take_but_never_below_zero() {
     let (quota, _dir) = ledger(100).await;
     let u = user("4");
@@ -139,7 +172,6 @@ async fn recovery_returns_reservations_left_by_a_crash() {
     assert_eq!((b.remaining, b.reserved), (1000, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_invariant_holds_under_concurrent_traffic() {
     let (quota, _dir) = ledger(5_000).await;
     let users: Vec<UserId> = (0..3).map(|i| user(&i.to_string())).collect();
@@ -211,15 +243,9 @@ impl Clock for ManualClock {
     }
 }
 
-async fn planned(plan: QuotaPlan, clock: Arc<ManualClock>) -> (QuotaService, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("quota.db").display());
-    let quota = QuotaService::connect(&url, 4, plan)
-        .await
-        .unwrap()
-        .with_clock(clock);
-    quota.migrate().await.unwrap();
-    (quota, dir)
+async fn planned(plan: QuotaPlan, clock: Arc<ManualClock>) -> (QuotaService, Guard) {
+    let (quota, guard) = open(plan).await;
+    (quota.with_clock(clock), guard)
 }
 
 fn plan(refill: Refill, default_tokens: i64, refill_tokens: i64) -> QuotaPlan {
@@ -249,7 +275,6 @@ async fn assert_ledger_matches(quota: &QuotaService, u: &UserId) {
     assert_eq!(b.granted, b.remaining + b.reserved + b.used);
 }
 
-#[tokio::test]
 async fn daily_refills_happen_once_per_utc_day() {
     let clock = ManualClock::at(2026, 11, 27, 10, 0, 0);
     let (quota, _dir) = planned(plan(Refill::Daily, 100, 1000), clock.clone()).await;
@@ -289,7 +314,6 @@ async fn daily_refills_happen_once_per_utc_day() {
     assert_ledger_matches(&quota, &u).await;
 }
 
-#[tokio::test]
 async fn weekly_and_monthly_refills_follow_calendar_boundaries() {
     // Sunday 2026-11-29 → Monday 2026-11-30 starts a new ISO week.
     let clock = ManualClock::at(2026, 11, 29, 12, 0, 0);
@@ -314,7 +338,6 @@ async fn weekly_and_monthly_refills_follow_calendar_boundaries() {
     assert_ledger_matches(&quota, &u).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refill_is_applied_exactly_once_under_concurrency() {
     let clock = ManualClock::at(2026, 11, 27, 9, 0, 0);
     let (quota, _dir) = planned(plan(Refill::Daily, 0, 1000), clock.clone()).await;
@@ -350,7 +373,6 @@ async fn a_refill_is_applied_exactly_once_under_concurrency() {
     assert_eq!(refills, 1);
 }
 
-#[tokio::test]
 async fn per_user_overrides_unlimited_and_zero() {
     let clock = ManualClock::at(2026, 11, 27, 9, 0, 0);
     let (quota, _dir) = planned(plan(Refill::Daily, 100, 1000), clock.clone()).await;
@@ -418,6 +440,39 @@ mod ledger_property {
         ]
     }
 
+    /// Applies `ops` to one account, checking the bounds after each, then that the ledger
+    /// explains the account exactly.
+    async fn apply(quota: &QuotaService, clock: &ManualClock, ops: Vec<Op>) {
+        let u = user("p");
+        for op in ops {
+            match op {
+                Op::Spend { reserve, used } => {
+                    if let Ok(r) = quota.reserve(&u, reserve).await {
+                        quota.settle(r, used).await.unwrap();
+                    }
+                }
+                Op::Fail { reserve } => {
+                    if let Ok(r) = quota.reserve(&u, reserve).await {
+                        quota.refund(r).await.unwrap();
+                    }
+                }
+                Op::Grant(n) => {
+                    let _ = quota.grant(&u, n).await;
+                }
+                Op::SetQuota(n) => {
+                    quota.set_quota(&u, n).await.unwrap();
+                }
+                Op::SetRefill(n) => {
+                    quota.set_refill(&u, n).await.unwrap();
+                }
+                Op::NextDay => clock.advance_days(1),
+            }
+            let b = quota.balance(&u).await.unwrap();
+            assert!(b.remaining >= 0 && b.reserved == 0);
+        }
+        assert_ledger_matches(quota, &u).await;
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 24,
@@ -432,35 +487,101 @@ mod ledger_property {
             rt.block_on(async {
                 let clock = ManualClock::at(2026, 11, 27, 12, 0, 0);
                 let (quota, _dir) = planned(plan(Refill::Daily, 500, 800), clock.clone()).await;
-                let u = user("p");
-                for op in ops {
-                    match op {
-                        Op::Spend { reserve, used } => {
-                            if let Ok(r) = quota.reserve(&u, reserve).await {
-                                quota.settle(r, used).await.unwrap();
-                            }
-                        }
-                        Op::Fail { reserve } => {
-                            if let Ok(r) = quota.reserve(&u, reserve).await {
-                                quota.refund(r).await.unwrap();
-                            }
-                        }
-                        Op::Grant(n) => {
-                            let _ = quota.grant(&u, n).await;
-                        }
-                        Op::SetQuota(n) => {
-                            quota.set_quota(&u, n).await.unwrap();
-                        }
-                        Op::SetRefill(n) => {
-                            quota.set_refill(&u, n).await.unwrap();
-                        }
-                        Op::NextDay => clock.advance_days(1),
-                    }
-                    let b = quota.balance(&u).await.unwrap();
-                    assert!(b.remaining >= 0 && b.reserved == 0);
-                }
-                assert_ledger_matches(&quota, &u).await;
+                apply(&quota, &clock, ops).await;
             });
         }
     }
+
+    /// The same property on PostgreSQL: one server, a fresh database per case.
+    #[test]
+    fn ledger_entries_sum_to_the_balance_on_postgres() {
+        use proptest::test_runner::{Config, TestRunner};
+        let pg = common::postgres::PostgresServer::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cases = std::sync::atomic::AtomicUsize::new(0);
+        let mut runner = TestRunner::new(Config {
+            cases: 12,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&proptest::collection::vec(op(), 1..30), |ops| {
+                rt.block_on(async {
+                    let n = cases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let url = pg.database(&format!("prop{n}")).await;
+                    let clock = ManualClock::at(2026, 11, 27, 12, 0, 0);
+                    let quota = QuotaService::connect(&url, 4, plan(Refill::Daily, 500, 800))
+                        .await
+                        .unwrap()
+                        .with_clock(clock.clone());
+                    quota.migrate().await.unwrap();
+                    apply(&quota, &clock, ops).await;
+                });
+                Ok(())
+            })
+            .unwrap();
+    }
 }
+
+async fn link_moves_the_balance_and_resolves_both_identities() {
+    let (quota, _db) = ledger(1000).await;
+    let tg = UserId::new(Platform::Telegram, "1");
+    let dc = UserId::new(Platform::Discord, "2");
+    spend(&quota, &dc, 300).await;
+    let joined = quota.link(&dc, &tg).await.unwrap();
+    assert_eq!((joined.remaining, joined.granted), (1700, 1700));
+    assert_eq!(quota.balance(&dc).await.unwrap(), joined);
+    spend(&quota, &dc, 200).await;
+    assert_eq!(quota.balance(&tg).await.unwrap().remaining, 1500);
+    assert!(
+        matches!(quota.link(&dc, &tg).await, Err(QuotaError::Invalid(_))),
+        "linked twice"
+    );
+    assert!(
+        matches!(quota.link(&tg, &dc).await, Err(QuotaError::Invalid(_))),
+        "linked to itself"
+    );
+    assert_eq!(quota.unlink(&tg).await.unwrap(), 1);
+    let own = quota.balance(&dc).await.unwrap();
+    assert_eq!((own.remaining, own.used), (0, 300));
+    assert_ledger_matches(&quota, &tg).await;
+    assert_ledger_matches(&quota, &dc).await;
+}
+
+/// Runs each named test body on SQLite and on PostgreSQL.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::BACKEND.scope(super::Backend::Sqlite, super::$name()).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::BACKEND.scope(super::Backend::Postgres, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    reserve_settle_and_refund_move_tokens_exactly,
+    exhausted_reports_what_is_left_and_changes_nothing,
+    a_dropped_reservation_is_refunded,
+    grants_add_and_take_but_never_below_zero,
+    the_invariant_holds_under_concurrent_traffic,
+    daily_refills_happen_once_per_utc_day,
+    weekly_and_monthly_refills_follow_calendar_boundaries,
+    a_refill_is_applied_exactly_once_under_concurrency,
+    per_user_overrides_unlimited_and_zero,
+    link_moves_the_balance_and_resolves_both_identities,
+);

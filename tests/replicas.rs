@@ -1,0 +1,159 @@
+//! Several replicas: two `App`s sharing one redis-server and one PostgreSQL, both
+//! serving Telegram webhook updates for the same users at once. No history turn may be
+//! lost, no token charged twice, and every account's invariant must hold exactly.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::PostgresServer;
+use common::telegram::{FakeTelegram, private_chat, user_json};
+use common::*;
+use gptbot::app::App;
+use gptbot::config::Settings;
+use gptbot::event::{Platform, SessionKey, UserId};
+use tokio::sync::watch;
+
+const SECRET: &str = "replica-secret_1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
+    let pg = PostgresServer::start();
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    openai.set_echo_delay(Duration::from_millis(60));
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = pg.database("gptbot").await;
+    let env = test_env(
+        &openai,
+        Some(&redis),
+        &dir,
+        &[
+            ("DATABASE_URL".into(), database.clone()),
+            ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
+            ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
+            ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
+            ("GPTBOT__TELEGRAM__LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
+                "https://bot.example.test/hook".into(),
+            ),
+            ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
+            ("GPTBOT__TELEGRAM__EDIT_INTERVAL".into(), "50ms".into()),
+        ],
+    );
+    let (_stop, rx) = watch::channel(false);
+    let mut replicas = Vec::new();
+    let mut hooks = Vec::new();
+    for _ in 0..2 {
+        let app = App::build(Settings::load(None, &env).unwrap())
+            .await
+            .unwrap();
+        let handle = gptbot::platform::telegram::start(
+            app.conversation.clone(),
+            &app.settings.telegram,
+            rx.clone(),
+        )
+        .await
+        .unwrap();
+        hooks.push(format!("http://{}/hook", handle.webhook_addr.unwrap()));
+        replicas.push((app, handle));
+    }
+
+    // Five users, eight messages each, sent at once and spread over both replicas.
+    let http = reqwest::Client::new();
+    let mut posts = Vec::new();
+    for round in 0..8 {
+        for user in 1..=5i64 {
+            let update = tg.webhook_update(
+                private_chat(user),
+                user_json(user, "U"),
+                &format!("message {round} of {user}"),
+            );
+            let hook = hooks[(round as usize + user as usize) % 2].clone();
+            let http = http.clone();
+            posts.push(tokio::spawn(async move {
+                http.post(hook)
+                    .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+                    .json(&update)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }));
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+    for post in posts {
+        assert_eq!(post.await.unwrap(), 200);
+    }
+
+    // Every message ends as an answer or a "still answering" notice.
+    tg.wait_until(30, "every message handled", |calls| {
+        let finals = calls
+            .iter()
+            .filter(|c| {
+                c.body["parse_mode"] == "HTML"
+                    && c.body["text"].as_str().is_some_and(|t| {
+                        t.starts_with("Echo: ") || t.starts_with("Still answering")
+                    })
+            })
+            .count();
+        finals >= 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let quota = &replicas[0].0.quota;
+    let mut answered_total = 0;
+    for user in 1..=5i64 {
+        let finals: Vec<String> = tg
+            .calls()
+            .into_iter()
+            .filter(|c| c.body["chat_id"] == user && c.body["parse_mode"] == "HTML")
+            .filter_map(|c| c.body["text"].as_str().map(str::to_string))
+            .collect();
+        let answered = finals.iter().filter(|t| t.starts_with("Echo: ")).count();
+        let notices = finals
+            .iter()
+            .filter(|t| t.starts_with("Still answering"))
+            .count();
+        assert_eq!(answered + notices, 8, "user {user}: {finals:?}");
+        assert!(answered >= 1);
+        answered_total += answered;
+
+        let id = UserId::new(Platform::Telegram, user.to_string());
+        let b = quota.balance(&id).await.unwrap();
+        assert_eq!(b.reserved, 0, "user {user}");
+        assert_eq!(b.granted, b.remaining + b.used, "user {user}: {b:?}");
+        assert_eq!(
+            b.requests as usize, answered,
+            "user {user}: charged {} times for {answered} answers",
+            b.requests
+        );
+        let settles = quota
+            .history(&id, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "settle")
+            .count();
+        assert_eq!(settles, answered, "user {user}");
+
+        let key = SessionKey {
+            platform: Platform::Telegram,
+            chat: user.to_string(),
+            user: user.to_string(),
+        };
+        let session = replicas[1].0.sessions.load(&key).await.unwrap();
+        assert_eq!(
+            session.turns.len(),
+            2 * answered,
+            "user {user}: a history turn was lost"
+        );
+    }
+    assert_eq!(openai.request_count(), answered_total);
+    // Both replicas did part of the work.
+    assert_eq!(tg.calls_of("setWebhook").len(), 2);
+}
