@@ -72,10 +72,10 @@ fn command(program: PathBuf, owner: Option<(u32, u32)>) -> Command {
         cmd.pre_exec(move || {
             // Die with the test process, and drop root.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if let Some((uid, gid)) = owner {
-                if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            if let Some((uid, gid)) = owner
+                && (libc::setgid(gid) != 0 || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
