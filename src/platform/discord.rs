@@ -361,29 +361,15 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
     } else {
         Content::Unsupported("a sticker".into())
     };
-    Some(IncomingEvent {
-        platform: Platform::Discord,
-        chat_id: msg.channel_id.get().to_string(),
-        chat_kind: if msg.guild_id.is_some() {
-            ChatKind::Group
-        } else {
-            ChatKind::Direct
-        },
-        group: msg.guild_id.map(|g| g.get().to_string()),
-        sender: Sender {
-            id: msg.author.id.get().to_string(),
-            display_name: msg
-                .author
-                .global_name
-                .clone()
-                .unwrap_or_else(|| msg.author.name.clone()),
-            is_bot: msg.author.bot,
-        },
-        message_id: msg.id.get().to_string(),
+    Some(event(
+        msg.channel_id,
+        msg.guild_id,
+        &msg.author,
+        msg.id.get(),
         content,
         mentioned,
         reply_to_bot,
-    })
+    ))
 }
 
 /// A slash command as an event: its text is what the user would have typed.
@@ -439,30 +425,50 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         },
         _ => return None,
     };
-    Some(IncomingEvent {
+    // A slash command is always addressed to the bot.
+    Some(event(
+        command.channel_id,
+        command.guild_id,
+        &command.user,
+        command.id.get(),
+        Content::Text(text),
+        true,
+        false,
+    ))
+}
+
+/// The event for something `author` sent in `channel` (of `guild`, if any).
+fn event(
+    channel: ChannelId,
+    guild: Option<GuildId>,
+    author: &serenity::all::User,
+    id: u64,
+    content: Content,
+    mentioned: bool,
+    reply_to_bot: bool,
+) -> IncomingEvent {
+    IncomingEvent {
         platform: Platform::Discord,
-        chat_id: command.channel_id.get().to_string(),
-        chat_kind: if command.guild_id.is_some() {
+        chat_id: channel.get().to_string(),
+        chat_kind: if guild.is_some() {
             ChatKind::Group
         } else {
             ChatKind::Direct
         },
-        group: command.guild_id.map(|g| g.get().to_string()),
+        group: guild.map(|g| g.get().to_string()),
         sender: Sender {
-            id: command.user.id.get().to_string(),
-            display_name: command
-                .user
+            id: author.id.get().to_string(),
+            display_name: author
                 .global_name
                 .clone()
-                .unwrap_or_else(|| command.user.name.clone()),
-            is_bot: command.user.bot,
+                .unwrap_or_else(|| author.name.clone()),
+            is_bot: author.bot,
         },
-        message_id: command.id.get().to_string(),
-        content: Content::Text(text),
-        // A slash command is always addressed to the bot.
-        mentioned: true,
-        reply_to_bot: false,
-    })
+        message_id: id.to_string(),
+        content,
+        mentioned,
+        reply_to_bot,
+    }
 }
 
 struct Handler {
