@@ -220,10 +220,12 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
         }
         CliCommand::Quota { command } => {
             let quota = open_quota(&settings).await?;
+            let mut today = None;
             let (user, balance) = match command {
                 QuotaCommand::Show { user } => {
                     let user = parse_user(&user)?;
                     let balance = quota.balance(&user).await?;
+                    today = Some(quota.used_today(&user).await?);
                     (user, balance)
                 }
                 QuotaCommand::Grant { user, tokens } => {
@@ -262,6 +264,9 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                     .map(|n| format!(" (own refill {n})"))
                     .unwrap_or_default(),
             );
+            if let Some(today) = today {
+                println!("{user}: used today {today}");
+            }
             Ok(())
         }
         CliCommand::Chat { user } => {

@@ -157,3 +157,66 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
     // Both replicas did part of the work.
     assert_eq!(tg.calls_of("setWebhook").len(), 2);
 }
+
+#[tokio::test]
+async fn access_rules_and_stats_work_on_postgres() {
+    let pg = PostgresServer::start();
+    let url = pg.database("ops").await;
+    let quota =
+        gptbot::quota::QuotaService::connect(&url, 4, gptbot::quota::QuotaPlan::fixed(1000))
+            .await
+            .unwrap();
+    quota.migrate().await.unwrap();
+    let settings = gptbot::access::AccessSettings {
+        admins: vec!["telegram:1".into()],
+        mode: gptbot::access::AccessMode::Allowlist,
+        users: vec![],
+        chats: vec!["discord:77".into()],
+    };
+    let access = gptbot::access::AccessService::new(quota.db().clone(), &settings);
+    let stranger = UserId::new(Platform::Telegram, "2");
+    use gptbot::access::Decision;
+    assert_eq!(
+        access.decide(&stranger, None).await.unwrap(),
+        Decision::Denied
+    );
+    assert_eq!(
+        access
+            .decide(&UserId::new(Platform::Discord, "5"), Some("77"))
+            .await
+            .unwrap(),
+        Decision::Allowed
+    );
+    access
+        .set_rule("telegram:2", true, "telegram:1")
+        .await
+        .unwrap();
+    assert_eq!(
+        access.decide(&stranger, None).await.unwrap(),
+        Decision::Allowed
+    );
+    access.set_rule("telegram:2", false, "cli").await.unwrap();
+    assert_eq!(
+        access.decide(&stranger, None).await.unwrap(),
+        Decision::Denied
+    );
+    assert_eq!(
+        access.list_rules().await.unwrap(),
+        vec![("telegram:2".to_string(), false, "cli".to_string())]
+    );
+
+    let r = quota.reserve(&stranger, 100).await.unwrap();
+    quota.settle(r, 40).await.unwrap();
+    let r = quota.reserve(&stranger, 100).await.unwrap();
+    quota.refund(r).await.unwrap();
+    let stats = quota.stats().await.unwrap();
+    assert_eq!((stats.users, stats.used, stats.used_today), (1, 40, 40));
+    assert_eq!((stats.requests, stats.requests_today), (1, 1));
+    assert_eq!((stats.errors, stats.errors_today), (1, 1));
+    assert_eq!(quota.used_today(&stranger).await.unwrap(), 40);
+    assert_eq!(
+        quota.recover_stale_reservations().await.unwrap(),
+        0,
+        "never on shared PostgreSQL"
+    );
+}
