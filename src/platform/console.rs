@@ -155,7 +155,11 @@ where
             mentioned: false,
             reply_to_bot: false,
         };
-        conversation.handle(&event, adapter, None).await;
+        // Ctrl-C stops the answer in progress too (its reservation is refunded).
+        tokio::select! {
+            _ = conversation.handle(&event, adapter, None) => {}
+            _ = shutdown.changed() => break,
+        }
     }
     Ok(())
 }
