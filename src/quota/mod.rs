@@ -552,17 +552,14 @@ impl QuotaService {
         let user = reservation.user.clone();
         if reservation.unlimited {
             // Nothing was held: count the usage and grant it in the same breath.
-            let done = crate::on_db!(
-                &self.db,
-                |pool, sql| sqlx::query(sql)
-                .bind(used)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user).execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
-                "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
+            let done = self.update_with(
+            "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
                      last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4"
-            )
+                     WHERE platform = ?3 AND user_id = ?4",
+            used,
+            &user,
+        )
+        .await
             .with_context(|| format!("settling {used} tokens for {user}"))?;
             expect_one(done, &user)?;
             return Ok(Settlement {
@@ -626,6 +623,29 @@ impl QuotaService {
         })
     }
 
+    /// Runs an account `UPDATE` whose parameters are `?1` = `value`, `?2` = now, and
+    /// `?3`/`?4` = the user — the shape most ledger operations share.
+    async fn update_with(
+        &self,
+        statement: &'static str,
+        value: impl Into<Option<i64>>,
+        user: &UserId,
+    ) -> Result<crate::db::Done, sqlx::Error> {
+        let value: Option<i64> = value.into();
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(value)
+                .bind(self.now())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
+            statement
+        )
+    }
+
     /// Returns the whole reservation (the call failed).
     pub async fn refund(&self, mut reservation: Reservation) -> Result<(), QuotaError> {
         reservation.ledger = None;
@@ -641,19 +661,13 @@ impl QuotaService {
         if amount == 0 {
             return Ok(());
         }
-        crate::on_db!(
-            &self.db,
-            |pool, sql| sqlx::query(sql)
-                .bind(amount)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .execute(pool)
-                .await
-                .map(|r| crate::db::Done(r.rows_affected())),
+        self.update_with(
             "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
-             last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
+             last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
+            amount,
+            user,
         )
+        .await
         .with_context(|| format!("refunding {amount} tokens to {user}"))?;
         Ok(())
     }
@@ -680,21 +694,16 @@ impl QuotaService {
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
         let user = &self.resolve(user).await?;
         self.prepare(user).await?;
-        let done = crate::on_db!(
-            &self.db,
-            |pool, sql| sqlx::query(sql)
-                .bind(tokens)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .execute(pool)
-                .await
-                .map(|r| crate::db::Done(r.rows_affected())),
-            "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
+        let done = self
+            .update_with(
+                "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
              last_op = 'adjust', updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0"
-        )
-        .with_context(|| format!("granting {tokens} tokens to {user}"))?;
+             WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0",
+                tokens,
+                user,
+            )
+            .await
+            .with_context(|| format!("granting {tokens} tokens to {user}"))?;
         if done.rows_affected() == 0 {
             let balance = self.balance(user).await?;
             return Err(QuotaError::Invalid(format!(
@@ -717,18 +726,14 @@ impl QuotaService {
         match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
             Some(n) => {
-                crate::on_db!(
-            &self.db,
-            |pool, sql| sqlx::query(sql)
-                .bind(n)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+                self.update_with(
             "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
                      unlimited = 0, last_op = 'adjust', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4"
+                     WHERE platform = ?3 AND user_id = ?4",
+            n,
+            user,
         )
+        .await
                 .with_context(|| format!("setting the quota of {user}"))?;
             }
             None => {
@@ -763,19 +768,13 @@ impl QuotaService {
         }
         let user = &self.resolve(user).await?;
         self.ensure_account(user).await?;
-        crate::on_db!(
-            &self.db,
-            |pool, sql| sqlx::query(sql)
-                .bind(tokens)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .execute(pool)
-                .await
-                .map(|r| crate::db::Done(r.rows_affected())),
+        self.update_with(
             "UPDATE quota_accounts SET refill_tokens = ?1, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4"
+             WHERE platform = ?3 AND user_id = ?4",
+            tokens,
+            user,
         )
+        .await
         .with_context(|| format!("setting the refill of {user}"))?;
         self.balance(user).await
     }
