@@ -628,7 +628,8 @@ pub fn test_env(
     if let Some(redis) = redis {
         env.insert("REDIS_URL".into(), redis.url());
     }
-    env.insert("GPTBOT__OPENAI__TIMEOUT".into(), "2s".into());
+    // Generous: a loaded CI machine must not turn a slow answer into a retry.
+    env.insert("GPTBOT__OPENAI__TIMEOUT".into(), "10s".into());
     env.insert("GPTBOT__MODEL__MAX_TOKENS".into(), "100".into());
     for (k, v) in extra {
         env.insert(k.clone(), v.clone());
