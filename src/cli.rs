@@ -306,18 +306,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 )
                 .await?;
                 tracing::info!(username = %handle.username, "serving Telegram");
-                let task = handle.task;
-                tasks.push((
-                    "Telegram",
-                    tokio::spawn(async move {
-                        match task.await {
-                            Ok(result) => result.map_err(AppError::from),
-                            Err(e) => Err(AppError::Unexpected(anyhow::anyhow!(
-                                "Telegram task failed: {e}"
-                            ))),
-                        }
-                    }),
-                ));
+                tasks.push(handle.task);
             }
             if discord {
                 let handle = crate::platform::discord::start(
@@ -327,32 +316,18 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                 )
                 .await?;
                 tracing::info!(username = %handle.username, "serving Discord");
-                let task = handle.task;
-                tasks.push((
-                    "Discord",
-                    tokio::spawn(async move {
-                        task.await.map_err(|e| {
-                            AppError::Unexpected(anyhow::anyhow!("Discord task failed: {e}"))
-                        })
-                    }),
-                ));
+                tasks.push(handle.task);
             }
             tracing::info!("gptbot is running; Ctrl-C to stop");
-            // The first platform to stop (a conflict, or shutdown) ends the process.
-            let (result, _, rest) =
-                futures::future::select_all(tasks.into_iter().map(|(_, t)| t)).await;
-            let result = result.unwrap_or_else(|e| {
-                Err(AppError::Unexpected(anyhow::anyhow!(
-                    "platform task failed: {e}"
-                )))
-            });
-            if result.is_err() {
+            // A platform task that fails stops the others; otherwise each ends on shutdown.
+            let (first, _, rest) = futures::future::select_all(tasks).await;
+            if first.is_err() {
                 let _ = stop_tx.send(true);
             }
             for task in rest {
                 let _ = task.await;
             }
-            result
+            first.map_err(|e| AppError::Unexpected(anyhow::anyhow!("platform task failed: {e}")))
         }
     }
 }

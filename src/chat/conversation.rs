@@ -118,14 +118,6 @@ impl Conversation {
         }
     }
 
-    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
-        &self.sessions
-    }
-
-    pub fn quota(&self) -> &QuotaService {
-        &self.quota
-    }
-
     pub fn access(&self) -> &AccessService {
         &self.access
     }

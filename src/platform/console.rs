@@ -39,10 +39,6 @@ impl<W: Write + Send> ConsoleAdapter<W> {
     fn lock(&self) -> std::sync::MutexGuard<'_, ConsoleState<W>> {
         self.out.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    pub fn into_inner(self) -> W {
-        self.out.into_inner().unwrap_or_else(|p| p.into_inner()).out
-    }
 }
 
 fn io(e: std::io::Error) -> AdapterError {

@@ -268,6 +268,16 @@ impl QuotaService {
         self.clock.now().timestamp()
     }
 
+    /// The start of the current UTC day, as stored in `quota_ledger.at`.
+    fn day_start(&self) -> i64 {
+        self.clock
+            .now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or(0)
+    }
+
     /// Returns reservations a crashed process left behind to `remaining`. Only safe when
     /// no other process uses the database, which holds for SQLite.
     pub async fn recover_stale_reservations(&self) -> Result<u64, QuotaError> {
@@ -552,15 +562,16 @@ impl QuotaService {
         let user = reservation.user.clone();
         if reservation.unlimited {
             // Nothing was held: count the usage and grant it in the same breath.
-            let done = self.update_with(
-            "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
-                     last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4",
-            used,
-            &user,
-        )
-        .await
-            .with_context(|| format!("settling {used} tokens for {user}"))?;
+            let done = self
+                .update_with(
+                    "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
+                     last_charge = ?1, requests = requests + 1, last_op = 'settle', \
+                     updated_at = ?2 WHERE platform = ?3 AND user_id = ?4",
+                    used,
+                    &user,
+                )
+                .await
+                .with_context(|| format!("settling {used} tokens for {user}"))?;
             expect_one(done, &user)?;
             return Ok(Settlement {
                 charged: used,
@@ -697,8 +708,8 @@ impl QuotaService {
         let done = self
             .update_with(
                 "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
-             last_op = 'adjust', updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0",
+                 last_op = 'adjust', updated_at = ?2 \
+                 WHERE platform = ?3 AND user_id = ?4 AND remaining + ?1 >= 0",
                 tokens,
                 user,
             )
@@ -723,35 +734,23 @@ impl QuotaService {
     ) -> Result<Balance, QuotaError> {
         let user = &self.resolve(user).await?;
         self.prepare(user).await?;
-        match tokens {
+        let (statement, value) = match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
-            Some(n) => {
-                self.update_with(
-            "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
-                     unlimited = 0, last_op = 'adjust', updated_at = ?2 \
-                     WHERE platform = ?3 AND user_id = ?4",
-            n,
-            user,
-        )
-        .await
-                .with_context(|| format!("setting the quota of {user}"))?;
-            }
-            None => {
-                crate::on_db!(
-                    &self.db,
-                    |pool, sql| sqlx::query(sql)
-                        .bind(self.now())
-                        .bind(user.platform.as_str())
-                        .bind(&user.user)
-                        .execute(pool)
-                        .await
-                        .map(|r| crate::db::Done(r.rows_affected())),
-                    "UPDATE quota_accounts SET unlimited = 1, last_op = 'adjust', updated_at = ?1 \
-                     WHERE platform = ?2 AND user_id = ?3"
-                )
-                .with_context(|| format!("making {user} unlimited"))?;
-            }
-        }
+            Some(n) => (
+                "UPDATE quota_accounts SET granted = granted + (?1 - remaining), remaining = ?1, \
+                 unlimited = 0, last_op = 'adjust', updated_at = ?2 \
+                 WHERE platform = ?3 AND user_id = ?4",
+                n,
+            ),
+            None => (
+                "UPDATE quota_accounts SET unlimited = ?1, last_op = 'adjust', updated_at = ?2 \
+                 WHERE platform = ?3 AND user_id = ?4",
+                1,
+            ),
+        };
+        self.update_with(statement, value, user)
+            .await
+            .with_context(|| format!("setting the quota of {user}"))?;
         self.balance(user).await
     }
 
@@ -782,18 +781,12 @@ impl QuotaService {
     /// Totals for `/stats`: accounts, tokens used today (UTC) and overall, requests and
     /// failed calls (refunds).
     pub async fn stats(&self) -> Result<Stats, QuotaError> {
-        let day_start = self
-            .clock
-            .now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp())
-            .unwrap_or(0);
+        let day_start = self.day_start();
         let (users, used, requests): (i64, i64, i64) = crate::on_db!(
             &self.db,
-            |pool, sql| sqlx::query_as(sql)
-        .fetch_one(pool).await,
-            "SELECT COUNT(*), CAST(COALESCE(SUM(used), 0) AS BIGINT), CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM quota_accounts"
+            |pool, sql| sqlx::query_as(sql).fetch_one(pool).await,
+            "SELECT COUNT(*), CAST(COALESCE(SUM(used), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM quota_accounts"
         )
         .context("reading totals")?;
         let (used_today, requests_today, errors_today): (i64, i64, i64) = crate::on_db!(
@@ -825,13 +818,7 @@ impl QuotaService {
     /// Tokens a user used since the start of the UTC day.
     pub async fn used_today(&self, user: &UserId) -> Result<i64, QuotaError> {
         let user = &self.resolve(user).await?;
-        let day_start = self
-            .clock
-            .now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp())
-            .unwrap_or(0);
+        let day_start = self.day_start();
         let (used,): (i64,) = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query_as(sql)

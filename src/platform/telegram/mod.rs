@@ -208,7 +208,7 @@ pub struct TelegramHandle {
     /// The webhook server's bound address (webhook mode).
     pub webhook_addr: Option<SocketAddr>,
     /// Ends when the bot stops.
-    pub task: tokio::task::JoinHandle<Result<(), TelegramError>>,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// How long the start-up poll waits: longer than the other process's pause before it
@@ -339,7 +339,6 @@ pub async fn start(
             });
             let task = tokio::spawn(async move {
                 dispatcher.dispatch_with_listener(listener, on_error).await;
-                Ok(())
             });
             (task, None)
         }
@@ -388,7 +387,6 @@ pub async fn start(
                         LoggingErrorHandler::with_custom_text("error receiving Telegram updates"),
                     )
                     .await;
-                Ok(())
             });
             (task, Some(bound))
         }
