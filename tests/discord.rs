@@ -53,15 +53,7 @@ fn ann() -> serde_json::Value {
 
 /// Waits until some message the bot wrote reads `text`.
 async fn wait_text(dc: &FakeDiscord, text: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !dc.texts().iter().any(|t| t == text) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {text:?}; texts: {:#?}",
-            dc.texts()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dc.wait_text(15, text, |t| t == text).await;
 }
 
 #[tokio::test]

@@ -57,15 +57,8 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
             .any(|c| c.body["text"] == "Echo: hi from telegram" && c.body["parse_mode"] == "HTML")
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !dc.texts().iter().any(|t| t == "Echo: hi from discord") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Discord answer: {:?}",
-            dc.texts()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dc.wait_text(15, "the Discord answer", |t| t == "Echo: hi from discord")
+        .await;
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -158,24 +151,13 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
         None,
     );
     let linked = "Linked: discord:4000000000000000099 now shares the token balance of telegram:42";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !dc.texts().iter().any(|t| t.starts_with(linked)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not linked: {:?}",
-            dc.texts()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dc.wait_text(10, "the link", |t| t.starts_with(linked))
+        .await;
     dc.send_message(dm, ann_on_discord, "hello from discord", None);
-    while !dc.texts().iter().any(|t| t == "Echo: hello from discord") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no answer: {:?}",
-            dc.texts()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    dc.wait_text(10, "the Discord answer", |t| {
+        t == "Echo: hello from discord"
+    })
+    .await;
     let on_telegram = t
         .app
         .quota

@@ -8,7 +8,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -204,17 +203,14 @@ impl FakeDiscord {
     }
 
     pub async fn wait_gateway(&self, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if done(&self.state.lock().unwrap().gateway_in) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for gateway {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("gateway {what}");
+        super::eventually(
+            secs,
+            &what,
+            || done(&self.state.lock().unwrap().gateway_in),
+            String::new,
+        )
+        .await;
     }
 
     pub fn gateway_frames(&self) -> Vec<Value> {
@@ -328,22 +324,31 @@ impl FakeDiscord {
     }
 
     pub async fn wait_until(&self, secs: u64, what: &str, done: impl Fn(&[Call]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if done(&self.calls()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; calls: {:#?}",
-                    self.calls()
-                        .iter()
-                        .map(|c| format!("{} {} {}", c.method, c.path, c.body))
-                        .collect::<Vec<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually(
+            secs,
+            what,
+            || done(&self.calls()),
+            || {
+                let calls: Vec<_> = self
+                    .calls()
+                    .iter()
+                    .map(|c| format!("{} {} {}", c.method, c.path, c.body))
+                    .collect();
+                format!("calls: {calls:#?}")
+            },
+        )
+        .await;
+    }
+
+    /// Waits until some message the bot wrote satisfies `matches`.
+    pub async fn wait_text(&self, secs: u64, what: &str, matches: impl Fn(&str) -> bool) {
+        super::eventually(
+            secs,
+            what,
+            || self.texts().iter().any(|t| matches(t)),
+            || format!("texts: {:#?}", self.texts()),
+        )
+        .await;
     }
 
     fn write(&self, key: String, content: &str) {

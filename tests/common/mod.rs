@@ -113,6 +113,22 @@ impl Drop for RedisServer {
     }
 }
 
+/// Polls `done` every 20 ms until it holds; after `secs` fails with `what` and `detail()`.
+pub async fn eventually(
+    secs: u64,
+    what: &str,
+    done: impl Fn() -> bool,
+    detail: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; {}", detail());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()

@@ -38,7 +38,6 @@ struct TgState {
     reject_html: usize,
     /// (chat id, message id) → current text, as a client would see it.
     texts: HashMap<(i64, i64), String>,
-    wrong_token_calls: usize,
     webhook: String,
     /// Bumped by every getUpdates; a long poll still waiting when a newer one arrives is
     /// answered 409, as Telegram does when two processes poll one token.
@@ -238,7 +237,6 @@ async fn api(
     body: Bytes,
 ) -> Response {
     if bot_token != format!("bot{TOKEN}") {
-        fake.state.lock().unwrap().wrong_token_calls += 1;
         return error(401, "Unauthorized", None);
     }
     let body = parse_body(&headers, &body);
@@ -520,21 +518,19 @@ impl FakeTelegram {
 
     /// Waits until `done` holds for the recorded calls (panics after `secs`).
     pub async fn wait_until(&self, secs: u64, what: &str, done: impl Fn(&[Call]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if done(&self.calls()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; calls: {:#?}",
-                    self.calls()
-                        .iter()
-                        .map(|c| (&c.method, &c.body))
-                        .collect::<Vec<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::eventually(
+            secs,
+            what,
+            || done(&self.calls()),
+            || {
+                let calls: Vec<_> = self
+                    .calls()
+                    .into_iter()
+                    .map(|c| (c.method, c.body))
+                    .collect();
+                format!("calls: {calls:#?}")
+            },
+        )
+        .await;
     }
 }
