@@ -6,11 +6,16 @@
 //!   round trips per message counted from `INFO commandstats`, next to a plain GET/SET of
 //!   the same payload and `redis-benchmark` on the same server (the physical limit).
 //!
-//! Starts its own redis-server on a free port (REDIS_SERVER_BIN overrides the binary).
+//! Starts its own redis-server on a free port with the tests' launcher
+//! (REDIS_SERVER_BIN overrides the binary).
 //! Figures are printed as p50 / p90 / p99 in microseconds.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+// The tests' harness: the same redis-server launcher.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use gptbot::event::{Platform, SessionKey, UserId};
 use gptbot::quota::{QuotaPlan, QuotaService};
@@ -107,45 +112,6 @@ async fn bench_quota() {
     println!("  8 concurrent tasks: {rate:.0} reserve+settle pairs per second");
 }
 
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Redis {
-    let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(binary)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (apt-get install redis-server)");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis(child, port)
-}
-
 async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -176,8 +142,8 @@ async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 }
 
 async fn bench_sessions() {
-    let server = start_redis();
-    let url = format!("redis://127.0.0.1:{}", server.1);
+    let server = common::RedisServer::start();
+    let url = server.url();
     let options = StoreOptions {
         ttl: Duration::from_secs(3600),
         max_history: 20,
@@ -271,7 +237,7 @@ async fn bench_sessions() {
     match Command::new("redis-benchmark")
         .args([
             "-p",
-            &server.1.to_string(),
+            &server.port.to_string(),
             "-t",
             "get,set",
             "-n",
