@@ -333,14 +333,7 @@ pub fn strip_bot_mentions(content: &str, bot: u64) -> (String, bool) {
             text = text.replace(&pattern, " ");
         }
     }
-    let tidy = text
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_string();
-    (tidy, found)
+    (super::tidy_after_mention(&text), found)
 }
 
 /// A gateway message as an event, or `None` for the bot's own messages.

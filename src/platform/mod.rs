@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// Tidies a text a mention was cut out of: runs of spaces become one, lines are kept.
+pub(crate) fn tidy_after_mention(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
 /// How a platform measures message length (Telegram counts UTF-16 code units after
 /// entity parsing, Discord counts characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

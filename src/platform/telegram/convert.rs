@@ -84,14 +84,7 @@ fn strip_mentions(text: &str, entities: &[MessageEntityRef<'_>], me: &Me) -> (St
         }
     }
     out.push_str(&text[cut..]);
-    let tidy = out
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_string();
-    (tidy, addressed)
+    (crate::platform::tidy_after_mention(&out), addressed)
 }
 
 /// A word or two for what a non-text message carried.
