@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use gptbot::event::{Platform, SessionKey, UserId};
+use gptbot::core::event::{Platform, SessionKey, UserId};
 use gptbot::quota::{QuotaPlan, QuotaService};
 use gptbot::session::redis::RedisStore;
 use gptbot::session::{Role, SessionStore, StoreOptions, Turn};
@@ -43,10 +43,9 @@ fn percentiles(mut samples: Vec<Duration>) -> String {
 async fn bench_quota() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let quota = QuotaService::connect(&url, 8, QuotaPlan::fixed(1_000_000_000_000))
-        .await
-        .unwrap();
-    quota.migrate().await.unwrap();
+    let db = gptbot::db::Db::connect(&url, 8).await.unwrap();
+    db.migrate().await.unwrap();
+    let quota = QuotaService::new(db, QuotaPlan::fixed(1_000_000_000_000));
     let users: Vec<UserId> = (0..100)
         .map(|i| UserId::new(Platform::Telegram, i.to_string()))
         .collect();

@@ -6,35 +6,21 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::db::Db;
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::event::{Platform, UserId};
+use crate::config::{AccessMode, AccessSettings};
+use crate::core::event::{Platform, UserId};
+use crate::db::Db;
+
+/// The access rules could not be read or written; the database error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("access rules database error")]
+pub struct AccessError(#[source] anyhow::Error);
 
 /// How long rules read from the database are trusted before being read again (another
 /// replica may have changed them).
 const RULES_TTL: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessMode {
-    Open,
-    Allowlist,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessSettings {
-    #[serde(default)]
-    pub admins: Vec<String>,
-    pub mode: AccessMode,
-    #[serde(default)]
-    pub users: Vec<String>,
-    #[serde(default)]
-    pub chats: Vec<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -58,7 +44,7 @@ pub struct AccessService {
 }
 
 impl AccessService {
-    /// `settings` must have been validated (see [`validate`]).
+    /// `settings` were validated at load time.
     pub fn new(db: Db, settings: &AccessSettings) -> AccessService {
         AccessService {
             db,
@@ -90,7 +76,7 @@ impl AccessService {
         ids
     }
 
-    async fn rules(&self) -> Result<HashMap<String, bool>, anyhow::Error> {
+    async fn rules(&self) -> Result<HashMap<String, bool>, AccessError> {
         if let Some((loaded, rules)) = &*self.rules.read().unwrap_or_else(|p| p.into_inner())
             && loaded.elapsed() < RULES_TTL
         {
@@ -101,7 +87,8 @@ impl AccessService {
             |pool, sql| sqlx::query_as(sql).fetch_all(pool).await,
             "SELECT subject, allowed FROM access_rules"
         )
-        .context("reading access rules")?;
+        .context("reading access rules")
+        .map_err(AccessError)?;
         let rules: HashMap<String, bool> = rows.into_iter().collect();
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), rules.clone()));
@@ -113,7 +100,7 @@ impl AccessService {
         &self,
         user: &UserId,
         group: Option<&str>,
-    ) -> Result<Decision, anyhow::Error> {
+    ) -> Result<Decision, AccessError> {
         if self.is_admin(user) {
             return Ok(Decision::Admin);
         }
@@ -145,7 +132,7 @@ impl AccessService {
         subject: &str,
         allowed: bool,
         by: &str,
-    ) -> Result<(), anyhow::Error> {
+    ) -> Result<(), AccessError> {
         crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query(sql)
@@ -157,33 +144,20 @@ impl AccessService {
             "INSERT INTO access_rules (subject, allowed, by_admin, updated_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (subject) DO UPDATE SET allowed = ?2, by_admin = ?3, updated_at = ?4"
         )
-        .with_context(|| format!("saving the access rule for {subject}"))?;
+        .with_context(|| format!("saving the access rule for {subject}"))
+        .map_err(AccessError)?;
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 
     /// Every stored rule, sorted by subject.
-    pub async fn list_rules(&self) -> Result<Vec<(String, bool, String)>, anyhow::Error> {
+    pub async fn list_rules(&self) -> Result<Vec<(String, bool, String)>, AccessError> {
         crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query_as(sql).fetch_all(pool).await,
             "SELECT subject, allowed, by_admin FROM access_rules ORDER BY subject"
         )
         .context("reading access rules")
+        .map_err(AccessError)
     }
-}
-
-/// Checks the configured ids: users and admins as `platform:id`, chats as
-/// `telegram:<group chat id>` or `discord:<guild id>`.
-pub fn validate(settings: &AccessSettings) -> Result<(), (&'static str, String)> {
-    for (key, list) in [
-        ("access.admins", &settings.admins),
-        ("access.users", &settings.users),
-        ("access.chats", &settings.chats),
-    ] {
-        for entry in list {
-            UserId::parse(entry).map_err(|e| (key, format!("`{entry}`: {e}")))?;
-        }
-    }
-    Ok(())
 }

@@ -1,45 +1,79 @@
-//! Wiring: [`App::build`] turns validated [`Settings`] into the running parts (quota
-//! ledger with migrations applied, session store, model client, conversation core), the
-//! same way for the binary and for tests.
+//! Start-up and running: [`App::build`] turns validated [`Settings`] into the running
+//! parts (database with migrations applied, access control, quota ledger, session
+//! store, model client, conversation), and [`App::run_until_stopped`] serves every
+//! configured platform until the shutdown signal — the same path for the binary and
+//! for the tests.
 
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
+use tokio::sync::watch;
 
+use crate::access::{AccessError, AccessService};
 use crate::chat::{Conversation, ConversationSettings};
 use crate::config::{ConfigError, Settings};
+use crate::core::error::chain;
+use crate::core::model::{LlmError, ModelClient};
+use crate::core::session::{SessionError, SessionStore};
+use crate::db::{Db, DbError};
 use crate::llm::openai::OpenAiClient;
 use crate::llm::tokens::TokenCounter;
-use crate::llm::{LlmError, ModelClient};
-use crate::quota::{QuotaError, QuotaService};
+use crate::platform::discord::{DiscordError, DiscordHandle};
+use crate::platform::telegram::{TelegramError, TelegramHandle};
+use crate::quota::{QuotaError, QuotaPlan, QuotaService};
+use crate::session::StoreOptions;
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
-use crate::session::{SessionError, SessionStore, StoreOptions};
 
+/// Why gptbot could not start or stopped with an error. Each variant keeps its cause as
+/// the source; print it with [`crate::core::error::chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("quota database: {0:#}")]
+    #[error("quota database")]
+    Db(#[from] DbError),
+    #[error("quota ledger")]
     Quota(#[from] QuotaError),
-    #[error("session store: {0}")]
+    #[error("access rules")]
+    Access(#[from] AccessError),
+    #[error("session store")]
     Session(#[from] SessionError),
-    #[error("model client: {0}")]
+    #[error("model client")]
     Llm(#[from] LlmError),
     #[error(
         "no chat platform is configured: set TELEGRAM_BOT_TOKEN (telegram.token) and/or DISCORD_TOKEN (discord.token). To talk to the bot in this terminal, run `gptbot chat`."
     )]
     NoPlatform,
-    #[error("Telegram: {0}")]
-    Telegram(#[from] crate::platform::telegram::TelegramError),
-    #[error("Discord: {0}")]
-    Discord(#[from] crate::platform::discord::DiscordError),
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Telegram(#[from] TelegramError),
+    #[error(transparent)]
+    Discord(#[from] DiscordError),
+    #[error("reading the terminal")]
+    Terminal(#[source] std::io::Error),
+    #[error("a platform task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl AppError {
+    /// The process exit code: 2 for what the operator must fix in the configuration
+    /// (or the command line), 1 for failures at run time.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Config(_)
+            | AppError::NoPlatform
+            | AppError::Telegram(
+                TelegramError::BadToken(_) | TelegramError::NoToken | TelegramError::Conflict,
+            )
+            | AppError::Discord(DiscordError::BadToken(_) | DiscordError::NoToken) => 2,
+            _ => 1,
+        }
+    }
 }
 
 pub struct App {
     pub settings: Settings,
+    pub db: Db,
     pub quota: QuotaService,
     pub sessions: Arc<dyn SessionStore>,
     pub conversation: Arc<Conversation>,
@@ -50,10 +84,35 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Opens the quota database and applies the migrations.
+pub async fn open_db(settings: &Settings) -> Result<Db, AppError> {
+    let db = Db::connect(
+        settings.database.url.expose_secret(),
+        settings.database.max_connections,
+    )
+    .await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// The quota ledger on `db`, with the configured plan.
+pub fn quota_service(db: &Db, settings: &Settings) -> QuotaService {
+    QuotaService::new(
+        db.clone(),
+        QuotaPlan {
+            default_tokens: settings.quota.default_tokens,
+            refill: settings.quota.refill,
+            refill_tokens: settings.quota.refill_tokens,
+        },
+    )
+}
+
 impl App {
     pub async fn build(settings: Settings) -> Result<App, AppError> {
         install_crypto_provider();
-        let quota = open_quota(&settings).await?;
+        let db = open_db(&settings).await?;
+        let quota = quota_service(&db, &settings);
+        let access = Arc::new(AccessService::new(db.clone(), &settings.access));
         let options = StoreOptions {
             ttl: settings.session.ttl,
             max_history: settings.session.max_history,
@@ -71,10 +130,6 @@ impl App {
                 key: "model.tokenizer",
                 message,
             })?;
-        let access = Arc::new(crate::access::AccessService::new(
-            quota.db().clone(),
-            &settings.access,
-        ));
         let conversation = Arc::new(Conversation::new(
             access,
             sessions.clone(),
@@ -92,30 +147,117 @@ impl App {
         tracing::info!(
             sessions = sessions.backend(),
             model = %settings.model.name,
-            base_url = %settings.openai.base_url,
+            base_url = %crate::config::redact_url_str(settings.openai.base_url.as_str()),
             "gptbot core ready"
         );
         Ok(App {
             settings,
+            db,
             quota,
             sessions,
             conversation,
         })
     }
+
+    /// `gptbot run` needs at least one chat platform.
+    pub fn check_platforms(settings: &Settings) -> Result<(), AppError> {
+        if settings.telegram.token.is_none() && settings.discord.token.is_none() {
+            return Err(AppError::NoPlatform);
+        }
+        Ok(())
+    }
+
+    /// Connects every configured platform and serves it until `shutdown` turns true.
+    pub async fn run_until_stopped(&self, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+        self.start(shutdown).await?.wait().await
+    }
+
+    /// Connects every configured platform (their start-up errors come back here) and
+    /// returns them running; [`Running::wait`] waits until they stop.
+    pub async fn start(&self, shutdown: watch::Receiver<bool>) -> Result<Running, AppError> {
+        App::check_platforms(&self.settings)?;
+        let telegram = self.settings.telegram.token.is_some();
+        let discord = self.settings.discord.token.is_some();
+        // One process owns a SQLite ledger: holds left by a crash are stale.
+        match self.quota.recover_stale_reservations().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                accounts = n,
+                "returned reservations left by an earlier crash"
+            ),
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "could not check for stale reservations")
+            }
+        }
+        // A platform that fails stops the others: they all follow this inner signal.
+        let (stop, inner) = watch::channel(false);
+        let relay = stop.clone();
+        let mut outer = shutdown;
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|stop| *stop).await;
+            let _ = relay.send(true);
+        });
+        let mut running = Running {
+            telegram: None,
+            discord: None,
+            stop,
+        };
+        if telegram {
+            let handle = crate::platform::telegram::start(
+                self.conversation.clone(),
+                &self.settings.telegram,
+                inner.clone(),
+            )
+            .await?;
+            tracing::info!(username = %handle.username, "serving Telegram");
+            running.telegram = Some(handle);
+        }
+        if discord {
+            let handle = crate::platform::discord::start(
+                self.conversation.clone(),
+                &self.settings.discord,
+                inner,
+            )
+            .await;
+            let handle = match handle {
+                Ok(handle) => handle,
+                Err(e) => {
+                    let _ = running.stop.send(true);
+                    return Err(e.into());
+                }
+            };
+            tracing::info!(username = %handle.username, "serving Discord");
+            running.discord = Some(handle);
+        }
+        tracing::info!("gptbot is running; Ctrl-C to stop");
+        Ok(running)
+    }
 }
 
-/// Opens the quota database and applies the migrations.
-pub async fn open_quota(settings: &Settings) -> Result<QuotaService, AppError> {
-    let quota = QuotaService::connect(
-        settings.database.url.expose_secret(),
-        settings.database.max_connections,
-        crate::quota::QuotaPlan {
-            default_tokens: settings.quota.default_tokens,
-            refill: settings.quota.refill,
-            refill_tokens: settings.quota.refill_tokens,
-        },
-    )
-    .await?;
-    quota.migrate().await?;
-    Ok(quota)
+/// The platforms of a started [`App`].
+pub struct Running {
+    pub telegram: Option<TelegramHandle>,
+    pub discord: Option<DiscordHandle>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Waits until every platform has stopped (after the shutdown signal, or after one
+    /// of them failed, which stops the others).
+    pub async fn wait(self) -> Result<(), AppError> {
+        let tasks: Vec<_> = self
+            .telegram
+            .map(|h| h.task)
+            .into_iter()
+            .chain(self.discord.map(|h| h.task))
+            .collect();
+        let (first, _, rest) = futures::future::select_all(tasks).await;
+        if first.is_err() {
+            let _ = self.stop.send(true);
+        }
+        for task in rest {
+            let _ = task.await;
+        }
+        first.map_err(AppError::Task)
+    }
 }

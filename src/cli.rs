@@ -1,15 +1,19 @@
-//! The command line: `run`, `chat`, `migrate`, `quota show|grant`, `config check`.
-//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+//! The command line: parses arguments and calls the app — `run`, `chat`, `migrate`,
+//! `quota …`, `access …`, `stats`, `config check`. Exit codes: 0 success, 1 runtime
+//! failure, 2 bad configuration or usage ([`AppError::exit_code`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{App, AppError, open_quota};
+use crate::access::AccessService;
+use crate::app::{App, AppError, open_db, quota_service};
 use crate::config::{LogFormat, Settings};
-use crate::event::UserId;
+use crate::core::error::chain;
+use crate::core::event::UserId;
 use crate::platform::console::{ConsoleAdapter, os_user, run_console};
+use crate::quota::QuotaService;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,22 +136,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "gptbot failed");
-            eprintln!("error: {e}");
-            match e {
-                AppError::Config(_)
-                | AppError::NoPlatform
-                | AppError::Telegram(
-                    crate::platform::telegram::TelegramError::BadToken(_)
-                    | crate::platform::telegram::TelegramError::NoToken
-                    | crate::platform::telegram::TelegramError::Conflict,
-                )
-                | AppError::Discord(
-                    crate::platform::discord::DiscordError::BadToken(_)
-                    | crate::platform::discord::DiscordError::NoToken,
-                ) => ExitCode::from(2),
-                _ => ExitCode::from(1),
-            }
+            tracing::error!(error = %chain(&e), "gptbot failed");
+            eprintln!("error: {}", chain(&e));
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -174,8 +165,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Access { command } => {
-            let quota = open_quota(&settings).await?;
-            let access = crate::access::AccessService::new(quota.db().clone(), &settings.access);
+            let access = AccessService::new(open_db(&settings).await?, &settings.access);
             let (subject, allowed) = match command {
                 AccessCommand::List => {
                     for (subject, allowed, by) in access.list_rules().await? {
@@ -193,7 +183,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Migrate => {
-            open_quota(&settings).await?;
+            open_db(&settings).await?;
             println!("database migrated");
             Ok(())
         }
@@ -278,58 +268,23 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             run_console(&app.conversation, &user, stdin, &adapter, shutdown)
                 .await
-                .map_err(|e| AppError::Unexpected(anyhow::Error::new(e).context("reading stdin")))
+                .map_err(AppError::Terminal)
         }
         CliCommand::Run => {
-            let telegram = settings.telegram.token.is_some();
-            let discord = settings.discord.token.is_some();
-            if !telegram && !discord {
-                return Err(AppError::NoPlatform);
-            }
-            let app = App::build(settings).await?;
-            // One process owns a SQLite ledger: holds left by a crash are stale.
-            match app.quota.recover_stale_reservations().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    accounts = n,
-                    "returned reservations left by an earlier crash"
-                ),
-                Err(e) => tracing::error!(error = %e, "could not check for stale reservations"),
-            }
-            let (stop_tx, shutdown) = shutdown_signal();
-            let mut tasks = Vec::new();
-            if telegram {
-                let handle = crate::platform::telegram::start(
-                    app.conversation.clone(),
-                    &app.settings.telegram,
-                    shutdown.clone(),
-                )
-                .await?;
-                tracing::info!(username = %handle.username, "serving Telegram");
-                tasks.push(handle.task);
-            }
-            if discord {
-                let handle = crate::platform::discord::start(
-                    app.conversation.clone(),
-                    &app.settings.discord,
-                    shutdown.clone(),
-                )
-                .await?;
-                tracing::info!(username = %handle.username, "serving Discord");
-                tasks.push(handle.task);
-            }
-            tracing::info!("gptbot is running; Ctrl-C to stop");
-            // A platform task that fails stops the others; otherwise each ends on shutdown.
-            let (first, _, rest) = futures::future::select_all(tasks).await;
-            if first.is_err() {
-                let _ = stop_tx.send(true);
-            }
-            for task in rest {
-                let _ = task.await;
-            }
-            first.map_err(|e| AppError::Unexpected(anyhow::anyhow!("platform task failed: {e}")))
+            // Say so before opening anything: nothing would be served.
+            App::check_platforms(&settings)?;
+            let (_stop, shutdown) = shutdown_signal();
+            App::build(settings)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
         }
     }
+}
+
+/// Opens the database and the quota ledger, for the one-shot commands.
+async fn open_quota(settings: &Settings) -> Result<QuotaService, AppError> {
+    Ok(quota_service(&open_db(settings).await?, settings))
 }
 
 /// A token amount, or the `keyword` standing for "none" (`unlimited`, `default`).

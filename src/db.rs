@@ -1,9 +1,28 @@
-//! The quota database: SQLite (one process, the default) or PostgreSQL (several
-//! replicas). Queries are written once in SQLite's dialect (`?1` parameters, scalar
-//! `MIN`/`MAX`) and translated for PostgreSQL (`$1`, `LEAST`/`GREATEST`); the schema is
-//! kept twice, in `migrations/sqlite` and `migrations/postgres`.
+//! The database: SQLite (one process, the default) or PostgreSQL (several replicas).
+//! This module owns the pool and the migrations and hands the pool to the quota ledger
+//! and to access control. Queries are written once in SQLite's dialect (`?1`
+//! parameters, scalar `MIN`/`MAX`) and translated for PostgreSQL (`$1`,
+//! `LEAST`/`GREATEST`); the schema is kept twice, in `migrations/sqlite` and
+//! `migrations/postgres`.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+
+use crate::config::redact_url_str;
+
+/// Why the database could not be opened or migrated; the driver's error is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database.url `{0}`")]
+    Url(String, #[source] sqlx::Error),
+    #[error("cannot open the database `{0}`")]
+    Connect(String, #[source] sqlx::Error),
+    #[error("running database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
 
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -12,6 +31,47 @@ pub enum Db {
 }
 
 impl Db {
+    /// Opens the database: a `postgres://` URL for several replicas, otherwise a SQLite
+    /// file (created if missing) in WAL mode with a busy timeout. Migrations are not run
+    /// here; see [`Db::migrate`].
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        let shown = redact_url_str(url);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|e| DbError::Connect(shown, e))?;
+            return Ok(Db::Postgres(pool));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| DbError::Url(shown.clone(), e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            // A ping before every checkout would double the round trips to SQLite's thread.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| DbError::Connect(shown, e))?;
+        Ok(Db::Sqlite(pool))
+    }
+
+    /// Creates or updates the schema.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+        .map_err(DbError::Migrate)
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres(_))
     }

@@ -1,14 +1,19 @@
 //! gptbot: an LLM chat bot for Telegram, Discord and the terminal, with exact token
-//! quotas (SQLite ledger), history that survives restarts (Redis sessions with sliding
-//! expiry) and streaming answers from any OpenAI-compatible server.
+//! quotas (SQLite or PostgreSQL ledger), history that survives restarts (Redis sessions
+//! with sliding expiry) and streaming answers from any OpenAI-compatible server.
+//!
+//! Dependencies point inwards: [`core`] (events, commands and ports) imports nothing of
+//! the crate; [`chat`] (the conversation) uses core and the services ([`quota`],
+//! [`access`], [`llm`] token counting); the adapters in [`platform`] use chat and core;
+//! [`app`] wires everything and [`cli`] only parses arguments. [`config`] is a leaf.
 
 pub mod access;
 pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod db;
-pub mod event;
 pub mod llm;
 pub mod platform;
 pub mod quota;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use gptbot::chat::Outcome;
-use gptbot::event::{Content, Platform, UserId};
-use gptbot::platform::Stage;
+use gptbot::core::adapter::Stage;
+use gptbot::core::event::{Content, Platform, UserId};
 use gptbot::session::Role;
 
 fn adapter() -> RecordingAdapter {
@@ -96,7 +96,7 @@ async fn history_survives_a_restart_of_the_app() {
     let again = gptbot::app::App::build(settings).await.unwrap();
     again
         .conversation
-        .handle(&dm("7", "still there?"), &a, None)
+        .handle(&common::typed(&dm("7", "still there?")).unwrap(), &a)
         .await;
     let last = roles_and_contents(t.openai.requests().last().unwrap());
     assert!(
@@ -479,7 +479,13 @@ async fn corrupt_session_json_is_replaced_not_fatal() {
         r#"{"v":99,"turns":[]}"#,
         r#"{"v":1,"turns":"x"}"#,
     ] {
-        t.app.sessions.put_raw(&key, garbage).await.unwrap();
+        let mut redis = t.redis.as_ref().unwrap().client().await;
+        let _: () = redis::cmd("SET")
+            .arg(format!("gptbot:session:{key}"))
+            .arg(garbage)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
         let outcome = t.send(&a, &dm("1", "still works?")).await;
         assert!(
             matches!(outcome, Outcome::Answered { .. }),
@@ -676,7 +682,7 @@ async fn allowlist_mode_refuses_strangers_without_charging_them() {
     assert_eq!(t.openai.request_count(), 0);
     // Never charged: not even an account was opened for the stranger.
     let (accounts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM quota_accounts")
-        .fetch_one(t.app.quota.db().sqlite().unwrap())
+        .fetch_one(t.app.db.sqlite().unwrap())
         .await
         .unwrap();
     assert_eq!(accounts, 0);
@@ -891,10 +897,8 @@ async fn concurrent_turns_of_one_user_on_two_replicas_are_all_kept() {
     }));
     let first = dm("1", "first question");
     let second = dm("1", "second question");
-    let (x, y) = tokio::join!(
-        t.send(&a, &first),
-        other.conversation.handle(&second, &a, None)
-    );
+    let second = common::typed(&second).unwrap();
+    let (x, y) = tokio::join!(t.send(&a, &first), other.conversation.handle(&second, &a));
     assert!(matches!(x, Outcome::Answered { .. }) && matches!(y, Outcome::Answered { .. }));
     let session = t.app.sessions.load(&first.session_key()).await.unwrap();
     let users: Vec<&str> = session
@@ -959,7 +963,7 @@ async fn replicas_racing_for_one_small_quota_never_overspend() {
         events
             .iter()
             .enumerate()
-            .map(|(i, e)| replicas[i % 5].handle(e, &a, None)),
+            .map(|(i, e)| replicas[i % 5].handle(e, &a)),
     )
     .await;
     let charged: Vec<i64> = outcomes
@@ -1022,7 +1026,7 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
     assert!(a.last_message().contains("unknown or has expired"));
 
     // Discord usage is paid from the Telegram account; histories stay apart.
-    discord.content = gptbot::event::Content::Text("hello from discord".into());
+    discord.content = gptbot::core::event::Content::Text("hello from discord".into());
     let Outcome::Answered { charged, .. } = t.send(&a, &discord).await else {
         panic!()
     };
@@ -1047,7 +1051,7 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
             .is_empty()
     );
 
-    discord.content = gptbot::event::Content::Text("/unlink".into());
+    discord.content = gptbot::core::event::Content::Text("/unlink".into());
     t.send(&a, &discord).await;
     assert!(a.last_message().starts_with("Unlinked"));
     let own = t.app.quota.balance(&dc_user).await.unwrap();

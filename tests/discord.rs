@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::discord::*;
 use common::*;
-use gptbot::event::{Platform, UserId};
+use gptbot::core::event::{Platform, UserId};
 use gptbot::platform::discord::{self, DiscordHandle};
 use serde_json::json;
 use tokio::sync::watch;

@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use gptbot::event::{Platform, UserId};
+use gptbot::core::event::{Platform, UserId};
+use gptbot::db::Db;
 use gptbot::quota::{QuotaError, QuotaPlan, QuotaService};
 
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +44,9 @@ async fn open(plan: QuotaPlan) -> (QuotaService, Guard) {
             (url, Guard::Pg(pg))
         }
     };
-    let quota = QuotaService::connect(&url, 8, plan).await.unwrap();
-    quota.migrate().await.unwrap();
-    (quota, guard)
+    let db = Db::connect(&url, 8).await.unwrap();
+    db.migrate().await.unwrap();
+    (QuotaService::new(db, plan), guard)
 }
 
 async fn ledger(default_tokens: i64) -> (QuotaService, Guard) {
@@ -76,7 +77,7 @@ async fn the_database_is_created_in_wal_mode_with_the_schema() {
         "granted = remaining + reserved + used is not enforced"
     );
     // Migrating twice is harmless.
-    quota.migrate().await.unwrap();
+    quota.db().migrate().await.unwrap();
 }
 
 async fn reserve_settle_and_refund_move_tokens_exactly() {
@@ -513,11 +514,10 @@ mod ledger_property {
                     let n = cases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let url = pg.database(&format!("prop{n}")).await;
                     let clock = ManualClock::at(2026, 11, 27, 12, 0, 0);
-                    let quota = QuotaService::connect(&url, 4, plan(Refill::Daily, 500, 800))
-                        .await
-                        .unwrap()
+                    let db = Db::connect(&url, 4).await.unwrap();
+                    db.migrate().await.unwrap();
+                    let quota = QuotaService::new(db, plan(Refill::Daily, 500, 800))
                         .with_clock(clock.clone());
-                    quota.migrate().await.unwrap();
                     apply(&quota, &clock, ops).await;
                 });
                 Ok(())

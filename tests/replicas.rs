@@ -11,7 +11,7 @@ use common::telegram::{FakeTelegram, private_chat, user_json};
 use common::*;
 use gptbot::app::App;
 use gptbot::config::Settings;
-use gptbot::event::{Platform, SessionKey, UserId};
+use gptbot::core::event::{Platform, SessionKey, UserId};
 use tokio::sync::watch;
 
 const SECRET: &str = "replica-secret_1";
@@ -162,18 +162,16 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
 async fn access_rules_and_stats_work_on_postgres() {
     let pg = PostgresServer::start();
     let url = pg.database("ops").await;
-    let quota =
-        gptbot::quota::QuotaService::connect(&url, 4, gptbot::quota::QuotaPlan::fixed(1000))
-            .await
-            .unwrap();
-    quota.migrate().await.unwrap();
-    let settings = gptbot::access::AccessSettings {
+    let db = gptbot::db::Db::connect(&url, 4).await.unwrap();
+    db.migrate().await.unwrap();
+    let quota = gptbot::quota::QuotaService::new(db.clone(), gptbot::quota::QuotaPlan::fixed(1000));
+    let settings = gptbot::config::AccessSettings {
         admins: vec!["telegram:1".into()],
-        mode: gptbot::access::AccessMode::Allowlist,
+        mode: gptbot::config::AccessMode::Allowlist,
         users: vec![],
         chats: vec!["discord:77".into()],
     };
-    let access = gptbot::access::AccessService::new(quota.db().clone(), &settings);
+    let access = gptbot::access::AccessService::new(db, &settings);
     let stranger = UserId::new(Platform::Telegram, "2");
     use gptbot::access::Decision;
     assert_eq!(

@@ -74,10 +74,11 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
 
     // One ledger: both users were charged in the same database.
     let settings = gptbot::config::Settings::load(None, &env).unwrap();
-    let quota = gptbot::app::open_quota(&settings).await.unwrap();
+    let db = gptbot::app::open_db(&settings).await.unwrap();
+    let quota = gptbot::app::quota_service(&db, &settings);
     for user in ["telegram:77", "discord:4000000000000000077"] {
         let balance = quota
-            .balance(&gptbot::event::UserId::parse(user).unwrap())
+            .balance(&gptbot::core::event::UserId::parse(user).unwrap())
             .await
             .unwrap();
         assert_eq!(balance.requests, 1, "{user}");
@@ -161,13 +162,13 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
     let on_telegram = t
         .app
         .quota
-        .balance(&gptbot::event::UserId::parse("telegram:42").unwrap())
+        .balance(&gptbot::core::event::UserId::parse("telegram:42").unwrap())
         .await
         .unwrap();
     let on_discord = t
         .app
         .quota
-        .balance(&gptbot::event::UserId::parse("discord:4000000000000000099").unwrap())
+        .balance(&gptbot::core::event::UserId::parse("discord:4000000000000000099").unwrap())
         .await
         .unwrap();
     assert_eq!(on_telegram, on_discord, "one balance");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use gptbot::event::{Platform, SessionKey};
+use gptbot::core::event::{Platform, SessionKey};
 use gptbot::session::memory::MemoryStore;
 use gptbot::session::redis::RedisStore;
 use gptbot::session::{Role, SessionStore, StoreOptions, Turn};
@@ -28,18 +28,71 @@ fn turn(role: Role, content: &str) -> Turn {
     }
 }
 
+/// A store under test: the port, plus a look at what it keeps (expiry, raw values)
+/// that the port does not offer.
+enum Tested {
+    Redis(RedisStore, redis::aio::MultiplexedConnection),
+    Memory(MemoryStore),
+}
+
+impl std::ops::Deref for Tested {
+    type Target = dyn SessionStore;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Tested::Redis(store, _) => store,
+            Tested::Memory(store) => store,
+        }
+    }
+}
+
+impl Tested {
+    /// Time left before the session expires; `None` when there is none.
+    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, redis::RedisError> {
+        match self {
+            Tested::Redis(store, conn) => {
+                let ms: i64 = redis::cmd("PTTL")
+                    .arg(store.key(key))
+                    .query_async(&mut conn.clone())
+                    .await?;
+                Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+            }
+            Tested::Memory(store) => Ok(store.time_to_live(key)),
+        }
+    }
+
+    /// Stores a raw value as is, as a corrupt or foreign writer would.
+    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), redis::RedisError> {
+        match self {
+            Tested::Redis(store, conn) => {
+                redis::cmd("SET")
+                    .arg(store.key(key))
+                    .arg(raw)
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(&mut conn.clone())
+                    .await
+            }
+            Tested::Memory(store) => {
+                store.put_raw(key, raw);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs `body` against both stores built with `options`.
 async fn both<F, Fut>(options: StoreOptions, body: F)
 where
-    F: Fn(Arc<dyn SessionStore>) -> Fut,
+    F: Fn(Arc<Tested>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let redis = RedisServer::start();
     let store = RedisStore::connect(&redis.url(), "test", options)
         .await
         .unwrap();
-    body(Arc::new(store)).await;
-    body(Arc::new(MemoryStore::new(options))).await;
+    body(Arc::new(Tested::Redis(store, redis.client().await))).await;
+    body(Arc::new(Tested::Memory(MemoryStore::new(options)))).await;
 }
 
 fn opts(ttl_ms: u64, max_history: usize) -> StoreOptions {
@@ -271,8 +324,8 @@ async fn an_unreachable_redis_fails_at_start_with_a_clear_error() {
     )
     .await
     .err()
-    .expect("nothing listens there")
-    .to_string();
+    .expect("nothing listens there");
+    let err = gptbot::core::error::chain(&err).to_string();
     assert!(err.contains("cannot connect to Redis"), "{err}");
     assert!(!err.contains("secretpw"), "{err}");
 }

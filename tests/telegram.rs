@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::telegram::*;
 use common::*;
-use gptbot::event::{Platform, UserId};
+use gptbot::core::event::{Platform, UserId};
 use gptbot::platform::telegram::{self, TelegramError, TelegramHandle};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -421,7 +421,7 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer() {
 
     // Only what was used is charged; the partial answer is in the history.
     let user = UserId::new(Platform::Telegram, "21");
-    let key = gptbot::event::SessionKey {
+    let key = gptbot::core::event::SessionKey {
         platform: Platform::Telegram,
         chat: "21".into(),
         user: "21".into(),
@@ -433,7 +433,7 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer() {
     assert!(!partial.contains("part39"));
     // Charged: the prompt and the partial answer, as counted locally (no usage came).
     let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
-    let prompt = gptbot::session::context::build_prompt(
+    let prompt = gptbot::chat::context::build_prompt(
         &counter,
         &b.t.app.settings.bot.system_prompt,
         &[],

@@ -1,9 +1,97 @@
-//! The platform-neutral chat core: command parsing, the conversation flow, streaming
-//! replies and message splitting.
+//! The conversation: one incoming event in, replies out through a
+//! [`ChatAdapter`](crate::core::adapter::ChatAdapter). Each use case has its room:
+//! [`gate`] (who may talk, what the event is), [`commands`] (one file per group),
+//! [`turn`] (the reply pipeline: reserve → prompt → stream → settle → record →
+//! deliver), [`inflight`] (one answer per user, `/cancel`), [`notices`] (what the bot
+//! says when something fails), and the delivery helpers [`reply`] and [`split`].
+//!
+//! Nothing a user sends can lose a history turn or a quota token: a failed call refunds
+//! its reservation, and a turn is recorded only once the answer is complete.
 
 pub mod commands;
-pub mod conversation;
+pub mod context;
+mod gate;
+mod inflight;
+mod notices;
 pub mod reply;
 pub mod split;
+mod turn;
 
-pub use conversation::{Conversation, ConversationSettings, Outcome};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::access::AccessService;
+use crate::core::event::UserId;
+use crate::core::model::ModelClient;
+use crate::core::session::SessionStore;
+use crate::llm::tokens::TokenCounter;
+use crate::quota::QuotaService;
+
+#[derive(Debug, Clone)]
+pub struct ConversationSettings {
+    pub bot_name: String,
+    pub default_system_prompt: String,
+    pub max_tokens: u32,
+    pub context_tokens: u32,
+    /// Model requests per user per minute; 0 for no limit.
+    pub per_user_per_minute: u32,
+}
+
+/// What became of an event (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not for us: another bot, a group message not addressed to us.
+    Ignored,
+    /// A command or notice was answered.
+    Replied,
+    /// The model answered; tokens as settled.
+    Answered { reserved: i64, charged: i64 },
+    /// Refused before the model was called (quota, too long, bad input).
+    Refused,
+    /// The model call failed; the reservation was refunded.
+    Failed,
+    /// Stopped by /cancel; only what was used was charged.
+    Cancelled { reserved: i64, charged: i64 },
+}
+
+/// The services one conversation needs, shared by every platform of the process.
+pub struct Conversation {
+    access: Arc<AccessService>,
+    sessions: Arc<dyn SessionStore>,
+    quota: QuotaService,
+    model: Arc<dyn ModelClient>,
+    counter: TokenCounter,
+    settings: ConversationSettings,
+    limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+    in_flight: inflight::InFlight,
+}
+
+impl Conversation {
+    pub fn new(
+        access: Arc<AccessService>,
+        sessions: Arc<dyn SessionStore>,
+        quota: QuotaService,
+        model: Arc<dyn ModelClient>,
+        counter: TokenCounter,
+        settings: ConversationSettings,
+    ) -> Conversation {
+        let limiter = NonZeroU32::new(settings.per_user_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        Conversation {
+            access,
+            sessions,
+            quota,
+            model,
+            counter,
+            settings,
+            limiter,
+            in_flight: inflight::InFlight::default(),
+        }
+    }
+
+    pub fn access(&self) -> &AccessService {
+        &self.access
+    }
+}

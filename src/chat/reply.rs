@@ -7,11 +7,14 @@
 use tokio::time::{Duration, Instant};
 
 use super::split::{split_first, with_carry};
-use crate::platform::{AdapterError, Capabilities, ChatAdapter, ReplyTarget, SentMessage, Stage};
+use crate::core::adapter::{
+    AdapterError, Capabilities, ChatAdapter, ReplyTarget, SentMessage, Stage,
+};
+use crate::core::error::chain;
 
-/// How often a message that must arrive (a sealed part, the final text) is retried
-/// after flood-control answers.
-const MAX_FORCED_ATTEMPTS: u32 = 8;
+/// How often a message that must arrive (a sealed part, the final text, a notice) is
+/// tried when the platform answers with flood control.
+pub(super) const MAX_FORCED_ATTEMPTS: u32 = 8;
 
 struct Live {
     message: SentMessage,
@@ -29,15 +32,8 @@ pub struct ReplyStream<'a> {
     live: Option<Live>,
     last_write: Option<Instant>,
     blocked_until: Option<Instant>,
-    messages: Vec<SentMessage>,
-    edits: usize,
-}
-
-/// What was delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    pub messages: Vec<SentMessage>,
-    pub edits: usize,
+    /// Whether any message went out.
+    shown: bool,
 }
 
 impl<'a> ReplyStream<'a> {
@@ -52,9 +48,13 @@ impl<'a> ReplyStream<'a> {
             live: None,
             last_write: None,
             blocked_until: None,
-            messages: Vec::new(),
-            edits: 0,
+            shown: false,
         }
+    }
+
+    /// The platform this reply goes to.
+    pub fn adapter(&self) -> &'a dyn ChatAdapter {
+        self.adapter
     }
 
     /// The whole answer so far.
@@ -63,7 +63,7 @@ impl<'a> ReplyStream<'a> {
     }
 
     pub fn has_shown_anything(&self) -> bool {
-        !self.messages.is_empty()
+        self.shown
     }
 
     /// Adds streamed text and shows it if the edit interval allows.
@@ -73,12 +73,8 @@ impl<'a> ReplyStream<'a> {
     }
 
     /// Delivers the complete text.
-    pub async fn finish(mut self) -> Result<Delivered, AdapterError> {
-        self.flush(true).await?;
-        Ok(Delivered {
-            messages: self.messages,
-            edits: self.edits,
-        })
+    pub async fn finish(mut self) -> Result<(), AdapterError> {
+        self.flush(true).await
     }
 
     async fn flush(&mut self, final_: bool) -> Result<(), AdapterError> {
@@ -103,8 +99,8 @@ impl<'a> ReplyStream<'a> {
         } else {
             match self.show(display, Stage::Draft, false).await {
                 // A failed draft is only a missed frame: the final edit carries the text.
-                Err(AdapterError::Unexpected(e)) => {
-                    tracing::warn!(error = %e, "streaming edit failed");
+                Err(e @ AdapterError::Failed(_)) => {
+                    tracing::warn!(error = %chain(&e), "streaming edit failed");
                     Ok(())
                 }
                 other => other,
@@ -115,9 +111,6 @@ impl<'a> ReplyStream<'a> {
     /// Shows `text` in the live message (sending one if there is none). Unforced
     /// writes are skipped while the interval or a flood pause runs; forced writes wait.
     async fn show(&mut self, text: String, stage: Stage, force: bool) -> Result<(), AdapterError> {
-        if stage == Stage::Draft && !self.caps.can_edit {
-            return Ok(());
-        }
         if let Some(live) = &self.live
             && live.shown == text
             && live.stage == stage
@@ -138,7 +131,7 @@ impl<'a> ReplyStream<'a> {
                 tokio::time::sleep_until(ready_at).await;
             }
             let result = match &self.live {
-                Some(live) if self.caps.can_edit => self
+                Some(live) => self
                     .adapter
                     .edit(&live.message, &text, stage)
                     .await
@@ -155,7 +148,7 @@ impl<'a> ReplyStream<'a> {
                     self.blocked_until = None;
                     match sent {
                         Some(message) => {
-                            self.messages.push(message.clone());
+                            self.shown = true;
                             self.live = Some(Live {
                                 message,
                                 shown: text,
@@ -163,7 +156,6 @@ impl<'a> ReplyStream<'a> {
                             });
                         }
                         None => {
-                            self.edits += 1;
                             if let Some(live) = &mut self.live {
                                 live.shown = text;
                                 live.stage = stage;

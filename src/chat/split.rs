@@ -2,7 +2,7 @@
 //! word boundaries, never inside a character, with ``` code fences closed at the end of
 //! one message and reopened (same language) at the start of the next.
 
-use crate::platform::LengthUnit;
+use crate::core::adapter::LengthUnit;
 
 const FENCE: &str = "```";
 const CLOSE: &str = "\n```";

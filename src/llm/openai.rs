@@ -19,13 +19,13 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
 use crate::config::Settings;
+use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
 
 pub struct OpenAiClient {
     client: Client<OpenAIConfig>,
     model: String,
-    temperature: f32,
+    temperature: f64,
     max_tokens_field: String,
     timeout: Duration,
     max_retries: u32,
@@ -39,11 +39,13 @@ impl OpenAiClient {
             .read_timeout(openai.timeout)
             .user_agent(concat!("gptbot/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LlmError::Unexpected(anyhow::anyhow!("building HTTP client: {e}")))?;
+            .map_err(|e| {
+                LlmError::Unexpected(anyhow::Error::new(e).context("building HTTP client"))
+            })?;
         // Both values are always set explicitly: OpenAIConfig would otherwise read
         // OPENAI_* variables behind the configuration's back.
         let config = OpenAIConfig::new()
-            .with_api_base(openai.base_url.trim_end_matches('/'))
+            .with_api_base(openai.base_url.as_str().trim_end_matches('/'))
             .with_api_key(
                 openai
                     .api_key
@@ -132,7 +134,7 @@ impl ModelClient for OpenAiClient {
                 Ok(stream) => return Ok(stream),
                 Err(e) if attempt < self.max_retries && retry_here(&e) => {
                     let delay = Duration::from_millis(200) * 2u32.pow(attempt);
-                    tracing::warn!(error = %e, attempt = attempt + 1, ?delay, "model request failed before the first token, retrying");
+                    tracing::warn!(error = %crate::core::error::chain(&e), attempt = attempt + 1, ?delay, "model request failed before the first token, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -232,7 +234,7 @@ fn map_error(e: OpenAIError, timeout: Duration) -> LlmError {
             "unreadable response ({e}): {}",
             body.chars().take(200).collect::<String>()
         )),
-        other => LlmError::Unexpected(anyhow::anyhow!(other)),
+        other => LlmError::Unexpected(anyhow::Error::new(other)),
     }
 }
 

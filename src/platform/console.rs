@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
 use crate::chat::Conversation;
-use crate::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use crate::core::adapter::{
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
 
 pub struct ConsoleAdapter<W: Write + Send> {
     out: Mutex<ConsoleState<W>>,
@@ -42,7 +44,7 @@ impl<W: Write + Send> ConsoleAdapter<W> {
 }
 
 fn io(e: std::io::Error) -> AdapterError {
-    AdapterError::Unexpected(anyhow::Error::new(e).context("writing to the terminal"))
+    AdapterError::Failed(anyhow::Error::new(e).context("writing to the terminal"))
 }
 
 #[async_trait]
@@ -51,7 +53,6 @@ impl<W: Write + Send> ChatAdapter for ConsoleAdapter<W> {
         Capabilities {
             max_message_len: 1 << 20,
             length_unit: LengthUnit::Chars,
-            can_edit: true,
             min_edit_interval: self.edit_interval,
         }
     }
@@ -147,13 +148,16 @@ where
                 is_bot: false,
             },
             message_id: n.to_string(),
-            content: Content::Text(text.to_string()),
+            content: match Content::from_typed(text, None) {
+                Some(content) => content,
+                None => continue,
+            },
             mentioned: false,
             reply_to_bot: false,
         };
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {
-            _ = conversation.handle(&event, adapter, None) => {}
+            _ = conversation.handle(&event, adapter) => {}
             _ = shutdown.changed() => break,
         }
     }

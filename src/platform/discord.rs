@@ -20,10 +20,14 @@ use serenity::all::{
 use serenity::http::Http;
 use tokio::sync::watch;
 
-use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
 use crate::chat::Conversation;
 use crate::config::DiscordSettings;
-use crate::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use crate::core::adapter::{
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+};
+use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
+use crate::core::error::chain;
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
 
 /// Discord's limit on a message's content, in characters.
 pub const MAX_MESSAGE_LEN: usize = 2000;
@@ -38,7 +42,7 @@ pub enum DiscordError {
     BadToken(String),
     #[error("cannot reach Discord at {url}: {message}")]
     Unreachable { url: String, message: String },
-    #[error(transparent)]
+    #[error("Discord set-up failed")]
     Unexpected(#[from] anyhow::Error),
 }
 
@@ -58,7 +62,7 @@ fn adapter_error(e: serenity::Error) -> AdapterError {
             if response.status_code.as_u16() == 429 {
                 return AdapterError::RetryAfter(DEFAULT_RETRY_AFTER);
             }
-            AdapterError::Unexpected(anyhow::anyhow!(
+            AdapterError::Failed(anyhow::anyhow!(
                 "Discord answered {} to {}: {} (code {})",
                 response.status_code,
                 response.method,
@@ -66,7 +70,7 @@ fn adapter_error(e: serenity::Error) -> AdapterError {
                 response.error.code
             ))
         }
-        other => AdapterError::Unexpected(anyhow::anyhow!("Discord request failed: {other}")),
+        other => AdapterError::Failed(anyhow::Error::new(other).context("Discord request failed")),
     }
 }
 
@@ -74,14 +78,13 @@ fn parse_id(id: &str) -> Result<u64, AdapterError> {
     id.parse::<u64>()
         .ok()
         .filter(|n| *n != 0)
-        .ok_or_else(|| AdapterError::Unexpected(anyhow::anyhow!("`{id}` is not a Discord id")))
+        .ok_or_else(|| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Discord id")))
 }
 
 fn caps(edit_interval: Duration) -> Capabilities {
     Capabilities {
         max_message_len: MAX_MESSAGE_LEN,
         length_unit: LengthUnit::Chars,
-        can_edit: true,
         min_edit_interval: edit_interval,
     }
 }
@@ -350,7 +353,7 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
     let content = if text.is_empty() && !msg.attachments.is_empty() {
         Content::Unsupported("an attachment".into())
     } else if msg.sticker_items.is_empty() || !text.is_empty() {
-        Content::Text(text)
+        Content::from_typed(&text, None)?
     } else {
         Content::Unsupported("a sticker".into())
     };
@@ -365,7 +368,8 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
     ))
 }
 
-/// A slash command as an event: its text is what the user would have typed.
+/// A slash command as an event: its options map straight onto the typed [`BotCommand`]
+/// (no text round trip, so option values may hold spaces).
 pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> {
     let option = |name: &str| {
         command
@@ -388,34 +392,45 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
             })
     };
     let user = || option("user").unwrap_or_default();
-    let text = match command.data.name.as_str() {
-        "grant" => format!(
-            "/grant {} {}",
-            user(),
-            integer("tokens").unwrap_or_default()
-        ),
-        "setquota" => format!(
-            "/setquota {} {}",
-            user(),
-            option("tokens").unwrap_or_default()
-        ),
-        "usage" => format!("/usage {}", user()),
-        "stats" => "/stats".to_string(),
-        "allow" => format!("/allow {}", user()),
-        "deny" => format!("/deny {}", user()),
-        "chat" => format!("/ask {}", option("prompt").unwrap_or_default()),
-        "reset" => "/reset".to_string(),
-        "cancel" => "/cancel".to_string(),
-        "link" => match option("code") {
-            Some(code) => format!("/link {code}"),
-            None => "/link".to_string(),
-        },
-        "unlink" => "/unlink".to_string(),
-        "quota" => "/quota".to_string(),
-        "system" => match option("prompt") {
-            Some(p) => format!("/system {p}"),
-            None => "/system".to_string(),
-        },
+    let parsed = match command.data.name.as_str() {
+        "grant" => BotCommand::Admin(AdminCommand::Grant {
+            user: user(),
+            tokens: integer("tokens").unwrap_or_default(),
+        }),
+        "setquota" => {
+            let tokens = option("tokens").unwrap_or_default();
+            let tokens = tokens.trim();
+            if tokens.eq_ignore_ascii_case("unlimited") {
+                BotCommand::Admin(AdminCommand::SetQuota {
+                    user: user(),
+                    tokens: None,
+                })
+            } else {
+                match tokens.parse::<i64>() {
+                    Ok(n) if n >= 0 => BotCommand::Admin(AdminCommand::SetQuota {
+                        user: user(),
+                        tokens: Some(n),
+                    }),
+                    _ => BotCommand::AdminUsage(admin_usage("setquota")),
+                }
+            }
+        }
+        "usage" => BotCommand::Admin(AdminCommand::Usage { user: user() }),
+        "stats" => BotCommand::Admin(AdminCommand::Stats),
+        "allow" => BotCommand::Admin(AdminCommand::Allow { subject: user() }),
+        "deny" => BotCommand::Admin(AdminCommand::Deny { subject: user() }),
+        "chat" => BotCommand::Ask(option("prompt").unwrap_or_default()),
+        "reset" => BotCommand::Reset,
+        "cancel" => BotCommand::Cancel,
+        "link" => BotCommand::Link(option("code").filter(|c| !c.trim().is_empty())),
+        "unlink" => BotCommand::Unlink,
+        "quota" => BotCommand::Quota,
+        "system" => BotCommand::System(match option("prompt") {
+            None => SystemArg::Show,
+            Some(p) if p.trim().is_empty() => SystemArg::Show,
+            Some(p) if p.trim().eq_ignore_ascii_case("reset") => SystemArg::Reset,
+            Some(p) => SystemArg::Set(p),
+        }),
         _ => return None,
     };
     // A slash command is always addressed to the bot.
@@ -424,7 +439,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         command.guild_id,
         &command.user,
         command.id.get(),
-        Content::Text(text),
+        Content::Command(parsed),
         true,
         false,
     ))
@@ -500,7 +515,7 @@ impl EventHandler for Handler {
             Ok(n) => {
                 tracing::info!(commands = n, guilds = ?self.guild_ids, "slash commands registered")
             }
-            Err(e) => tracing::error!(error = %e, "could not register slash commands"),
+            Err(e) => tracing::error!(error = %chain(&e), "could not register slash commands"),
         }
         tracing::info!(username = %ready.user.name, session = %ready.session_id, "Discord bot connected");
         let _ = self.ready.send(Some(ready.user.name.clone()));
@@ -539,7 +554,7 @@ impl EventHandler for Handler {
             http: ctx.http.clone(),
             edit_interval: self.edit_interval,
         };
-        self.conversation.handle(&event, &adapter, None).await;
+        self.conversation.handle(&event, &adapter).await;
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
@@ -554,7 +569,7 @@ impl EventHandler for Handler {
             command.defer(&ctx.http).await
         };
         if let Err(e) = deferred {
-            tracing::error!(error = %e, command = %command.data.name, "could not defer an interaction");
+            tracing::error!(error = %chain(&e), command = %command.data.name, "could not defer an interaction");
             return;
         }
         let Some(event) = interaction_event(&command) else {
@@ -573,44 +588,7 @@ impl EventHandler for Handler {
             edit_interval: self.edit_interval,
             original_used: Mutex::new(false),
         };
-        self.conversation.handle(&event, &adapter, None).await;
-    }
-}
-
-/// The gateway shards one process runs (`first..=last` of `total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardRange {
-    pub first: u32,
-    pub last: u32,
-    pub total: u32,
-}
-
-impl ShardRange {
-    /// Parses `discord.shards`: "" (one shard, the default), "0-1/4", "2/4".
-    pub fn parse(text: &str) -> Result<Option<ShardRange>, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let bad = || format!("`{text}` is not a shard range like \"0-1/4\" or \"2/4\"");
-        let (range, total) = text.split_once('/').ok_or_else(bad)?;
-        let total: u32 = total.trim().parse().map_err(|_| bad())?;
-        let (first, last) = match range.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse().map_err(|_| bad())?,
-                b.trim().parse().map_err(|_| bad())?,
-            ),
-            None => {
-                let n = range.trim().parse().map_err(|_| bad())?;
-                (n, n)
-            }
-        };
-        if total == 0 || first > last || last >= total {
-            return Err(format!(
-                "`{text}`: shards must satisfy first <= last < total"
-            ));
-        }
-        Ok(Some(ShardRange { first, last, total }))
+        self.conversation.handle(&event, &adapter).await;
     }
 }
 
@@ -628,7 +606,7 @@ pub async fn start(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<DiscordHandle, DiscordError> {
     let token = settings.token.as_ref().ok_or(DiscordError::NoToken)?;
-    let api_url = settings.api_url.trim_end_matches('/').to_string();
+    let api_url = settings.api_url.as_str().trim_end_matches('/').to_string();
     // serenity's rate limiter ignores the proxy setting, so a custom base URL (a REST
     // proxy, or the tests' fake) runs without it; against Discord itself it stays on and
     // honours 429s transparently.
@@ -640,16 +618,16 @@ pub async fn start(
             .ratelimiter_disabled(true)
             .build()
     };
-    let me = http.get_current_user().await.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("401") || text.contains("Unauthorized") {
-            DiscordError::BadToken(text)
-        } else {
-            DiscordError::Unreachable {
-                url: api_url.clone(),
-                message: text,
-            }
+    let me = http.get_current_user().await.map_err(|e| match e {
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(ref r))
+            if r.status_code.as_u16() == 401 =>
+        {
+            DiscordError::BadToken(e.to_string())
         }
+        other => DiscordError::Unreachable {
+            url: api_url.clone(),
+            message: other.to_string(),
+        },
     })?;
     let intents = GatewayIntents::GUILDS
         | GatewayIntents::GUILD_MESSAGES
@@ -667,9 +645,8 @@ pub async fn start(
     let mut client = serenity::all::ClientBuilder::new_with_http(http, intents)
         .event_handler(handler)
         .await
-        .map_err(|e| anyhow::anyhow!("building the Discord client: {e}"))?;
-    let shards =
-        ShardRange::parse(&settings.shards).map_err(|e| anyhow::anyhow!("discord.shards: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("building the Discord client"))?;
+    let shards = settings.shards;
     let shard_manager = client.shard_manager.clone();
     let task = tokio::spawn(async move {
         let result = match shards {
@@ -686,7 +663,7 @@ pub async fn start(
             None => client.start().await,
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "Discord client stopped");
+            tracing::error!(error = %chain(&e), "Discord client stopped");
         }
     });
     tokio::spawn(async move {
@@ -718,30 +695,6 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shard_ranges_parse() {
-        assert_eq!(ShardRange::parse("").unwrap(), None);
-        assert_eq!(
-            ShardRange::parse("0-1/4").unwrap(),
-            Some(ShardRange {
-                first: 0,
-                last: 1,
-                total: 4
-            })
-        );
-        assert_eq!(
-            ShardRange::parse(" 2/4 ").unwrap(),
-            Some(ShardRange {
-                first: 2,
-                last: 2,
-                total: 4
-            })
-        );
-        for bad in ["4/4", "2-1/4", "a-b/2", "1-2", "0/0"] {
-            assert!(ShardRange::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn bot_mentions_are_stripped_in_both_forms() {

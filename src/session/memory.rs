@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Session, SessionError, SessionStore, StoreOptions, Turn, append_bounded};
-use crate::event::SessionKey;
+use crate::core::event::SessionKey;
 
 struct Entry {
     raw: String,
@@ -34,14 +34,25 @@ impl MemoryStore {
         }
     }
 
-    /// Number of live sessions (expired ones are not counted).
-    pub fn len(&self) -> usize {
+    /// Time left before the session expires; `None` when there is none. Not part of the
+    /// port: for inspection (tests, debugging) of this store only.
+    pub fn time_to_live(&self, key: &SessionKey) -> Option<Duration> {
         let now = Instant::now();
-        self.lock().values().filter(|e| e.expires > now).count()
+        self.lock()
+            .get(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.expires - now)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Stores a raw value as is, bypassing the encoder (tests of corrupt data).
+    pub fn put_raw(&self, key: &SessionKey, raw: &str) {
+        self.lock().insert(
+            key.clone(),
+            Entry {
+                raw: raw.to_string(),
+                expires: Instant::now() + self.options.ttl,
+            },
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
@@ -121,26 +132,6 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError> {
-        let now = Instant::now();
-        Ok(self
-            .lock()
-            .get(key)
-            .filter(|e| e.expires > now)
-            .map(|e| e.expires - now))
-    }
-
-    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError> {
-        self.lock().insert(
-            key.clone(),
-            Entry {
-                raw: raw.to_string(),
-                expires: Instant::now() + self.options.ttl,
-            },
-        );
-        Ok(())
-    }
-
     async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError> {
         let now = Instant::now();
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
@@ -175,7 +166,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Platform;
+    use crate::core::event::Platform;
     use crate::session::Role;
 
     fn key() -> SessionKey {
@@ -212,7 +203,6 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(store.load(&key()).await.unwrap().turns.is_empty());
-        assert!(store.time_to_live(&key()).await.unwrap().is_none());
-        assert!(store.is_empty());
+        assert!(store.time_to_live(&key()).is_none());
     }
 }

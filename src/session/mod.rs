@@ -1,140 +1,14 @@
-//! The session service: per (platform, chat, user) conversation state — history turns and
-//! an optional system prompt — stored as schema-versioned JSON with a sliding expiry.
-//!
-//! Two stores implement [`SessionStore`] with the same semantics: [`redis::RedisStore`]
-//! (survives restarts, shared by replicas) and [`memory::MemoryStore`] (the embedded
-//! default). Every read and every write pushes the expiry forward; appends are atomic.
+//! The session stores: [`redis::RedisStore`] (survives restarts, shared by replicas) and
+//! [`memory::MemoryStore`] (the embedded default) implement the
+//! [`crate::core::session::SessionStore`] port with the same semantics: every read and
+//! every write pushes the expiry forward, and appends are atomic.
 
-pub mod context;
 pub mod memory;
 pub mod redis;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use serde::{Deserialize, Deserializer, Serialize};
-
-use crate::event::SessionKey;
-
-/// Bumped whenever the stored JSON changes shape; older or newer values are discarded.
-pub const SCHEMA_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Assistant,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        }
-    }
-}
-
-/// One message of the history, with its token count so trimming needs no re-tokenizing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Turn {
-    pub role: Role,
-    pub content: String,
-    pub tokens: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    pub v: u32,
-    #[serde(default)]
-    pub system_prompt: Option<String>,
-    #[serde(default, deserialize_with = "vec_or_empty_object")]
-    pub turns: Vec<Turn>,
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Session {
-            v: SCHEMA_VERSION,
-            system_prompt: None,
-            turns: Vec::new(),
-        }
-    }
-}
-
-impl Session {
-    /// Decodes a stored value; `Err` describes why it cannot be used (corrupt JSON,
-    /// unknown schema version).
-    pub fn decode(raw: &str) -> Result<Session, String> {
-        #[derive(Deserialize)]
-        struct Version {
-            v: Option<u32>,
-        }
-        let version: Version =
-            serde_json::from_str(raw).map_err(|e| format!("not a session object: {e}"))?;
-        match version.v {
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => return Err(format!("unknown schema version {other}")),
-            None => return Err("no schema version".into()),
-        }
-        serde_json::from_str(raw).map_err(|e| format!("malformed session: {e}"))
-    }
-
-    pub fn encode(&self) -> String {
-        serde_json::to_string(self).expect("a session always serializes")
-    }
-}
-
-/// Redis' Lua JSON encoder writes an empty array as `{}`; accept both.
-fn vec_or_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Turn>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Turns {
-        List(Vec<Turn>),
-        Empty(serde_json::Map<String, serde_json::Value>),
-    }
-    match Turns::deserialize(d)? {
-        Turns::List(list) => Ok(list),
-        Turns::Empty(map) if map.is_empty() => Ok(Vec::new()),
-        Turns::Empty(_) => Err(serde::de::Error::custom("turns is an object, not a list")),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
-}
-
-/// Storage of sessions. Implementations must make `append` atomic (two concurrent
-/// appends both land) and refresh the expiry on every call that touches a session.
-#[async_trait]
-pub trait SessionStore: Send + Sync {
-    /// The session, or an empty one when there is none (or it was unreadable).
-    async fn load(&self, key: &SessionKey) -> Result<Session, SessionError>;
-    /// Appends turns, dropping the oldest beyond the history limit.
-    async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError>;
-    /// Sets (or with `None` clears) the session's own system prompt.
-    async fn set_system_prompt(
-        &self,
-        key: &SessionKey,
-        prompt: Option<&str>,
-    ) -> Result<(), SessionError>;
-    /// Forgets the history; the session's system prompt stays.
-    async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError>;
-    /// Time left before the session expires; `None` when there is no session.
-    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError>;
-    /// Stores a raw value as is (imports, and tests of corrupt data).
-    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError>;
-    /// Stores a one-time code (e.g. for /link) for `ttl`; false if the code is taken.
-    async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError>;
-    /// Takes a one-time code: returns its value once, then it is gone.
-    async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError>;
-    /// "redis" or "memory", for logs.
-    fn backend(&self) -> &'static str;
-}
+pub use crate::core::session::{Role, SCHEMA_VERSION, Session, SessionError, SessionStore, Turn};
 
 /// Settings shared by both stores.
 #[derive(Debug, Clone, Copy)]
@@ -148,34 +22,4 @@ fn append_bounded(session: &mut Session, turns: &[Turn], max_history: usize) {
     session.turns.extend_from_slice(turns);
     let excess = session.turns.len().saturating_sub(max_history);
     session.turns.drain(..excess);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode_accepts_lua_empty_object_and_rejects_garbage() {
-        let s = Session::decode(r#"{"v":1,"turns":{},"system_prompt":"x"}"#).unwrap();
-        assert!(s.turns.is_empty());
-        assert_eq!(s.system_prompt.as_deref(), Some("x"));
-        assert!(Session::decode("{not json").is_err());
-        assert!(
-            Session::decode(r#"{"v":99,"turns":[]}"#)
-                .unwrap_err()
-                .contains("version")
-        );
-        assert!(Session::decode(r#"[1,2]"#).is_err());
-        assert!(Session::decode(r#"{"v":1,"turns":[{"role":"robot"}]}"#).is_err());
-        let round = Session {
-            v: 1,
-            system_prompt: None,
-            turns: vec![Turn {
-                role: Role::User,
-                content: "héllo \"/\" ✓".into(),
-                tokens: 3,
-            }],
-        };
-        assert_eq!(Session::decode(&round.encode()).unwrap(), round);
-    }
 }

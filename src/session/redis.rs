@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{SCHEMA_VERSION, Session, SessionError, SessionStore, StoreOptions, Turn};
-use crate::event::SessionKey;
+use crate::core::event::SessionKey;
 
 /// Read-modify-write of one session, atomic inside Redis. A value that is not JSON or
 /// has another schema version is replaced by a fresh session (the script returns 1 so
@@ -83,8 +83,9 @@ impl RedisStore {
         prefix: &str,
         options: StoreOptions,
     ) -> Result<RedisStore, SessionError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| SessionError::Unavailable(format!("invalid redis.url: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            SessionError::Unavailable(anyhow::Error::new(e).context("invalid redis.url"))
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -92,10 +93,10 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| {
-                SessionError::Unavailable(format!(
-                    "cannot connect to Redis at {}: {e}",
+                SessionError::Unavailable(anyhow::Error::new(e).context(format!(
+                    "cannot connect to Redis at {}",
                     crate::config::redact_url_str(url)
-                ))
+                )))
             })?;
         Ok(RedisStore {
             conn,
@@ -148,7 +149,7 @@ impl RedisStore {
 }
 
 fn unavailable(e: redis::RedisError) -> SessionError {
-    SessionError::Unavailable(e.to_string())
+    SessionError::Unavailable(e.into())
 }
 
 #[async_trait]
@@ -185,7 +186,7 @@ impl SessionStore for RedisStore {
     async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError> {
         let payload = serde_json::to_string(turns)
             .context("encoding turns")
-            .map_err(SessionError::Unexpected)?;
+            .map_err(SessionError::Failed)?;
         self.update(key, "append", &payload).await
     }
 
@@ -196,34 +197,12 @@ impl SessionStore for RedisStore {
     ) -> Result<(), SessionError> {
         let payload = serde_json::to_string(&prompt)
             .context("encoding system prompt")
-            .map_err(SessionError::Unexpected)?;
+            .map_err(SessionError::Failed)?;
         self.update(key, "system", &payload).await
     }
 
     async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {
         self.update(key, "clear", "null").await
-    }
-
-    async fn time_to_live(&self, key: &SessionKey) -> Result<Option<Duration>, SessionError> {
-        let mut conn = self.conn.clone();
-        let ms: i64 = redis::cmd("PTTL")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
-    }
-
-    async fn put_raw(&self, key: &SessionKey, raw: &str) -> Result<(), SessionError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(raw)
-            .arg("PX")
-            .arg(self.ttl_ms())
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)
     }
 
     async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError> {

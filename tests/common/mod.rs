@@ -21,10 +21,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gptbot::app::App;
 use gptbot::config::Settings;
-use gptbot::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
-use gptbot::platform::{
+use gptbot::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
 };
+use gptbot::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -459,7 +459,6 @@ impl RecordingAdapter {
         RecordingAdapter::with_caps(Capabilities {
             max_message_len: max_len,
             length_unit: LengthUnit::Chars,
-            can_edit: true,
             min_edit_interval,
         })
     }
@@ -680,11 +679,22 @@ impl TestApp {
         adapter: &RecordingAdapter,
         event: &IncomingEvent,
     ) -> gptbot::chat::Outcome {
-        self.app
-            .conversation
-            .handle(event, adapter, Some("gptbot"))
-            .await
+        match typed(event) {
+            Some(event) => self.app.conversation.handle(&event, adapter).await,
+            None => gptbot::chat::Outcome::Ignored,
+        }
     }
+}
+
+/// The event as an adapter hands it over: typed text parsed at the edge into a command
+/// (or text for the model); `None` for a command addressed to another bot, which an
+/// adapter drops.
+pub fn typed(event: &IncomingEvent) -> Option<IncomingEvent> {
+    let mut event = event.clone();
+    if let Content::Text(text) = &event.content {
+        event.content = Content::from_typed(text, Some("gptbot"))?;
+    }
+    Some(event)
 }
 
 /// A direct text message from `user`.

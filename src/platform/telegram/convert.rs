@@ -4,10 +4,10 @@
 
 use teloxide::types::{Me, Message, MessageEntityKind, MessageEntityRef};
 
-use crate::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
 
 /// Builds the event, or `None` for messages with no human sender (channel posts,
-/// service messages).
+/// service messages) and for commands addressed to another bot.
 pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEvent> {
     let from = msg.from.as_ref()?;
     let chat_kind = if msg.chat.is_private() {
@@ -35,7 +35,8 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
     let content = if edited {
         Content::Unsupported("an edited message".into())
     } else if msg.text().is_some() {
-        Content::Text(cleaned)
+        // Commands are parsed here, at the edge; `/cmd@otherbot` is not for us.
+        Content::from_typed(&cleaned, Some(me.username()))?
     } else {
         Content::Unsupported(describe(msg).into())
     };

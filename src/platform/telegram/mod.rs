@@ -30,10 +30,12 @@ use teloxide::update_listeners::{Polling, webhooks};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::watch;
 
-use super::{AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage};
 use crate::chat::Conversation;
-use crate::chat::commands::{ADMIN_COMMANDS, COMMANDS};
 use crate::config::{TelegramMode, TelegramSettings};
+use crate::core::adapter::{
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+};
+use crate::core::command::{ADMIN_COMMANDS, COMMANDS};
 
 /// Telegram's limit on a message, in UTF-16 code units after entity parsing.
 pub const MAX_MESSAGE_LEN: usize = 4096;
@@ -54,7 +56,7 @@ pub enum TelegramError {
     Conflict,
     #[error("cannot listen for webhooks on {addr} (telegram.listen): {message}")]
     Listen { addr: String, message: String },
-    #[error(transparent)]
+    #[error("Telegram set-up failed")]
     Unexpected(#[from] anyhow::Error),
 }
 
@@ -68,19 +70,19 @@ pub struct TelegramAdapter {
 fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
     id.parse::<i64>()
         .map(ChatId)
-        .map_err(|_| AdapterError::Unexpected(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
+        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
 }
 
 fn message_id(id: &str) -> Result<MessageId, AdapterError> {
-    id.parse::<i32>().map(MessageId).map_err(|_| {
-        AdapterError::Unexpected(anyhow::anyhow!("`{id}` is not a Telegram message id"))
-    })
+    id.parse::<i32>()
+        .map(MessageId)
+        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram message id")))
 }
 
 fn adapter_error(e: RequestError) -> AdapterError {
     match e {
         RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
-        other => AdapterError::Unexpected(anyhow::Error::new(other)),
+        other => AdapterError::Failed(anyhow::Error::new(other)),
     }
 }
 
@@ -110,7 +112,6 @@ impl ChatAdapter for TelegramAdapter {
         Capabilities {
             max_message_len: MAX_MESSAGE_LEN,
             length_unit: LengthUnit::Utf16,
-            can_edit: true,
             min_edit_interval: self.edit_interval,
         }
     }
@@ -139,7 +140,7 @@ impl ChatAdapter for TelegramAdapter {
         let sent = if let Some(rendered) = final_html(text, stage) {
             match build(rendered, true).await {
                 Err(e) if is_entity_error(&e) => {
-                    tracing::warn!(error = %e, "Telegram rejected the formatting, sending plain text");
+                    tracing::warn!(error = %crate::core::error::chain(&e), "Telegram rejected the formatting, sending plain text");
                     build(text.to_string(), false).await
                 }
                 other => other,
@@ -170,7 +171,7 @@ impl ChatAdapter for TelegramAdapter {
                 .await
             {
                 Err(e) if is_entity_error(&e) => {
-                    tracing::warn!(error = %e, "Telegram rejected the formatting, editing as plain text");
+                    tracing::warn!(error = %crate::core::error::chain(&e), "Telegram rejected the formatting, editing as plain text");
                     self.bot.edit_message_text(chat, id, text).await
                 }
                 other => other,
@@ -222,14 +223,14 @@ pub async fn start(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<TelegramHandle, TelegramError> {
     let token = settings.token.as_ref().ok_or(TelegramError::NoToken)?;
-    let api_url = reqwest::Url::parse(settings.api_url.trim_end_matches('/'))
-        .map_err(|e| anyhow::anyhow!("telegram.api_url: {e}"))?;
+    let api_url = reqwest::Url::parse(settings.api_url.as_str().trim_end_matches('/'))
+        .map_err(|e| anyhow::Error::new(e).context("telegram.api_url"))?;
     let bot = Bot::new(token.expose_secret()).set_api_url(api_url);
 
     let me = bot.get_me().await.map_err(|e| match e {
         RequestError::Api(ApiError::InvalidToken) => TelegramError::BadToken(e.to_string()),
         other => TelegramError::Unreachable {
-            url: settings.api_url.clone(),
+            url: settings.api_url.to_string(),
             message: other.to_string(),
         },
     })?;
@@ -239,7 +240,7 @@ pub async fn start(
         .map(|(name, description)| BotCommand::new(*name, *description))
         .collect();
     if let Err(e) = bot.set_my_commands(commands.clone()).await {
-        tracing::warn!(error = %e, "could not register the command menu (setMyCommands)");
+        tracing::warn!(error = %crate::core::error::chain(&e), "could not register the command menu (setMyCommands)");
     }
     // Admins see the admin commands too, in their private chat with the bot only.
     let mut admin_menu = commands;
@@ -249,7 +250,7 @@ pub async fn start(
     }));
     for admin in conversation
         .access()
-        .admins_on(crate::event::Platform::Telegram)
+        .admins_on(crate::core::event::Platform::Telegram)
     {
         let Ok(id) = admin.parse::<i64>() else {
             continue;
@@ -258,7 +259,7 @@ pub async fn start(
             chat_id: Recipient::Id(ChatId(id)),
         };
         if let Err(e) = bot.set_my_commands(admin_menu.clone()).scope(scope).await {
-            tracing::warn!(error = %e, admin = %admin, "could not register the admin command menu");
+            tracing::warn!(error = %crate::core::error::chain(&e), admin = %admin, "could not register the admin command menu");
         }
     }
     tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
@@ -312,7 +313,9 @@ pub async fn start(
                 Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
                     return Err(TelegramError::Conflict);
                 }
-                Err(e) => tracing::warn!(error = %e, "first getUpdates failed"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::core::error::chain(&e), "first getUpdates failed")
+                }
                 Ok(_) => {}
             }
             // A 409 later on means a newcomer elsewhere (which stops at its probe): say so
@@ -325,7 +328,7 @@ pub async fn start(
                         error,
                         RequestError::Api(ApiError::TerminatedByOtherGetUpdates)
                     ) {
-                        tracing::warn!(error = %error, "error receiving Telegram updates");
+                        tracing::warn!(error = %crate::core::error::chain(&error), "error receiving Telegram updates");
                         return;
                     }
                     let mut last = last_warning.lock().unwrap_or_else(|p| p.into_inner());
@@ -343,15 +346,10 @@ pub async fn start(
             (task, None)
         }
         TelegramMode::Webhook => {
-            let addr: SocketAddr = settings
-                .listen
-                .parse()
-                .map_err(|e| anyhow::anyhow!("telegram.listen: {e}"))?;
-            let url = settings.webhook_url.as_deref().ok_or_else(|| {
+            let addr = settings.listen;
+            let url = settings.webhook_url.clone().ok_or_else(|| {
                 anyhow::anyhow!("telegram.webhook_url is required in webhook mode")
             })?;
-            let url = reqwest::Url::parse(url)
-                .map_err(|e| anyhow::anyhow!("telegram.webhook_url: {e}"))?;
             let secret = settings.webhook_secret.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("telegram.webhook_secret is required in webhook mode")
             })?;
@@ -368,7 +366,7 @@ pub async fn start(
             let (listener, stop_flag, router) = webhooks::axum_to_router(bot, options)
                 .await
                 .map_err(|e| TelegramError::Unreachable {
-                    url: settings.api_url.clone(),
+                    url: settings.api_url.to_string(),
                     message: format!("setWebhook failed: {e}"),
                 })?;
             let router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
@@ -377,7 +375,7 @@ pub async fn start(
                     .with_graceful_shutdown(stop_flag)
                     .await
                 {
-                    tracing::error!(error = %e, "webhook server failed");
+                    tracing::error!(error = %crate::core::error::chain(&e), "webhook server failed");
                 }
             });
             let task = tokio::spawn(async move {
@@ -412,9 +410,7 @@ pub async fn start(
 async fn on_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
     if let Some(event) = convert::message_event(&msg, &ctx.me, false) {
         let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
-        ctx.conversation
-            .handle(&event, &adapter, Some(ctx.me.username()))
-            .await;
+        ctx.conversation.handle(&event, &adapter).await;
     }
     Ok(())
 }
@@ -422,9 +418,7 @@ async fn on_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResu
 async fn on_edited_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
     if let Some(event) = convert::message_event(&msg, &ctx.me, true) {
         let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
-        ctx.conversation
-            .handle(&event, &adapter, Some(ctx.me.username()))
-            .await;
+        ctx.conversation.handle(&event, &adapter).await;
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use super::command::{Command, Input};
+
 /// Where a message came from; also the namespace of user ids in sessions and quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
@@ -53,10 +55,25 @@ pub struct Sender {
 /// What the message carried. Non-text content gets a polite answer, never a model call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    /// The text, with the bot's @mention already stripped by the adapter.
+    /// Text for the model, with the bot's @mention already stripped by the adapter.
     Text(String),
+    /// A command, parsed at the edge: typed text (`/reset`) or a platform's structured
+    /// command (a Discord slash command's options map straight onto it).
+    Command(Command),
     /// A photo, sticker, voice note, edit, … described in a word or two ("a photo").
     Unsupported(String),
+}
+
+impl Content {
+    /// What a typed text means: a command or text for the model; `None` for a command
+    /// addressed to another bot (`/start@otherbot`). `bot_username` is without `@`.
+    pub fn from_typed(text: &str, bot_username: Option<&str>) -> Option<Content> {
+        match super::command::parse(text, bot_username) {
+            Input::Text(text) => Some(Content::Text(text)),
+            Input::Command(command) => Some(Content::Command(command)),
+            Input::ForAnotherBot => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

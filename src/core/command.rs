@@ -1,5 +1,6 @@
-//! Parsing of what a user typed into a [`Input`]: pure, no I/O, so every adapter and the
-//! tests share one definition of the command language.
+//! The command language: what a user can ask of the bot besides a chat turn, and the
+//! parsing of typed text into it. Pure, no I/O: adapters parse at the edge (Telegram
+//! and terminal text) or build a [`Command`] directly (Discord slash options).
 
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub const ADMIN_COMMANDS: &[(&str, &str)] = &[
     ),
 ];
 
-fn admin_usage(name: &str) -> &'static str {
+pub fn admin_usage(name: &str) -> &'static str {
     ADMIN_COMMANDS
         .iter()
         .find(|(n, _)| *n == name)

@@ -1,9 +1,9 @@
 //! Fitting a conversation into the model's context window: the newest turns that fit,
 //! oldest dropped first, the system prompt always kept.
 
-use super::{Role, Turn};
+use crate::core::model::{ChatMessage, MessageRole};
+use crate::core::session::{Role, Turn};
 use crate::llm::tokens::{REPLY_PRIMING, TokenCounter};
-use crate::llm::{ChatMessage, MessageRole};
 
 /// The messages to send and what they cost.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,108 @@
+//! Commands: everything a user can ask besides a chat turn, one file per group —
+//! [`user`] (start, help, reset, quota, cancel), [`system`] (the system prompt),
+//! [`link`] (joined balances) and [`admin`] (operators' commands).
+
+mod admin;
+mod link;
+mod system;
+mod user;
+
+use super::notices::{self, say};
+use super::{Conversation, Outcome};
+use crate::access::Decision;
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::command::{COMMANDS, Command};
+use crate::core::event::{IncomingEvent, UserId};
+use crate::core::session::SessionError;
+use crate::quota::QuotaError;
+
+/// Why a command could not give its answer.
+enum Failure {
+    /// A service failed: logged with its cause, the user gets the service's notice.
+    Store(SessionError),
+    Quota(QuotaError),
+    /// The request is refused; the text says why.
+    Refused(String),
+}
+
+impl From<SessionError> for Failure {
+    fn from(e: SessionError) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+impl From<QuotaError> for Failure {
+    fn from(e: QuotaError) -> Failure {
+        Failure::Quota(e)
+    }
+}
+
+/// A command's answer, to be said in the chat.
+type Answer = Result<String, Failure>;
+
+impl Conversation {
+    pub(super) async fn command(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        command: Command,
+        decision: Decision,
+    ) -> Outcome {
+        let answer = match command {
+            Command::Admin(_) | Command::AdminUsage(_) if decision != Decision::Admin => {
+                tracing::warn!(user = %event.quota_user(), ?command, "a non-admin tried an admin command");
+                Err(Failure::Refused(notices::ADMINS_ONLY.into()))
+            }
+            Command::Admin(admin) => self.admin(event, admin).await,
+            Command::AdminUsage(usage) => Ok(format!("Usage: {usage}")),
+            Command::Ask(text) if text.trim().is_empty() => {
+                Ok("Usage: /ask <your question>".to_string())
+            }
+            Command::Ask(text) => return self.chat(event, adapter, target, &text).await,
+            Command::Start => Ok(self.start(event)),
+            Command::Help => Ok(self.help(event, decision)),
+            Command::Reset => self.reset(event).await,
+            Command::Quota => self.quota_report(event).await,
+            Command::Cancel => Ok(self.cancel(event)),
+            Command::System(arg) => self.system(event, arg).await,
+            Command::Link(code) => self.link(event, code).await,
+            Command::Unlink => self.unlink(event).await,
+            Command::Unknown(name) => Ok(format!("Unknown command /{name}. {}", command_list())),
+        };
+        match answer {
+            Ok(text) => {
+                say(adapter, target, &text).await;
+                Outcome::Replied
+            }
+            Err(Failure::Refused(text)) => {
+                say(adapter, target, &text).await;
+                Outcome::Refused
+            }
+            Err(Failure::Store(e)) => {
+                notices::store_failure(adapter, target, &e).await;
+                Outcome::Failed
+            }
+            Err(Failure::Quota(e)) => {
+                notices::quota_failure(adapter, target, &e).await;
+                Outcome::Failed
+            }
+        }
+    }
+}
+
+fn command_list() -> String {
+    let names: Vec<String> = COMMANDS.iter().map(|(n, _)| format!("/{n}")).collect();
+    format!("Available commands: {}.", names.join(" "))
+}
+
+/// A user named in an admin command: `platform:id`, or a bare id on the admin's platform.
+fn resolve_user(event: &IncomingEvent, arg: &str) -> Result<UserId, String> {
+    if arg.contains(':') {
+        UserId::parse(arg)
+    } else if arg.is_empty() || arg.chars().any(char::is_whitespace) {
+        Err(format!("`{arg}` is not a user id"))
+    } else {
+        Ok(UserId::new(event.platform, arg))
+    }
+}

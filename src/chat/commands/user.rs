@@ -1,0 +1,85 @@
+//! The everyday commands: /start, /help, /reset, /quota and /cancel.
+
+use super::{Answer, Conversation};
+use crate::access::Decision;
+use crate::core::command::{ADMIN_COMMANDS, COMMANDS};
+use crate::core::event::{ChatKind, IncomingEvent};
+
+impl Conversation {
+    pub(super) fn start(&self, event: &IncomingEvent) -> String {
+        format!(
+            "Hi {}! I'm {}, an AI assistant. Just send me a message and I'll answer.\n\n{}",
+            event.sender.display_name,
+            self.settings.bot_name,
+            help_text(event)
+        )
+    }
+
+    pub(super) fn help(&self, event: &IncomingEvent, decision: Decision) -> String {
+        let mut text = help_text(event);
+        if decision == Decision::Admin {
+            text.push_str(
+                "\n\nAdmin commands (users are platform:id, or an id on this platform):\n",
+            );
+            for (_, usage) in ADMIN_COMMANDS {
+                text.push_str(usage);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    pub(super) async fn reset(&self, event: &IncomingEvent) -> Answer {
+        self.sessions.clear_history(&event.session_key()).await?;
+        Ok("Conversation history cleared. Let's start over! (Your /system prompt, if you set one, is kept.)".into())
+    }
+
+    pub(super) async fn quota_report(&self, event: &IncomingEvent) -> Answer {
+        let b = self.quota.balance(&event.quota_user()).await?;
+        if b.unlimited {
+            return Ok(format!(
+                "Tokens: unlimited. {} used so far ({} requests).",
+                b.used, b.requests
+            ));
+        }
+        let mut text = format!(
+            "Tokens: {} remaining, {} used of {} granted ({} requests).",
+            b.remaining, b.used, b.granted, b.requests
+        );
+        if b.reserved > 0 {
+            text.push_str(&format!(
+                " {} are held for an answer in progress.",
+                b.reserved
+            ));
+        }
+        text.push_str(&format!(
+            "\nA message costs its prompt (your text plus the history kept) plus up to {} tokens of answer; unused tokens are returned.",
+            self.settings.max_tokens
+        ));
+        Ok(text)
+    }
+
+    pub(super) fn cancel(&self, event: &IncomingEvent) -> String {
+        if self.in_flight.cancel(&event.quota_user()) {
+            "Stopped.".to_string()
+        } else {
+            "Nothing to stop: no answer is in progress.".to_string()
+        }
+    }
+}
+
+fn help_text(event: &IncomingEvent) -> String {
+    let mut text = String::from("Commands:\n");
+    for (name, description) in COMMANDS {
+        text.push_str(&format!("/{name} — {description}\n"));
+    }
+    text.push_str(
+        "/system <text> sets your own system prompt; /system reset restores the default.\n",
+    );
+    if event.chat_kind == ChatKind::Group {
+        text.push_str("\nIn groups, mention me, reply to one of my messages, or use /ask <question>. Your history here is yours alone.");
+    } else {
+        text.push_str("\nAnything else you send goes to the model, with our conversation so far.");
+    }
+    text
+}

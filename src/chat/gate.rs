@@ -1,0 +1,86 @@
+//! The entrance: every event is logged in one span, events not for us are ignored,
+//! access is decided, and the rest goes to a command or to a chat turn.
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::notices::{self, say};
+use super::{Conversation, Outcome};
+use crate::access::Decision;
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::error::chain;
+use crate::core::event::{ChatKind, Content, IncomingEvent};
+
+impl Conversation {
+    /// Handles one event. Every failure is answered to the user and logged; nothing is
+    /// returned as an error because there is nobody else to tell.
+    pub async fn handle(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
+        let span = tracing::info_span!(
+            "message",
+            platform = %event.platform,
+            chat = %event.chat_id,
+            user = %event.sender.id,
+            reserved = tracing::field::Empty,
+            used = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        async {
+            let outcome = self.dispatch(event, adapter).await;
+            let span = tracing::Span::current();
+            if let Outcome::Answered { reserved, charged }
+            | Outcome::Cancelled { reserved, charged } = &outcome
+            {
+                span.record("reserved", reserved);
+                span.record("used", charged);
+            }
+            span.record("latency_ms", started.elapsed().as_millis() as u64);
+            span.record("outcome", tracing::field::debug(&outcome));
+            if outcome != Outcome::Ignored {
+                tracing::info!("message handled");
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
+        if event.sender.is_bot || !event.addressed_to_bot() {
+            return Outcome::Ignored;
+        }
+        let target = ReplyTarget {
+            chat_id: event.chat_id.clone(),
+            reply_to: (event.chat_kind == ChatKind::Group).then(|| event.message_id.clone()),
+        };
+        let user = event.quota_user();
+        let decision = match self.access.decide(&user, event.group.as_deref()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "access check failed");
+                say(adapter, &target, notices::ACCESS_DOWN).await;
+                return Outcome::Failed;
+            }
+        };
+        if decision == Decision::Denied {
+            tracing::info!(%user, "access denied");
+            say(adapter, &target, notices::PRIVATE_BOT).await;
+            return Outcome::Refused;
+        }
+        match &event.content {
+            Content::Text(text) => self.chat(event, adapter, &target, text).await,
+            Content::Command(command) => {
+                self.command(event, adapter, &target, command.clone(), decision)
+                    .await
+            }
+            Content::Unsupported(what) => {
+                let msg = format!(
+                    "Sorry, I can only answer text messages for now ({what} isn't supported). Please type your question as a new message."
+                );
+                say(adapter, &target, &msg).await;
+                Outcome::Replied
+            }
+        }
+    }
+}

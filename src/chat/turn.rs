@@ -1,0 +1,345 @@
+//! The reply pipeline of one chat turn, each step a small function: take the user's
+//! in-flight slot and rate-limit token → build the prompt from the session → reserve
+//! tokens → stream the model's answer into the chat → settle (or refund) and record the
+//! turn → deliver the final text. [`Conversation::finish`] is the one place where every
+//! way a turn can end (complete, cancelled, failed) is charged and recorded.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use governor::clock::{Clock as _, DefaultClock};
+use tokio::sync::watch;
+
+use super::context::{Prompt, build_prompt};
+use super::notices::{self, say};
+use super::reply::ReplyStream;
+use super::{Conversation, Outcome};
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::error::chain;
+use crate::core::event::{IncomingEvent, SessionKey, UserId};
+use crate::core::model::{LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
+use crate::core::session::{Role, Turn};
+use crate::quota::{QuotaError, Reservation};
+
+/// Telegram shows "typing…" for about 5 s; refresh a little sooner.
+const TYPING_REFRESH: Duration = Duration::from_secs(4);
+
+/// How the model call of a turn ended.
+enum Ending {
+    /// The stream ended normally, with the server's usage figures if it sent them.
+    Complete(Option<Usage>),
+    /// The user sent /cancel.
+    Cancelled,
+    Failed(LlmError),
+}
+
+/// What the turn asked: needed to charge and record it.
+struct Asked<'a> {
+    key: SessionKey,
+    text: &'a str,
+    prompt_tokens: u32,
+}
+
+impl Conversation {
+    pub(super) async fn chat(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        text: &str,
+    ) -> Outcome {
+        if text.trim().is_empty() {
+            say(adapter, target, notices::EMPTY_PROMPT).await;
+            return Outcome::Replied;
+        }
+        let user = event.quota_user();
+        let Some(mut slot) = self.in_flight.begin(&user) else {
+            say(adapter, target, notices::STILL_ANSWERING).await;
+            return Outcome::Refused;
+        };
+        if let Err(refusal) = self.check_rate(&user) {
+            say(adapter, target, &refusal).await;
+            return Outcome::Refused;
+        }
+        let key = event.session_key();
+        let prompt = match self.prompt_for(&key, text).await {
+            Ok(prompt) => prompt,
+            Err(refused) => return refused.tell(adapter, target).await,
+        };
+        let reservation = match self.reserve(&user, &prompt).await {
+            Ok(r) => r,
+            Err(refused) => return refused.tell(adapter, target).await,
+        };
+        let asked = Asked {
+            key,
+            text,
+            prompt_tokens: prompt.tokens,
+        };
+        let request = ModelRequest {
+            messages: prompt.messages,
+            max_tokens: self.settings.max_tokens,
+        };
+        let mut reply = ReplyStream::new(adapter, target.clone());
+        let ending = self
+            .stream_answer(request, &mut reply, &mut slot.cancelled, target)
+            .await;
+        self.finish(reservation, reply, ending, &asked, target)
+            .await
+    }
+
+    /// The per-user rate limit: `Err` holds the sentence to say.
+    fn check_rate(&self, user: &UserId) -> Result<(), String> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if let Err(not_until) = limiter.check_key(user) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(format!(
+                "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
+                self.settings.per_user_per_minute,
+                wait.as_secs().max(1)
+            ));
+        }
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        Ok(())
+    }
+
+    /// The session's history and system prompt, fitted to the context window.
+    async fn prompt_for(&self, key: &SessionKey, text: &str) -> Result<Prompt, Refused> {
+        let session = self.sessions.load(key).await.map_err(Refused::Store)?;
+        let system_prompt = session
+            .system_prompt
+            .as_deref()
+            .unwrap_or(&self.settings.default_system_prompt);
+        let prompt = build_prompt(
+            &self.counter,
+            system_prompt,
+            &session.turns,
+            text,
+            self.settings.max_tokens,
+            self.settings.context_tokens,
+        )
+        .map_err(|too_long| {
+            Refused::Say(format!(
+                "Your message is too long for the model: it needs about {} tokens with room for the answer, and the model's window is {}. Please shorten it.",
+                too_long.needed, too_long.limit
+            ))
+        })?;
+        if prompt.dropped > 0 {
+            tracing::debug!(
+                dropped = prompt.dropped,
+                "older turns left out to fit the context window"
+            );
+        }
+        Ok(prompt)
+    }
+
+    /// Holds the prompt plus the longest possible answer before the model is called.
+    async fn reserve(&self, user: &UserId, prompt: &Prompt) -> Result<Reservation, Refused> {
+        let needed = i64::from(prompt.tokens) + i64::from(self.settings.max_tokens);
+        self.quota.reserve(user, needed).await.map_err(|e| match e {
+            QuotaError::Exhausted { remaining, needed } => Refused::Say(format!(
+                "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
+            )),
+            e => Refused::Quota(e),
+        })
+    }
+
+    /// Streams the answer into the chat until it ends, fails or is cancelled.
+    async fn stream_answer(
+        &self,
+        request: ModelRequest,
+        reply: &mut ReplyStream<'_>,
+        cancel: &mut watch::Receiver<bool>,
+        target: &ReplyTarget,
+    ) -> Ending {
+        let mut stream = match self.open_stream(request, cancel, reply, target).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return Ending::Cancelled,
+            Err(e) => return Ending::Failed(e),
+        };
+        let mut usage = None;
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                // Dropping the stream closes the connection: the server stops too.
+                _ = cancel.changed() => return Ending::Cancelled,
+            };
+            match event {
+                None => return Ending::Complete(usage),
+                Some(Err(e)) => return Ending::Failed(e),
+                Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
+                Some(Ok(ModelEvent::Delta(delta))) => {
+                    if let Err(e) = reply.push(&delta).await {
+                        tracing::warn!(error = %chain(&e), "could not show streamed text");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the model's stream, showing "typing…" meanwhile; `None` if cancelled.
+    async fn open_stream(
+        &self,
+        request: ModelRequest,
+        cancel: &mut watch::Receiver<bool>,
+        reply: &ReplyStream<'_>,
+        target: &ReplyTarget,
+    ) -> Result<Option<ModelStream>, LlmError> {
+        let opening = self.model.stream(request);
+        tokio::pin!(opening);
+        let mut typing = tokio::time::interval(TYPING_REFRESH);
+        loop {
+            tokio::select! {
+                opened = &mut opening => return opened.map(Some),
+                _ = cancel.changed() => return Ok(None),
+                _ = typing.tick() => {
+                    if let Err(e) = reply.adapter().typing(target).await {
+                        tracing::debug!(error = %chain(&e), "typing indicator failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a turn, however it ended: charges what was used (the server's usage, or the
+    /// prompt plus the text produced), or refunds everything when nothing was; records
+    /// the exchange in the history; and delivers the final text or tells what happened.
+    async fn finish(
+        &self,
+        reservation: Reservation,
+        reply: ReplyStream<'_>,
+        ending: Ending,
+        asked: &Asked<'_>,
+        target: &ReplyTarget,
+    ) -> Outcome {
+        let reserved = reservation.amount();
+        let answer = reply.text().to_string();
+        let shown = !answer.trim().is_empty();
+        let completion = self.counter.count(&answer);
+        let counted = i64::from(asked.prompt_tokens) + i64::from(completion);
+        let used = match &ending {
+            Ending::Complete(Some(usage)) => Some(i64::from(usage.total())),
+            Ending::Complete(None) => {
+                tracing::debug!("server sent no usage, counting locally");
+                Some(counted)
+            }
+            Ending::Cancelled if shown => Some(counted),
+            Ending::Cancelled | Ending::Failed(_) => None,
+        };
+        let charged = self.settle_or_refund(reservation, used).await;
+        let adapter = reply.adapter();
+        match ending {
+            Ending::Complete(_) if !shown => {
+                drop(reply);
+                say(adapter, target, notices::EMPTY_ANSWER).await;
+                Outcome::Answered { reserved, charged }
+            }
+            Ending::Complete(usage) => {
+                let tokens = usage.map_or(completion, |u| u.completion_tokens);
+                self.record(asked, answer, tokens).await;
+                deliver(reply, None).await;
+                Outcome::Answered { reserved, charged }
+            }
+            Ending::Cancelled if !shown => {
+                drop(reply);
+                say(adapter, target, notices::STOPPED_EARLY).await;
+                Outcome::Cancelled {
+                    reserved,
+                    charged: 0,
+                }
+            }
+            Ending::Cancelled => {
+                self.record(asked, answer, completion).await;
+                deliver(reply, Some("(stopped)")).await;
+                Outcome::Cancelled { reserved, charged }
+            }
+            Ending::Failed(e) => {
+                tracing::warn!(error = %chain(&e), "model call failed");
+                let notice = e.user_message();
+                if reply.has_shown_anything() {
+                    deliver(reply, Some(&format!("⚠️ {notice}"))).await;
+                } else {
+                    drop(reply);
+                    say(adapter, target, notice).await;
+                }
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Settles the reservation at `used` tokens, or refunds it all with `None`. Returns
+    /// what was charged.
+    async fn settle_or_refund(&self, reservation: Reservation, used: Option<i64>) -> i64 {
+        let Some(used) = used else {
+            if let Err(e) = self.quota.refund(reservation).await {
+                tracing::error!(error = %chain(&e), "refund failed");
+            }
+            return 0;
+        };
+        match self.quota.settle(reservation, used).await {
+            Ok(settlement) => settlement.charged,
+            Err(e) => {
+                tracing::error!(error = %chain(&e), used, "settlement failed; the reservation stays held until restart");
+                used
+            }
+        }
+    }
+
+    /// Appends the user's text and the answer (complete or partial) to the history.
+    async fn record(&self, asked: &Asked<'_>, answer: String, answer_tokens: u32) {
+        let turns = [
+            Turn {
+                role: Role::User,
+                content: asked.text.to_string(),
+                tokens: self.counter.count(asked.text),
+            },
+            Turn {
+                role: Role::Assistant,
+                content: answer,
+                tokens: answer_tokens,
+            },
+        ];
+        if let Err(e) = self.sessions.append(&asked.key, &turns).await {
+            tracing::error!(error = %chain(&e), "could not record the turn in the history");
+        }
+    }
+}
+
+/// Delivers the final text of a reply, with a note after it (stopped, failed).
+async fn deliver(mut reply: ReplyStream<'_>, note: Option<&str>) {
+    if let Some(note) = note {
+        let _ = reply.push(&format!("\n\n{note}")).await;
+    }
+    if let Err(e) = reply.finish().await {
+        tracing::warn!(error = %chain(&e), "could not deliver the final answer");
+    }
+}
+
+/// A turn refused before the model was called.
+enum Refused {
+    Say(String),
+    Store(crate::core::session::SessionError),
+    Quota(QuotaError),
+}
+
+impl Refused {
+    async fn tell(self, adapter: &dyn ChatAdapter, target: &ReplyTarget) -> Outcome {
+        match self {
+            Refused::Say(text) => {
+                say(adapter, target, &text).await;
+                Outcome::Refused
+            }
+            Refused::Store(e) => {
+                notices::store_failure(adapter, target, &e).await;
+                Outcome::Failed
+            }
+            Refused::Quota(e) => {
+                notices::quota_failure(adapter, target, &e).await;
+                Outcome::Failed
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The outgoing port: how the conversation sends and edits replies on a platform, and
+//! what each platform declares it can do. Telegram, Discord, the terminal and the tests'
+//! recording fake implement [`ChatAdapter`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// How a platform measures message length (Telegram counts UTF-16 code units after
+/// entity parsing, Discord counts characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthUnit {
+    Chars,
+    Utf16,
+}
+
+impl LengthUnit {
+    pub fn len(self, text: &str) -> usize {
+        match self {
+            LengthUnit::Chars => text.chars().count(),
+            LengthUnit::Utf16 => text.encode_utf16().count(),
+        }
+    }
+
+    pub fn char_len(self, c: char) -> usize {
+        match self {
+            LengthUnit::Chars => 1,
+            LengthUnit::Utf16 => c.len_utf16(),
+        }
+    }
+}
+
+/// What a platform allows; the streaming reply logic adapts to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub max_message_len: usize,
+    pub length_unit: LengthUnit,
+    /// Edits of one message are never sent closer together than this.
+    pub min_edit_interval: Duration,
+}
+
+/// Where a reply goes: the chat, and the message it answers (platforms that thread
+/// replies use it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTarget {
+    pub chat_id: String,
+    pub reply_to: Option<String>,
+}
+
+/// A message the bot sent, so it can be edited later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    pub chat_id: String,
+    pub message_id: String,
+}
+
+/// Whether the text is a streaming draft (may be shown plain) or the final text of the
+/// message (adapters render Markdown for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Draft,
+    Final,
+}
+
+/// Why a platform write failed. The cause chain (HTTP or API error) is kept as the
+/// source, so logs show all of it.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The platform asked us to slow down; nothing was delivered.
+    #[error("rate limited, retry after {0:?}")]
+    RetryAfter(Duration),
+    #[error("the platform refused or failed the request")]
+    Failed(#[source] anyhow::Error),
+}
+
+impl From<anyhow::Error> for AdapterError {
+    fn from(e: anyhow::Error) -> AdapterError {
+        AdapterError::Failed(e)
+    }
+}
+
+/// Sending side of a chat platform. Implementations treat "message not modified" as
+/// success and report the platform's flood-control answers as [`AdapterError::RetryAfter`].
+#[async_trait]
+pub trait ChatAdapter: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError>;
+
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError>;
+
+    /// Shows "typing…" (or the platform's equivalent) while the model thinks.
+    async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError>;
+}

@@ -1,0 +1,13 @@
+//! The platform-neutral heart of gptbot: the incoming event and the command language,
+//! and the ports the conversation talks through — [`adapter::ChatAdapter`] (replies),
+//! [`model::ModelClient`] (completions), [`session::SessionStore`] (histories) and
+//! [`clock::Clock`] (time). It imports nothing else of the crate; everything else
+//! depends on it.
+
+pub mod adapter;
+pub mod clock;
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod model;
+pub mod session;

@@ -1,0 +1,118 @@
+//! The model port: a streaming chat completion as a stream of [`ModelEvent`]s, and the
+//! errors a model server can cause, each with a short message fit for a user.
+//! The OpenAI-compatible client in `llm::openai` implements it.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: MessageRole,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: MessageRole, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRequest {
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: u32,
+}
+
+/// Token usage as the server reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelEvent {
+    /// A piece of the answer's text.
+    Delta(String),
+    /// The server's usage figures (the final chunk with `include_usage`).
+    Usage(Usage),
+}
+
+pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, LlmError>> + Send>>;
+
+#[async_trait]
+pub trait ModelClient: Send + Sync {
+    /// Starts a streaming completion. Transient failures before the first token are
+    /// retried inside; once a stream is returned, an error ends it.
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, LlmError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("rate limited by the model server: {0}")]
+    RateLimited(String),
+    #[error("the model server's quota is exhausted: {0}")]
+    OutOfCredit(String),
+    #[error("context length exceeded: {0}")]
+    ContextTooLong(String),
+    #[error("the model server rejected the credentials: {0}")]
+    Auth(String),
+    #[error("the model server rejected the request: {0}")]
+    BadRequest(String),
+    #[error("model server unavailable: {0}")]
+    Unavailable(String),
+    #[error("no answer from the model server within {0:?}")]
+    Timeout(Duration),
+    #[error("the answer stream broke off: {0}")]
+    Interrupted(String),
+    #[error("unexpected model client failure")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl LlmError {
+    /// What the user is told; the details stay in the log.
+    pub fn user_message(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited(_) => {
+                "The model is busy right now. Please try again in a moment."
+            }
+            LlmError::OutOfCredit(_) | LlmError::Auth(_) => {
+                "The bot cannot reach its model (an operator needs to check its API account). Please try again later."
+            }
+            LlmError::ContextTooLong(_) => {
+                "That is too long for the model. Send a shorter message, or /reset to start a fresh conversation."
+            }
+            LlmError::BadRequest(_) => {
+                "The model refused this request. Try rephrasing it, or /reset to start over."
+            }
+            LlmError::Unavailable(_) | LlmError::Unexpected(_) => {
+                "The model server is unavailable right now. Please try again later."
+            }
+            LlmError::Timeout(_) => "The model took too long to answer. Please try again.",
+            LlmError::Interrupted(_) => {
+                "The answer was cut off by the model server. Please try again."
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Accounts come into being with the plan's default grant, and are topped up lazily once
+//! per refill period (atomically, so replicas refill exactly once).
+
+use anyhow::Context;
+
+use super::period::period;
+use super::{QuotaError, QuotaService, lock};
+use crate::core::event::UserId;
+
+impl QuotaService {
+    pub(super) async fn ensure_account(&self, user: &UserId) -> Result<(), QuotaError> {
+        if lock(&self.known).contains(user) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        // A new account starts with the default grant, counted as this period's refill.
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+        .bind(user.platform.as_str())
+        .bind(&user.user)
+        .bind(self.plan.default_tokens)
+        .bind(period(self.plan.refill, now))
+        .bind(now.timestamp())
+        .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
+            "INSERT INTO quota_accounts \
+               (platform, user_id, granted, remaining, refilled_period, last_op, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?3, ?4, 'grant', ?5, ?5) ON CONFLICT (platform, user_id) DO NOTHING"
+        )
+        .with_context(|| format!("creating the account of {user}"))?;
+        lock(&self.known).insert(user.clone());
+        Ok(())
+    }
+
+    /// Tops the balance up to the refill amount once per period (a no-op within it).
+    pub(super) async fn refill_if_due(&self, user: &UserId) -> Result<(), QuotaError> {
+        let now = self.clock.now();
+        let Some(period) = period(self.plan.refill, now) else {
+            return Ok(());
+        };
+        if lock(&self.refilled).get(user) == Some(&period) {
+            return Ok(());
+        }
+        // Atomic and idempotent: the period check and the top-up are one statement, so
+        // concurrent requests (or replicas) refill exactly once.
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(self.plan.refill_tokens)
+                .bind(&period)
+                .bind(now.timestamp())
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| crate::db::Done(r.rows_affected())),
+            "UPDATE quota_accounts SET \
+               granted = granted + MAX(0, COALESCE(refill_tokens, ?1) - remaining), \
+               remaining = MAX(remaining, COALESCE(refill_tokens, ?1)), \
+               refilled_period = ?2, last_op = 'refill', updated_at = ?3 \
+             WHERE platform = ?4 AND user_id = ?5 AND unlimited = 0 \
+               AND (refilled_period IS NULL OR refilled_period <> ?2)"
+        )
+        .with_context(|| format!("refilling the balance of {user}"))?;
+        lock(&self.refilled).insert(user.clone(), period);
+        Ok(())
+    }
+
+    pub(super) async fn prepare(&self, user: &UserId) -> Result<(), QuotaError> {
+        self.ensure_account(user).await?;
+        self.refill_if_due(user).await
+    }
+}
