@@ -164,12 +164,21 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
         ("OPENAI_BASE_URL", "ftp://example", "openai.base_url"),
         ("DATABASE_URL", "mysql://x", "database.url"),
         ("GPTBOT__LOG__FORMAT", "xml", "format"),
+        // Parsed once at load time, with bounds: no panic on an absurd value.
+        ("GPTBOT__SESSION__TTL", "1e20", "session.ttl"),
+        ("GPTBOT__TELEGRAM__LISTEN", "everywhere", "telegram.listen"),
+        ("GPTBOT__DISCORD__SHARDS", "2-1/4", "discord.shards"),
     ];
     for (var, value, key) in cases {
         let mut env = base.clone();
         env.insert(var.into(), value.into());
         let run = gptbot(&["chat"], &env, "hello\n").await;
         assert_eq!(run.code, 2, "{var}={value}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains("panicked"),
+            "{var}={value}: {}",
+            run.stderr
+        );
         assert!(run.stderr.contains(key), "{var}={value}: {}", run.stderr);
     }
     assert_eq!(openai.request_count(), 0);

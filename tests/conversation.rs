@@ -1066,3 +1066,74 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
     t.send(&a, &discord).await;
     assert!(a.last_message().contains("not linked"));
 }
+
+/// A log writer the test can read back.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_settle_logs_the_database_cause() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("gptbot=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let t = spawn_app().await;
+    let a = adapter();
+    t.openai.script([Behavior::Stream {
+        pieces: vec!["slow ".into(), "answer".into()],
+        delay: Duration::from_millis(300),
+        usage: Some((20, 5)),
+    }]);
+    let pool = t.app.db.sqlite().unwrap().clone();
+    // The ledger table vanishes while the model answers: settling then fails inside
+    // SQLite (the trigger that writes the ledger has nowhere to write).
+    let hello = dm("1", "hello");
+    let (outcome, ()) = tokio::join!(t.send(&a, &hello), async {
+        eventually(
+            10,
+            "the model call",
+            || t.openai.request_count() == 1,
+            String::new,
+        )
+        .await;
+        sqlx::query("DROP TABLE quota_ledger")
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    assert!(matches!(outcome, Outcome::Answered { .. }), "{outcome:?}");
+    assert_eq!(
+        a.last_message(),
+        "slow answer",
+        "the user still gets the answer"
+    );
+    let logs = logs.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("settlement failed"))
+        .unwrap_or_else(|| panic!("no settlement error logged:\n{logs}"));
+    assert!(line.contains("settling 25 tokens for telegram:1"), "{line}");
+    assert!(line.contains("no such table: main.quota_ledger"), "{line}");
+}

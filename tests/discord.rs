@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::discord::*;
 use common::*;
 use gptbot::core::event::{Platform, UserId};
-use gptbot::platform::discord::{self, DiscordHandle};
+use gptbot::platform::discord::DiscordHandle;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -32,8 +32,12 @@ async fn spawn_bot(options: Options) -> Bot {
     )
     .await;
     let (stop, rx) = watch::channel(false);
-    let handle = discord::start(t.app.conversation.clone(), &t.app.settings.discord, rx)
+    // Booted as `gptbot run` boots it.
+    let handle = t
+        .app
+        .start(rx)
         .await
+        .map(|running| running.discord.expect("Discord is configured"))
         .expect("the bot connects to the fake Discord");
     Bot {
         t,
@@ -466,4 +470,67 @@ async fn a_shard_range_runs_only_those_shards() {
             .map(|f| f["d"]["shard"].clone())
             .collect();
     assert_eq!(shards, vec![json!([0, 4]), json!([1, 4])]);
+}
+
+/// Slash options are typed values, not text the core parses again: a value with spaces
+/// (a reason, a system prompt) arrives whole, and a user value reaches the user lookup.
+#[tokio::test]
+async fn slash_option_values_with_spaces_arrive_whole() {
+    let b = spawn_bot(fast().with("GPTBOT__ACCESS__ADMINS", "discord:4000000000000000001")).await;
+    b.dc.slash(
+        "grant",
+        json!([
+            {"name": "user", "type": 3, "value": " 4000000000000000002 "},
+            {"name": "tokens", "type": 4, "value": 300},
+            {"name": "reason", "type": 3, "value": "welcome bonus for the beta"}
+        ]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Granted 300 tokens to discord:4000000000000000002: 20300 remaining of 20300 granted. Reason: welcome bonus for the beta.",
+    )
+    .await;
+
+    b.dc.slash(
+        "usage",
+        json!([{"name": "user", "type": 3, "value": "discord 4000000000000000002"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Could not do that: `discord 4000000000000000002` is not a user id",
+    )
+    .await;
+
+    b.dc.slash(
+        "system",
+        json!([{"name": "prompt", "type": 3, "value": "reset   your tone: be formal"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    b.dc.wait_until(10, "the /system answer", |_| {
+        b.dc.texts()
+            .iter()
+            .any(|t| t.starts_with("System prompt set"))
+    })
+    .await;
+    b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "hi"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(&b.dc, "Echo: hi").await;
+    assert_eq!(
+        b.t.openai.requests()[0]["messages"][0]["content"],
+        "reset   your tone: be formal",
+        "the prompt arrives as typed, spaces and all"
+    );
 }

@@ -50,13 +50,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
         let app = App::build(Settings::load(None, &env).unwrap())
             .await
             .unwrap();
-        let handle = gptbot::platform::telegram::start(
-            app.conversation.clone(),
-            &app.settings.telegram,
-            rx.clone(),
-        )
-        .await
-        .unwrap();
+        let handle = app.start(rx.clone()).await.unwrap().telegram.unwrap();
         hooks.push(format!("http://{}/hook", handle.webhook_addr.unwrap()));
         replicas.push((app, handle));
     }

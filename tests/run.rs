@@ -109,17 +109,9 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
     )
     .await;
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    let _telegram = gptbot::platform::telegram::start(
-        t.app.conversation.clone(),
-        &t.app.settings.telegram,
-        rx.clone(),
-    )
-    .await
-    .unwrap();
-    let _discord =
-        gptbot::platform::discord::start(t.app.conversation.clone(), &t.app.settings.discord, rx)
-            .await
-            .unwrap();
+    // Both platforms from one app, as `gptbot run` serves them.
+    let running = t.app.start(rx).await.unwrap();
+    assert!(running.telegram.is_some() && running.discord.is_some());
 
     tg.push_message(private_chat(42), user_json(42, "Ann"), "/link", None);
     tg.wait_until(10, "the link code", |calls| {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::telegram::*;
 use common::*;
+use gptbot::app::AppError;
 use gptbot::core::event::{Platform, UserId};
-use gptbot::platform::telegram::{self, TelegramError, TelegramHandle};
+use gptbot::platform::telegram::{TelegramError, TelegramHandle};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -30,9 +31,14 @@ async fn spawn_bot(options: Options) -> Bot {
     )
     .await;
     let (stop, rx) = watch::channel(false);
-    let handle = telegram::start(t.app.conversation.clone(), &t.app.settings.telegram, rx)
+    // Booted as `gptbot run` boots it.
+    let handle = t
+        .app
+        .start(rx)
         .await
-        .expect("the bot starts against the fake");
+        .expect("the bot starts against the fake")
+        .telegram
+        .expect("Telegram is configured");
     Bot {
         t,
         tg,
@@ -565,11 +571,17 @@ async fn a_wrong_token_fails_at_start_with_a_clear_error() {
     )
     .await;
     let (_stop, rx) = watch::channel(false);
-    let err = telegram::start(t.app.conversation.clone(), &t.app.settings.telegram, rx)
+    let err = t
+        .app
+        .start(rx)
         .await
         .err()
         .expect("a wrong token must not start");
-    assert!(matches!(err, TelegramError::BadToken(_)), "{err}");
+    assert!(
+        matches!(err, AppError::Telegram(TelegramError::BadToken(_))),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 2);
     assert!(
         !err.to_string().contains("not-the-right-one"),
         "the token leaked: {err}"
@@ -624,11 +636,16 @@ async fn a_second_process_polling_the_same_token_stops_with_a_clear_error() {
     .await;
     // A second bot on the same token and Bot API, as a second replica would be.
     let (_stop, rx) = watch::channel(false);
-    let err = telegram::start(b.t.app.conversation.clone(), &b.t.app.settings.telegram, rx)
-        .await
-        .err()
-        .expect("the newcomer must not start polling");
-    assert!(matches!(err, TelegramError::Conflict), "{err}");
+    let err =
+        b.t.app
+            .start(rx)
+            .await
+            .err()
+            .expect("the newcomer must not start polling");
+    assert!(
+        matches!(err, AppError::Telegram(TelegramError::Conflict)),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("telegram.mode = \"webhook\""),
         "{err}"

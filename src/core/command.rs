@@ -38,19 +38,33 @@ pub enum Command {
 /// platform; `chat` in /allow and /deny means the group the command is sent in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
-    Grant { user: String, tokens: i64 },
-    SetQuota { user: String, tokens: Option<i64> },
-    Usage { user: String },
+    /// `reason` goes into the audit log and the answer (e.g. "beta bonus").
+    Grant {
+        user: String,
+        tokens: i64,
+        reason: Option<String>,
+    },
+    SetQuota {
+        user: String,
+        tokens: Option<i64>,
+    },
+    Usage {
+        user: String,
+    },
     Stats,
-    Allow { subject: String },
-    Deny { subject: String },
+    Allow {
+        subject: String,
+    },
+    Deny {
+        subject: String,
+    },
 }
 
 /// Admin commands with their usage, for /help (to admins) and the platforms' menus.
 pub const ADMIN_COMMANDS: &[(&str, &str)] = &[
     (
         "grant",
-        "/grant <user> <tokens> — add tokens (negative takes away)",
+        "/grant <user> <tokens> [reason] — add tokens (negative takes away)",
     ),
     (
         "setquota",
@@ -85,9 +99,10 @@ pub fn admin_usage(name: &str) -> &'static str {
 fn parse_admin(name: &str, args: &str) -> Option<Command> {
     let words: Vec<&str> = args.split_whitespace().collect();
     let command = match (name, words.as_slice()) {
-        ("grant", [user, n]) => n.parse().ok().map(|tokens| AdminCommand::Grant {
+        ("grant", [user, n, reason @ ..]) => n.parse().ok().map(|tokens| AdminCommand::Grant {
             user: user.to_string(),
             tokens,
+            reason: (!reason.is_empty()).then(|| reason.join(" ")),
         }),
         ("setquota", [user, n]) if n.eq_ignore_ascii_case("unlimited") => {
             Some(AdminCommand::SetQuota {
@@ -242,7 +257,16 @@ mod tests {
             parse("/grant telegram:5 -300", None),
             Input::Command(Command::Admin(AdminCommand::Grant {
                 user: "telegram:5".into(),
-                tokens: -300
+                tokens: -300,
+                reason: None,
+            }))
+        );
+        assert_eq!(
+            parse("/grant 5 100 beta   bonus", None),
+            Input::Command(Command::Admin(AdminCommand::Grant {
+                user: "5".into(),
+                tokens: 100,
+                reason: Some("beta bonus".into()),
             }))
         );
         assert_eq!(

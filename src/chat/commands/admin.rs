@@ -20,14 +20,19 @@ impl Conversation {
         tracing::info!(%admin, ?command, "admin command");
         let user = |arg: &str| resolve_user(event, arg);
         let result = match command {
-            AdminCommand::Grant { user: arg, tokens } => {
+            AdminCommand::Grant {
+                user: arg,
+                tokens,
+                reason,
+            } => {
                 let user = match user(&arg) {
                     Ok(u) => u,
                     Err(why) => return could_not(why),
                 };
                 self.quota.grant(&user, tokens).await.map(|b| {
+                    let why = reason.map(|r| format!(" Reason: {r}.")).unwrap_or_default();
                     format!(
-                        "Granted {tokens} tokens to {user}: {} remaining of {} granted.",
+                        "Granted {tokens} tokens to {user}: {} remaining of {} granted.{why}",
                         b.remaining, b.granted
                     )
                 })

@@ -1,0 +1,112 @@
+//! The slash commands Discord shows, as registered at start-up. Admin commands are
+//! hidden from members without the Administrator permission.
+
+use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption, Permissions};
+
+/// The slash commands, as registered.
+pub fn slash_commands() -> Vec<CreateCommand> {
+    vec![
+        CreateCommand::new("chat")
+            .description("Ask the model something")
+            .add_option(
+                CreateCommandOption::new(CommandOptionType::String, "prompt", "What to ask")
+                    .required(true),
+            ),
+        CreateCommand::new("reset").description("Forget this conversation's history"),
+        CreateCommand::new("cancel").description("Stop the answer in progress"),
+        CreateCommand::new("link")
+            .description("Share one token balance with your account on another platform")
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "code",
+                "The code /link gave you on the other platform (leave empty to get one)",
+            )),
+        CreateCommand::new("unlink").description("Stop sharing your token balance"),
+        CreateCommand::new("quota").description("Show your remaining and used tokens"),
+        CreateCommand::new("system")
+            .description("Show or set this conversation's system prompt")
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "prompt",
+                "The new system prompt, or `reset` for the default",
+            )),
+        admin_command(
+            "grant",
+            "Add tokens to a user's balance (negative takes away)",
+        )
+        .add_option(user_option())
+        .add_option(
+            CreateCommandOption::new(CommandOptionType::Integer, "tokens", "How many tokens")
+                .required(true),
+        )
+        .add_option(CreateCommandOption::new(
+            CommandOptionType::String,
+            "reason",
+            "Why, for the audit log (optional)",
+        )),
+        admin_command("setquota", "Set what a user has left")
+            .add_option(user_option())
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    "tokens",
+                    "A number of tokens, or `unlimited`",
+                )
+                .required(true),
+            ),
+        admin_command("usage", "A user's balance and today's usage").add_option(user_option()),
+        admin_command(
+            "stats",
+            "Users, tokens today and in total, requests, errors",
+        ),
+        admin_command("allow", "Let a user (or `chat`: this server) use the bot")
+            .add_option(user_option()),
+        admin_command(
+            "deny",
+            "Stop a user (or `chat`: this server) from using the bot",
+        )
+        .add_option(user_option()),
+    ]
+}
+
+/// Admin commands are hidden from server members without the Administrator permission;
+/// the bot checks `access.admins` as well.
+fn admin_command(name: &str, description: &str) -> CreateCommand {
+    CreateCommand::new(name)
+        .description(description)
+        .default_member_permissions(Permissions::ADMINISTRATOR)
+}
+
+fn user_option() -> CreateCommandOption {
+    CreateCommandOption::new(
+        CommandOptionType::String,
+        "user",
+        "A Discord user id, a platform:id (telegram:123), or `chat`",
+    )
+    .required(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slash_commands_match_the_core_commands() {
+        let names: Vec<String> = slash_commands()
+            .into_iter()
+            .map(|c| {
+                serde_json::to_value(c).unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "chat", "reset", "cancel", "link", "unlink", "quota", "system", "grant",
+                "setquota", "usage", "stats", "allow", "deny"
+            ]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Discord gateway messages and slash commands → [`IncomingEvent`]s. Slash options map
+//! straight onto the typed [`BotCommand`]; message text is parsed at this edge. Pure: no
+//! I/O.
+
+use serenity::all::{
+    ChannelId, CommandDataOptionValue, CommandInteraction, GuildId, Message, UserId,
+};
+
+use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+
+/// Strips `<@id>` / `<@!id>` mentions of the bot; says whether there was one.
+pub fn strip_bot_mentions(content: &str, bot: u64) -> (String, bool) {
+    let mut text = content.to_string();
+    let mut found = false;
+    for pattern in [format!("<@{bot}>"), format!("<@!{bot}>")] {
+        if text.contains(&pattern) {
+            found = true;
+            text = text.replace(&pattern, " ");
+        }
+    }
+    (crate::platform::tidy_after_mention(&text), found)
+}
+
+/// A gateway message as an event, or `None` for the bot's own messages.
+pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
+    if msg.author.id == bot {
+        return None;
+    }
+    let (text, mentioned_in_text) = strip_bot_mentions(&msg.content, bot.get());
+    let mentioned = mentioned_in_text || msg.mentions.iter().any(|u| u.id == bot);
+    let reply_to_bot = msg
+        .referenced_message
+        .as_ref()
+        .is_some_and(|r| r.author.id == bot);
+    let content = if text.is_empty() && !msg.attachments.is_empty() {
+        Content::Unsupported("an attachment".into())
+    } else if msg.sticker_items.is_empty() || !text.is_empty() {
+        Content::from_typed(&text, None)?
+    } else {
+        Content::Unsupported("a sticker".into())
+    };
+    Some(event(
+        msg.channel_id,
+        msg.guild_id,
+        &msg.author,
+        msg.id.get(),
+        content,
+        mentioned,
+        reply_to_bot,
+    ))
+}
+
+/// A slash command as an event: its options map straight onto the typed [`BotCommand`]
+/// (no text round trip, so option values may hold spaces).
+pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> {
+    let option = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find_map(|o| match (&o.value, o.name == name) {
+                (CommandDataOptionValue::String(s), true) => Some(s.trim().to_string()),
+                _ => None,
+            })
+    };
+    let integer = |name: &str| {
+        command
+            .data
+            .options
+            .iter()
+            .find_map(|o| match (&o.value, o.name == name) {
+                (CommandDataOptionValue::Integer(n), true) => Some(*n),
+                _ => None,
+            })
+    };
+    let user = || option("user").unwrap_or_default();
+    let parsed = match command.data.name.as_str() {
+        "grant" => BotCommand::Admin(AdminCommand::Grant {
+            user: user(),
+            tokens: integer("tokens").unwrap_or_default(),
+            reason: option("reason").filter(|r| !r.is_empty()),
+        }),
+        "setquota" => {
+            let tokens = option("tokens").unwrap_or_default();
+            let tokens = tokens.trim();
+            if tokens.eq_ignore_ascii_case("unlimited") {
+                BotCommand::Admin(AdminCommand::SetQuota {
+                    user: user(),
+                    tokens: None,
+                })
+            } else {
+                match tokens.parse::<i64>() {
+                    Ok(n) if n >= 0 => BotCommand::Admin(AdminCommand::SetQuota {
+                        user: user(),
+                        tokens: Some(n),
+                    }),
+                    _ => BotCommand::AdminUsage(admin_usage("setquota")),
+                }
+            }
+        }
+        "usage" => BotCommand::Admin(AdminCommand::Usage { user: user() }),
+        "stats" => BotCommand::Admin(AdminCommand::Stats),
+        "allow" => BotCommand::Admin(AdminCommand::Allow { subject: user() }),
+        "deny" => BotCommand::Admin(AdminCommand::Deny { subject: user() }),
+        "chat" => BotCommand::Ask(option("prompt").unwrap_or_default()),
+        "reset" => BotCommand::Reset,
+        "cancel" => BotCommand::Cancel,
+        "link" => BotCommand::Link(option("code").filter(|c| !c.trim().is_empty())),
+        "unlink" => BotCommand::Unlink,
+        "quota" => BotCommand::Quota,
+        "system" => BotCommand::System(match option("prompt") {
+            None => SystemArg::Show,
+            Some(p) if p.trim().is_empty() => SystemArg::Show,
+            Some(p) if p.trim().eq_ignore_ascii_case("reset") => SystemArg::Reset,
+            Some(p) => SystemArg::Set(p),
+        }),
+        _ => return None,
+    };
+    // A slash command is always addressed to the bot.
+    Some(event(
+        command.channel_id,
+        command.guild_id,
+        &command.user,
+        command.id.get(),
+        Content::Command(parsed),
+        true,
+        false,
+    ))
+}
+
+/// The event for something `author` sent in `channel` (of `guild`, if any).
+fn event(
+    channel: ChannelId,
+    guild: Option<GuildId>,
+    author: &serenity::all::User,
+    id: u64,
+    content: Content,
+    mentioned: bool,
+    reply_to_bot: bool,
+) -> IncomingEvent {
+    IncomingEvent {
+        platform: Platform::Discord,
+        chat_id: channel.get().to_string(),
+        chat_kind: if guild.is_some() {
+            ChatKind::Group
+        } else {
+            ChatKind::Direct
+        },
+        group: guild.map(|g| g.get().to_string()),
+        sender: Sender {
+            id: author.id.get().to_string(),
+            display_name: author
+                .global_name
+                .clone()
+                .unwrap_or_else(|| author.name.clone()),
+            is_bot: author.bot,
+        },
+        message_id: id.to_string(),
+        content,
+        mentioned,
+        reply_to_bot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bot_mentions_are_stripped_in_both_forms() {
+        assert_eq!(
+            strip_bot_mentions("<@42> hello   <@!42>\nthere", 42),
+            ("hello\nthere".to_string(), true)
+        );
+        assert_eq!(
+            strip_bot_mentions("<@43> not me", 42),
+            ("<@43> not me".to_string(), false)
+        );
+    }
+}
