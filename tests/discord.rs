@@ -367,9 +367,23 @@ async fn quota_reset_and_system_answers_are_ephemeral() {
         answer.body
     );
 
+    assert_eq!(
+        system_prompt_seen_by_the_model(&b, "Answer in haiku.").await,
+        "Answer in haiku."
+    );
+    assert_eq!(
+        b.t.openai.request_count(),
+        1,
+        "/quota or /system reached the model"
+    );
+}
+
+/// Sets `/system prompt:<prompt>`, asks `/chat hi`, and returns the system message of
+/// the model request that answered it.
+async fn system_prompt_seen_by_the_model(b: &Bot, prompt: &str) -> serde_json::Value {
     b.dc.slash(
         "system",
-        json!([{"name": "prompt", "type": 3, "value": "Answer in haiku."}]),
+        json!([{"name": "prompt", "type": 3, "value": prompt}]),
         CHANNEL,
         ann(),
         Some(GUILD),
@@ -380,6 +394,7 @@ async fn quota_reset_and_system_answers_are_ephemeral() {
             .any(|t| t.starts_with("System prompt set"))
     })
     .await;
+    let before = b.t.openai.request_count();
     b.dc.slash(
         "chat",
         json!([{"name": "prompt", "type": 3, "value": "hi"}]),
@@ -387,16 +402,12 @@ async fn quota_reset_and_system_answers_are_ephemeral() {
         ann(),
         Some(GUILD),
     );
-    wait_text(&b.dc, "Echo: hi").await;
-    assert_eq!(
-        b.t.openai.requests()[0]["messages"][0]["content"],
-        "Answer in haiku."
-    );
-    assert_eq!(
-        b.t.openai.request_count(),
-        1,
-        "/quota or /system reached the model"
-    );
+    b.dc.wait_until(15, "the /chat answer", |_| {
+        b.dc.texts().iter().filter(|t| *t == "Echo: hi").count() > 0
+            && b.t.openai.request_count() > before
+    })
+    .await;
+    b.t.openai.requests()[before]["messages"][0]["content"].clone()
 }
 
 #[tokio::test]
@@ -507,29 +518,8 @@ async fn slash_option_values_with_spaces_arrive_whole() {
     )
     .await;
 
-    b.dc.slash(
-        "system",
-        json!([{"name": "prompt", "type": 3, "value": "reset   your tone: be formal"}]),
-        CHANNEL,
-        ann(),
-        Some(GUILD),
-    );
-    b.dc.wait_until(10, "the /system answer", |_| {
-        b.dc.texts()
-            .iter()
-            .any(|t| t.starts_with("System prompt set"))
-    })
-    .await;
-    b.dc.slash(
-        "chat",
-        json!([{"name": "prompt", "type": 3, "value": "hi"}]),
-        CHANNEL,
-        ann(),
-        Some(GUILD),
-    );
-    wait_text(&b.dc, "Echo: hi").await;
     assert_eq!(
-        b.t.openai.requests()[0]["messages"][0]["content"],
+        system_prompt_seen_by_the_model(&b, "reset   your tone: be formal").await,
         "reset   your tone: be formal",
         "the prompt arrives as typed, spaces and all"
     );
