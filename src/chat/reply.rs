@@ -1,8 +1,11 @@
-//! Streaming a growing answer to a platform: a first message as soon as there is text,
-//! edits no more often than the adapter's minimum interval, a final edit with the full
-//! text, and overflow rolled into new messages (see [`super::split`]). Flood-control
-//! answers (`RetryAfter`) pause drafts — later edits coalesce — and delay, never drop,
-//! the final text.
+//! Streaming a growing answer to a platform: the first message once the answer has had
+//! `first_message_delay` to gather (a short answer goes out whole, as one message),
+//! drafts no more often than the edit interval and only when the platform's budget
+//! allows (never queued: a skipped draft is simply superseded by the next, so a stale
+//! one is never sent), the final text as soon as the platform allows, and overflow
+//! rolled into new messages (see [`super::split`]). Flood-control answers
+//! (`RetryAfter`) pause every write for exactly their time, and delay, never drop, the
+//! final text.
 
 use tokio::time::{Duration, Instant};
 
@@ -31,7 +34,15 @@ pub struct ReplyStream<'a> {
     carry: Option<String>,
     live: Option<Live>,
     last_write: Option<Instant>,
+    /// A flood pause (429): no write before this.
     blocked_until: Option<Instant>,
+    /// The platform's budget is spent for now: no draft before this.
+    drafts_blocked_until: Option<Instant>,
+    /// When the answer's first visible text arrived (the first message waits for
+    /// `first_message_delay` after it).
+    first_text_at: Option<Instant>,
+    /// Text arrived that is not on screen yet.
+    pending: bool,
     /// Whether any message went out.
     shown: bool,
 }
@@ -48,6 +59,9 @@ impl<'a> ReplyStream<'a> {
             live: None,
             last_write: None,
             blocked_until: None,
+            drafts_blocked_until: None,
+            first_text_at: None,
+            pending: false,
             shown: false,
         }
     }
@@ -66,13 +80,46 @@ impl<'a> ReplyStream<'a> {
         self.shown
     }
 
-    /// Adds streamed text and shows it if the edit interval allows.
+    /// Adds streamed text and shows it if the pacing allows.
     pub async fn push(&mut self, delta: &str) -> Result<(), AdapterError> {
         self.text.push_str(delta);
+        if !delta.is_empty() {
+            self.pending = true;
+        }
+        if self.first_text_at.is_none() && !self.text.trim().is_empty() {
+            self.first_text_at = Some(Instant::now());
+        }
         self.flush(false).await
     }
 
-    /// Delivers the complete text.
+    /// When text that is not on screen yet should be shown even if no more arrives: the
+    /// first message once its delay is over, a draft once the interval or a pause ends.
+    /// `None` when nothing waits.
+    pub fn due(&self) -> Option<Instant> {
+        if !self.pending {
+            return None;
+        }
+        let mut at = match (&self.live, self.last_write) {
+            (None, _) if !self.shown => self.first_text_at? + self.caps.first_message_delay,
+            (Some(_), Some(last)) => last + self.caps.min_edit_interval,
+            _ => Instant::now(),
+        };
+        for pause in [self.blocked_until, self.drafts_blocked_until]
+            .into_iter()
+            .flatten()
+        {
+            at = at.max(pause);
+        }
+        Some(at)
+    }
+
+    /// Shows what is pending if it is [`due`](Self::due).
+    pub async fn tick(&mut self) -> Result<(), AdapterError> {
+        self.flush(false).await
+    }
+
+    /// Delivers the complete text, as soon as the platform allows: a final text never
+    /// waits for the edit interval.
     pub async fn finish(mut self) -> Result<(), AdapterError> {
         self.flush(true).await
     }
@@ -95,34 +142,48 @@ impl<'a> ReplyStream<'a> {
             return Ok(());
         }
         if final_ {
-            self.show(display, Stage::Final, true).await
-        } else {
-            match self.show(display, Stage::Draft, false).await {
-                // A failed draft is only a missed frame: the final edit carries the text.
-                Err(e @ AdapterError::Failed(_)) => {
-                    tracing::warn!(error = %chain(&e), "streaming edit failed");
-                    Ok(())
-                }
-                other => other,
+            return self.show(display, Stage::Final, true).await;
+        }
+        // A short answer is gathered first, so that one complete message may do.
+        if !self.shown
+            && self
+                .first_text_at
+                .is_some_and(|t| Instant::now() < t + self.caps.first_message_delay)
+        {
+            return Ok(());
+        }
+        match self.show(display, Stage::Draft, false).await {
+            // A failed draft is only a missed frame: the final edit carries the text.
+            Err(e @ AdapterError::Failed(_)) => {
+                tracing::warn!(error = %chain(&e), "streaming edit failed");
+                Ok(())
             }
+            other => other,
         }
     }
 
-    /// Shows `text` in the live message (sending one if there is none). Unforced
-    /// writes are skipped while the interval or a flood pause runs; forced writes wait.
+    /// Shows `text` in the live message (sending one if there is none). A draft is
+    /// skipped while the edit interval, a flood pause or a spent budget runs; a final
+    /// text waits only for a flood pause.
     async fn show(&mut self, text: String, stage: Stage, force: bool) -> Result<(), AdapterError> {
         if let Some(live) = &self.live
             && live.shown == text
             && live.stage == stage
         {
+            self.pending = false;
             return Ok(());
         }
         let mut attempts = 0;
         loop {
             let now = Instant::now();
             let mut ready_at = self.blocked_until.unwrap_or(now);
-            if let (Some(_), Some(last)) = (&self.live, self.last_write) {
-                ready_at = ready_at.max(last + self.caps.min_edit_interval);
+            if !force {
+                if let (Some(_), Some(last)) = (&self.live, self.last_write) {
+                    ready_at = ready_at.max(last + self.caps.min_edit_interval);
+                }
+                if let Some(until) = self.drafts_blocked_until {
+                    ready_at = ready_at.max(until);
+                }
             }
             if ready_at > now {
                 if !force {
@@ -146,6 +207,8 @@ impl<'a> ReplyStream<'a> {
                 Ok(sent) => {
                     self.last_write = Some(Instant::now());
                     self.blocked_until = None;
+                    self.drafts_blocked_until = None;
+                    self.pending = false;
                     match sent {
                         Some(message) => {
                             self.shown = true;
@@ -162,6 +225,10 @@ impl<'a> ReplyStream<'a> {
                             }
                         }
                     }
+                    return Ok(());
+                }
+                Err(AdapterError::NotNow(wait)) if !force => {
+                    self.drafts_blocked_until = Some(Instant::now() + wait);
                     return Ok(());
                 }
                 Err(AdapterError::RetryAfter(wait)) => {

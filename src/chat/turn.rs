@@ -53,7 +53,7 @@ impl Conversation {
             return Outcome::Replied;
         }
         let user = event.quota_user();
-        let Some(mut slot) = self.in_flight.begin(&user) else {
+        let Some(mut slot) = self.in_flight.begin(&user).await else {
             say(adapter, target, notices::STILL_ANSWERING).await;
             return Outcome::Refused;
         };
@@ -83,6 +83,10 @@ impl Conversation {
         let ending = self
             .stream_answer(request, &mut reply, &mut slot.cancelled, target)
             .await;
+        // The model is done: from now on a new message from this user waits for this
+        // turn to be recorded (the slot is freed when `finish` returns) instead of being
+        // told "still answering".
+        slot.finishing();
         self.finish(reservation, reply, ending, &asked, target)
             .await
     }
@@ -162,10 +166,19 @@ impl Conversation {
         };
         let mut usage = None;
         loop {
+            // Text waiting to be shown (the first message after its delay, a draft
+            // after the interval) goes out on time even while the model pauses.
+            let due = reply.due();
             let event = tokio::select! {
                 event = stream.next() => event,
                 // Dropping the stream closes the connection: the server stops too.
                 _ = cancel.changed() => return Ending::Cancelled,
+                () = sleep_until_due(due) => {
+                    if let Err(e) = reply.tick().await {
+                        tracing::warn!(error = %chain(&e), "could not show streamed text");
+                    }
+                    continue;
+                }
             };
             match event {
                 None => return Ending::Complete(usage),
@@ -207,6 +220,9 @@ impl Conversation {
     /// Ends a turn, however it ended: charges what was used (the server's usage, or the
     /// prompt plus the text produced), or refunds everything when nothing was; records
     /// the exchange in the history; and delivers the final text or tells what happened.
+    /// The books (ledger and history) and the final write run side by side, so the
+    /// final text is not held back by the database, and both are done before the
+    /// user's in-flight slot is freed.
     async fn finish(
         &self,
         reservation: Reservation,
@@ -220,53 +236,74 @@ impl Conversation {
         let shown = !answer.trim().is_empty();
         let completion = self.counter.count(&answer);
         let counted = i64::from(asked.prompt_tokens) + i64::from(completion);
-        let used = match &ending {
-            Ending::Complete(Some(usage)) => Some(i64::from(usage.total())),
-            Ending::Complete(None) => {
-                tracing::debug!("server sent no usage, counting locally");
-                Some(counted)
-            }
-            Ending::Cancelled if shown => Some(counted),
-            Ending::Cancelled | Ending::Failed(_) => None,
-        };
-        let charged = self.settle_or_refund(reservation, used).await;
         let adapter = reply.adapter();
-        match ending {
-            Ending::Complete(_) if !shown => {
-                drop(reply);
-                say(adapter, target, notices::EMPTY_ANSWER).await;
-                Outcome::Answered { reserved, charged }
-            }
-            Ending::Complete(usage) => {
-                let tokens = usage.map_or(completion, |u| u.completion_tokens);
-                self.record(asked, answer, tokens).await;
-                deliver(reply, None).await;
-                Outcome::Answered { reserved, charged }
-            }
-            Ending::Cancelled if !shown => {
-                drop(reply);
-                say(adapter, target, notices::STOPPED_EARLY).await;
+        // What is charged, what is recorded, what the user sees, and the outcome.
+        let (used, record, delivery, outcome): (_, _, Delivery<'_>, _) = match ending {
+            Ending::Complete(usage) if shown => (
+                Some(usage.map_or(counted, |u| i64::from(u.total()))),
+                Some(usage.map_or(completion, |u| u.completion_tokens)),
+                Delivery::Final(Box::new(reply), None),
+                Outcome::Answered {
+                    reserved,
+                    charged: 0,
+                },
+            ),
+            Ending::Complete(usage) => (
+                Some(usage.map_or(counted, |u| i64::from(u.total()))),
+                None,
+                Delivery::Say(notices::EMPTY_ANSWER.into()),
+                Outcome::Answered {
+                    reserved,
+                    charged: 0,
+                },
+            ),
+            Ending::Cancelled if shown => (
+                Some(counted),
+                Some(completion),
+                Delivery::Final(Box::new(reply), Some("(stopped)".into())),
                 Outcome::Cancelled {
                     reserved,
                     charged: 0,
-                }
-            }
-            Ending::Cancelled => {
-                self.record(asked, answer, completion).await;
-                deliver(reply, Some("(stopped)")).await;
-                Outcome::Cancelled { reserved, charged }
-            }
+                },
+            ),
+            Ending::Cancelled => (
+                None,
+                None,
+                Delivery::Say(notices::STOPPED_EARLY.into()),
+                Outcome::Cancelled {
+                    reserved,
+                    charged: 0,
+                },
+            ),
             Ending::Failed(e) => {
                 tracing::warn!(error = %chain(&e), "model call failed");
                 let notice = e.user_message();
-                if reply.has_shown_anything() {
-                    deliver(reply, Some(&format!("⚠️ {notice}"))).await;
+                let delivery = if reply.has_shown_anything() {
+                    Delivery::Final(Box::new(reply), Some(format!("⚠️ {notice}")))
                 } else {
-                    drop(reply);
-                    say(adapter, target, notice).await;
-                }
-                Outcome::Failed
+                    Delivery::Say(notice.into())
+                };
+                (None, None, delivery, Outcome::Failed)
             }
+        };
+        let books = async {
+            let charged = self.settle_or_refund(reservation, used).await;
+            if let Some(tokens) = record {
+                self.record(asked, answer, tokens).await;
+            }
+            charged
+        };
+        let show = async {
+            match delivery {
+                Delivery::Final(reply, note) => deliver(*reply, note.as_deref()).await,
+                Delivery::Say(text) => say(adapter, target, &text).await,
+            }
+        };
+        let (charged, ()) = tokio::join!(books, show);
+        match outcome {
+            Outcome::Answered { reserved, .. } => Outcome::Answered { reserved, charged },
+            Outcome::Cancelled { reserved, .. } => Outcome::Cancelled { reserved, charged },
+            other => other,
         }
     }
 
@@ -308,6 +345,14 @@ impl Conversation {
     }
 }
 
+/// Sleeps until `due`, or forever when nothing is due.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Delivers the final text of a reply, with a note after it (stopped, failed).
 async fn deliver(mut reply: ReplyStream<'_>, note: Option<&str>) {
     if let Some(note) = note {
@@ -316,6 +361,14 @@ async fn deliver(mut reply: ReplyStream<'_>, note: Option<&str>) {
     if let Err(e) = reply.finish().await {
         tracing::warn!(error = %chain(&e), "could not deliver the final answer");
     }
+}
+
+/// What the user sees when a turn ends.
+enum Delivery<'a> {
+    /// The reply's final text, with a note after it (stopped, failed).
+    Final(Box<ReplyStream<'a>>, Option<String>),
+    /// A notice instead (nothing was shown).
+    Say(String),
 }
 
 /// A turn refused before the model was called.

@@ -167,6 +167,8 @@ pub struct TelegramSettings {
     pub webhook_secret: Option<SecretString>,
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub edit_interval: Duration,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub first_message_delay: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -181,6 +183,8 @@ pub struct DiscordSettings {
     pub guild_ids: Vec<u64>,
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub edit_interval: Duration,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub first_message_delay: Duration,
     /// Which gateway shards this process runs: "" (all, one shard), "0-1/4", "2/4".
     #[serde(default, deserialize_with = "de_shards", serialize_with = "ser_shards")]
     pub shards: Option<ShardRange>,

@@ -35,8 +35,12 @@ impl LengthUnit {
 pub struct Capabilities {
     pub max_message_len: usize,
     pub length_unit: LengthUnit,
-    /// Edits of one message are never sent closer together than this.
+    /// Intermediate edits (drafts) of one message are never closer together than this.
+    /// Final texts do not wait for it.
     pub min_edit_interval: Duration,
+    /// How long an answer is gathered before its first message goes out, so a short
+    /// answer arrives as one message with no edits.
+    pub first_message_delay: Duration,
 }
 
 /// Where a reply goes: the chat, and the message it answers (platforms that thread
@@ -66,9 +70,13 @@ pub enum Stage {
 /// source, so logs show all of it.
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
-    /// The platform asked us to slow down; nothing was delivered.
+    /// The platform asked us to slow down (a 429); nothing was delivered.
     #[error("rate limited, retry after {0:?}")]
     RetryAfter(Duration),
+    /// A draft was not sent: the platform's budget is kept for final texts. Nothing was
+    /// asked of the platform; a draft may be tried again after this long.
+    #[error("draft skipped, budget available in {0:?}")]
+    NotNow(Duration),
     #[error("the platform refused or failed the request")]
     Failed(#[source] anyhow::Error),
 }

@@ -54,6 +54,8 @@ impl<W: Write + Send> ChatAdapter for ConsoleAdapter<W> {
             max_message_len: 1 << 20,
             length_unit: LengthUnit::Chars,
             min_edit_interval: self.edit_interval,
+            // The terminal has no flood limits: show the first words at once.
+            first_message_delay: Duration::ZERO,
         }
     }
 

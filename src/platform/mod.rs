@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod pacer;
 pub mod telegram;
 
 /// Tidies a text a mention was cut out of: runs of spaces become one, lines are kept.

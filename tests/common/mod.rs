@@ -452,6 +452,8 @@ pub struct RecordingAdapter {
     /// (edit number, 1-based, → wait) answered with RetryAfter instead of being applied.
     flood: Mutex<HashMap<usize, Duration>>,
     edits_seen: Mutex<usize>,
+    /// How long the platform takes to acknowledge a final text the user already sees.
+    final_ack: Mutex<Duration>,
 }
 
 impl RecordingAdapter {
@@ -460,6 +462,7 @@ impl RecordingAdapter {
             max_message_len: max_len,
             length_unit: LengthUnit::Chars,
             min_edit_interval,
+            first_message_delay: Duration::ZERO,
         })
     }
 
@@ -470,6 +473,19 @@ impl RecordingAdapter {
             next_id: Mutex::new(0),
             flood: Mutex::new(HashMap::new()),
             edits_seen: Mutex::new(0),
+            final_ack: Mutex::new(Duration::ZERO),
+        }
+    }
+
+    /// Final texts are shown at once but acknowledged only after `delay`.
+    pub fn slow_final_ack(&self, delay: Duration) {
+        *self.final_ack.lock().unwrap() = delay;
+    }
+
+    async fn ack(&self, stage: Stage) {
+        let delay = *self.final_ack.lock().unwrap();
+        if stage == Stage::Final && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -542,6 +558,7 @@ impl ChatAdapter for RecordingAdapter {
             },
             at: Instant::now(),
         });
+        self.ack(stage).await;
         Ok(SentMessage {
             chat_id: target.chat_id.clone(),
             message_id: id,
@@ -574,6 +591,7 @@ impl ChatAdapter for RecordingAdapter {
             },
             at: Instant::now(),
         });
+        self.ack(stage).await;
         Ok(())
     }
 

@@ -3,6 +3,12 @@
 //! teloxide bot runs against it unchanged. It records every call with its time, holds
 //! `getUpdates` long polls until an update is queued, checks the HTML it is sent the way
 //! Telegram does (known tags, balanced, known entities) and can be told to fail calls.
+//!
+//! With [`FakeTelegram::enforce_flood_limits`] it also applies Telegram's flood rules:
+//! per chat a token bucket of 1 write a second with bursts of 3 (sendMessage and
+//! editMessageText), 20 a minute in groups, 30 sendMessage a second overall. A write
+//! over a limit gets 429 with `retry_after` in whole seconds, and the chat stays frozen
+//! until then: a call during the freeze is refused again.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +48,106 @@ struct TgState {
     /// Bumped by every getUpdates; a long poll still waiting when a newer one arrives is
     /// answered 409, as Telegram does when two processes poll one token.
     poll_generation: u64,
+    flood: Option<Flood>,
+    /// Message writes Telegram accepted (what the user sees happen), in order.
+    delivered: Vec<Call>,
+}
+
+/// Telegram's flood rules, as token buckets.
+#[derive(Default)]
+struct Flood {
+    chats: HashMap<i64, (Bucket, Option<Instant>)>,
+    groups: HashMap<i64, Bucket>,
+    global: Option<Bucket>,
+    /// Every 429 this fake answered because of these rules.
+    refusals: Vec<(i64, String, u64)>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    per_second: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(per_second: f64, burst: f64) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: Instant::now(),
+            per_second,
+            burst,
+        }
+    }
+
+    /// Takes a token, or says in how many seconds one will be there.
+    fn take(&mut self, now: Instant) -> Result<(), f64> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - self.tokens) / self.per_second)
+        }
+    }
+}
+
+impl Flood {
+    /// Applies the rules to one write; `Err(retry_after)` in whole seconds when refused.
+    fn check(&mut self, method: &str, chat: i64, now: Instant) -> Result<(), u64> {
+        let frozen = self
+            .chats
+            .get(&chat)
+            .and_then(|(_, until)| *until)
+            .filter(|t| *t > now);
+        if let Some(until) = frozen {
+            return Err(whole_seconds((until - now).as_secs_f64()));
+        }
+        // Check every bucket first, so a refused write takes no token from any.
+        let mut chat_bucket = self.chats.get(&chat).map_or(Bucket::new(1.0, 3.0), |c| c.0);
+        let mut group_bucket = (chat < 0).then(|| {
+            *self
+                .groups
+                .entry(chat)
+                .or_insert(Bucket::new(20.0 / 60.0, 20.0))
+        });
+        let mut global = self.global.unwrap_or(Bucket::new(30.0, 30.0));
+        let mut wait: f64 = 0.0;
+        if let Err(w) = chat_bucket.take(now) {
+            wait = wait.max(w);
+        }
+        if let Some(g) = &mut group_bucket
+            && let Err(w) = g.take(now)
+        {
+            wait = wait.max(w);
+        }
+        if method == "sendmessage"
+            && let Err(w) = global.take(now)
+        {
+            wait = wait.max(w);
+        }
+        if wait > 0.0 {
+            let secs = whole_seconds(wait);
+            let entry = self.chats.entry(chat).or_insert((chat_bucket, None));
+            entry.1 = Some(now + Duration::from_secs(secs));
+            return Err(secs);
+        }
+        self.chats.insert(chat, (chat_bucket, None));
+        if let Some(g) = group_bucket {
+            self.groups.insert(chat, g);
+        }
+        if method == "sendmessage" {
+            self.global = Some(global);
+        }
+        Ok(())
+    }
+}
+
+fn whole_seconds(secs: f64) -> u64 {
+    (secs.ceil() as u64).max(1)
 }
 
 #[derive(Clone)]
@@ -338,6 +444,16 @@ impl FakeTelegram {
     fn message_call(&self, method: &str, body: &Value) -> Response {
         let mut s = self.state.lock().unwrap();
         let chat_id = body["chat_id"].as_i64().unwrap_or(0);
+        if let Some(flood) = &mut s.flood
+            && let Err(secs) = flood.check(method, chat_id, Instant::now())
+        {
+            flood.refusals.push((chat_id, method.to_string(), secs));
+            return error(
+                429,
+                &format!("Too Many Requests: retry after {secs}"),
+                Some(secs),
+            );
+        }
         let text = body["text"].as_str().unwrap_or("").to_string();
         let html = body["parse_mode"].as_str() == Some("HTML");
         let visible = if html {
@@ -391,6 +507,11 @@ impl FakeTelegram {
             }
         };
         s.texts.insert((chat_id, message_id), text);
+        s.delivered.push(Call {
+            method: method.to_string(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
         let mut message = json!({
             "message_id": message_id,
             "date": now(),
@@ -469,6 +590,62 @@ impl FakeTelegram {
             .entry(method.to_ascii_lowercase())
             .or_default()
             .push_back((code, description.to_string(), retry_after));
+    }
+
+    /// Writes to `chat` that Telegram accepted, in order.
+    pub fn delivered_to(&self, chat: i64) -> Vec<Call> {
+        self.state
+            .lock()
+            .unwrap()
+            .delivered
+            .iter()
+            .filter(|c| c.body["chat_id"].as_i64() == Some(chat))
+            .cloned()
+            .collect()
+    }
+
+    /// When `chat` was shown `text` as a final (HTML) text, if it was.
+    pub fn final_seen(&self, chat: i64, text: &str) -> Option<Instant> {
+        self.delivered_to(chat)
+            .into_iter()
+            .find(|c| c.body["parse_mode"] == "HTML" && c.body["text"].as_str() == Some(text))
+            .map(|c| c.at)
+    }
+
+    /// Waits until `chat` shows `text` as a final text; returns when it arrived.
+    pub async fn wait_final(&self, chat: i64, text: &str) -> Instant {
+        super::eventually(
+            30,
+            &format!("final text {text:?} in chat {chat}"),
+            || self.final_seen(chat, text).is_some(),
+            || {
+                format!(
+                    "delivered: {:#?}",
+                    self.delivered_to(chat)
+                        .iter()
+                        .map(|c| c.body["text"].clone())
+                        .collect::<Vec<_>>()
+                )
+            },
+        )
+        .await;
+        self.final_seen(chat, text).unwrap()
+    }
+
+    /// From now on, apply Telegram's flood rules (see the module documentation).
+    pub fn enforce_flood_limits(&self) {
+        self.state.lock().unwrap().flood = Some(Flood::default());
+    }
+
+    /// The 429s answered under the flood rules: (chat, method, retry_after).
+    pub fn flood_refusals(&self) -> Vec<(i64, String, u64)> {
+        self.state
+            .lock()
+            .unwrap()
+            .flood
+            .as_ref()
+            .map(|f| f.refusals.clone())
+            .unwrap_or_default()
     }
 
     /// As if an earlier deployment had registered a webhook.

@@ -55,24 +55,26 @@ fn parse_id(id: &str) -> Result<u64, AdapterError> {
         .ok_or_else(|| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Discord id")))
 }
 
-fn caps(edit_interval: Duration) -> Capabilities {
+/// What Discord allows, with the configured pacing.
+pub fn caps(edit_interval: Duration, first_message_delay: Duration) -> Capabilities {
     Capabilities {
         max_message_len: MAX_MESSAGE_LEN,
         length_unit: LengthUnit::Chars,
         min_edit_interval: edit_interval,
+        first_message_delay,
     }
 }
 
 /// Replies in a channel (DMs and guild mentions).
 pub struct ChannelAdapter {
     pub(super) http: Arc<Http>,
-    pub(super) edit_interval: Duration,
+    pub(super) caps: Capabilities,
 }
 
 #[async_trait]
 impl ChatAdapter for ChannelAdapter {
     fn capabilities(&self) -> Capabilities {
-        caps(self.edit_interval)
+        self.caps
     }
 
     async fn send(
@@ -132,14 +134,14 @@ pub struct InteractionAdapter {
     pub(super) http: Arc<Http>,
     pub(super) interaction: CommandInteraction,
     pub(super) ephemeral: bool,
-    pub(super) edit_interval: Duration,
+    pub(super) caps: Capabilities,
     pub(super) original_used: Mutex<bool>,
 }
 
 #[async_trait]
 impl ChatAdapter for InteractionAdapter {
     fn capabilities(&self) -> Capabilities {
-        caps(self.edit_interval)
+        self.caps
     }
 
     async fn send(

@@ -27,6 +27,7 @@ pub use events::{interaction_event, message_event, strip_bot_mentions};
 
 use crate::chat::Conversation;
 use crate::config::DiscordSettings;
+use crate::core::adapter::Capabilities;
 use crate::core::error::chain;
 
 /// Discord's limit on a message's content, in characters.
@@ -46,7 +47,7 @@ pub enum DiscordError {
 
 struct Handler {
     conversation: Arc<Conversation>,
-    edit_interval: Duration,
+    caps: Capabilities,
     guild_ids: Vec<u64>,
     bot: OnceLock<UserId>,
     ready: watch::Sender<Option<String>>,
@@ -117,7 +118,7 @@ impl EventHandler for Handler {
         }
         let adapter = ChannelAdapter {
             http: ctx.http.clone(),
-            edit_interval: self.edit_interval,
+            caps: self.caps,
         };
         self.conversation.handle(&event, &adapter).await;
     }
@@ -150,7 +151,7 @@ impl EventHandler for Handler {
             http: ctx.http.clone(),
             interaction: command,
             ephemeral,
-            edit_interval: self.edit_interval,
+            caps: self.caps,
             original_used: Mutex::new(false),
         };
         self.conversation.handle(&event, &adapter).await;
@@ -201,7 +202,7 @@ pub async fn start(
     let (ready_tx, mut ready_rx) = watch::channel(None);
     let handler = Handler {
         conversation,
-        edit_interval: settings.edit_interval,
+        caps: adapter::caps(settings.edit_interval, settings.first_message_delay),
         guild_ids: settings.guild_ids.clone(),
         bot: OnceLock::new(),
         ready: ready_tx,

@@ -1,13 +1,14 @@
 //! Telegram through teloxide: receiving updates (long polling, or a webhook served with
 //! axum and checked against `X-Telegram-Bot-Api-Secret-Token`), turning them into
-//! [`IncomingEvent`]s, and the [`ChatAdapter`] that sends, edits and shows "typing…".
+//! events ([`convert`]), and replying through [`adapter::TelegramAdapter`], whose writes
+//! are scheduled by one [`Pacer`] per bot (not teloxide's `Throttle`: see
+//! [`crate::platform::pacer`] for why).
 //!
 //! Updates are handled as they arrive; the core allows one answer in flight per user, so
 //! a second message while an answer streams gets a "still answering" notice and
 //! `/cancel` reaches the answer it stops.
-//! Sends go through teloxide's `Throttle` (Telegram's per-chat, per-group and global
-//! limits); edits are paced by the core's edit interval, and a 429 pauses them.
 
+pub mod adapter;
 pub mod convert;
 pub mod html;
 
@@ -15,32 +16,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use secrecy::ExposeSecret;
-use teloxide::adaptors::Throttle;
-use teloxide::adaptors::throttle::Limits;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
-use teloxide::types::{
-    AllowedUpdate, BotCommand, BotCommandScope, ChatAction, Me, MessageId, ParseMode, Recipient,
-    ReplyParameters,
-};
+use teloxide::types::{AllowedUpdate, BotCommand, BotCommandScope, Me, Recipient};
 use teloxide::update_listeners::{Polling, webhooks};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::watch;
 
 use crate::chat::Conversation;
 use crate::config::{TelegramMode, TelegramSettings};
-use crate::core::adapter::{
-    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
-};
+pub use adapter::TelegramAdapter;
+
 use crate::core::command::{ADMIN_COMMANDS, COMMANDS};
+use crate::platform::pacer::{Limits, Pacer};
 
 /// Telegram's limit on a message, in UTF-16 code units after entity parsing.
 pub const MAX_MESSAGE_LEN: usize = 4096;
-
-type TgBot = Throttle<Bot>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelegramError {
@@ -60,147 +53,13 @@ pub enum TelegramError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// Sending side for one Telegram chat.
-#[derive(Clone)]
-pub struct TelegramAdapter {
-    bot: TgBot,
-    edit_interval: Duration,
-}
-
-fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
-    id.parse::<i64>()
-        .map(ChatId)
-        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
-}
-
-fn message_id(id: &str) -> Result<MessageId, AdapterError> {
-    id.parse::<i32>()
-        .map(MessageId)
-        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram message id")))
-}
-
-fn adapter_error(e: RequestError) -> AdapterError {
-    match e {
-        RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
-        other => AdapterError::Failed(anyhow::Error::new(other)),
-    }
-}
-
-/// The HTML to send for a final text, or `None` to send it plain (drafts, and the rare
-/// rendering that would show more than Telegram's limit, e.g. renumbered long lists).
-fn final_html(text: &str, stage: Stage) -> Option<String> {
-    if stage != Stage::Final {
-        return None;
-    }
-    let rendered = html::render(text);
-    (html::visible_len_utf16(&rendered) <= MAX_MESSAGE_LEN).then_some(rendered)
-}
-
-fn is_entity_error(e: &RequestError) -> bool {
-    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
-}
-
-impl TelegramAdapter {
-    pub fn new(bot: TgBot, edit_interval: Duration) -> TelegramAdapter {
-        TelegramAdapter { bot, edit_interval }
-    }
-}
-
-#[async_trait]
-impl ChatAdapter for TelegramAdapter {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_message_len: MAX_MESSAGE_LEN,
-            length_unit: LengthUnit::Utf16,
-            min_edit_interval: self.edit_interval,
-        }
-    }
-
-    async fn send(
-        &self,
-        target: &ReplyTarget,
-        text: &str,
-        stage: Stage,
-    ) -> Result<SentMessage, AdapterError> {
-        let chat = chat_id(&target.chat_id)?;
-        let reply = match &target.reply_to {
-            Some(id) => Some(ReplyParameters::new(message_id(id)?).allow_sending_without_reply()),
-            None => None,
-        };
-        let build = |text: String, html: bool| {
-            let mut request = self.bot.send_message(chat, text);
-            if html {
-                request = request.parse_mode(ParseMode::Html);
-            }
-            if let Some(reply) = &reply {
-                request = request.reply_parameters(reply.clone());
-            }
-            request
-        };
-        let sent = if let Some(rendered) = final_html(text, stage) {
-            match build(rendered, true).await {
-                Err(e) if is_entity_error(&e) => {
-                    tracing::warn!(error = %crate::core::error::chain(&e), "Telegram rejected the formatting, sending plain text");
-                    build(text.to_string(), false).await
-                }
-                other => other,
-            }
-        } else {
-            build(text.to_string(), false).await
-        }
-        .map_err(adapter_error)?;
-        Ok(SentMessage {
-            chat_id: target.chat_id.clone(),
-            message_id: sent.id.0.to_string(),
-        })
-    }
-
-    async fn edit(
-        &self,
-        message: &SentMessage,
-        text: &str,
-        stage: Stage,
-    ) -> Result<(), AdapterError> {
-        let chat = chat_id(&message.chat_id)?;
-        let id = message_id(&message.message_id)?;
-        let result = if let Some(rendered) = final_html(text, stage) {
-            match self
-                .bot
-                .edit_message_text(chat, id, rendered)
-                .parse_mode(ParseMode::Html)
-                .await
-            {
-                Err(e) if is_entity_error(&e) => {
-                    tracing::warn!(error = %crate::core::error::chain(&e), "Telegram rejected the formatting, editing as plain text");
-                    self.bot.edit_message_text(chat, id, text).await
-                }
-                other => other,
-            }
-        } else {
-            self.bot.edit_message_text(chat, id, text).await
-        };
-        match result {
-            Ok(_) => Ok(()),
-            // The text is already what we wanted: that is success.
-            Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
-            Err(e) => Err(adapter_error(e)),
-        }
-    }
-
-    async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
-        self.bot
-            .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing)
-            .await
-            .map(|_| ())
-            .map_err(adapter_error)
-    }
-}
-
 /// What the update handlers need.
 struct Context {
     conversation: Arc<Conversation>,
     me: Me,
+    pacer: Arc<Pacer>,
     edit_interval: Duration,
+    first_message_delay: Duration,
 }
 
 /// A running Telegram bot.
@@ -264,11 +123,12 @@ pub async fn start(
     }
     tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
 
-    let throttled = Throttle::new_spawn(bot.clone(), Limits::default());
     let context = Arc::new(Context {
         conversation,
         me,
+        pacer: Arc::new(Pacer::new(Limits::TELEGRAM)),
         edit_interval: settings.edit_interval,
+        first_message_delay: settings.first_message_delay,
     });
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
@@ -276,7 +136,7 @@ pub async fn start(
     // Updates are handled as they arrive, not queued per chat: a user's second message
     // while an answer streams must get the core's "still answering" notice, and /cancel
     // must reach the answer it stops. The core keeps one answer in flight per user.
-    let mut dispatcher = Dispatcher::builder(throttled, handler)
+    let mut dispatcher = Dispatcher::builder(bot.clone(), handler)
         .distribution_function(|_| None::<()>)
         .dependencies(dptree::deps![context])
         .default_handler(|_| async {})
@@ -407,18 +267,24 @@ pub async fn start(
     })
 }
 
-async fn on_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
-    if let Some(event) = convert::message_event(&msg, &ctx.me, false) {
-        let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
-        ctx.conversation.handle(&event, &adapter).await;
-    }
+async fn on_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
+    handle(bot, &msg, &ctx, false).await;
     Ok(())
 }
 
-async fn on_edited_message(bot: TgBot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
-    if let Some(event) = convert::message_event(&msg, &ctx.me, true) {
-        let adapter = TelegramAdapter::new(bot, ctx.edit_interval);
+async fn on_edited_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
+    handle(bot, &msg, &ctx, true).await;
+    Ok(())
+}
+
+async fn handle(bot: Bot, msg: &Message, ctx: &Context, edited: bool) {
+    if let Some(event) = convert::message_event(msg, &ctx.me, edited) {
+        let adapter = TelegramAdapter::new(
+            bot,
+            ctx.pacer.clone(),
+            ctx.edit_interval,
+            ctx.first_message_delay,
+        );
         ctx.conversation.handle(&event, &adapter).await;
     }
-    Ok(())
 }

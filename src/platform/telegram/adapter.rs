@@ -1,0 +1,245 @@
+//! The [`ChatAdapter`] for Telegram: sends and edits (HTML for final texts, plain text
+//! for drafts and as a fallback) and "typing…". Every write waits for its budget in the
+//! bot's [`Pacer`] (Telegram's per-chat, per-group and overall limits), so the platform
+//! never has to answer 429; when it does, only the chat it names is frozen.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use teloxide::prelude::*;
+use teloxide::types::{ChatAction, MessageId, ParseMode, ReplyParameters};
+use teloxide::{ApiError, RequestError};
+
+use super::{MAX_MESSAGE_LEN, html};
+use crate::core::adapter::{
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+};
+use crate::core::error::chain;
+use crate::platform::pacer::{Pacer, Priority, Write};
+
+/// Sending side for one Telegram chat; every write goes through the bot's [`Pacer`].
+#[derive(Clone)]
+pub struct TelegramAdapter {
+    bot: Bot,
+    pacer: Arc<Pacer>,
+    edit_interval: Duration,
+    first_message_delay: Duration,
+}
+
+/// How often one write is tried when Telegram keeps answering 429.
+const MAX_ATTEMPTS: u32 = 8;
+
+fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
+    id.parse::<i64>()
+        .map(ChatId)
+        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
+}
+
+fn message_id(id: &str) -> Result<MessageId, AdapterError> {
+    id.parse::<i32>()
+        .map(MessageId)
+        .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram message id")))
+}
+
+fn adapter_error(e: RequestError) -> AdapterError {
+    match e {
+        RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
+        other => AdapterError::Failed(anyhow::Error::new(other)),
+    }
+}
+
+/// The HTML to send for a final text, or `None` to send it plain (drafts, and the rare
+/// rendering that would show more than Telegram's limit, e.g. renumbered long lists).
+fn final_html(text: &str, stage: Stage) -> Option<String> {
+    if stage != Stage::Final {
+        return None;
+    }
+    let rendered = html::render(text);
+    (html::visible_len_utf16(&rendered) <= MAX_MESSAGE_LEN).then_some(rendered)
+}
+
+fn is_entity_error(e: &RequestError) -> bool {
+    matches!(e, RequestError::Api(ApiError::CantParseEntities(_)))
+}
+
+impl TelegramAdapter {
+    /// One sendMessage: HTML for a final text, plain if Telegram refuses the formatting.
+    async fn send_once(
+        &self,
+        chat: ChatId,
+        reply: Option<&ReplyParameters>,
+        text: &str,
+        stage: Stage,
+    ) -> Result<Message, RequestError> {
+        let build = |text: String, html: bool| {
+            let mut request = self.bot.send_message(chat, text);
+            if html {
+                request = request.parse_mode(ParseMode::Html);
+            }
+            if let Some(reply) = reply {
+                request = request.reply_parameters(reply.clone());
+            }
+            request
+        };
+        if let Some(rendered) = final_html(text, stage) {
+            match build(rendered, true).await {
+                Err(e) if is_entity_error(&e) => {
+                    tracing::warn!(error = %chain(&e), "Telegram rejected the formatting, sending plain text");
+                    build(text.to_string(), false).await
+                }
+                other => other,
+            }
+        } else {
+            build(text.to_string(), false).await
+        }
+    }
+
+    /// One editMessageText, with the same fallback.
+    async fn edit_once(
+        &self,
+        chat: ChatId,
+        id: MessageId,
+        text: &str,
+        stage: Stage,
+    ) -> Result<Message, RequestError> {
+        if let Some(rendered) = final_html(text, stage) {
+            match self
+                .bot
+                .edit_message_text(chat, id, rendered)
+                .parse_mode(ParseMode::Html)
+                .await
+            {
+                Err(e) if is_entity_error(&e) => {
+                    tracing::warn!(error = %chain(&e), "Telegram rejected the formatting, editing as plain text");
+                    self.bot.edit_message_text(chat, id, text).await
+                }
+                other => other,
+            }
+        } else {
+            self.bot.edit_message_text(chat, id, text).await
+        }
+    }
+
+    pub fn new(
+        bot: Bot,
+        pacer: Arc<Pacer>,
+        edit_interval: Duration,
+        first_message_delay: Duration,
+    ) -> TelegramAdapter {
+        TelegramAdapter {
+            bot,
+            pacer,
+            edit_interval,
+            first_message_delay,
+        }
+    }
+
+    /// Runs one write to `chat` when its budget allows. A 429 freezes that chat (only
+    /// that one) for exactly `retry_after`; a final text or first message then goes out
+    /// right after the freeze, a draft is dropped and the caller told when to try again.
+    async fn paced<T, F, Fut>(
+        &self,
+        chat: &str,
+        write: Write,
+        priority: Priority,
+        call: F,
+    ) -> Result<T, AdapterError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, RequestError>>,
+    {
+        // Telegram's groups and channels have negative ids.
+        let group = chat.starts_with('-');
+        let mut attempts = 0;
+        loop {
+            if let Err(ready_at) = self.pacer.acquire(chat, group, write, priority).await {
+                return Err(AdapterError::NotNow(
+                    ready_at.saturating_duration_since(tokio::time::Instant::now()),
+                ));
+            }
+            match call().await {
+                Err(RequestError::RetryAfter(wait)) => {
+                    let wait = wait.duration();
+                    tracing::info!(chat, ?wait, "Telegram flood control (429)");
+                    self.pacer.freeze(chat, group, wait);
+                    attempts += 1;
+                    if priority == Priority::Draft || attempts >= MAX_ATTEMPTS {
+                        return Err(AdapterError::RetryAfter(wait));
+                    }
+                }
+                other => return other.map_err(adapter_error),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChatAdapter for TelegramAdapter {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_len: MAX_MESSAGE_LEN,
+            length_unit: LengthUnit::Utf16,
+            min_edit_interval: self.edit_interval,
+            first_message_delay: self.first_message_delay,
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
+        let chat = chat_id(&target.chat_id)?;
+        let reply = match &target.reply_to {
+            Some(id) => Some(ReplyParameters::new(message_id(id)?).allow_sending_without_reply()),
+            None => None,
+        };
+        // A new message is an answer's first (or, complete, its final) text.
+        let priority = match stage {
+            Stage::Final => Priority::Final,
+            Stage::Draft => Priority::First,
+        };
+        let sent = self
+            .paced(&target.chat_id, Write::Send, priority, || {
+                self.send_once(chat, reply.as_ref(), text, stage)
+            })
+            .await?;
+        Ok(SentMessage {
+            chat_id: target.chat_id.clone(),
+            message_id: sent.id.0.to_string(),
+        })
+    }
+
+    async fn edit(
+        &self,
+        message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError> {
+        let chat = chat_id(&message.chat_id)?;
+        let id = message_id(&message.message_id)?;
+        let priority = match stage {
+            Stage::Final => Priority::Final,
+            Stage::Draft => Priority::Draft,
+        };
+        self.paced(&message.chat_id, Write::Edit, priority, || async move {
+            match self.edit_once(chat, id, text, stage).await {
+                // The text is already what we wanted: that is success.
+                Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+                other => other.map(|_| ()),
+            }
+        })
+        .await
+    }
+
+    async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
+        self.bot
+            .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing)
+            .await
+            .map(|_| ())
+            .map_err(adapter_error)
+    }
+}
