@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -51,6 +52,47 @@ struct DcState {
     /// Message id → content, for every message and interaction response the bot wrote.
     texts: HashMap<String, String>,
     order: VecDeque<String>,
+    /// Discord's rate limits, when switched on (see [`FakeDiscord::enforce_rate_limits`]).
+    buckets: Option<Buckets>,
+}
+
+/// Discord's per-route buckets: 5 writes per 5 s for each route and major parameter
+/// (channel, or interaction webhook), announced in `X-RateLimit-*` headers, and 429 with
+/// a fractional `retry_after` beyond that.
+#[derive(Default)]
+struct Buckets {
+    windows: HashMap<String, (Instant, u32)>,
+    refusals: Vec<(String, f64)>,
+}
+
+const BUCKET_LIMIT: u32 = 5;
+const BUCKET_WINDOW: Duration = Duration::from_secs(5);
+
+impl Buckets {
+    /// Counts one request on `key`: `Ok(remaining, reset_after)` or `Err(retry_after)`.
+    fn take(&mut self, key: &str, now: Instant) -> Result<(u32, f64), f64> {
+        let window = self.windows.entry(key.to_string()).or_insert((now, 0));
+        if now >= window.0 + BUCKET_WINDOW {
+            *window = (now, 0);
+        }
+        let reset_after = (window.0 + BUCKET_WINDOW - now).as_secs_f64();
+        if window.1 >= BUCKET_LIMIT {
+            self.refusals.push((key.to_string(), reset_after));
+            return Err(reset_after);
+        }
+        window.1 += 1;
+        Ok((BUCKET_LIMIT - window.1, reset_after))
+    }
+}
+
+/// The bucket of a write: the method, the route and its major parameter.
+fn bucket_key(method: &str, path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.trim_start_matches("/api/v10/").split('/').collect();
+    match parts.as_slice() {
+        ["channels", channel, "messages", ..] => Some(format!("{method} channels/{channel}")),
+        ["webhooks", app, token, ..] => Some(format!("{method} webhooks/{app}/{token}")),
+        _ => None,
+    }
 }
 
 #[derive(Clone)]
@@ -297,6 +339,23 @@ impl FakeDiscord {
         token
     }
 
+    /// From now on, apply Discord's per-route buckets (5 writes per 5 s per channel or
+    /// interaction), announced in `X-RateLimit-*` headers.
+    pub fn enforce_rate_limits(&self) {
+        self.state.lock().unwrap().buckets = Some(Buckets::default());
+    }
+
+    /// The 429s answered under the buckets: (bucket, retry_after).
+    pub fn rate_limit_refusals(&self) -> Vec<(String, f64)> {
+        self.state
+            .lock()
+            .unwrap()
+            .buckets
+            .as_ref()
+            .map(|b| b.refusals.clone())
+            .unwrap_or_default()
+    }
+
     pub fn rate_limit_next(&self, method: &str, path_prefix: &str, retry_after: f64) {
         self.state.lock().unwrap().limits.push((
             method.to_string(),
@@ -396,6 +455,49 @@ async fn rest_api(
         headers.insert("x-ratelimit-scope", "user".parse().unwrap());
         return response;
     }
+    let announced = {
+        let mut s = fake.state.lock().unwrap();
+        match (&mut s.buckets, bucket_key(method.as_str(), &path)) {
+            (Some(buckets), Some(key)) => match buckets.take(&key, Instant::now()) {
+                Ok(limits) => Some(limits),
+                Err(retry_after) => {
+                    let mut response = json_response(
+                        429,
+                        json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false, "code": 0}),
+                    );
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        "retry-after",
+                        format!("{}", retry_after.ceil()).parse().unwrap(),
+                    );
+                    headers.insert("x-ratelimit-scope", "user".parse().unwrap());
+                    return response;
+                }
+            },
+            _ => None,
+        }
+    };
+    let mut response = answer(&fake, &method, &path, &body);
+    if let Some((remaining, reset_after)) = announced {
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-ratelimit-limit",
+            BUCKET_LIMIT.to_string().parse().unwrap(),
+        );
+        headers.insert(
+            "x-ratelimit-remaining",
+            remaining.to_string().parse().unwrap(),
+        );
+        headers.insert(
+            "x-ratelimit-reset-after",
+            format!("{reset_after:.3}").parse().unwrap(),
+        );
+    }
+    response
+}
+
+/// The answer to one REST call.
+fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Response {
     let content = body["content"].as_str().unwrap_or("").to_string();
     if content.chars().count() > 2000 {
         return json_response(

@@ -192,6 +192,18 @@ struct FakeOpenAiState {
     echo_delay: Duration,
     requests: Vec<Value>,
     headers: Vec<HashMap<String, String>>,
+    /// Answers as a model under load would (see [`FakeOpenAi::set_load_model`]).
+    load: Option<LoadModel>,
+    /// When the last token of the answer to each user text was sent.
+    last_token_at: HashMap<String, Instant>,
+}
+
+/// A model that answers `tokens` tokens: the first after `first`, then one per `per_token`.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadModel {
+    pub first: Duration,
+    pub tokens: usize,
+    pub per_token: Duration,
 }
 
 /// An OpenAI-compatible server on 127.0.0.1. With nothing scripted it streams
@@ -230,6 +242,32 @@ impl FakeOpenAi {
         self.state.lock().unwrap().echo_delay = delay;
     }
 
+    /// From now on, unscripted requests are answered by `model`: the answer is the user's
+    /// text followed by `tokens - 1` filler tokens, and the time of its last token is
+    /// kept (see [`FakeOpenAi::last_token_at`]).
+    pub fn set_load_model(&self, model: LoadModel) {
+        self.state.lock().unwrap().load = Some(model);
+    }
+
+    /// When the last token of the answer to `user_text` left the fake.
+    pub fn last_token_at(&self, user_text: &str) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .last_token_at
+            .get(user_text)
+            .copied()
+    }
+
+    /// The answer the load model gives to `user_text`.
+    pub fn load_answer(user_text: &str, tokens: usize) -> String {
+        let mut answer = user_text.to_string();
+        for _ in 1..tokens {
+            answer.push_str(" tok");
+        }
+        answer
+    }
+
     pub fn requests(&self) -> Vec<Value> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -264,7 +302,7 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let (behavior, echo_delay) = {
+    let (behavior, echo_delay, load) = {
         let mut s = state.lock().unwrap();
         s.requests.push(body.clone());
         s.headers.push(
@@ -273,9 +311,12 @@ async fn completions(
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect(),
         );
-        (s.script.pop_front(), s.echo_delay)
+        (s.script.pop_front(), s.echo_delay, s.load)
     };
     let model = body["model"].as_str().unwrap_or("fake").to_string();
+    if let (None, Some(load)) = (&behavior, load) {
+        return load_answer(state, &body, &model, load);
+    }
     let behavior = behavior.unwrap_or_else(|| {
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let last = messages
@@ -380,6 +421,62 @@ async fn completions(
             sse_response(events)
         }
     }
+}
+
+/// The load model's streamed answer; the time of its last token is kept.
+fn load_answer(
+    state: Arc<Mutex<FakeOpenAiState>>,
+    body: &Value,
+    model: &str,
+    load: LoadModel,
+) -> Response {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let answer = FakeOpenAi::load_answer(&last, load.tokens);
+    let pieces: Vec<String> = answer.split_inclusive(' ').map(str::to_string).collect();
+    let count = pieces.len();
+    let model = model.to_string();
+    let head = futures::stream::iter([Ok::<_, std::io::Error>(sse(&chunk(
+        &model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    )))]);
+    let chunk_model = model.clone();
+    let body = futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
+        let state = state.clone();
+        let last = last.clone();
+        let model = chunk_model.clone();
+        async move {
+            tokio::time::sleep(if i == 0 { load.first } else { load.per_token }).await;
+            if i + 1 == count {
+                state
+                    .lock()
+                    .unwrap()
+                    .last_token_at
+                    .insert(last, Instant::now());
+            }
+            Ok(sse(&chunk(&model, json!({"content": piece}), None)))
+        }
+    });
+    let tail = futures::stream::iter([
+        Ok(sse(&chunk(&model, json!({}), Some("stop")))),
+        Ok(sse(&json!({
+            "id": "chatcmpl-fake123", "object": "chat.completion.chunk",
+            "created": 1_764_000_000u32, "model": model, "choices": [],
+            "usage": {"prompt_tokens": 50, "completion_tokens": count, "total_tokens": 50 + count}
+        }))),
+        Ok("data: [DONE]\n\n".to_string()),
+    ]);
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(head.chain(body).chain(tail)))
+        .unwrap()
 }
 
 type Event = (Duration, Result<String, std::io::Error>);

@@ -51,6 +51,8 @@ struct TgState {
     flood: Option<Flood>,
     /// Message writes Telegram accepted (what the user sees happen), in order.
     delivered: Vec<Call>,
+    /// (chat, text) → when a final (HTML) text was first shown.
+    finals: HashMap<(i64, String), Instant>,
 }
 
 /// Telegram's flood rules, as token buckets.
@@ -507,10 +509,16 @@ impl FakeTelegram {
             }
         };
         s.texts.insert((chat_id, message_id), text);
+        let at = Instant::now();
+        if html {
+            s.finals
+                .entry((chat_id, body["text"].as_str().unwrap_or("").to_string()))
+                .or_insert(at);
+        }
         s.delivered.push(Call {
             method: method.to_string(),
             body: body.clone(),
-            at: Instant::now(),
+            at,
         });
         let mut message = json!({
             "message_id": message_id,
@@ -606,10 +614,12 @@ impl FakeTelegram {
 
     /// When `chat` was shown `text` as a final (HTML) text, if it was.
     pub fn final_seen(&self, chat: i64, text: &str) -> Option<Instant> {
-        self.delivered_to(chat)
-            .into_iter()
-            .find(|c| c.body["parse_mode"] == "HTML" && c.body["text"].as_str() == Some(text))
-            .map(|c| c.at)
+        self.state
+            .lock()
+            .unwrap()
+            .finals
+            .get(&(chat, text.to_string()))
+            .copied()
     }
 
     /// Waits until `chat` shows `text` as a final text; returns when it arrived.

@@ -1,52 +1,25 @@
 //! The [`ChatAdapter`]s for Discord: replies in a channel (DMs and guild mentions) and
 //! replies to a deferred slash command (the original response, then follow-ups). Every
-//! message has `allowed_mentions` empty, so a model cannot ping `@everyone`.
+//! write goes through [`Rest`], which honours Discord's rate limits; every message has
+//! `allowed_mentions` empty, so a model cannot ping `@everyone`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serenity::all::{
-    ChannelId, CommandInteraction, CreateAllowedMentions, CreateInteractionResponseFollowup,
-    CreateMessage, EditInteractionResponse, EditMessage, MessageId,
-};
-use serenity::http::Http;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 
 use super::MAX_MESSAGE_LEN;
+use super::rest::{Call, Rest};
 use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
 };
+use crate::platform::pacer::Priority;
 
 /// The id of an interaction's original response, for [`SentMessage::message_id`].
 const ORIGINAL: &str = "@original";
-
-fn no_mentions() -> CreateAllowedMentions {
-    CreateAllowedMentions::new()
-}
-
-/// How long to pause after a 429 when serenity's rate limiter is off (custom
-/// `discord.api_url`): serenity's error does not carry Discord's `retry_after`.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Maps serenity errors, leaving out the request URL: for interactions it carries the
-/// interaction token.
-fn adapter_error(e: serenity::Error) -> AdapterError {
-    match e {
-        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response)) => {
-            if response.status_code.as_u16() == 429 {
-                return AdapterError::RetryAfter(DEFAULT_RETRY_AFTER);
-            }
-            AdapterError::Failed(anyhow::anyhow!(
-                "Discord answered {} to {}: {} (code {})",
-                response.status_code,
-                response.method,
-                response.error.message,
-                response.error.code
-            ))
-        }
-        other => AdapterError::Failed(anyhow::Error::new(other).context("Discord request failed")),
-    }
-}
 
 fn parse_id(id: &str) -> Result<u64, AdapterError> {
     id.parse::<u64>()
@@ -65,9 +38,31 @@ pub fn caps(edit_interval: Duration, first_message_delay: Duration) -> Capabilit
     }
 }
 
+/// A message body: the text, and no mention may ping anyone.
+fn content(text: &str) -> Value {
+    json!({"content": text, "allowed_mentions": {"parse": []}})
+}
+
+/// New messages are an answer's first (or, complete, its final) text; edits are drafts
+/// until the final one.
+fn priority(stage: Stage, new: bool) -> Priority {
+    match (stage, new) {
+        (Stage::Final, _) => Priority::Final,
+        (Stage::Draft, true) => Priority::First,
+        (Stage::Draft, false) => Priority::Draft,
+    }
+}
+
+fn message_id(body: &Value) -> Result<String, AdapterError> {
+    body["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| AdapterError::Failed(anyhow::anyhow!("Discord returned no message id")))
+}
+
 /// Replies in a channel (DMs and guild mentions).
 pub struct ChannelAdapter {
-    pub(super) http: Arc<Http>,
+    pub(super) rest: Arc<Rest>,
     pub(super) caps: Capabilities,
 }
 
@@ -81,22 +76,31 @@ impl ChatAdapter for ChannelAdapter {
         &self,
         target: &ReplyTarget,
         text: &str,
-        _stage: Stage,
+        stage: Stage,
     ) -> Result<SentMessage, AdapterError> {
-        let channel = ChannelId::new(parse_id(&target.chat_id)?);
-        let mut message = CreateMessage::new()
-            .content(text)
-            .allowed_mentions(no_mentions());
+        let channel = parse_id(&target.chat_id)?;
+        let mut body = content(text);
         if let Some(reply_to) = &target.reply_to {
-            message = message.reference_message((channel, MessageId::new(parse_id(reply_to)?)));
+            body["message_reference"] = json!({
+                "message_id": parse_id(reply_to)?.to_string(),
+                "fail_if_not_exists": false,
+            });
         }
-        let sent = channel
-            .send_message(&self.http, message)
-            .await
-            .map_err(adapter_error)?;
+        let sent = self
+            .rest
+            .send(
+                Call {
+                    method: Method::POST,
+                    path: format!("/channels/{channel}/messages"),
+                    route: format!("POST /channels/{channel}/messages"),
+                    body: Some(&body),
+                },
+                priority(stage, true),
+            )
+            .await?;
         Ok(SentMessage {
             chat_id: target.chat_id.clone(),
-            message_id: sent.id.get().to_string(),
+            message_id: message_id(&sent)?,
         })
     }
 
@@ -104,38 +108,67 @@ impl ChatAdapter for ChannelAdapter {
         &self,
         message: &SentMessage,
         text: &str,
-        _stage: Stage,
+        stage: Stage,
     ) -> Result<(), AdapterError> {
-        let channel = ChannelId::new(parse_id(&message.chat_id)?);
-        channel
-            .edit_message(
-                &self.http,
-                MessageId::new(parse_id(&message.message_id)?),
-                EditMessage::new()
-                    .content(text)
-                    .allowed_mentions(no_mentions()),
+        let channel = parse_id(&message.chat_id)?;
+        let id = parse_id(&message.message_id)?;
+        self.rest
+            .send(
+                Call {
+                    method: Method::PATCH,
+                    path: format!("/channels/{channel}/messages/{id}"),
+                    route: format!("PATCH /channels/{channel}/messages"),
+                    body: Some(&content(text)),
+                },
+                priority(stage, false),
             )
             .await
             .map(|_| ())
-            .map_err(adapter_error)
     }
 
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
-        ChannelId::new(parse_id(&target.chat_id)?)
-            .broadcast_typing(&self.http)
+        let channel = parse_id(&target.chat_id)?;
+        self.rest
+            .send(
+                Call {
+                    method: Method::POST,
+                    path: format!("/channels/{channel}/typing"),
+                    route: format!("POST /channels/{channel}/typing"),
+                    body: None,
+                },
+                // Only a courtesy: never wait for it.
+                Priority::Draft,
+            )
             .await
-            .map_err(adapter_error)
+            .map(|_| ())
     }
 }
 
 /// Replies to a slash command that was already deferred: the first message fills the
 /// original response, overflow goes into follow-ups.
 pub struct InteractionAdapter {
-    pub(super) http: Arc<Http>,
-    pub(super) interaction: CommandInteraction,
+    pub(super) rest: Arc<Rest>,
+    pub(super) application_id: u64,
+    /// The interaction's token: it is in every URL, so it never reaches a log.
+    pub(super) token: SecretString,
     pub(super) ephemeral: bool,
     pub(super) caps: Capabilities,
     pub(super) original_used: Mutex<bool>,
+}
+
+impl InteractionAdapter {
+    fn webhook(&self) -> String {
+        format!(
+            "/webhooks/{}/{}",
+            self.application_id,
+            self.token.expose_secret()
+        )
+    }
+
+    /// One bucket per interaction (Discord's major parameter is the webhook).
+    fn route(&self, what: &str) -> String {
+        format!("{what} interaction {}", self.application_id)
+    }
 }
 
 #[async_trait]
@@ -148,41 +181,48 @@ impl ChatAdapter for InteractionAdapter {
         &self,
         target: &ReplyTarget,
         text: &str,
-        _stage: Stage,
+        stage: Stage,
     ) -> Result<SentMessage, AdapterError> {
         let first = {
             let mut used = self.original_used.lock().unwrap_or_else(|p| p.into_inner());
             !std::mem::replace(&mut *used, true)
         };
         if first {
-            self.interaction
-                .edit_response(
-                    &self.http,
-                    EditInteractionResponse::new()
-                        .content(text)
-                        .allowed_mentions(no_mentions()),
+            self.rest
+                .send(
+                    Call {
+                        method: Method::PATCH,
+                        path: format!("{}/messages/@original", self.webhook()),
+                        route: self.route("PATCH original"),
+                        body: Some(&content(text)),
+                    },
+                    priority(stage, true),
                 )
-                .await
-                .map_err(adapter_error)?;
+                .await?;
             return Ok(SentMessage {
                 chat_id: target.chat_id.clone(),
                 message_id: ORIGINAL.to_string(),
             });
         }
+        let mut body = content(text);
+        if self.ephemeral {
+            body["flags"] = json!(64);
+        }
         let sent = self
-            .interaction
-            .create_followup(
-                &self.http,
-                CreateInteractionResponseFollowup::new()
-                    .content(text)
-                    .ephemeral(self.ephemeral)
-                    .allowed_mentions(no_mentions()),
+            .rest
+            .send(
+                Call {
+                    method: Method::POST,
+                    path: self.webhook(),
+                    route: self.route("POST followup"),
+                    body: Some(&body),
+                },
+                priority(stage, true),
             )
-            .await
-            .map_err(adapter_error)?;
+            .await?;
         Ok(SentMessage {
             chat_id: target.chat_id.clone(),
-            message_id: sent.id.get().to_string(),
+            message_id: message_id(&sent)?,
         })
     }
 
@@ -190,32 +230,32 @@ impl ChatAdapter for InteractionAdapter {
         &self,
         message: &SentMessage,
         text: &str,
-        _stage: Stage,
+        stage: Stage,
     ) -> Result<(), AdapterError> {
-        if message.message_id == ORIGINAL {
-            self.interaction
-                .edit_response(
-                    &self.http,
-                    EditInteractionResponse::new()
-                        .content(text)
-                        .allowed_mentions(no_mentions()),
-                )
-                .await
-                .map(|_| ())
-                .map_err(adapter_error)
+        let (path, route) = if message.message_id == ORIGINAL {
+            (
+                format!("{}/messages/@original", self.webhook()),
+                self.route("PATCH original"),
+            )
         } else {
-            self.interaction
-                .edit_followup(
-                    &self.http,
-                    MessageId::new(parse_id(&message.message_id)?),
-                    CreateInteractionResponseFollowup::new()
-                        .content(text)
-                        .allowed_mentions(no_mentions()),
-                )
-                .await
-                .map(|_| ())
-                .map_err(adapter_error)
-        }
+            let id = parse_id(&message.message_id)?;
+            (
+                format!("{}/messages/{id}", self.webhook()),
+                self.route("PATCH followup"),
+            )
+        };
+        self.rest
+            .send(
+                Call {
+                    method: Method::PATCH,
+                    path,
+                    route,
+                    body: Some(&content(text)),
+                },
+                priority(stage, false),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn typing(&self, _target: &ReplyTarget) -> Result<(), AdapterError> {

@@ -9,12 +9,13 @@
 pub mod adapter;
 pub mod commands;
 pub mod events;
+pub mod rest;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
     Command, Context, EditInteractionResponse, EventHandler, GatewayIntents, GuildId, HttpBuilder,
     Interaction, Message, Ready, ResumedEvent, UserId,
@@ -47,6 +48,7 @@ pub enum DiscordError {
 
 struct Handler {
     conversation: Arc<Conversation>,
+    rest: Arc<rest::Rest>,
     caps: Capabilities,
     guild_ids: Vec<u64>,
     bot: OnceLock<UserId>,
@@ -91,7 +93,7 @@ impl EventHandler for Handler {
         tracing::info!("Discord gateway session resumed");
     }
 
-    async fn message(&self, ctx: Context, msg: Message) {
+    async fn message(&self, _ctx: Context, msg: Message) {
         let Some(bot) = self.bot.get().copied() else {
             return;
         };
@@ -117,7 +119,7 @@ impl EventHandler for Handler {
             return;
         }
         let adapter = ChannelAdapter {
-            http: ctx.http.clone(),
+            rest: self.rest.clone(),
             caps: self.caps,
         };
         self.conversation.handle(&event, &adapter).await;
@@ -148,8 +150,9 @@ impl EventHandler for Handler {
             return;
         };
         let adapter = InteractionAdapter {
-            http: ctx.http.clone(),
-            interaction: command,
+            rest: self.rest.clone(),
+            application_id: command.application_id.get(),
+            token: SecretString::from(command.token.clone()),
             ephemeral,
             caps: self.caps,
             original_used: Mutex::new(false),
@@ -200,8 +203,11 @@ pub async fn start(
         | GatewayIntents::DIRECT_MESSAGES
         | GatewayIntents::MESSAGE_CONTENT;
     let (ready_tx, mut ready_rx) = watch::channel(None);
+    let rest = rest::Rest::new(&api_url, token.clone())
+        .map_err(|e| anyhow::Error::new(e).context("building the Discord REST client"))?;
     let handler = Handler {
         conversation,
+        rest: Arc::new(rest),
         caps: adapter::caps(settings.edit_interval, settings.first_message_delay),
         guild_ids: settings.guild_ids.clone(),
         bot: OnceLock::new(),

@@ -1,0 +1,224 @@
+//! `cargo bench --bench load`: the real `gptbot run` binary against the fake Bot API with
+//! Telegram's flood rules on and a fake streaming model, on loopback.
+//!
+//! The model answers 100 tokens: the first after 100 ms, then one every 20 ms (2.08 s), or
+//! one every 2 ms in the fast variant (0.3 s). Users write in private chats; each sends
+//! their next message one second after seeing the previous answer complete (a quick
+//! human; Telegram allows a chat about one message a second).
+//!
+//! Shapes: (a) 1 user × 30 messages, fast model; (b) 20 users × 5 messages; (c) 100 users
+//! × 2 messages, all starting within one second. Per shape: replies completed, 429s the
+//! fake answered, writes per reply, overhead (complete reply visible − model's last
+//! token) p50 / p99, the bot's CPU per message and its peak RSS (from /proc).
+//!
+//! `BENCH_SHAPES=a,b` runs a subset.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::telegram::{FakeTelegram, TOKEN, private_chat, user_json};
+use common::{FakeOpenAi, LoadModel};
+
+const TOKENS: usize = 100;
+const THINK: Duration = Duration::from_secs(1);
+
+struct Shape {
+    name: &'static str,
+    users: i64,
+    messages: usize,
+    per_token: Duration,
+    /// Users start spread evenly over this.
+    ramp: Duration,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape {
+        name: "a: 1 user x 30 messages, fast model",
+        users: 1,
+        messages: 30,
+        per_token: Duration::from_millis(2),
+        ramp: Duration::ZERO,
+    },
+    Shape {
+        name: "b: 20 users x 5 messages",
+        users: 20,
+        messages: 5,
+        per_token: Duration::from_millis(20),
+        ramp: Duration::from_secs(1),
+    },
+    Shape {
+        name: "c: 100 users x 2 messages, all within 1 s",
+        users: 100,
+        messages: 2,
+        per_token: Duration::from_millis(20),
+        ramp: Duration::from_secs(1),
+    },
+];
+
+/// CPU time the process has used (user + system).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// The process's peak resident memory, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn run_shape(shape: &Shape) {
+    let tg = FakeTelegram::start().await;
+    tg.enforce_flood_limits();
+    let openai = FakeOpenAi::start().await;
+    openai.set_load_model(LoadModel {
+        first: Duration::from_millis(100),
+        tokens: TOKENS,
+        per_token: shape.per_token,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let env: HashMap<&str, String> = HashMap::from([
+        ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+        ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+        ("OPENAI_BASE_URL", openai.base_url()),
+        ("OPENAI_API_KEY", "sk-bench".to_string()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ),
+        ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "0".to_string()),
+        ("GPTBOT__QUOTA__DEFAULT_TOKENS", "100000000".to_string()),
+        ("GPTBOT__MODEL__MAX_TOKENS", "200".to_string()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .arg("run")
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gptbot binary starts");
+    let pid = child.id().expect("a running child");
+    tg.wait_until(30, "the bot polling", |calls| {
+        calls.iter().filter(|c| c.method == "getupdates").count() >= 2
+    })
+    .await;
+    let cpu_before = cpu_time(pid);
+
+    let started = Instant::now();
+    let runs = (0..shape.users).map(|u| {
+        let tg = tg.clone();
+        let openai = openai.clone();
+        let delay = if shape.users > 1 {
+            shape.ramp.mul_f64(u as f64 / shape.users as f64)
+        } else {
+            Duration::ZERO
+        };
+        async move {
+            tokio::time::sleep(delay).await;
+            let user = 1000 + u;
+            let mut overheads = Vec::new();
+            for k in 0..shape.messages {
+                let text = format!("u{user}m{k}");
+                let answer = FakeOpenAi::load_answer(&text, TOKENS);
+                tg.push_message(private_chat(user), user_json(user, "U"), &text, None);
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let seen = loop {
+                    if let Some(at) = tg.final_seen(user, &answer) {
+                        break Some(at);
+                    }
+                    if Instant::now() > deadline {
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                };
+                let Some(seen) = seen else { break };
+                if let Some(last) = openai.last_token_at(&text) {
+                    overheads.push(seen.saturating_duration_since(last));
+                }
+                tokio::time::sleep(THINK).await;
+            }
+            overheads
+        }
+    });
+    let mut overheads: Vec<Duration> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let rss = peak_rss_mib(pid);
+    let _ = child.kill().await;
+
+    overheads.sort();
+    let expected = shape.users as usize * shape.messages;
+    let replies = overheads.len();
+    let writes: usize = (0..shape.users)
+        .map(|u| tg.delivered_to(1000 + u).len())
+        .sum();
+    println!("{}", shape.name);
+    println!(
+        "  replies completed    {replies} / {expected} in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!("  429s received        {}", tg.flood_refusals().len());
+    println!(
+        "  writes per reply     {:.2}",
+        writes as f64 / replies.max(1) as f64
+    );
+    println!(
+        "  overhead p50 / p99   {:.1} / {:.1} ms (max {:.1})",
+        percentile(&overheads, 0.50),
+        percentile(&overheads, 0.99),
+        overheads
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    );
+    println!(
+        "  bot CPU per message  {:.2} ms",
+        cpu.as_secs_f64() * 1000.0 / replies.max(1) as f64
+    );
+    println!("  bot peak RSS         {rss:.1} MiB");
+}
+
+#[tokio::main]
+async fn main() {
+    let only = std::env::var("BENCH_SHAPES").ok();
+    for shape in SHAPES {
+        let key = &shape.name[..1];
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|s| s.trim() == key))
+        {
+            continue;
+        }
+        run_shape(shape).await;
+    }
+}

@@ -1,0 +1,177 @@
+//! Discord's REST writes — channel messages, the interaction's original response and its
+//! follow-ups, "typing…" — with Discord's rate limits honoured on every path: the
+//! per-route buckets announced in `X-RateLimit-Remaining` / `X-RateLimit-Reset-After`,
+//! a 429's `retry_after` (fractional seconds) waited exactly, and a `global` 429 pausing
+//! every route.
+//!
+//! Why not serenity's `Http` for these: its rate limiter always talks to discord.com
+//! (it ignores `HttpBuilder::proxy`), so with a custom `discord.api_url` it must be off,
+//! and its errors drop the 429 body, so `retry_after` is lost. serenity still runs the
+//! gateway, command registration and the interaction callback (defer).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::core::adapter::AdapterError;
+use crate::platform::pacer::Priority;
+
+/// How often one write is tried when Discord keeps answering 429.
+const MAX_ATTEMPTS: u32 = 8;
+
+#[derive(Default)]
+struct Limits {
+    /// Route → when its bucket is usable again (remaining was 0, or a 429).
+    routes: HashMap<String, Instant>,
+    /// A global 429: nothing before this.
+    global_until: Option<Instant>,
+}
+
+/// The REST client of one bot.
+pub struct Rest {
+    http: reqwest::Client,
+    /// `{api_url}/api/v10`
+    base: String,
+    token: SecretString,
+    limits: Mutex<Limits>,
+}
+
+/// One request: method, path under `/api/v10`, and the route it is limited by (Discord
+/// buckets by route and major parameter: the channel, or the interaction's webhook).
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub route: String,
+    pub body: Option<&'a Value>,
+}
+
+impl Rest {
+    pub fn new(api_url: &str, token: SecretString) -> Result<Rest, reqwest::Error> {
+        Ok(Rest {
+            http: reqwest::Client::builder()
+                .user_agent(concat!(
+                    "DiscordBot (https://github.com/gptbot, ",
+                    env!("CARGO_PKG_VERSION"),
+                    ")"
+                ))
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: format!("{}/api/v10", api_url.trim_end_matches('/')),
+            token,
+            limits: Mutex::new(Limits::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Limits> {
+        // Plain timestamps: a poisoned lock is still consistent.
+        self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ready_at(&self, route: &str) -> Option<Instant> {
+        let limits = self.lock();
+        let now = Instant::now();
+        [limits.routes.get(route).copied(), limits.global_until]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .max()
+    }
+
+    fn pause(&self, route: &str, global: bool, wait: Duration) {
+        let now = Instant::now();
+        let until = now + wait;
+        let mut limits = self.lock();
+        if global {
+            limits.global_until = Some(limits.global_until.map_or(until, |t| t.max(until)));
+            return;
+        }
+        if limits.routes.len() > 1024 {
+            limits.routes.retain(|_, t| *t > now);
+        }
+        let t = limits.routes.entry(route.to_string()).or_insert(until);
+        *t = (*t).max(until);
+    }
+
+    /// Sends `call` when its route allows. A draft never waits: it is skipped with
+    /// [`AdapterError::NotNow`]. Other writes wait out buckets and 429s (exactly
+    /// `retry_after`) and are tried again. Errors never carry the URL: for interactions
+    /// it holds the interaction's token.
+    pub async fn send(&self, call: Call<'_>, priority: Priority) -> Result<Value, AdapterError> {
+        let mut attempts = 0;
+        loop {
+            if let Some(ready) = self.ready_at(&call.route) {
+                let wait = ready - Instant::now();
+                if priority == Priority::Draft {
+                    return Err(AdapterError::NotNow(wait));
+                }
+                tokio::time::sleep_until(ready).await;
+            }
+            let mut request = self
+                .http
+                .request(call.method.clone(), format!("{}{}", self.base, call.path))
+                .header(
+                    "Authorization",
+                    format!("Bot {}", self.token.expose_secret()),
+                );
+            if let Some(body) = call.body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| {
+                AdapterError::Failed(
+                    anyhow::Error::new(e.without_url())
+                        .context(format!("Discord request {} failed", call.route)),
+                )
+            })?;
+            let status = response.status();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            if let (Some(remaining), Some(reset_after)) = (
+                header("x-ratelimit-remaining"),
+                header("x-ratelimit-reset-after"),
+            ) && remaining < 1.0
+            {
+                self.pause(
+                    &call.route,
+                    false,
+                    Duration::from_secs_f64(reset_after.max(0.0)),
+                );
+            }
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status.as_u16() == 429 {
+                let wait = Duration::from_secs_f64(
+                    body["retry_after"]
+                        .as_f64()
+                        .unwrap_or(1.0)
+                        .clamp(0.0, 3600.0),
+                );
+                let global = body["global"].as_bool().unwrap_or(false);
+                tracing::info!(route = %call.route, ?wait, global, "Discord rate limit (429)");
+                self.pause(&call.route, global, wait);
+                attempts += 1;
+                if priority == Priority::Draft || attempts >= MAX_ATTEMPTS {
+                    return Err(AdapterError::RetryAfter(wait));
+                }
+                continue;
+            }
+            if !status.is_success() {
+                return Err(AdapterError::Failed(anyhow::anyhow!(
+                    "Discord answered {status} to {}: {} (code {})",
+                    call.route,
+                    body["message"].as_str().unwrap_or("no message"),
+                    body["code"]
+                )));
+            }
+            return Ok(body);
+        }
+    }
+}
