@@ -114,6 +114,10 @@ async fn run_shape(shape: &Shape) {
         ("GPTBOT__QUOTA__DEFAULT_TOKENS", "100000000".to_string()),
         ("GPTBOT__MODEL__MAX_TOKENS", "200".to_string()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
+        (
+            "GPTBOT_RUNTIME",
+            std::env::var("GPTBOT_RUNTIME").unwrap_or_default(),
+        ),
     ]);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
         .arg("run")
@@ -129,7 +133,12 @@ async fn run_shape(shape: &Shape) {
         calls.iter().filter(|c| c.method == "getupdates").count() >= 2
     })
     .await;
+    // What the bot burns doing nothing but long-polling, for comparison.
+    let idle_from = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = cpu_time(pid).saturating_sub(idle_from);
     let cpu_before = cpu_time(pid);
+    let rss_at_start = peak_rss_mib(pid);
 
     let started = Instant::now();
     let runs = (0..shape.users).map(|u| {
@@ -202,10 +211,11 @@ async fn run_shape(shape: &Shape) {
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     );
     println!(
-        "  bot CPU per message  {:.2} ms",
-        cpu.as_secs_f64() * 1000.0 / replies.max(1) as f64
+        "  bot CPU per message  {:.2} ms (idle: {:.1} ms/s)",
+        cpu.as_secs_f64() * 1000.0 / replies.max(1) as f64,
+        idle.as_secs_f64() * 1000.0 / 5.0
     );
-    println!("  bot peak RSS         {rss:.1} MiB");
+    println!("  bot peak RSS         {rss:.1} MiB (at start {rss_at_start:.1})");
 }
 
 #[tokio::main]

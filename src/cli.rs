@@ -123,10 +123,12 @@ pub fn main() -> ExitCode {
     };
     crate::telemetry::init(format, level);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // GPTBOT_RUNTIME=current-thread: one scheduler thread (measured in BENCHMARKS.md).
+    let mut builder = match std::env::var("GPTBOT_RUNTIME").as_deref() {
+        Ok("current-thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -89,6 +89,12 @@ impl<'a> ReplyStream<'a> {
         if self.first_text_at.is_none() && !self.text.trim().is_empty() {
             self.first_text_at = Some(Instant::now());
         }
+        // Most deltas arrive while no write could go out (the first message is still
+        // gathering, the edit interval or a pause runs): skip the splitting and copying
+        // until one could. `due` says when; overflow is sealed then.
+        if self.due().is_some_and(|at| at > Instant::now()) {
+            return Ok(());
+        }
         self.flush(false).await
     }
 

@@ -48,13 +48,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Telegram's published limits: about one message a second per chat (short bursts
-    /// tolerated), 20 a minute in a group, about 30 a second overall.
+    /// Telegram's published limits — about one message a second per chat (short bursts
+    /// tolerated), 20 a minute in a group, about 30 a second overall — each refilled 5 %
+    /// slower than the limit: a write reaches Telegram a few milliseconds after it was
+    /// released, and those delays vary, so two writes released exactly one second apart
+    /// can arrive closer together than that.
     pub const TELEGRAM: Limits = Limits {
-        per_chat: Rate::new(1.0, 3.0),
-        per_group: Some(Rate::new(20.0 / 60.0, 20.0)),
+        per_chat: Rate::new(0.95, 3.0),
+        per_group: Some(Rate::new(19.0 / 60.0, 20.0)),
         group_reserve: 4.0,
-        global_sends: Rate::new(30.0, 30.0),
+        global_sends: Rate::new(28.5, 30.0),
     };
 }
 
@@ -312,9 +315,10 @@ mod tests {
             at.push((Instant::now() - start).as_millis());
         }
         assert_eq!(&at[..3], &[0, 0, 0], "a burst of three");
-        assert_eq!(at[3], 1000);
-        // No 20-a-minute cap in a private chat: the 25th write is 22 s in, not ~40 s.
-        assert_eq!(at[24], 22_000);
+        // Then one a second (refilled 5 % slow, for the network's jitter).
+        assert!(at[3].abs_diff(1053) <= 2, "{}", at[3]);
+        // No 20-a-minute cap in a private chat: the 25th write is 23 s in, not ~40 s.
+        assert!(at[24].abs_diff(23_158) <= 2, "{}", at[24]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -326,9 +330,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // The chat's own bucket would allow the 30th write at 27 s; the group's 20 a
-        // minute (20 at once, then one every 3 s) holds it to 30 s.
-        assert_eq!((Instant::now() - start).as_millis(), 30_000);
+        // The chat's own bucket would allow the 30th write at 28.4 s; the group's 20 a
+        // minute (20 at once, then one every 3.16 s) holds it to 31.6 s.
+        let took = (Instant::now() - start).as_millis();
+        assert!(took.abs_diff(31_579) <= 2, "{took}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -344,7 +349,10 @@ mod tests {
             .acquire("1", false, Write::Edit, Priority::Draft)
             .await
             .unwrap_err();
-        assert_eq!(ready - Instant::now(), Duration::from_secs(1));
+        assert_eq!(
+            (ready - Instant::now()).as_millis(),
+            Duration::from_secs_f64(1.0 / 0.95).as_millis()
+        );
         // A final text still goes at once: drafts left it a token.
         let before = Instant::now();
         p.acquire("1", false, Write::Edit, Priority::Final)
