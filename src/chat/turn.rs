@@ -165,15 +165,26 @@ impl Conversation {
             Err(e) => return Ending::Failed(e),
         };
         let mut usage = None;
+        // Text waiting to be shown (the first message after its delay, a draft after
+        // the interval) goes out on time even while the model pauses. One timer, moved
+        // only when the deadline changes: not a new one for each of the answer's chunks.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            // Text waiting to be shown (the first message after its delay, a draft
-            // after the interval) goes out on time even while the model pauses.
             let due = reply.due();
+            if let Some(at) = due
+                && armed != Some(at)
+            {
+                timer.as_mut().reset(at);
+            }
+            armed = due;
             let event = tokio::select! {
                 event = stream.next() => event,
                 // Dropping the stream closes the connection: the server stops too.
                 _ = cancel.changed() => return Ending::Cancelled,
-                () = sleep_until_due(due) => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     if let Err(e) = reply.tick().await {
                         tracing::warn!(error = %chain(&e), "could not show streamed text");
                     }
@@ -342,14 +353,6 @@ impl Conversation {
         if let Err(e) = self.sessions.append(&asked.key, &turns).await {
             tracing::error!(error = %chain(&e), "could not record the turn in the history");
         }
-    }
-}
-
-/// Sleeps until `due`, or forever when nothing is due.
-async fn sleep_until_due(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
