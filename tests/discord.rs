@@ -548,3 +548,42 @@ async fn slash_option_values_with_spaces_arrive_whole() {
         "the prompt arrives as typed, spaces and all"
     );
 }
+
+/// A global 429 pauses every route — other channels too — for exactly `retry_after`.
+#[tokio::test]
+async fn a_global_429_pauses_every_route() {
+    let b = spawn_bot(fast()).await;
+    b.t.openai.set_echo_delay(Duration::from_millis(60));
+    b.dc.rate_limit_next_global("PATCH", "/api/v10/channels/", 1.5);
+    let other_dm = "3000000000000000099";
+    let words = "one two three four five six seven eight nine ten eleven twelve";
+    b.dc.send_message(DM, ann(), words, None);
+    b.dc.send_message(other_dm, user("4000000000000000002", "bob"), words, None);
+    b.dc.wait_text(20, "both answers", |_| {
+        b.dc.texts()
+            .iter()
+            .filter(|t| **t == format!("Echo: {words}"))
+            .count()
+            == 2
+    })
+    .await;
+    let writes: Vec<_> =
+        b.dc.calls()
+            .into_iter()
+            .filter(|c| c.path.contains("/messages"))
+            .collect();
+    let refused = writes
+        .iter()
+        .find(|c| c.method == "PATCH")
+        .expect("an edit was refused")
+        .at;
+    for c in &writes {
+        let after = c.at.saturating_duration_since(refused);
+        assert!(
+            c.at <= refused + Duration::from_millis(50) || after >= Duration::from_millis(1500),
+            "{} {} went out {after:?} into a global pause of 1.5 s",
+            c.method,
+            c.path
+        );
+    }
+}

@@ -44,7 +44,7 @@ enum GatewayCommand {
 struct DcState {
     calls: Vec<Call>,
     /// (method, path prefix) → queued 429s (retry_after seconds).
-    limits: Vec<(String, String, f64)>,
+    limits: Vec<(String, String, f64, bool)>,
     next_id: u64,
     /// Gateway frames received from the bot (IDENTIFY, RESUME, heartbeats).
     gateway_in: Vec<Value>,
@@ -58,19 +58,33 @@ struct DcState {
 
 /// Discord's per-route buckets: 5 writes per 5 s for each route and major parameter
 /// (channel, or interaction webhook), announced in `X-RateLimit-*` headers, and 429 with
-/// a fractional `retry_after` beyond that.
+/// a fractional `retry_after` beyond that; and the global limit of 50 requests a second
+/// (429 with `"global": true`).
 #[derive(Default)]
 struct Buckets {
     windows: HashMap<String, (Instant, u32)>,
+    global: Option<(Instant, u32)>,
     refusals: Vec<(String, f64)>,
 }
+
+const GLOBAL_LIMIT: u32 = 50;
 
 const BUCKET_LIMIT: u32 = 5;
 const BUCKET_WINDOW: Duration = Duration::from_secs(5);
 
 impl Buckets {
     /// Counts one request on `key`: `Ok(remaining, reset_after)` or `Err(retry_after)`.
-    fn take(&mut self, key: &str, now: Instant) -> Result<(u32, f64), f64> {
+    fn take(&mut self, key: &str, now: Instant) -> Result<(u32, f64), (f64, bool)> {
+        let global = self.global.get_or_insert((now, 0));
+        if now >= global.0 + Duration::from_secs(1) {
+            *global = (now, 0);
+        }
+        if global.1 >= GLOBAL_LIMIT {
+            let retry_after = (global.0 + Duration::from_secs(1) - now).as_secs_f64();
+            self.refusals.push(("global".to_string(), retry_after));
+            return Err((retry_after, true));
+        }
+        global.1 += 1;
         let window = self.windows.entry(key.to_string()).or_insert((now, 0));
         if now >= window.0 + BUCKET_WINDOW {
             *window = (now, 0);
@@ -78,7 +92,7 @@ impl Buckets {
         let reset_after = (window.0 + BUCKET_WINDOW - now).as_secs_f64();
         if window.1 >= BUCKET_LIMIT {
             self.refusals.push((key.to_string(), reset_after));
-            return Err(reset_after);
+            return Err((reset_after, false));
         }
         window.1 += 1;
         Ok((BUCKET_LIMIT - window.1, reset_after))
@@ -340,7 +354,7 @@ impl FakeDiscord {
     }
 
     /// From now on, apply Discord's per-route buckets (5 writes per 5 s per channel or
-    /// interaction), announced in `X-RateLimit-*` headers.
+    /// interaction), announced in `X-RateLimit-*` headers, and the global 50 a second.
     pub fn enforce_rate_limits(&self) {
         self.state.lock().unwrap().buckets = Some(Buckets::default());
     }
@@ -361,6 +375,17 @@ impl FakeDiscord {
             method.to_string(),
             path_prefix.to_string(),
             retry_after,
+            false,
+        ));
+    }
+
+    /// The next matching call gets a *global* 429: the whole bot must pause.
+    pub fn rate_limit_next_global(&self, method: &str, path_prefix: &str, retry_after: f64) {
+        self.state.lock().unwrap().limits.push((
+            method.to_string(),
+            path_prefix.to_string(),
+            retry_after,
+            true,
         ));
     }
 
@@ -442,13 +467,16 @@ async fn rest_api(
         let hit = s
             .limits
             .iter()
-            .position(|(m, p, _)| *m == method.as_str() && path.starts_with(p.as_str()));
-        hit.map(|i| s.limits.remove(i).2)
+            .position(|(m, p, _, _)| *m == method.as_str() && path.starts_with(p.as_str()));
+        hit.map(|i| {
+            let (_, _, retry_after, global) = s.limits.remove(i);
+            (retry_after, global)
+        })
     };
-    if let Some(retry_after) = limited {
+    if let Some((retry_after, global)) = limited {
         let mut response = json_response(
             429,
-            json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false, "code": 0}),
+            json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": global, "code": 0}),
         );
         let headers = response.headers_mut();
         headers.insert("retry-after", format!("{retry_after}").parse().unwrap());
@@ -460,10 +488,10 @@ async fn rest_api(
         match (&mut s.buckets, bucket_key(method.as_str(), &path)) {
             (Some(buckets), Some(key)) => match buckets.take(&key, Instant::now()) {
                 Ok(limits) => Some(limits),
-                Err(retry_after) => {
+                Err((retry_after, global)) => {
                     let mut response = json_response(
                         429,
-                        json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false, "code": 0}),
+                        json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": global, "code": 0}),
                     );
                     let headers = response.headers_mut();
                     headers.insert(

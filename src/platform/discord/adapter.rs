@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::MAX_MESSAGE_LEN;
-use super::rest::{Call, Rest};
+use super::rest::Rest;
 use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
 };
@@ -88,13 +88,11 @@ impl ChatAdapter for ChannelAdapter {
         }
         let sent = self
             .rest
-            .send(
-                Call {
-                    method: Method::POST,
-                    path: format!("/channels/{channel}/messages"),
-                    route: format!("POST /channels/{channel}/messages"),
-                    body: Some(&body),
-                },
+            .write(
+                Method::POST,
+                format!("/channels/{channel}/messages"),
+                format!("POST /channels/{channel}/messages"),
+                Some(&body),
                 priority(stage, true),
             )
             .await?;
@@ -113,13 +111,11 @@ impl ChatAdapter for ChannelAdapter {
         let channel = parse_id(&message.chat_id)?;
         let id = parse_id(&message.message_id)?;
         self.rest
-            .send(
-                Call {
-                    method: Method::PATCH,
-                    path: format!("/channels/{channel}/messages/{id}"),
-                    route: format!("PATCH /channels/{channel}/messages"),
-                    body: Some(&content(text)),
-                },
+            .write(
+                Method::PATCH,
+                format!("/channels/{channel}/messages/{id}"),
+                format!("PATCH /channels/{channel}/messages"),
+                Some(&content(text)),
                 priority(stage, false),
             )
             .await
@@ -129,14 +125,12 @@ impl ChatAdapter for ChannelAdapter {
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
         let channel = parse_id(&target.chat_id)?;
         self.rest
-            .send(
-                Call {
-                    method: Method::POST,
-                    path: format!("/channels/{channel}/typing"),
-                    route: format!("POST /channels/{channel}/typing"),
-                    body: None,
-                },
-                // Only a courtesy: never wait for it.
+            // Only a courtesy: it never waits for a bucket.
+            .write(
+                Method::POST,
+                format!("/channels/{channel}/typing"),
+                format!("POST /channels/{channel}/typing"),
+                None,
                 Priority::Draft,
             )
             .await
@@ -189,13 +183,11 @@ impl ChatAdapter for InteractionAdapter {
         };
         if first {
             self.rest
-                .send(
-                    Call {
-                        method: Method::PATCH,
-                        path: format!("{}/messages/@original", self.webhook()),
-                        route: self.route("PATCH original"),
-                        body: Some(&content(text)),
-                    },
+                .write(
+                    Method::PATCH,
+                    format!("{}/messages/@original", self.webhook()),
+                    self.route("PATCH original"),
+                    Some(&content(text)),
                     priority(stage, true),
                 )
                 .await?;
@@ -210,13 +202,11 @@ impl ChatAdapter for InteractionAdapter {
         }
         let sent = self
             .rest
-            .send(
-                Call {
-                    method: Method::POST,
-                    path: self.webhook(),
-                    route: self.route("POST followup"),
-                    body: Some(&body),
-                },
+            .write(
+                Method::POST,
+                self.webhook(),
+                self.route("POST followup"),
+                Some(&body),
                 priority(stage, true),
             )
             .await?;
@@ -245,13 +235,11 @@ impl ChatAdapter for InteractionAdapter {
             )
         };
         self.rest
-            .send(
-                Call {
-                    method: Method::PATCH,
-                    path,
-                    route,
-                    body: Some(&content(text)),
-                },
+            .write(
+                Method::PATCH,
+                path,
+                route,
+                Some(&content(text)),
                 priority(stage, false),
             )
             .await

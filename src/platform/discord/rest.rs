@@ -97,6 +97,27 @@ impl Rest {
         *t = (*t).max(until);
     }
 
+    /// [`Rest::send`] with the call's parts.
+    pub async fn write(
+        &self,
+        method: Method,
+        path: String,
+        route: String,
+        body: Option<&Value>,
+        priority: Priority,
+    ) -> Result<Value, AdapterError> {
+        self.send(
+            Call {
+                method,
+                path,
+                route,
+                body,
+            },
+            priority,
+        )
+        .await
+    }
+
     /// Sends `call` when its route allows. A draft never waits: it is skipped with
     /// [`AdapterError::NotNow`]. Other writes wait out buckets and 429s (exactly
     /// `retry_after`) and are tried again. Errors never carry the URL: for interactions
