@@ -667,3 +667,59 @@ async fn a_second_process_polling_the_same_token_stops_with_a_clear_error() {
     b.tg.push_message(private_chat(88), user_json(88, "Max"), "still there?", None);
     wait_answer(&b.tg, 88, "Echo: still there?").await;
 }
+
+/// A rolling deploy: one replica stops, the others keep receiving updates. teloxide's
+/// webhook listener deletes the webhook when it stops; gptbot never does, and a replica
+/// that finds its URL already registered does not register it again.
+#[tokio::test]
+async fn a_replica_stopping_keeps_the_webhook_registered_for_the_others() {
+    let tg = FakeTelegram::start().await;
+    let options = || {
+        Options::default()
+            .with("TELEGRAM_BOT_TOKEN", TOKEN)
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url())
+            .with("GPTBOT__TELEGRAM__MODE", "webhook")
+            .with("GPTBOT__TELEGRAM__LISTEN", "127.0.0.1:0")
+            .with(
+                "GPTBOT__TELEGRAM__WEBHOOK_URL",
+                "https://bot.example.test/tg-hook",
+            )
+            .with("GPTBOT__TELEGRAM__WEBHOOK_SECRET", "s3cret-Token_1")
+    };
+    let a = spawn_app_with(options()).await;
+    let b = spawn_app_with(options()).await;
+    let (stop_a, rx_a) = watch::channel(false);
+    let (_stop_b, rx_b) = watch::channel(false);
+    let running_a = a.app.start(rx_a).await.unwrap();
+    let running_b = b.app.start(rx_b).await.unwrap();
+    let addr_b = running_b.telegram.as_ref().unwrap().webhook_addr.unwrap();
+    assert_eq!(
+        tg.calls_of("setWebhook").len(),
+        1,
+        "the second replica found the webhook registered"
+    );
+
+    // Replica A is shut down (SIGTERM in a rolling deploy).
+    stop_a.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), running_a.wait())
+        .await
+        .expect("replica A stops")
+        .unwrap();
+    assert!(
+        tg.calls_of("deleteWebhook").is_empty(),
+        "a stopping replica unregistered the webhook"
+    );
+
+    // Telegram still posts to the webhook, and replica B answers.
+    let update = tg.webhook_update(private_chat(71), user_json(71, "Lu"), "still there?");
+    let status = reqwest::Client::new()
+        .post(format!("http://{addr_b}/tg-hook"))
+        .header("X-Telegram-Bot-Api-Secret-Token", "s3cret-Token_1")
+        .json(&update)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    wait_answer(&tg, 71, "Echo: still there?").await;
+}

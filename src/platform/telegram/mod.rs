@@ -221,14 +221,18 @@ pub async fn start(
                         message: e.to_string(),
                     })?;
             let bound = tcp.local_addr().map_err(anyhow::Error::from)?;
-            let options =
-                webhooks::Options::new(bound, url).secret_token(secret.expose_secret().to_string());
-            let (listener, stop_flag, router) = webhooks::axum_to_router(bot, options)
+            register_webhook(&bot, &url, secret, &allowed)
                 .await
                 .map_err(|e| TelegramError::Unreachable {
                     url: settings.api_url.to_string(),
                     message: format!("setWebhook failed: {e}"),
                 })?;
+            // Serve the hook without teloxide's set-up: its `axum_to_router` deletes the
+            // webhook when the listener stops, so one replica's shutdown (a rolling
+            // deploy) would leave every replica deaf. The webhook is never deleted here.
+            let options =
+                webhooks::Options::new(bound, url).secret_token(secret.expose_secret().to_string());
+            let (listener, stop_flag, router) = webhooks::axum_no_setup(options);
             let router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(tcp, router)
@@ -265,6 +269,34 @@ pub async fn start(
         webhook_addr,
         task,
     })
+}
+
+/// Registers the webhook when Telegram does not already have this URL (a replica starting
+/// next to running ones changes nothing). Telegram does not reveal the secret: after
+/// changing `telegram.webhook_secret`, change the URL too (e.g. a new path) so that it is
+/// registered again.
+async fn register_webhook(
+    bot: &Bot,
+    url: &reqwest::Url,
+    secret: &secrecy::SecretString,
+    allowed: &[AllowedUpdate],
+) -> Result<(), RequestError> {
+    match bot.get_webhook_info().await {
+        Ok(info) if info.url.as_ref() == Some(url) => {
+            tracing::info!(url = %url, "webhook already registered");
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %crate::core::error::chain(&e), "getWebhookInfo failed; registering the webhook")
+        }
+    }
+    bot.set_webhook(url.clone())
+        .secret_token(secret.expose_secret().to_string())
+        .allowed_updates(allowed.to_vec())
+        .await?;
+    tracing::info!(url = %url, "webhook registered");
+    Ok(())
 }
 
 async fn on_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
