@@ -365,11 +365,26 @@ mod tests {
                 ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379"),
                 ("TELEGRAM_BOT_TOKEN", "123:telegramsecret"),
                 ("DISCORD_TOKEN", "discordsecret"),
+                (
+                    "DATABASE_URL",
+                    "postgres://bot@db/gptbot?password=pgsecret&sslmode=require",
+                ),
+                (
+                    "OPENAI_BASE_URL",
+                    "https://proxyuser:proxysecret@llm.example/v1",
+                ),
             ]),
         )
         .unwrap();
         let shown = s.redacted_toml();
-        for secret in ["supersecret", "hunter2", "telegramsecret", "discordsecret"] {
+        for secret in [
+            "supersecret",
+            "hunter2",
+            "telegramsecret",
+            "discordsecret",
+            "pgsecret",
+            "proxysecret",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
         }
         assert!(shown.contains("redis://[redacted]@127.0.0.1:6379"));

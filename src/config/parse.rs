@@ -158,21 +158,76 @@ pub(super) fn redact_url_opt<S: Serializer>(
     }
 }
 
-/// Hides the user-info part of a URL (`redis://:pw@host` → `redis://[redacted]@host`).
+/// Query parameters whose values are secrets (`postgres://host/db?password=…`).
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "pass",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "token",
+    "key",
+    "api_key",
+    "apikey",
+    "access_token",
+];
+
+/// Hides the secrets of a URL: the user-info part (`redis://:pw@host` →
+/// `redis://[redacted]@host`) and secret query values (`?password=pw` →
+/// `?password=[redacted]`).
 pub fn redact_url_str(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    if let Some(scheme_end) = base.find("://") {
+        let rest = &base[scheme_end + 3..];
         let authority_end = rest.find('/').unwrap_or(rest.len());
         if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{}://[redacted]@{}", &url[..scheme_end], &rest[at + 1..]);
+            out = format!("{}://[redacted]@{}", &base[..scheme_end], &rest[at + 1..]);
         }
     }
-    url.to_string()
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                    format!("{name}=[redacted]")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_urls_are_hidden() {
+        assert_eq!(
+            redact_url_str("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://[redacted]@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url_str("postgres://bot@db:5432/gptbot?sslmode=require&password=hunter2"),
+            "postgres://[redacted]@db:5432/gptbot?sslmode=require&password=[redacted]"
+        );
+        assert_eq!(
+            redact_url_str("postgres://u:p@db/x?PASSWORD=hunter2"),
+            "postgres://[redacted]@db/x?PASSWORD=[redacted]"
+        );
+        assert_eq!(
+            redact_url_str("https://api.example/v1?api_key=sk-1"),
+            "https://api.example/v1?api_key=[redacted]"
+        );
+        assert_eq!(redact_url_str("sqlite://gptbot.db"), "sqlite://gptbot.db");
+    }
 
     #[test]
     fn durations_parse_within_bounds() {
