@@ -245,22 +245,37 @@ impl Conversation {
         let reserved = reservation.amount();
         let answer = reply.text().to_string();
         let shown = !answer.trim().is_empty();
-        let completion = self.counter.count(&answer);
-        let counted = i64::from(asked.prompt_tokens) + i64::from(completion);
+        // The answer is tokenized here only when the server did not report its usage
+        // (or the answer was stopped): counting it is the one part of a turn that grows
+        // with the answer's length.
+        let local = || {
+            tracing::debug!("no usage from the server for this answer, counting locally");
+            let completion = self.counter.count(&answer);
+            (
+                completion,
+                i64::from(asked.prompt_tokens) + i64::from(completion),
+            )
+        };
         let adapter = reply.adapter();
         // What is charged, what is recorded, what the user sees, and the outcome.
         let (used, record, delivery, outcome): (_, _, Delivery<'_>, _) = match ending {
-            Ending::Complete(usage) if shown => (
-                Some(usage.map_or(counted, |u| i64::from(u.total()))),
-                Some(usage.map_or(completion, |u| u.completion_tokens)),
-                Delivery::Final(Box::new(reply), None),
-                Outcome::Answered {
-                    reserved,
-                    charged: 0,
-                },
-            ),
+            Ending::Complete(usage) if shown => {
+                let (tokens, used) = match usage {
+                    Some(u) => (u.completion_tokens, i64::from(u.total())),
+                    None => local(),
+                };
+                (
+                    Some(used),
+                    Some(tokens),
+                    Delivery::Final(Box::new(reply), None),
+                    Outcome::Answered {
+                        reserved,
+                        charged: 0,
+                    },
+                )
+            }
             Ending::Complete(usage) => (
-                Some(usage.map_or(counted, |u| i64::from(u.total()))),
+                Some(usage.map_or_else(|| local().1, |u| i64::from(u.total()))),
                 None,
                 Delivery::Say(notices::EMPTY_ANSWER.into()),
                 Outcome::Answered {
@@ -268,15 +283,18 @@ impl Conversation {
                     charged: 0,
                 },
             ),
-            Ending::Cancelled if shown => (
-                Some(counted),
-                Some(completion),
-                Delivery::Final(Box::new(reply), Some("(stopped)".into())),
-                Outcome::Cancelled {
-                    reserved,
-                    charged: 0,
-                },
-            ),
+            Ending::Cancelled if shown => {
+                let (completion, counted) = local();
+                (
+                    Some(counted),
+                    Some(completion),
+                    Delivery::Final(Box::new(reply), Some("(stopped)".into())),
+                    Outcome::Cancelled {
+                        reserved,
+                        charged: 0,
+                    },
+                )
+            }
             Ending::Cancelled => (
                 None,
                 None,
