@@ -102,21 +102,26 @@ impl<'a> ReplyStream<'a> {
     /// first message once its delay is over, a draft once the interval or a pause ends.
     /// `None` when nothing waits.
     pub fn due(&self) -> Option<Instant> {
-        if !self.pending {
+        if !self.pending || (!self.shown && self.first_text_at.is_none()) {
             return None;
         }
-        let mut at = match (&self.live, self.last_write) {
-            (None, _) if !self.shown => self.first_text_at? + self.caps.first_message_delay,
+        Some(self.draft_ready_at(Instant::now()))
+    }
+
+    /// When a draft may go out: once the first message has gathered for its delay, the
+    /// edit interval since the last write has passed, and no pause runs.
+    fn draft_ready_at(&self, now: Instant) -> Instant {
+        let base = match (&self.live, self.last_write) {
+            (None, _) if !self.shown => self
+                .first_text_at
+                .map_or(now, |t| t + self.caps.first_message_delay),
             (Some(_), Some(last)) => last + self.caps.min_edit_interval,
-            _ => Instant::now(),
+            _ => now,
         };
-        for pause in [self.blocked_until, self.drafts_blocked_until]
+        [self.blocked_until, self.drafts_blocked_until]
             .into_iter()
             .flatten()
-        {
-            at = at.max(pause);
-        }
-        Some(at)
+            .fold(base, Instant::max)
     }
 
     /// Shows what is pending if it is [`due`](Self::due).
@@ -145,18 +150,12 @@ impl<'a> ReplyStream<'a> {
         }
         let display = with_carry(self.carry.as_deref(), &self.text[self.sealed..]);
         if display.trim().is_empty() {
+            // Nothing to show (yet): nothing is due either.
+            self.pending = false;
             return Ok(());
         }
         if final_ {
             return self.show(display, Stage::Final, true).await;
-        }
-        // A short answer is gathered first, so that one complete message may do.
-        if !self.shown
-            && self
-                .first_text_at
-                .is_some_and(|t| Instant::now() < t + self.caps.first_message_delay)
-        {
-            return Ok(());
         }
         match self.show(display, Stage::Draft, false).await {
             // A failed draft is only a missed frame: the final edit carries the text.
@@ -182,15 +181,13 @@ impl<'a> ReplyStream<'a> {
         let mut attempts = 0;
         loop {
             let now = Instant::now();
-            let mut ready_at = self.blocked_until.unwrap_or(now);
-            if !force {
-                if let (Some(_), Some(last)) = (&self.live, self.last_write) {
-                    ready_at = ready_at.max(last + self.caps.min_edit_interval);
-                }
-                if let Some(until) = self.drafts_blocked_until {
-                    ready_at = ready_at.max(until);
-                }
-            }
+            // A draft also waits for the first message's gathering and the edit
+            // interval (a short answer is gathered so that one complete message may do).
+            let ready_at = if force {
+                self.blocked_until.unwrap_or(now)
+            } else {
+                self.draft_ready_at(now)
+            };
             if ready_at > now {
                 if !force {
                     return Ok(());
