@@ -41,15 +41,6 @@ pub struct Rest {
     limits: Mutex<Limits>,
 }
 
-/// One request: method, path under `/api/v10`, and the route it is limited by (Discord
-/// buckets by route and major parameter: the channel, or the interaction's webhook).
-pub struct Call<'a> {
-    pub method: Method,
-    pub path: String,
-    pub route: String,
-    pub body: Option<&'a Value>,
-}
-
 impl Rest {
     pub fn new(api_url: &str, token: SecretString) -> Result<Rest, reqwest::Error> {
         Ok(Rest {
@@ -97,7 +88,11 @@ impl Rest {
         *t = (*t).max(until);
     }
 
-    /// [`Rest::send`] with the call's parts.
+    /// Sends `method path` (under `/api/v10`) when its `route` allows (Discord buckets by
+    /// route and major parameter: the channel, or the interaction's webhook). A draft
+    /// never waits: it is skipped with [`AdapterError::NotNow`]. Other writes wait out buckets and 429s (exactly
+    /// `retry_after`) and are tried again. Errors never carry the URL: for interactions
+    /// it holds the interaction's token.
     pub async fn write(
         &self,
         method: Method,
@@ -106,26 +101,9 @@ impl Rest {
         body: Option<&Value>,
         priority: Priority,
     ) -> Result<Value, AdapterError> {
-        self.send(
-            Call {
-                method,
-                path,
-                route,
-                body,
-            },
-            priority,
-        )
-        .await
-    }
-
-    /// Sends `call` when its route allows. A draft never waits: it is skipped with
-    /// [`AdapterError::NotNow`]. Other writes wait out buckets and 429s (exactly
-    /// `retry_after`) and are tried again. Errors never carry the URL: for interactions
-    /// it holds the interaction's token.
-    pub async fn send(&self, call: Call<'_>, priority: Priority) -> Result<Value, AdapterError> {
         let mut attempts = 0;
         loop {
-            if let Some(ready) = self.ready_at(&call.route) {
+            if let Some(ready) = self.ready_at(&route) {
                 let wait = ready - Instant::now();
                 if priority == Priority::Draft {
                     return Err(AdapterError::NotNow(wait));
@@ -134,18 +112,18 @@ impl Rest {
             }
             let mut request = self
                 .http
-                .request(call.method.clone(), format!("{}{}", self.base, call.path))
+                .request(method.clone(), format!("{}{}", self.base, path))
                 .header(
                     "Authorization",
                     format!("Bot {}", self.token.expose_secret()),
                 );
-            if let Some(body) = call.body {
+            if let Some(body) = body {
                 request = request.json(body);
             }
             let response = request.send().await.map_err(|e| {
                 AdapterError::Failed(
                     anyhow::Error::new(e.without_url())
-                        .context(format!("Discord request {} failed", call.route)),
+                        .context(format!("Discord request {} failed", route)),
                 )
             })?;
             let status = response.status();
@@ -161,11 +139,7 @@ impl Rest {
                 header("x-ratelimit-reset-after"),
             ) && remaining < 1.0
             {
-                self.pause(
-                    &call.route,
-                    false,
-                    Duration::from_secs_f64(reset_after.max(0.0)),
-                );
+                self.pause(&route, false, Duration::from_secs_f64(reset_after.max(0.0)));
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if status.as_u16() == 429 {
@@ -176,8 +150,8 @@ impl Rest {
                         .clamp(0.0, 3600.0),
                 );
                 let global = body["global"].as_bool().unwrap_or(false);
-                tracing::info!(route = %call.route, ?wait, global, "Discord rate limit (429)");
-                self.pause(&call.route, global, wait);
+                tracing::info!(route = %route, ?wait, global, "Discord rate limit (429)");
+                self.pause(&route, global, wait);
                 attempts += 1;
                 if priority == Priority::Draft || attempts >= MAX_ATTEMPTS {
                     return Err(AdapterError::RetryAfter(wait));
@@ -187,7 +161,7 @@ impl Rest {
             if !status.is_success() {
                 return Err(AdapterError::Failed(anyhow::anyhow!(
                     "Discord answered {status} to {}: {} (code {})",
-                    call.route,
+                    route,
                     body["message"].as_str().unwrap_or("no message"),
                     body["code"]
                 )));
