@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use crate::access::{AccessError, AccessService};
 use crate::chat::{Conversation, ConversationSettings};
 use crate::config::{ConfigError, Settings};
-use crate::core::error::chain;
 use crate::core::model::{LlmError, ModelClient};
 use crate::core::session::{SessionError, SessionStore};
 use crate::db::{Db, DbError};
@@ -86,9 +85,10 @@ pub fn install_crypto_provider() {
 
 /// Opens the quota database and applies the migrations.
 pub async fn open_db(settings: &Settings) -> Result<Db, AppError> {
-    let db = Db::connect(
+    let db = Db::connect_with(
         settings.database.url.expose_secret(),
         settings.database.max_connections,
+        settings.database.busy_timeout,
     )
     .await?;
     db.migrate().await?;
@@ -105,6 +105,7 @@ pub fn quota_service(db: &Db, settings: &Settings) -> QuotaService {
             refill_tokens: settings.quota.refill_tokens,
         },
     )
+    .with_lease(settings.quota.hold_lease)
 }
 
 impl App {
@@ -178,19 +179,11 @@ impl App {
         App::check_platforms(&self.settings)?;
         let telegram = self.settings.telegram.token.is_some();
         let discord = self.settings.discord.token.is_some();
-        // One process owns a SQLite ledger: holds left by a crash are stale.
-        match self.quota.recover_stale_reservations().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                accounts = n,
-                "returned reservations left by an earlier crash"
-            ),
-            Err(e) => {
-                tracing::error!(error = %chain(&e), "could not check for stale reservations")
-            }
-        }
         // A platform that fails stops the others: they all follow this inner signal.
         let (stop, inner) = watch::channel(false);
+        // Renews this process's holds and returns expired ones (its first sweep is the
+        // start-up recovery: holds of a killed process, once their lease ran out).
+        self.quota.spawn_keeper(inner.clone());
         let relay = stop.clone();
         let mut outer = shutdown;
         tokio::spawn(async move {

@@ -88,6 +88,12 @@ pub enum QuotaCommand {
     Set { user: String, tokens: String },
     /// Set a user's own refill amount, or `default` for the plan's.
     Refill { user: String, tokens: String },
+    /// List open holds (tokens reserved for answers in progress): id, user, tokens, age
+    /// and when the lease runs out.
+    Holds,
+    /// Return one open hold's tokens to its user now (a settle arriving later is still
+    /// charged, from what is left).
+    Release { id: i64 },
     /// Show where a user's tokens went, newest last.
     History {
         user: String,
@@ -190,6 +196,41 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Quota {
+            command: QuotaCommand::Holds,
+        } => {
+            let quota = open_quota(&settings).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            println!(
+                "{:>8} {:<28} {:>8} {:>8} {:>10}  owner",
+                "id", "user", "tokens", "age", "expires in"
+            );
+            for h in quota.holds().await? {
+                let user = format!("{}:{}", h.platform, h.user_id);
+                let age = format!("{}s", (now - h.created_ms).max(0) / 1000);
+                let expires = match h.expires_ms - now {
+                    left if left > 0 => format!("{}s", left / 1000),
+                    _ => "expired".into(),
+                };
+                println!(
+                    "{:>8} {user:<28} {:>8} {age:>8} {expires:>10}  {}",
+                    h.id, h.amount, h.owner
+                );
+            }
+            Ok(())
+        }
+        CliCommand::Quota {
+            command: QuotaCommand::Release { id },
+        } => {
+            let quota = open_quota(&settings).await?;
+            if !quota.release(id).await? {
+                return Err(AppError::Quota(crate::quota::QuotaError::Invalid(format!(
+                    "no open hold with id {id} (see `gptbot quota holds`)"
+                ))));
+            }
+            println!("hold {id} released: its tokens are back in the balance");
+            Ok(())
+        }
+        CliCommand::Quota {
             command: QuotaCommand::History { user, limit },
         } => {
             let quota = open_quota(&settings).await?;
@@ -237,7 +278,11 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                     let balance = quota.set_refill(&user, tokens).await?;
                     (user, balance)
                 }
-                QuotaCommand::History { .. } => unreachable!("handled above"),
+                QuotaCommand::History { .. }
+                | QuotaCommand::Holds
+                | QuotaCommand::Release { .. } => {
+                    unreachable!("handled above")
+                }
             };
             println!(
                 "{user}: remaining {} used {} reserved {} granted {} requests {}{}{}",
@@ -267,6 +312,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             let adapter =
                 ConsoleAdapter::new(std::io::stdout(), app.settings.chat.console_edit_interval);
             let (_tx, shutdown) = shutdown_signal();
+            app.quota.spawn_keeper(shutdown.clone());
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             run_console(&app.conversation, &user, stdin, &adapter, shutdown)
                 .await

@@ -35,6 +35,16 @@ impl Db {
     /// file (created if missing) in WAL mode with a busy timeout. Migrations are not run
     /// here; see [`Db::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        Db::connect_with(url, max_connections, Duration::from_secs(5)).await
+    }
+
+    /// [`Db::connect`] with SQLite's busy timeout: how long a statement waits for
+    /// another connection's write lock before failing (`database.busy_timeout`).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Db, DbError> {
         let shown = redact_url_str(url);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = sqlx::postgres::PgPoolOptions::new()
@@ -50,7 +60,7 @@ impl Db {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -76,11 +86,34 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
+    /// Starts a transaction: statements in it see each other and commit together.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
     /// The SQLite pool, for SQLite-only checks (tests, PRAGMAs).
     pub fn sqlite(&self) -> Option<&SqlitePool> {
         match self {
             Db::Sqlite(pool) => Some(pool),
             Db::Postgres(_) => None,
+        }
+    }
+}
+
+/// A transaction on either database; dropped without [`Tx::commit`] it rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
         }
     }
 }
@@ -120,6 +153,26 @@ macro_rules! on_db {
                 $body
             }
             $crate::db::Db::Postgres($pool) => {
+                // Built from this crate's own constant text, never from input.
+                let $sql = sqlx::AssertSqlSafe($crate::db::pg_sql($text));
+                $body
+            }
+        }
+    };
+}
+
+/// [`on_db!`] inside a transaction: `$conn` is the transaction's connection.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident, $sql:ident| $body:expr, $text:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                let $sql: &'static str = $text;
+                $body
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
                 // Built from this crate's own constant text, never from input.
                 let $sql = sqlx::AssertSqlSafe($crate::db::pg_sql($text));
                 $body

@@ -306,8 +306,11 @@ async fn a_server_error_refunds_the_whole_reservation() {
     );
 }
 
+/// A stream cut after some text: the provider billed that text and the user saw it, so
+/// it is charged like /cancel (prompt + the text produced) and kept as a partial turn;
+/// refunding it all would make provoked cuts free answers.
 #[tokio::test]
-async fn a_stream_cut_midway_refunds_and_keeps_what_was_shown() {
+async fn a_stream_cut_midway_charges_what_was_shown_and_records_the_partial_turn() {
     let t = spawn_app().await;
     let a = adapter();
     t.openai.script([Behavior::Cut {
@@ -318,16 +321,25 @@ async fn a_stream_cut_midway_refunds_and_keeps_what_was_shown() {
     assert!(shown.starts_with("The answer is"), "{shown}");
     assert!(shown.contains("cut off"), "{shown}");
     let b = t.app.quota.balance(&user("1")).await.unwrap();
-    assert_eq!((b.remaining, b.used, b.reserved), (20000, 0, 0));
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let completion = i64::from(counter.count("The answer is"));
+    assert_eq!(b.reserved, 0);
     assert!(
-        t.app
-            .sessions
-            .load(&dm("1", "").session_key())
-            .await
-            .unwrap()
-            .turns
-            .is_empty()
+        b.used > completion && b.used < completion + 50,
+        "charged {} for a prompt and {completion} tokens shown",
+        b.used
     );
+    common::ledger::assert_books(&t.app.quota, &user("1")).await;
+    let turns = t
+        .app
+        .sessions
+        .load(&dm("1", "").session_key())
+        .await
+        .unwrap()
+        .turns;
+    assert_eq!(turns.len(), 2, "the partial turn was not recorded");
+    assert_eq!(turns[0].content, "hello");
+    assert_eq!(turns[1].content, "The answer is");
     // Mid-stream failures are not retried.
     assert_eq!(t.openai.request_count(), 1);
 }

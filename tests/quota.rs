@@ -13,41 +13,7 @@ use gptbot::core::event::{Platform, UserId};
 use gptbot::db::Db;
 use gptbot::quota::{QuotaError, QuotaPlan, QuotaService};
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-tokio::task_local! {
-    static BACKEND: Backend;
-}
-
-/// Keeps the database alive for the test.
-#[allow(dead_code)]
-enum Guard {
-    Dir(tempfile::TempDir),
-    Pg(common::postgres::PostgresServer),
-}
-
-/// A fresh, migrated ledger on the backend the test runs on.
-async fn open(plan: QuotaPlan) -> (QuotaService, Guard) {
-    let (url, guard) = match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("quota.db").display());
-            (url, Guard::Dir(dir))
-        }
-        Backend::Postgres => {
-            let pg = common::postgres::PostgresServer::start();
-            let url = pg.database("quota").await;
-            (url, Guard::Pg(pg))
-        }
-    };
-    let db = Db::connect(&url, 8).await.unwrap();
-    db.migrate().await.unwrap();
-    (QuotaService::new(db, plan), guard)
-}
+use common::ledger::{Guard, ManualClock, assert_books, open};
 
 async fn ledger(default_tokens: i64) -> (QuotaService, Guard) {
     open(QuotaPlan::fixed(default_tokens)).await
@@ -162,17 +128,6 @@ async fn grants_add_and_take_but_never_below_zero() {
     assert_eq!(quota.balance(&u).await.unwrap().remaining, 600);
 }
 
-#[tokio::test]
-async fn recovery_returns_reservations_left_by_a_crash() {
-    let (quota, _dir) = ledger(1000).await;
-    let u = user("5");
-    let held = quota.reserve(&u, 250).await.unwrap();
-    std::mem::forget(held); // as if the process died mid-call
-    assert_eq!(quota.recover_stale_reservations().await.unwrap(), 1);
-    let b = quota.balance(&u).await.unwrap();
-    assert_eq!((b.remaining, b.reserved), (1000, 0));
-}
-
 async fn the_invariant_holds_under_concurrent_traffic() {
     let (quota, _dir) = ledger(5_000).await;
     let users: Vec<UserId> = (0..3).map(|i| user(&i.to_string())).collect();
@@ -218,31 +173,8 @@ async fn the_invariant_holds_under_concurrent_traffic() {
 
 // ------------------------------------------------------------------ plans and the ledger
 
-use chrono::{DateTime, TimeZone, Utc};
-use gptbot::quota::{Clock, Refill};
-use std::sync::{Arc, Mutex};
-
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> Arc<ManualClock> {
-        Arc::new(ManualClock(Mutex::new(
-            Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap(),
-        )))
-    }
-    fn advance_days(&self, days: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::days(days);
-    }
-    fn set(&self, y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) {
-        *self.0.lock().unwrap() = Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+use gptbot::quota::Refill;
+use std::sync::Arc;
 
 async fn planned(plan: QuotaPlan, clock: Arc<ManualClock>) -> (QuotaService, Guard) {
     let (quota, guard) = open(plan).await;
@@ -260,20 +192,6 @@ fn plan(refill: Refill, default_tokens: i64, refill_tokens: i64) -> QuotaPlan {
 async fn spend(quota: &QuotaService, u: &UserId, n: i64) {
     let r = quota.reserve(u, n).await.unwrap();
     quota.settle(r, n).await.unwrap();
-}
-
-/// The ledger explains the account exactly: its deltas sum to the stored buckets and its
-/// last entry carries the current balance.
-async fn assert_ledger_matches(quota: &QuotaService, u: &UserId) {
-    let b = quota.balance(u).await.unwrap();
-    let entries = quota.history(u, 1_000_000).await.unwrap();
-    let sum = |f: fn(&gptbot::quota::LedgerEntry) -> i64| entries.iter().map(f).sum::<i64>();
-    assert_eq!(sum(|e| e.d_granted), b.granted, "granted");
-    assert_eq!(sum(|e| e.d_remaining), b.remaining, "remaining");
-    assert_eq!(sum(|e| e.d_reserved), b.reserved, "reserved");
-    assert_eq!(sum(|e| e.d_used), b.used, "used");
-    assert_eq!(entries.last().unwrap().remaining, b.remaining);
-    assert_eq!(b.granted, b.remaining + b.reserved + b.used);
 }
 
 async fn daily_refills_happen_once_per_utc_day() {
@@ -312,7 +230,7 @@ async fn daily_refills_happen_once_per_utc_day() {
         .filter(|e| e.kind == "refill")
         .count();
     assert_eq!(refills, 1, "only the 28th needed a top-up");
-    assert_ledger_matches(&quota, &u).await;
+    assert_books(&quota, &u).await;
 }
 
 async fn weekly_and_monthly_refills_follow_calendar_boundaries() {
@@ -336,7 +254,7 @@ async fn weekly_and_monthly_refills_follow_calendar_boundaries() {
     ));
     clock.set(2027, 1, 1, 0, 0, 0);
     assert_eq!(quota.balance(&u).await.unwrap().remaining, 2000);
-    assert_ledger_matches(&quota, &u).await;
+    assert_books(&quota, &u).await;
 }
 
 async fn a_refill_is_applied_exactly_once_under_concurrency() {
@@ -396,7 +314,7 @@ async fn per_user_overrides_unlimited_and_zero() {
     assert_eq!(quota.settle(r, 777).await.unwrap().charged, 777);
     let b = quota.balance(&boss).await.unwrap();
     assert_eq!((b.used, b.remaining, b.requests), (777, 100, 1));
-    assert_ledger_matches(&quota, &boss).await;
+    assert_books(&quota, &boss).await;
 
     // A quota of 0 is 0: nothing can be reserved, and it is not refilled the same day.
     let b = quota.set_quota(&boss, Some(0)).await.unwrap();
@@ -405,7 +323,7 @@ async fn per_user_overrides_unlimited_and_zero() {
         quota.reserve(&boss, 1).await,
         Err(QuotaError::Exhausted { remaining: 0, .. })
     ));
-    assert_ledger_matches(&quota, &boss).await;
+    assert_books(&quota, &boss).await;
     let kinds: Vec<String> = quota
         .history(&boss, 100)
         .await
@@ -471,7 +389,7 @@ mod ledger_property {
             let b = quota.balance(&u).await.unwrap();
             assert!(b.remaining >= 0 && b.reserved == 0);
         }
-        assert_ledger_matches(quota, &u).await;
+        assert_books(quota, &u).await;
     }
 
     proptest! {
@@ -547,30 +465,8 @@ async fn link_moves_the_balance_and_resolves_both_identities() {
     assert_eq!(quota.unlink(&tg).await.unwrap(), 1);
     let own = quota.balance(&dc).await.unwrap();
     assert_eq!((own.remaining, own.used), (0, 300));
-    assert_ledger_matches(&quota, &tg).await;
-    assert_ledger_matches(&quota, &dc).await;
-}
-
-/// Runs each named test body on SQLite and on PostgreSQL.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::BACKEND.scope(super::Backend::Sqlite, super::$name()).await
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::BACKEND.scope(super::Backend::Postgres, super::$name()).await
-                }
-            )*
-        }
-    };
+    assert_books(&quota, &tg).await;
+    assert_books(&quota, &dc).await;
 }
 
 both!(

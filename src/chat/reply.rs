@@ -76,10 +76,6 @@ impl<'a> ReplyStream<'a> {
         &self.text
     }
 
-    pub fn has_shown_anything(&self) -> bool {
-        self.shown
-    }
-
     /// Adds streamed text and shows it if the pacing allows.
     pub async fn push(&mut self, delta: &str) -> Result<(), AdapterError> {
         self.text.push_str(delta);

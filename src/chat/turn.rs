@@ -229,7 +229,8 @@ impl Conversation {
     }
 
     /// Ends a turn, however it ended: charges what was used (the server's usage, or the
-    /// prompt plus the text produced), or refunds everything when nothing was; records
+    /// prompt plus the text produced — also when the stream was cut or stopped after some
+    /// text), or refunds everything when nothing was produced; records
     /// the exchange in the history; and delivers the final text or tells what happened.
     /// The books (ledger and history) and the final write run side by side, so the
     /// final text is not held back by the database, and both are done before the
@@ -304,15 +305,29 @@ impl Conversation {
                     charged: 0,
                 },
             ),
+            Ending::Failed(e) if shown => {
+                // Cut mid-answer: the text produced was billed by the provider and is
+                // shown, so it is charged (like /cancel) and kept in the history.
+                tracing::warn!(error = %chain(&e), "model stream cut mid-answer; charging the part produced");
+                let (completion, counted) = local();
+                (
+                    Some(counted),
+                    Some(completion),
+                    Delivery::Final(
+                        Box::new(reply),
+                        Some(format!("⚠️ (cut off) {}", e.user_message())),
+                    ),
+                    Outcome::Failed,
+                )
+            }
             Ending::Failed(e) => {
                 tracing::warn!(error = %chain(&e), "model call failed");
-                let notice = e.user_message();
-                let delivery = if reply.has_shown_anything() {
-                    Delivery::Final(Box::new(reply), Some(format!("⚠️ {notice}")))
-                } else {
-                    Delivery::Say(notice.into())
-                };
-                (None, None, delivery, Outcome::Failed)
+                (
+                    None,
+                    None,
+                    Delivery::Say(e.user_message().into()),
+                    Outcome::Failed,
+                )
             }
         };
         let books = async {

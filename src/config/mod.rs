@@ -123,6 +123,9 @@ pub struct DatabaseSettings {
     #[serde(serialize_with = "redact_url")]
     pub url: SecretString,
     pub max_connections: u32,
+    /// SQLite: how long a statement waits for another connection's lock.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub busy_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -131,6 +134,9 @@ pub struct QuotaSettings {
     pub default_tokens: i64,
     pub refill: Refill,
     pub refill_tokens: i64,
+    /// How long a reservation stays held without its process renewing it.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub hold_lease: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

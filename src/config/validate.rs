@@ -129,6 +129,9 @@ impl Settings {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
             return Err(invalid("redis.key_prefix", "must be a non-empty word"));
         }
+        if self.database.busy_timeout < Duration::from_millis(10) {
+            return Err(invalid("database.busy_timeout", "must be at least 10ms"));
+        }
         let db = self.database.url.expose_secret();
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -160,6 +163,9 @@ impl Settings {
                 "quota.refill_tokens",
                 format!("must be 0 or more, got {}", self.quota.refill_tokens),
             ));
+        }
+        if self.quota.hold_lease < Duration::from_millis(200) {
+            return Err(invalid("quota.hold_lease", "must be at least 200ms"));
         }
         if self.quota.refill != Refill::None && self.quota.refill_tokens == 0 {
             return Err(invalid(

@@ -10,6 +10,7 @@
 //! be unlimited (usage is still counted). A balance of 0 means 0.
 
 mod accounts;
+mod holds;
 mod links;
 pub mod period;
 mod refills;
@@ -20,13 +21,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::FromRow;
 
 pub use crate::config::Refill;
 pub use crate::core::clock::{Clock, SystemClock};
 use crate::core::event::UserId;
 use crate::db::Db;
+pub use holds::Hold;
 pub use reports::{LedgerEntry, Stats};
 pub use reservations::{Reservation, Settlement};
 
@@ -117,18 +118,19 @@ pub struct QuotaService {
     /// Which account pays for an identity (itself, or the one it was linked to), as last
     /// read; trusted for [`LINK_TTL`].
     links: Arc<Mutex<HashMap<UserId, (tokio::time::Instant, UserId)>>>,
+    /// How long a hold stays open without being renewed (`quota.hold_lease`).
+    lease: Duration,
+    /// This process, as named in the holds it opens.
+    owner: Arc<str>,
+    /// The holds this process is answering for: their leases are renewed.
+    live: Arc<Mutex<HashSet<i64>>>,
 }
+
+/// The default of `quota.hold_lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 
 /// How long a resolved link is trusted (another replica may link or unlink).
 const LINK_TTL: Duration = Duration::from_secs(5);
-
-/// A statement that must change exactly one account row.
-pub(super) fn expect_one(done: crate::db::Done, user: &UserId) -> Result<(), QuotaError> {
-    if done.rows_affected() != 1 {
-        return Err(anyhow::anyhow!("account of {user} vanished").into());
-    }
-    Ok(())
-}
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -144,7 +146,16 @@ impl QuotaService {
             known: Arc::new(Mutex::new(HashSet::new())),
             refilled: Arc::new(Mutex::new(HashMap::new())),
             links: Arc::new(Mutex::new(HashMap::new())),
+            lease: DEFAULT_LEASE,
+            owner: process_name().into(),
+            live: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// Holds stay open `lease` without renewal (`quota.hold_lease`).
+    pub fn with_lease(mut self, lease: Duration) -> QuotaService {
+        self.lease = lease;
+        self
     }
 
     /// Uses `clock` instead of the system clock (tests crossing period boundaries).
@@ -161,6 +172,14 @@ impl QuotaService {
         self.clock.now().timestamp()
     }
 
+    pub(super) fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    pub(super) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
     /// The start of the current UTC day, as stored in `quota_ledger.at`.
     pub(super) fn day_start(&self) -> i64 {
         self.clock
@@ -170,25 +189,15 @@ impl QuotaService {
             .map(|t| t.and_utc().timestamp())
             .unwrap_or(0)
     }
+}
 
-    /// Returns reservations a crashed process left behind to `remaining`. Only safe when
-    /// no other process uses the database, which holds for SQLite.
-    pub async fn recover_stale_reservations(&self) -> Result<u64, QuotaError> {
-        if self.db.is_postgres() {
-            // Replicas share PostgreSQL: another one's holds are not stale.
-            return Ok(0);
-        }
-        let done = crate::on_db!(
-            &self.db,
-            |pool, sql| sqlx::query(sql)
-                .bind(self.now())
-                .execute(pool)
-                .await
-                .map(|r| crate::db::Done(r.rows_affected())),
-            "UPDATE quota_accounts SET remaining = remaining + reserved, reserved = 0, \
-             last_op = 'refund', updated_at = ?1 WHERE reserved > 0"
-        )
-        .context("recovering stale reservations")?;
-        Ok(done.rows_affected())
-    }
+/// `host:pid`, so an operator can tell which replica holds what.
+fn process_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod discord;
+pub mod ledger;
 pub mod postgres;
 pub mod telegram;
 
