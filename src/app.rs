@@ -184,6 +184,16 @@ impl App {
         // Renews this process's holds and returns expired ones (its first sweep is the
         // start-up recovery: holds of a killed process, once their lease ran out).
         self.quota.spawn_keeper(inner.clone());
+        // Once the platforms stop taking updates, answers in progress get the grace.
+        let drained = {
+            let conversation = self.conversation.clone();
+            let grace = self.settings.shutdown.grace;
+            let mut stopping = inner.clone();
+            tokio::spawn(async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+                conversation.drain(grace).await;
+            })
+        };
         let relay = stop.clone();
         let mut outer = shutdown;
         tokio::spawn(async move {
@@ -194,6 +204,7 @@ impl App {
             telegram: None,
             discord: None,
             stop,
+            drained,
         };
         if telegram {
             let handle = crate::platform::telegram::start(
@@ -232,11 +243,14 @@ pub struct Running {
     pub telegram: Option<TelegramHandle>,
     pub discord: Option<DiscordHandle>,
     stop: watch::Sender<bool>,
+    /// Ends when the answers in progress at shutdown have finished or were stopped.
+    drained: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Waits until every platform has stopped (after the shutdown signal, or after one
-    /// of them failed, which stops the others).
+    /// of them failed, which stops the others) and the answers in progress have finished
+    /// or been stopped (`shutdown.grace`).
     pub async fn wait(self) -> Result<(), AppError> {
         let tasks: Vec<_> = self
             .telegram
@@ -251,6 +265,9 @@ impl Running {
         for task in rest {
             let _ = task.await;
         }
+        // Every platform has stopped: answers still in progress get their grace.
+        let _ = self.stop.send(true);
+        let _ = self.drained.await;
         first.map_err(AppError::Task)
     }
 }

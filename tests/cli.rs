@@ -153,6 +153,49 @@ async fn quota_grant_show_and_migrate() {
     assert!(run.stderr.contains("platform:user"), "{}", run.stderr);
 }
 
+/// An operator lists open holds and releases one by hand (a process killed mid-answer
+/// left it): the tokens are back at once, and a second release says there is none.
+#[tokio::test]
+async fn quota_holds_lists_open_holds_and_release_returns_one() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, None, &dir, &[]);
+    let db = gptbot::db::Db::connect(&env["DATABASE_URL"], 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let quota = gptbot::quota::QuotaService::new(db, gptbot::quota::QuotaPlan::fixed(1000));
+    let u = gptbot::core::event::UserId::parse("telegram:77").unwrap();
+    let held = quota.reserve(&u, 300).await.unwrap();
+    let id = held.id();
+    std::mem::forget(held); // its process is gone
+
+    let run = gptbot(&["quota", "holds"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("telegram:77"))
+        .unwrap_or_else(|| panic!("hold not listed: {}", run.stdout));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[2]),
+        (id.to_string().as_str(), "300"),
+        "{line}"
+    );
+
+    let run = gptbot(&["quota", "release", &id.to_string()], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let b = quota.balance(&u).await.unwrap();
+    assert_eq!((b.remaining, b.reserved), (1000, 0));
+    common::ledger::assert_books(&quota, &u).await;
+    let run = gptbot(&["quota", "release", &id.to_string()], &env, "").await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no open hold"), "{}", run.stderr);
+    let run = gptbot(&["quota", "holds"], &env, "").await;
+    assert!(!run.stdout.contains("telegram:77"), "{}", run.stdout);
+}
+
 #[tokio::test]
 async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
     let openai = FakeOpenAi::start().await;

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::discord::FakeDiscord;
 use common::telegram::{FakeTelegram, private_chat, user_json};
 use common::*;
@@ -25,14 +23,7 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
     env.insert("GPTBOT__DISCORD__API_URL".into(), dc.api_url());
     env.insert("GPTBOT__DISCORD__EDIT_INTERVAL".into(), "100ms".into());
     let log = dir.path().join("gptbot.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
-        .arg("run")
-        .env_clear()
-        .envs(&env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_gptbot_run(&env, &log);
 
     tg.wait_until(20, "getMe from the binary", |calls| {
         calls.iter().any(|c| c.method == "getme")
@@ -60,16 +51,8 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
     dc.wait_text(15, "the Discord answer", |t| t == "Echo: hi from discord")
         .await;
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("gptbot did not stop after SIGTERM")
-        .unwrap();
+    signal(&child, "TERM");
+    let status = exit_status(&mut child, 30).await;
     assert!(status.success(), "{status:?}");
 
     // One ledger: both users were charged in the same database.

@@ -15,6 +15,8 @@ impl Conversation {
     /// Handles one event. Every failure is answered to the user and logged; nothing is
     /// returned as an error because there is nobody else to tell.
     pub async fn handle(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
+        // Counted until handled, so a graceful shutdown waits for it.
+        let _tracked = self.tasks.token();
         let span = tracing::info_span!(
             "message",
             platform = %event.platform,

@@ -19,8 +19,11 @@ mod turn;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access::AccessService;
 use crate::core::event::UserId;
@@ -66,7 +69,15 @@ pub struct Conversation {
     settings: ConversationSettings,
     limiter: Option<DefaultKeyedRateLimiter<UserId>>,
     in_flight: inflight::InFlight,
+    /// Every event being handled, whichever platform task runs it: shutdown waits here.
+    tasks: TaskTracker,
+    /// Cancelled when the shutdown grace ran out: answers still running stop.
+    restarting: CancellationToken,
 }
+
+/// After the answers stopped for a restart, how long their final writes and settlements
+/// may take before the process exits anyway (the hold leases cover what is left).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Conversation {
     pub fn new(
@@ -88,7 +99,44 @@ impl Conversation {
             settings,
             limiter,
             in_flight: inflight::InFlight::default(),
+            tasks: TaskTracker::new(),
+            restarting: CancellationToken::new(),
         }
+    }
+
+    /// Graceful shutdown, once the platforms stopped taking updates: answers in progress
+    /// may finish for up to `grace`; then the rest are stopped with "(stopped: the bot is
+    /// restarting)" on their message and settled. Returns how many had to be stopped.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.tasks.close();
+        let running = self.tasks.len();
+        if running > 0 {
+            tracing::info!(running, grace = ?grace, "waiting for answers in progress");
+        }
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            return 0;
+        }
+        let stopped = self.tasks.len();
+        tracing::warn!(
+            stopped,
+            "shutdown grace ran out: stopping the answers still running"
+        );
+        self.restarting.cancel();
+        if tokio::time::timeout(STOP_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = self.tasks.len(),
+                "answers did not stop in time; their holds return when their lease runs out"
+            );
+        }
+        stopped
+    }
+
+    /// Shutdown has begun: no new answer starts.
+    fn closing(&self) -> bool {
+        self.tasks.is_closed()
     }
 
     pub fn access(&self) -> &AccessService {

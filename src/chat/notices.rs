@@ -22,6 +22,9 @@ pub const STILL_ANSWERING: &str =
 pub const EMPTY_PROMPT: &str = "Send me a question or some text and I'll answer.";
 pub const EMPTY_ANSWER: &str = "(The model returned an empty answer.)";
 pub const STOPPED_EARLY: &str = "Stopped before the model said anything; nothing was charged.";
+pub const RESTARTING: &str = "The bot is restarting and could not answer this; nothing was charged. Please send it again in a moment.";
+/// After the partial text of an answer stopped by a shutdown.
+pub const STOPPED_RESTARTING: &str = "(stopped: the bot is restarting)";
 
 /// Sends a complete text, split to the platform's limit. Flood-control answers are
 /// waited out with the same policy as streamed replies; other failures are logged.

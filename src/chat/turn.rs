@@ -30,6 +30,8 @@ enum Ending {
     Complete(Option<Usage>),
     /// The user sent /cancel.
     Cancelled,
+    /// The process is shutting down and the grace period ran out.
+    Restarting,
     Failed(LlmError),
 }
 
@@ -51,6 +53,10 @@ impl Conversation {
         if text.trim().is_empty() {
             say(adapter, target, notices::EMPTY_PROMPT).await;
             return Outcome::Replied;
+        }
+        if self.closing() {
+            say(adapter, target, notices::RESTARTING).await;
+            return Outcome::Refused;
         }
         let user = event.quota_user();
         let Some(mut slot) = self.in_flight.begin(&user).await else {
@@ -161,6 +167,7 @@ impl Conversation {
     ) -> Ending {
         let mut stream = match self.open_stream(request, cancel, reply, target).await {
             Ok(Some(stream)) => stream,
+            Ok(None) if self.restarting.is_cancelled() => return Ending::Restarting,
             Ok(None) => return Ending::Cancelled,
             Err(e) => return Ending::Failed(e),
         };
@@ -183,6 +190,7 @@ impl Conversation {
                 event = stream.next() => event,
                 // Dropping the stream closes the connection: the server stops too.
                 _ = cancel.changed() => return Ending::Cancelled,
+                () = self.restarting.cancelled() => return Ending::Restarting,
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     if let Err(e) = reply.tick().await {
@@ -219,6 +227,7 @@ impl Conversation {
             tokio::select! {
                 opened = &mut opening => return opened.map(Some),
                 _ = cancel.changed() => return Ok(None),
+                () = self.restarting.cancelled() => return Ok(None),
                 _ = typing.tick() => {
                     if let Err(e) = reply.adapter().typing(target).await {
                         tracing::debug!(error = %chain(&e), "typing indicator failed");
@@ -284,22 +293,32 @@ impl Conversation {
                     charged: 0,
                 },
             ),
-            Ending::Cancelled if shown => {
+            Ending::Cancelled | Ending::Restarting if shown => {
                 let (completion, counted) = local();
+                let note = match ending {
+                    Ending::Restarting => notices::STOPPED_RESTARTING,
+                    _ => "(stopped)",
+                };
                 (
                     Some(counted),
                     Some(completion),
-                    Delivery::Final(Box::new(reply), Some("(stopped)".into())),
+                    Delivery::Final(Box::new(reply), Some(note.into())),
                     Outcome::Cancelled {
                         reserved,
                         charged: 0,
                     },
                 )
             }
-            Ending::Cancelled => (
+            Ending::Cancelled | Ending::Restarting => (
                 None,
                 None,
-                Delivery::Say(notices::STOPPED_EARLY.into()),
+                Delivery::Say(
+                    match ending {
+                        Ending::Restarting => notices::RESTARTING,
+                        _ => notices::STOPPED_EARLY,
+                    }
+                    .into(),
+                ),
                 Outcome::Cancelled {
                     reserved,
                     charged: 0,

@@ -67,6 +67,7 @@ pub struct Settings {
     pub telegram: TelegramSettings,
     pub discord: DiscordSettings,
     pub log: LogSettings,
+    pub shutdown: ShutdownSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,6 +195,14 @@ pub struct DiscordSettings {
     /// Which gateway shards this process runs: "" (all, one shard), "0-1/4", "2/4".
     #[serde(default, deserialize_with = "de_shards", serialize_with = "ser_shards")]
     pub shards: Option<ShardRange>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// On SIGTERM / Ctrl-C, how long answers in progress may run before they are stopped.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

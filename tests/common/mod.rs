@@ -130,6 +130,40 @@ pub async fn eventually(
     }
 }
 
+/// `gptbot run` as a process with exactly `env`, its log (stderr) written to `log`.
+pub fn spawn_gptbot_run(
+    env: &HashMap<String, String>,
+    log: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .arg("run")
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `signal` (e.g. "TERM", "KILL") to the process.
+pub fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("the process already exited").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid} failed");
+}
+
+/// Waits for the process to exit (panics after `secs`).
+pub async fn exit_status(child: &mut tokio::process::Child, secs: u64) -> std::process::ExitStatus {
+    tokio::time::timeout(Duration::from_secs(secs), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("gptbot did not exit within {secs} s"))
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()

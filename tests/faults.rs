@@ -1,0 +1,120 @@
+//! The fault suite: the real `gptbot run` (or the real `App`) against real Redis,
+//! SQLite or PostgreSQL and the platform fakes, while something goes wrong — a SIGTERM
+//! mid-answer, a replica SIGKILLed mid-answer. Each test ends with what the user was
+//! told checked, and the books exact: `granted = remaining + reserved + used`, the ledger
+//! summing to the balance, and no hold left open.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::discord::FakeDiscord;
+use common::ledger::assert_books;
+use common::telegram::{FakeTelegram, private_chat, user_json};
+use common::*;
+use gptbot::core::event::UserId;
+use gptbot::quota::QuotaService;
+
+fn words(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("word{i} ")).collect()
+}
+
+/// The ledger the process used, opened after it exited.
+async fn ledger_of(env: &HashMap<String, String>) -> QuotaService {
+    let settings = gptbot::config::Settings::load(None, env).unwrap();
+    let db = gptbot::app::open_db(&settings).await.unwrap();
+    gptbot::app::quota_service(&db, &settings)
+}
+
+/// SIGTERM while two answers stream: the one that ends within `shutdown.grace` is
+/// delivered whole; the one still running when the grace ends stops with "(stopped: the
+/// bot is restarting)", is charged for what was shown, and the process exits 0 with
+/// every hold settled — on Telegram and on Discord.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_answer_finishes_within_the_grace_then_stops_the_rest_and_settles() {
+    let tg = FakeTelegram::start().await;
+    let dc = FakeDiscord::start().await;
+    let openai = FakeOpenAi::start().await;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, Some(&redis), &dir, &[]);
+    for (key, value) in [
+        ("TELEGRAM_BOT_TOKEN", common::telegram::TOKEN.to_string()),
+        ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+        ("DISCORD_TOKEN", common::discord::TOKEN.to_string()),
+        ("GPTBOT__DISCORD__API_URL", dc.api_url()),
+        ("GPTBOT__SHUTDOWN__GRACE", "4s".to_string()),
+    ] {
+        env.insert(key.into(), value);
+    }
+    // Telegram's answer takes 3 s in all; Discord's would take 30 s.
+    let short = words(12);
+    openai.script([
+        Behavior::Stream {
+            pieces: short.clone(),
+            delay: Duration::from_millis(250),
+            usage: Some((20, 12)),
+        },
+        Behavior::Stream {
+            pieces: words(150),
+            delay: Duration::from_millis(200),
+            usage: Some((20, 150)),
+        },
+    ]);
+    let log = dir.path().join("gptbot.log");
+    let mut child = spawn_gptbot_run(&env, &log);
+    tg.wait_until(20, "getMe from the binary", |calls| {
+        calls.iter().any(|c| c.method == "getme")
+    })
+    .await;
+    dc.wait_ready().await;
+
+    tg.push_message(private_chat(77), user_json(77, "Lea"), "short one", None);
+    tg.wait_until(10, "the Telegram answer to start", |calls| {
+        calls.iter().any(|c| c.method == "sendmessage")
+    })
+    .await;
+    let lea_dc = common::discord::user("4000000000000000077", "lea");
+    dc.send_message("3000000000000000011", lea_dc, "long one", None);
+    dc.wait_text(10, "the Discord answer to start", |t| {
+        t.starts_with("word0")
+    })
+    .await;
+
+    signal(&child, "TERM");
+    let status = exit_status(&mut child, 30).await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{logged}");
+
+    let telegram = tg.texts_in(77);
+    assert_eq!(
+        telegram.last().map(|t| t.trim_end()),
+        Some(short.concat().trim_end()),
+        "the answer that fit in the grace was not delivered whole: {telegram:?}"
+    );
+    let discord = dc.texts();
+    let stopped = discord.last().unwrap();
+    assert!(
+        stopped.starts_with("word0") && stopped.ends_with("(stopped: the bot is restarting)"),
+        "{discord:?}"
+    );
+
+    let quota = ledger_of(&env).await;
+    assert!(
+        quota.holds().await.unwrap().is_empty(),
+        "a hold was left open"
+    );
+    let tg_user = UserId::parse("telegram:77").unwrap();
+    let dc_user = UserId::parse("discord:4000000000000000077").unwrap();
+    let tg_balance = quota.balance(&tg_user).await.unwrap();
+    assert_eq!((tg_balance.used, tg_balance.requests), (32, 1));
+    let dc_balance = quota.balance(&dc_user).await.unwrap();
+    assert!(
+        dc_balance.used > 0 && dc_balance.used < 170,
+        "the stopped answer was not charged for what was shown: {dc_balance:?}"
+    );
+    for user in [&tg_user, &dc_user] {
+        assert_books(&quota, user).await;
+    }
+}
