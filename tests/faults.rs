@@ -118,3 +118,123 @@ async fn sigterm_mid_answer_finishes_within_the_grace_then_stops_the_rest_and_se
         assert_books(&quota, user).await;
     }
 }
+
+const SECRET: &str = "fault-secret_1";
+
+/// Two replicas of `gptbot run` on one PostgreSQL and one Redis, Telegram in webhook
+/// mode: replica A is SIGKILLed mid-answer. Its hold is not touched while its lease
+/// could still be live; then replica B's sweep returns it, the ledger says `expire`, and
+/// B keeps answering the same user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_answer_has_its_hold_swept_by_the_other_after_the_lease() {
+    let pg = common::postgres::PostgresServer::start();
+    let redis = RedisServer::start();
+    let openai = FakeOpenAi::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = pg.database("gptbot").await;
+    let replica = |port: u16| {
+        test_env(
+            &openai,
+            Some(&redis),
+            &dir,
+            &[
+                ("DATABASE_URL".into(), database.clone()),
+                ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
+                ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
+                ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
+                (
+                    "GPTBOT__TELEGRAM__LISTEN".into(),
+                    format!("127.0.0.1:{port}"),
+                ),
+                (
+                    "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
+                    "https://bot.example.test/hook".into(),
+                ),
+                ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
+                ("GPTBOT__QUOTA__HOLD_LEASE".into(), "2s".into()),
+            ],
+        )
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let env_a = replica(port_a);
+    let mut a = spawn_gptbot_run(&env_a, &dir.path().join("a.log"));
+    let mut b = spawn_gptbot_run(&replica(port_b), &dir.path().join("b.log"));
+    gptbot::app::install_crypto_provider();
+    let http = reqwest::Client::new();
+    for port in [port_a, port_b] {
+        eventually(
+            20,
+            "both replicas serving",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            String::new,
+        )
+        .await;
+    }
+    let post = |port: u16, text: &str| {
+        let update = tg.webhook_update(private_chat(5), user_json(5, "Kim"), text);
+        http.post(format!("http://127.0.0.1:{port}/hook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update)
+            .send()
+    };
+
+    openai.script([Behavior::Stream {
+        pieces: words(200),
+        delay: Duration::from_millis(100),
+        usage: Some((20, 200)),
+    }]);
+    assert_eq!(
+        post(port_a, "a long answer please").await.unwrap().status(),
+        200
+    );
+    tg.wait_until(10, "the answer to start streaming", |calls| {
+        calls.iter().any(|c| c.method == "sendmessage")
+    })
+    .await;
+    signal(&a, "KILL");
+    exit_status(&mut a, 10).await;
+
+    let quota = ledger_of(&env_a).await;
+    let kim = UserId::parse("telegram:5").unwrap();
+    let held = quota.balance(&kim).await.unwrap();
+    assert!(held.reserved > 0, "nothing was held mid-answer: {held:?}");
+    assert_eq!(quota.holds().await.unwrap().len(), 1);
+    // Replica B sweeps it once the lease (2 s) has run out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while quota.balance(&kim).await.unwrap().reserved > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hold was never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let swept = quota.balance(&kim).await.unwrap();
+    assert_eq!((swept.remaining, swept.used), (swept.granted, 0));
+    let kinds: Vec<String> = quota
+        .history(&kim, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("expire"),
+        "{kinds:?}"
+    );
+    assert!(quota.holds().await.unwrap().is_empty());
+    assert_books(&quota, &kim).await;
+
+    // B answers the same user, charged exactly.
+    assert_eq!(post(port_b, "again").await.unwrap().status(), 200);
+    tg.wait_final(5, "Echo: again").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while quota.balance(&kim).await.unwrap().requests == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_books(&quota, &kim).await;
+    signal(&b, "TERM");
+    assert!(exit_status(&mut b, 30).await.success());
+}
