@@ -1010,9 +1010,19 @@ async fn replicas_racing_for_one_small_quota_never_overspend() {
 }
 
 #[tokio::test]
-async fn link_joins_two_platform_accounts_into_one_balance() {
+async fn link_lets_another_platform_draw_on_the_owner_and_moves_no_tokens() {
     let t = spawn_app().await;
     let a = adapter();
+    // In a group the code is never shown.
+    let mut in_group = group("-100", "42", "/link", true);
+    in_group.platform = Platform::Telegram;
+    t.send(&a, &in_group).await;
+    assert!(
+        a.last_message()
+            .starts_with("Send /link to me in a private chat"),
+        "{}",
+        a.last_message()
+    );
     let mut tg = dm("42", "/link");
     tg.platform = Platform::Telegram;
     t.send(&a, &tg).await;
@@ -1025,13 +1035,21 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
         .to_string();
     assert_eq!(code.len(), 8, "{reply}");
 
+    // Another Telegram account cannot use it; the code survives the attempt.
+    let mut eve = dm("43", &format!("/link {code}"));
+    eve.platform = Platform::Telegram;
+    t.send(&a, &eve).await;
+    assert!(
+        a.last_message()
+            .starts_with("A link code works only from another platform")
+    );
+
     let mut discord = dm("99", &format!("/link {}", code.to_lowercase()));
     discord.platform = Platform::Discord;
     t.send(&a, &discord).await;
     assert!(
-        a.last_message().starts_with(
-            "Linked: discord:99 now shares the token balance of telegram:42 (40000 tokens left)"
-        ),
+        a.last_message()
+            .starts_with("Linked: discord:99 uses the tokens of telegram:42 when its own run out"),
         "{}",
         a.last_message()
     );
@@ -1039,21 +1057,25 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
     t.send(&a, &discord).await;
     assert!(a.last_message().contains("unknown or has expired"));
 
-    // Discord usage is paid from the Telegram account; histories stay apart.
-    discord.content = gptbot::core::event::Content::Text("hello from discord".into());
-    let Outcome::Answered { charged, .. } = t.send(&a, &discord).await else {
-        panic!()
-    };
+    // With its own balance at 0, the Discord identity draws on the Telegram account;
+    // histories stay apart.
     let tg_user = UserId::new(Platform::Telegram, "42");
     let dc_user = UserId::new(Platform::Discord, "99");
-    let joined = t.app.quota.balance(&tg_user).await.unwrap();
-    assert_eq!(joined.remaining, 40000 - charged);
-    assert_eq!(t.app.quota.balance(&dc_user).await.unwrap(), joined);
-    let history = t.app.quota.history(&tg_user, 100).await.unwrap();
+    t.app.quota.set_quota(&dc_user, Some(0)).await.unwrap();
+    discord.content = gptbot::core::event::Content::Text("/quota".into());
+    t.send(&a, &discord).await;
     assert!(
-        history
-            .iter()
-            .any(|e| e.kind == "link" && e.d_remaining == 20000)
+        a.last_message().contains("Linked to telegram:42"),
+        "{}",
+        a.last_message()
+    );
+    discord.content = gptbot::core::event::Content::Text("hello from discord".into());
+    let Outcome::Answered { charged, .. } = t.send(&a, &discord).await else {
+        panic!("{}", a.last_message())
+    };
+    assert_eq!(
+        t.app.quota.balance(&tg_user).await.unwrap().remaining,
+        20000 - charged
     );
     assert!(
         t.app
@@ -1068,17 +1090,31 @@ async fn link_joins_two_platform_accounts_into_one_balance() {
     discord.content = gptbot::core::event::Content::Text("/unlink".into());
     t.send(&a, &discord).await;
     assert!(a.last_message().starts_with("Unlinked"));
-    let own = t.app.quota.balance(&dc_user).await.unwrap();
-    assert_eq!(
-        own.remaining, 0,
-        "the tokens stay with the account that holds them"
-    );
+    // Nothing moved either way.
+    assert_eq!(t.app.quota.balance(&dc_user).await.unwrap().remaining, 0);
     assert_eq!(
         t.app.quota.balance(&tg_user).await.unwrap().remaining,
-        40000 - charged
+        20000 - charged
     );
     t.send(&a, &discord).await;
     assert!(a.last_message().contains("not linked"));
+    for u in [&tg_user, &dc_user] {
+        common::ledger::assert_books(&t.app.quota, u).await;
+    }
+
+    // Guessing codes is rate-limited.
+    let mut guesser = dm("7", "/link AAAAAAAA");
+    guesser.platform = Platform::Discord;
+    for _ in 0..5 {
+        t.send(&a, &guesser).await;
+        assert!(a.last_message().contains("unknown or has expired"));
+    }
+    t.send(&a, &guesser).await;
+    assert!(
+        a.last_message().starts_with("Too many link attempts"),
+        "{}",
+        a.last_message()
+    );
 }
 
 /// A log writer the test can read back.

@@ -444,31 +444,6 @@ mod ledger_property {
     }
 }
 
-async fn link_moves_the_balance_and_resolves_both_identities() {
-    let (quota, _db) = ledger(1000).await;
-    let tg = UserId::new(Platform::Telegram, "1");
-    let dc = UserId::new(Platform::Discord, "2");
-    spend(&quota, &dc, 300).await;
-    let joined = quota.link(&dc, &tg).await.unwrap();
-    assert_eq!((joined.remaining, joined.granted), (1700, 1700));
-    assert_eq!(quota.balance(&dc).await.unwrap(), joined);
-    spend(&quota, &dc, 200).await;
-    assert_eq!(quota.balance(&tg).await.unwrap().remaining, 1500);
-    assert!(
-        matches!(quota.link(&dc, &tg).await, Err(QuotaError::Invalid(_))),
-        "linked twice"
-    );
-    assert!(
-        matches!(quota.link(&tg, &dc).await, Err(QuotaError::Invalid(_))),
-        "linked to itself"
-    );
-    assert_eq!(quota.unlink(&tg).await.unwrap(), 1);
-    let own = quota.balance(&dc).await.unwrap();
-    assert_eq!((own.remaining, own.used), (0, 300));
-    assert_books(&quota, &tg).await;
-    assert_books(&quota, &dc).await;
-}
-
 both!(
     reserve_settle_and_refund_move_tokens_exactly,
     exhausted_reports_what_is_left_and_changes_nothing,
@@ -479,5 +454,4 @@ both!(
     weekly_and_monthly_refills_follow_calendar_boundaries,
     a_refill_is_applied_exactly_once_under_concurrency,
     per_user_overrides_unlimited_and_zero,
-    link_moves_the_balance_and_resolves_both_identities,
 );

@@ -96,6 +96,21 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
     let running = t.app.start(rx).await.unwrap();
     assert!(running.telegram.is_some() && running.discord.is_some());
 
+    // In a group the code is never shown.
+    tg.push_message(
+        common::telegram::group_chat(-100500),
+        user_json(42, "Ann"),
+        "/link@gptbot_test_bot",
+        None,
+    );
+    tg.wait_until(10, "the group refusal", |calls| {
+        calls.iter().any(|c| {
+            c.body["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Send /link to me in a private chat"))
+        })
+    })
+    .await;
     tg.push_message(private_chat(42), user_json(42, "Ann"), "/link", None);
     tg.wait_until(10, "the link code", |calls| {
         calls.iter().any(|c| {
@@ -117,6 +132,23 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
         .unwrap();
     let code: String = text["Your link code is ".len()..].chars().take(8).collect();
 
+    // Someone else on Telegram cannot redeem it, and trying does not burn it.
+    tg.push_message(
+        private_chat(43),
+        user_json(43, "Eve"),
+        &format!("/link {code}"),
+        None,
+    );
+    tg.wait_until(10, "the same-platform refusal", |calls| {
+        calls.iter().any(|c| {
+            c.body["chat_id"] == 43
+                && c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("A link code works only from another platform"))
+        })
+    })
+    .await;
+
     let ann_on_discord = common::discord::user("4000000000000000099", "ann");
     let dm = "3000000000000000099";
     dc.slash(
@@ -126,28 +158,33 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
         ann_on_discord.clone(),
         None,
     );
-    let linked = "Linked: discord:4000000000000000099 now shares the token balance of telegram:42";
+    let linked = "Linked: discord:4000000000000000099 uses the tokens of telegram:42";
     dc.wait_text(10, "the link", |t| t.starts_with(linked))
         .await;
+    // The code's owner is told, in their private chat.
+    tg.wait_until(10, "the owner's notice", |calls| {
+        calls.iter().any(|c| {
+            c.body["chat_id"] == 42
+                && c.body["text"].as_str().is_some_and(|t| {
+                    t.starts_with("Your link code was used: discord:4000000000000000099")
+                })
+        })
+    })
+    .await;
     dc.send_message(dm, ann_on_discord, "hello from discord", None);
     dc.wait_text(10, "the Discord answer", |t| {
         t == "Echo: hello from discord"
     })
     .await;
-    let on_telegram = t
-        .app
-        .quota
-        .balance(&gptbot::core::event::UserId::parse("telegram:42").unwrap())
-        .await
-        .unwrap();
-    let on_discord = t
-        .app
-        .quota
-        .balance(&gptbot::core::event::UserId::parse("discord:4000000000000000099").unwrap())
-        .await
-        .unwrap();
-    assert_eq!(on_telegram, on_discord, "one balance");
-    assert_eq!(on_telegram.requests, 1);
-    assert_eq!(on_telegram.granted, 40000);
-    assert_eq!(on_telegram.remaining + on_telegram.used, 40000);
+    let tg_user = gptbot::core::event::UserId::parse("telegram:42").unwrap();
+    let dc_user = gptbot::core::event::UserId::parse("discord:4000000000000000099").unwrap();
+    let on_telegram = t.app.quota.balance(&tg_user).await.unwrap();
+    let on_discord = t.app.quota.balance(&dc_user).await.unwrap();
+    // Linking moved no tokens; the Discord identity paid from its own balance.
+    assert_eq!((on_telegram.remaining, on_telegram.requests), (20000, 0));
+    assert_eq!(on_discord.requests, 1);
+    assert_eq!(on_discord.remaining + on_discord.used, 20000);
+    for user in [&tg_user, &dc_user] {
+        common::ledger::assert_books(&t.app.quota, user).await;
+    }
 }

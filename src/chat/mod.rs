@@ -17,8 +17,9 @@ pub mod reply;
 pub mod split;
 mod turn;
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -26,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessService;
-use crate::core::event::UserId;
+use crate::core::adapter::Notifier;
+use crate::core::error::chain;
+use crate::core::event::{Platform, UserId};
 use crate::core::model::ModelClient;
 use crate::core::session::SessionStore;
 use crate::llm::tokens::TokenCounter;
@@ -73,6 +76,10 @@ pub struct Conversation {
     tasks: TaskTracker,
     /// Cancelled when the shutdown grace ran out: answers still running stop.
     restarting: CancellationToken,
+    /// How to reach a user privately on each running platform.
+    notifiers: RwLock<HashMap<Platform, Arc<dyn Notifier>>>,
+    /// /link redemption attempts per user.
+    link_attempts: DefaultKeyedRateLimiter<UserId>,
 }
 
 /// After the answers stopped for a restart, how long their final writes and settlements
@@ -101,6 +108,35 @@ impl Conversation {
             in_flight: inflight::InFlight::default(),
             tasks: TaskTracker::new(),
             restarting: CancellationToken::new(),
+            notifiers: RwLock::new(HashMap::new()),
+            link_attempts: RateLimiter::keyed(commands::link::attempts()),
+        }
+    }
+
+    /// Lets the conversation reach users of `platform` privately (a platform calls this
+    /// when it starts).
+    pub fn register_notifier(&self, platform: Platform, notifier: Arc<dyn Notifier>) {
+        self.notifiers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(platform, notifier);
+    }
+
+    /// Sends `text` to `user` privately, if their platform is running here; failures are
+    /// logged (the user may have blocked the bot).
+    async fn notify(&self, user: &UserId, text: &str) {
+        let notifier = self
+            .notifiers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user.platform)
+            .cloned();
+        let Some(notifier) = notifier else {
+            tracing::info!(%user, "cannot notify: the platform is not served by this process");
+            return;
+        };
+        if let Err(e) = notifier.notify(&user.user, text).await {
+            tracing::warn!(%user, error = %chain(&e), "could not notify the user");
         }
     }
 

@@ -109,4 +109,18 @@ pub trait ChatAdapter: Send + Sync {
 
     /// Shows "typing…" (or the platform's equivalent) while the model thinks.
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError>;
+
+    /// True when replies reach only the sender (a Discord ephemeral interaction reply)
+    /// even in a group, so a secret such as a /link code may be shown there.
+    fn replies_are_private(&self) -> bool {
+        false
+    }
+}
+
+/// Reaches a user directly (a private message), outside the chat being answered: the
+/// owner of a /link code is told when it is used, wherever that happened.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `text` to `user` (the platform's user id) in a private chat.
+    async fn notify(&self, user: &str, text: &str) -> Result<(), AdapterError>;
 }

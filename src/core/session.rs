@@ -114,6 +114,8 @@ pub trait SessionStore: Send + Sync {
     async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError>;
     /// Takes a one-time code: returns its value once, then it is gone.
     async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError>;
+    /// Reads a code's value without using it up (checks before a redemption).
+    async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError>;
     /// "redis" or "memory", for logs.
     fn backend(&self) -> &'static str;
 }

@@ -32,7 +32,6 @@ impl QuotaService {
 
     /// The account (created with the default grant if new, refilled if due).
     pub async fn balance(&self, user: &UserId) -> Result<Balance, QuotaError> {
-        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         let balance = crate::on_db!(
             &self.db,
@@ -50,7 +49,6 @@ impl QuotaService {
 
     /// Adds `tokens` to the balance (negative takes away, but never more than remains).
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
-        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         let done = self
             .update_with(
@@ -79,7 +77,6 @@ impl QuotaService {
         user: &UserId,
         tokens: Option<i64>,
     ) -> Result<Balance, QuotaError> {
-        let user = &self.resolve(user).await?;
         self.prepare(user).await?;
         let (statement, value) = match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
@@ -112,7 +109,6 @@ impl QuotaService {
                 "a refill amount cannot be negative".into(),
             ));
         }
-        let user = &self.resolve(user).await?;
         self.ensure_account(user).await?;
         self.update_with(
             "UPDATE quota_accounts SET refill_tokens = ?1, updated_at = ?2 \

@@ -1,18 +1,21 @@
-//! `/link`: one identity paying from another's balance, across platforms.
+//! `/link`: a person's identity on one platform draws on their account on another.
+//!
+//! Linking moves no tokens. A linked identity pays from its own balance first; when that
+//! is too low for a request, the account it is linked to pays (the owner of that account
+//! consented by creating the code, and is told when it is used). Unlinking moves nothing
+//! either, so no sequence of `/link` and `/unlink` moves tokens from one person to
+//! another: every account leaves with what it had, less what was charged to it.
 
 use anyhow::Context;
 
-use super::{Balance, LINK_TTL, QuotaError, QuotaService, lock};
-use crate::core::event::UserId;
-use crate::db::Db;
+use super::{QuotaError, QuotaService};
+use crate::core::event::{Platform, UserId};
 
 impl QuotaService {
-    /// The account that pays for `user`: its own, or the one it was linked to.
-    pub async fn resolve(&self, user: &UserId) -> Result<UserId, QuotaError> {
-        if let Some((at, to)) = lock(&self.links).get(user)
-            && at.elapsed() < LINK_TTL
-        {
-            return Ok(to.clone());
+    /// The account `user` draws on when its own balance is too low, if it is linked.
+    pub async fn linked_to(&self, user: &UserId) -> Result<Option<UserId>, QuotaError> {
+        if let Some(to) = self.links.get(user) {
+            return Ok(to);
         }
         let row: Option<(String, String)> = crate::on_db!(
             &self.db,
@@ -25,127 +28,88 @@ impl QuotaService {
         )
         .with_context(|| format!("reading the link of {user}"))?;
         let to = match row {
-            Some((platform, id)) => UserId::new(
-                crate::core::event::Platform::parse(&platform).ok_or_else(|| {
+            Some((platform, id)) => Some(UserId::new(
+                Platform::parse(&platform).ok_or_else(|| {
                     anyhow::anyhow!("unknown platform `{platform}` in quota_links")
                 })?,
                 id,
-            ),
-            None => user.clone(),
+            )),
+            None => None,
         };
-        lock(&self.links).insert(user.clone(), (tokio::time::Instant::now(), to.clone()));
+        self.links.insert(user.clone(), to.clone());
         Ok(to)
     }
 
-    /// Joins `from` to `to`'s balance: what `from` has left moves to `to`, and from now
-    /// on `from`'s requests are paid from `to`. Both moves are ledger entries (`link`).
-    pub async fn link(&self, from: &UserId, to: &UserId) -> Result<Balance, QuotaError> {
-        let to = self.resolve(to).await?;
-        if self.resolve(from).await? != *from {
+    /// Lets `from` draw on `to`'s balance when its own is too low. Only across
+    /// platforms, one level deep (an account others draw on cannot itself be linked).
+    pub async fn link(&self, from: &UserId, to: &UserId) -> Result<(), QuotaError> {
+        if from.platform == to.platform {
+            return Err(QuotaError::Invalid(
+                "a link joins accounts on different platforms".into(),
+            ));
+        }
+        if self.linked_to(from).await?.is_some() {
             return Err(QuotaError::Invalid(format!(
                 "{from} is already linked; send /unlink there first"
             )));
         }
-        if to == *from {
-            return Err(QuotaError::Invalid(
-                "an account cannot be linked to itself".into(),
-            ));
+        if self.linked_to(to).await?.is_some() {
+            return Err(QuotaError::Invalid(format!(
+                "{to} is itself linked to another account; create the code on that one"
+            )));
+        }
+        let (others,): (i64,) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+                .bind(from.platform.as_str())
+                .bind(&from.user)
+                .fetch_one(pool)
+                .await,
+            "SELECT COUNT(*) FROM quota_links WHERE to_platform = ?1 AND to_user_id = ?2"
+        )
+        .context("checking links")?;
+        if others > 0 {
+            return Err(QuotaError::Invalid(format!(
+                "other accounts draw on {from}; send /link from {to} instead"
+            )));
         }
         self.ensure_account(from).await?;
-        self.ensure_account(&to).await?;
-        let now = self.now();
-        // One transaction that locks what it reads first: BEGIN IMMEDIATE on SQLite,
-        // SELECT … FOR UPDATE on PostgreSQL.
-        macro_rules! link_in {
-            ($tx:ident, $t:expr, $lock:expr) => {{
-                let (others,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe($t(
-                    "SELECT COUNT(*) FROM quota_links WHERE to_platform = ?1 AND to_user_id = ?2",
-                )))
-                .bind(from.platform.as_str())
-                .bind(&from.user)
-                .fetch_one(&mut *$tx)
-                .await
-                .context("checking links")?;
-                if others > 0 {
-                    return Err(QuotaError::Invalid(format!(
-                        "other accounts are linked to {from}; send /link from {to} instead"
-                    )));
-                }
-                let (remaining, reserved): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe($t(&format!(
-                    "SELECT remaining, reserved FROM quota_accounts \
-                     WHERE platform = ?1 AND user_id = ?2{}",
-                    $lock
-                ))))
-                .bind(from.platform.as_str())
-                .bind(&from.user)
-                .fetch_one(&mut *$tx)
-                .await
-                .context("reading the balance to move")?;
-                if reserved > 0 {
-                    return Err(QuotaError::Invalid(
-                        "an answer is in progress on this account; try again when it is done"
-                            .into(),
-                    ));
-                }
-                for (user, delta) in [(from, -remaining), (&to, remaining)] {
-                    sqlx::query(sqlx::AssertSqlSafe($t(
-                        "UPDATE quota_accounts SET granted = granted + ?1, \
-                         remaining = remaining + ?1, last_op = 'link', updated_at = ?2 \
-                         WHERE platform = ?3 AND user_id = ?4",
-                    )))
-                    .bind(delta)
-                    .bind(now)
-                    .bind(user.platform.as_str())
-                    .bind(&user.user)
-                    .execute(&mut *$tx)
-                    .await
-                    .context("moving the balance")?;
-                }
-                sqlx::query(sqlx::AssertSqlSafe($t(
-                    "INSERT INTO quota_links (platform, user_id, to_platform, to_user_id, linked_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )))
+        self.ensure_account(to).await?;
+        // The primary key makes a concurrent second link of `from` fail here.
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
                 .bind(from.platform.as_str())
                 .bind(&from.user)
                 .bind(to.platform.as_str())
                 .bind(&to.user)
-                .bind(now)
-                .execute(&mut *$tx)
+                .bind(self.now())
+                .execute(pool)
                 .await
-                .context("recording the link")?;
-                $tx.commit().await.context("committing the link")?;
-            }};
-        }
-        match &self.db {
-            Db::Sqlite(pool) => {
-                let mut tx = pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .context("starting the link")?;
-                link_in!(tx, |sql: &str| sql.to_string(), "");
-            }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await.context("starting the link")?;
-                link_in!(tx, crate::db::pg_sql, " FOR UPDATE");
-            }
-        }
-        lock(&self.links).remove(from);
-        self.balance(&to).await
+                .map(|r| r.rows_affected()),
+            "INSERT INTO quota_links (platform, user_id, to_platform, to_user_id, linked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        )
+        .with_context(|| format!("recording the link of {from} to {to}"))?;
+        self.links.invalidate(from);
+        Ok(())
     }
 
-    /// Ends every link `user` is part of. Tokens stay with the account that holds them;
-    /// an unlinked identity goes back to its own account.
+    /// Ends every link `user` is part of; no balance changes.
     pub async fn unlink(&self, user: &UserId) -> Result<u64, QuotaError> {
         let done = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query(sql)
-        .bind(user.platform.as_str())
-        .bind(&user.user)
-        .execute(pool).await.map(|r| crate::db::Done(r.rows_affected())),
-            "DELETE FROM quota_links WHERE (platform = ?1 AND user_id = ?2)              OR (to_platform = ?1 AND to_user_id = ?2)"
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            "DELETE FROM quota_links WHERE (platform = ?1 AND user_id = ?2) \
+             OR (to_platform = ?1 AND to_user_id = ?2)"
         )
         .with_context(|| format!("unlinking {user}"))?;
-        lock(&self.links).clear();
-        Ok(done.rows_affected())
+        self.links.invalidate_all();
+        Ok(done)
     }
 }

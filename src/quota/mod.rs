@@ -17,10 +17,11 @@ mod refills;
 mod reports;
 mod reservations;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use moka::sync::Cache;
 use sqlx::FromRow;
 
 pub use crate::config::Refill;
@@ -111,13 +112,13 @@ pub struct QuotaService {
     plan: QuotaPlan,
     clock: Arc<dyn Clock>,
     /// Accounts known to exist, so the hot path skips the insert.
-    known: Arc<Mutex<HashSet<UserId>>>,
+    known: Cache<UserId, ()>,
     /// The refill period each account was last seen refilled in, so the hot path skips
     /// the refill statement within a period.
-    refilled: Arc<Mutex<HashMap<UserId, String>>>,
-    /// Which account pays for an identity (itself, or the one it was linked to), as last
-    /// read; trusted for [`LINK_TTL`].
-    links: Arc<Mutex<HashMap<UserId, (tokio::time::Instant, UserId)>>>,
+    refilled: Cache<UserId, String>,
+    /// The account an identity draws on when its own balance is too low (if linked), as
+    /// last read; trusted for [`LINK_TTL`].
+    links: Cache<UserId, Option<UserId>>,
     /// How long a hold stays open without being renewed (`quota.hold_lease`).
     lease: Duration,
     /// This process, as named in the holds it opens.
@@ -132,6 +133,17 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 /// How long a resolved link is trusted (another replica may link or unlink).
 const LINK_TTL: Duration = Duration::from_secs(5);
 
+/// Entries each of the service's caches keeps at most: memory stays bounded however many
+/// users appear (a cache miss only costs one more statement).
+const CACHE_ENTRIES: u64 = 50_000;
+
+fn bounded<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<UserId, V> {
+    Cache::builder()
+        .max_capacity(CACHE_ENTRIES)
+        .time_to_live(ttl)
+        .build()
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -143,9 +155,9 @@ impl QuotaService {
             db,
             plan,
             clock: Arc::new(SystemClock),
-            known: Arc::new(Mutex::new(HashSet::new())),
-            refilled: Arc::new(Mutex::new(HashMap::new())),
-            links: Arc::new(Mutex::new(HashMap::new())),
+            known: bounded(Duration::from_secs(3600)),
+            refilled: bounded(Duration::from_secs(3600)),
+            links: bounded(LINK_TTL),
             lease: DEFAULT_LEASE,
             owner: process_name().into(),
             live: Arc::new(Mutex::new(HashSet::new())),

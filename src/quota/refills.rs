@@ -4,12 +4,12 @@
 use anyhow::Context;
 
 use super::period::period;
-use super::{QuotaError, QuotaService, lock};
+use super::{QuotaError, QuotaService};
 use crate::core::event::UserId;
 
 impl QuotaService {
     pub(super) async fn ensure_account(&self, user: &UserId) -> Result<(), QuotaError> {
-        if lock(&self.known).contains(user) {
+        if self.known.contains_key(user) {
             return Ok(());
         }
         let now = self.clock.now();
@@ -28,7 +28,7 @@ impl QuotaService {
              VALUES (?1, ?2, ?3, ?3, ?4, 'grant', ?5, ?5) ON CONFLICT (platform, user_id) DO NOTHING"
         )
         .with_context(|| format!("creating the account of {user}"))?;
-        lock(&self.known).insert(user.clone());
+        self.known.insert(user.clone(), ());
         Ok(())
     }
 
@@ -38,7 +38,7 @@ impl QuotaService {
         let Some(period) = period(self.plan.refill, now) else {
             return Ok(());
         };
-        if lock(&self.refilled).get(user) == Some(&period) {
+        if self.refilled.get(user).as_ref() == Some(&period) {
             return Ok(());
         }
         // Atomic and idempotent: the period check and the top-up are one statement, so
@@ -62,7 +62,7 @@ impl QuotaService {
                AND (refilled_period IS NULL OR refilled_period <> ?2)"
         )
         .with_context(|| format!("refilling the balance of {user}"))?;
-        lock(&self.refilled).insert(user.clone(), period);
+        self.refilled.insert(user.clone(), period);
         Ok(())
     }
 

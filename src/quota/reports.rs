@@ -71,7 +71,6 @@ impl QuotaService {
 
     /// Tokens a user used since the start of the UTC day.
     pub async fn used_today(&self, user: &UserId) -> Result<i64, QuotaError> {
-        let user = &self.resolve(user).await?;
         let day_start = self.day_start();
         let (used,): (i64,) = crate::on_db!(
             &self.db,
@@ -88,7 +87,6 @@ impl QuotaService {
 
     /// The newest `limit` ledger entries of a user, oldest first.
     pub async fn history(&self, user: &UserId, limit: i64) -> Result<Vec<LedgerEntry>, QuotaError> {
-        let user = &self.resolve(user).await?;
         let mut entries = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query_as::<_, LedgerEntry>(sql)

@@ -76,34 +76,48 @@ enum Closed {
 impl QuotaService {
     /// Atomically moves `amount` tokens from remaining to reserved and opens a hold with
     /// a lease, or fails with [`QuotaError::Exhausted`] leaving the account untouched.
+    /// A linked identity whose own balance is too low is held on the account it is
+    /// linked to.
     pub async fn reserve(&self, user: &UserId, amount: i64) -> Result<Reservation, QuotaError> {
         if amount < 0 {
             return Err(QuotaError::Invalid(format!(
                 "cannot reserve {amount} tokens"
             )));
         }
-        let user = &self.resolve(user).await?;
-        self.prepare(user).await?;
-        let held = self
-            .open_hold(user, amount)
-            .await
-            .with_context(|| format!("reserving {amount} tokens for {user}"))?;
-        match held {
-            Some((id, unlimited)) => Ok(Reservation {
-                id,
-                user: user.clone(),
-                amount,
-                unlimited,
-                ledger: Some(self.clone()),
-            }),
-            None => {
-                let balance = self.balance(user).await?;
-                Err(QuotaError::Exhausted {
-                    remaining: balance.remaining,
-                    needed: amount,
-                })
-            }
+        if let Some(reservation) = self.reserve_from(user, amount).await? {
+            return Ok(reservation);
         }
+        // Too low: a linked identity draws on the account it is linked to.
+        if let Some(owner) = self.linked_to(user).await?
+            && let Some(reservation) = self.reserve_from(&owner, amount).await?
+        {
+            return Ok(reservation);
+        }
+        let balance = self.balance(user).await?;
+        Err(QuotaError::Exhausted {
+            remaining: balance.remaining,
+            needed: amount,
+        })
+    }
+
+    /// Reserves from `account`'s own balance; `None` when it is too low.
+    async fn reserve_from(
+        &self,
+        account: &UserId,
+        amount: i64,
+    ) -> Result<Option<Reservation>, QuotaError> {
+        self.prepare(account).await?;
+        let held = self
+            .open_hold(account, amount)
+            .await
+            .with_context(|| format!("reserving {amount} tokens for {account}"))?;
+        Ok(held.map(|(id, unlimited)| Reservation {
+            id,
+            user: account.clone(),
+            amount,
+            unlimited,
+            ledger: Some(self.clone()),
+        }))
     }
 
     /// The account update and the hold row in one transaction; `None` when the balance

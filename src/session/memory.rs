@@ -158,6 +158,15 @@ impl SessionStore for MemoryStore {
             .map(|e| e.raw))
     }
 
+    async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        let now = Instant::now();
+        let codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(codes
+            .get(code)
+            .filter(|e| e.expires > now)
+            .map(|e| e.raw.clone()))
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

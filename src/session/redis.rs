@@ -228,6 +228,15 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(format!("{}:code:{code}", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     fn backend(&self) -> &'static str {
         "redis"
     }

@@ -558,6 +558,14 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
             json_response(200, Value::Array(commands))
         }
         ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
+        // Opening a DM: the channel's id is the recipient's with a 9 in front.
+        ("POST", ["users", "@me", "channels"]) => {
+            let recipient = body["recipient_id"].as_str().unwrap_or("0");
+            json_response(
+                200,
+                json!({"id": format!("9{recipient}"), "type": 1, "recipients": [{"id": recipient}]}),
+            )
+        }
         ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
         ("POST", ["channels", channel, "messages"]) => {
             let id = fake.new_id();

@@ -3,7 +3,7 @@
 //! [`link`] (joined balances) and [`admin`] (operators' commands).
 
 mod admin;
-mod link;
+pub(super) mod link;
 mod system;
 mod user;
 
@@ -66,7 +66,7 @@ impl Conversation {
             Command::Quota => self.quota_report(event).await,
             Command::Cancel => Ok(self.cancel(event)),
             Command::System(arg) => self.system(event, arg).await,
-            Command::Link(code) => self.link(event, code).await,
+            Command::Link(code) => self.link(event, adapter, code).await,
             Command::Unlink => self.unlink(event).await,
             Command::Unknown(name) => Ok(format!("Unknown command /{name}. {}", command_list())),
         };

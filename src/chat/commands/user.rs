@@ -52,6 +52,13 @@ impl Conversation {
                 b.reserved
             ));
         }
+        if let Some(owner) = self.quota.linked_to(&event.quota_user()).await? {
+            let theirs = self.quota.balance(&owner).await?;
+            text.push_str(&format!(
+                "\nLinked to {owner}: when yours run out, its tokens pay ({} left there).",
+                theirs.remaining
+            ));
+        }
         text.push_str(&format!(
             "\nA message costs its prompt (your text plus the history kept) plus up to {} tokens of answer; unused tokens are returned.",
             self.settings.max_tokens

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::MAX_MESSAGE_LEN;
 use super::rest::Rest;
 use crate::core::adapter::{
-    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, Notifier, ReplyTarget, SentMessage, Stage,
 };
 use crate::platform::pacer::Priority;
 
@@ -64,6 +64,30 @@ fn message_id(body: &Value) -> Result<String, AdapterError> {
 pub struct ChannelAdapter {
     pub(super) rest: Arc<Rest>,
     pub(super) caps: Capabilities,
+}
+
+/// A private message: Discord needs the DM channel first (created, or the existing one
+/// returned).
+#[async_trait]
+impl Notifier for ChannelAdapter {
+    async fn notify(&self, user: &str, text: &str) -> Result<(), AdapterError> {
+        let recipient = parse_id(user)?;
+        let channel = self
+            .rest
+            .write(
+                Method::POST,
+                "/users/@me/channels".to_string(),
+                "POST /users/@me/channels".to_string(),
+                Some(&json!({"recipient_id": recipient.to_string()})),
+                Priority::Final,
+            )
+            .await?;
+        let target = ReplyTarget {
+            chat_id: message_id(&channel)?,
+            reply_to: None,
+        };
+        self.send(&target, text, Stage::Final).await.map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -249,5 +273,9 @@ impl ChatAdapter for InteractionAdapter {
     async fn typing(&self, _target: &ReplyTarget) -> Result<(), AdapterError> {
         // A deferred interaction already shows "… is thinking".
         Ok(())
+    }
+
+    fn replies_are_private(&self) -> bool {
+        self.ephemeral
     }
 }

@@ -205,10 +205,19 @@ pub async fn start(
     let (ready_tx, mut ready_rx) = watch::channel(None);
     let rest = rest::Rest::new(&api_url, token.clone())
         .map_err(|e| anyhow::Error::new(e).context("building the Discord REST client"))?;
+    let rest = Arc::new(rest);
+    let caps = adapter::caps(settings.edit_interval, settings.first_message_delay);
+    conversation.register_notifier(
+        crate::core::event::Platform::Discord,
+        Arc::new(ChannelAdapter {
+            rest: rest.clone(),
+            caps,
+        }),
+    );
     let handler = Handler {
         conversation,
-        rest: Arc::new(rest),
-        caps: adapter::caps(settings.edit_interval, settings.first_message_delay),
+        rest,
+        caps,
         guild_ids: settings.guild_ids.clone(),
         bot: OnceLock::new(),
         ready: ready_tx,

@@ -14,7 +14,7 @@ use teloxide::{ApiError, RequestError};
 
 use super::{MAX_MESSAGE_LEN, html};
 use crate::core::adapter::{
-    AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
+    AdapterError, Capabilities, ChatAdapter, LengthUnit, Notifier, ReplyTarget, SentMessage, Stage,
 };
 use crate::core::error::chain;
 use crate::platform::pacer::{Pacer, Priority, Write};
@@ -172,6 +172,18 @@ impl TelegramAdapter {
                 other => return other.map_err(adapter_error),
             }
         }
+    }
+}
+
+#[async_trait]
+impl Notifier for TelegramAdapter {
+    /// A user's private chat with the bot has the user's id.
+    async fn notify(&self, user: &str, text: &str) -> Result<(), AdapterError> {
+        let target = ReplyTarget {
+            chat_id: user.to_string(),
+            reply_to: None,
+        };
+        self.send(&target, text, Stage::Final).await.map(|_| ())
     }
 }
 

@@ -123,10 +123,20 @@ pub async fn start(
     }
     tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
 
+    let pacer = Arc::new(Pacer::new(Limits::TELEGRAM));
+    conversation.register_notifier(
+        crate::core::event::Platform::Telegram,
+        Arc::new(TelegramAdapter::new(
+            bot.clone(),
+            pacer.clone(),
+            settings.edit_interval,
+            settings.first_message_delay,
+        )),
+    );
     let context = Arc::new(Context {
         conversation,
         me,
-        pacer: Arc::new(Pacer::new(Limits::TELEGRAM)),
+        pacer,
         edit_interval: settings.edit_interval,
         first_message_delay: settings.first_message_delay,
     });
