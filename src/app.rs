@@ -103,6 +103,8 @@ pub fn quota_service(db: &Db, settings: &Settings) -> QuotaService {
             default_tokens: settings.quota.default_tokens,
             refill: settings.quota.refill,
             refill_tokens: settings.quota.refill_tokens,
+            new_accounts_per_day: settings.quota.new_accounts_per_day,
+            daily_token_budget: settings.quota.daily_token_budget,
         },
     )
     .with_lease(settings.quota.hold_lease)
@@ -143,6 +145,8 @@ impl App {
                 max_tokens: settings.model.max_tokens,
                 context_tokens: settings.model.context_tokens,
                 per_user_per_minute: settings.limits.per_user_per_minute,
+                commands_per_minute: settings.limits.commands_per_minute,
+                max_concurrent_answers: settings.limits.max_concurrent_answers,
             },
         ));
         tracing::info!(

@@ -186,6 +186,7 @@ fn plan(refill: Refill, default_tokens: i64, refill_tokens: i64) -> QuotaPlan {
         default_tokens,
         refill,
         refill_tokens,
+        ..QuotaPlan::fixed(default_tokens)
     }
 }
 

@@ -8,8 +8,9 @@ use super::notices::{self, say};
 use super::{Conversation, Outcome};
 use crate::access::Decision;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::command::Command;
 use crate::core::error::chain;
-use crate::core::event::{ChatKind, Content, IncomingEvent};
+use crate::core::event::{ChatKind, Content, IncomingEvent, UserId};
 
 impl Conversation {
     /// Handles one event. Every failure is answered to the user and logged; nothing is
@@ -48,6 +49,17 @@ impl Conversation {
         .await
     }
 
+    /// `limits.commands_per_minute`.
+    fn command_allowed(&self, user: &UserId) -> bool {
+        let Some(limiter) = &self.command_limiter else {
+            return true;
+        };
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(user).is_ok()
+    }
+
     async fn dispatch(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
         if event.sender.is_bot || !event.addressed_to_bot() {
             return Outcome::Ignored;
@@ -73,6 +85,18 @@ impl Conversation {
         match &event.content {
             Content::Text(text) => self.chat(event, adapter, &target, text).await,
             Content::Command(command) => {
+                if *command != Command::Cancel && !self.command_allowed(&user) {
+                    if self.told_to_slow_down.contains_key(&user) {
+                        return Outcome::Refused;
+                    }
+                    self.told_to_slow_down.insert(user.clone(), ());
+                    let text = format!(
+                        "You're sending commands faster than this bot allows ({} per minute). I'll ignore commands from you for a minute.",
+                        self.settings.commands_per_minute
+                    );
+                    say(adapter, &target, &text).await;
+                    return Outcome::Refused;
+                }
                 self.command(event, adapter, &target, command.clone(), decision)
                     .await
             }

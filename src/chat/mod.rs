@@ -8,6 +8,7 @@
 //! Nothing a user sends can lose a history turn or a quota token: a failed call refunds
 //! its reservation, and a turn is recorded only once the answer is complete.
 
+mod admission;
 pub mod commands;
 pub mod context;
 mod gate;
@@ -43,6 +44,10 @@ pub struct ConversationSettings {
     pub context_tokens: u32,
     /// Model requests per user per minute; 0 for no limit.
     pub per_user_per_minute: u32,
+    /// Commands per user per minute; 0 for no limit.
+    pub commands_per_minute: u32,
+    /// Model calls in flight at once; further answers queue.
+    pub max_concurrent_answers: u32,
 }
 
 /// What became of an event (for logs and tests).
@@ -80,6 +85,12 @@ pub struct Conversation {
     notifiers: RwLock<HashMap<Platform, Arc<dyn Notifier>>>,
     /// /link redemption attempts per user.
     link_attempts: DefaultKeyedRateLimiter<UserId>,
+    /// Commands per user (`limits.commands_per_minute`), and who was told so this minute.
+    command_limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+    told_to_slow_down: moka::sync::Cache<UserId, ()>,
+    /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
+    /// arrival order.
+    answer_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// After the answers stopped for a restart, how long their final writes and settlements
@@ -95,6 +106,11 @@ impl Conversation {
         counter: TokenCounter,
         settings: ConversationSettings,
     ) -> Conversation {
+        let command_limiter = NonZeroU32::new(settings.commands_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let answer_permits = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_answers.max(1) as usize,
+        ));
         let limiter = NonZeroU32::new(settings.per_user_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         Conversation {
@@ -110,6 +126,12 @@ impl Conversation {
             restarting: CancellationToken::new(),
             notifiers: RwLock::new(HashMap::new()),
             link_attempts: RateLimiter::keyed(commands::link::attempts()),
+            command_limiter,
+            told_to_slow_down: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            answer_permits,
         }
     }
 

@@ -22,6 +22,7 @@ pub const STILL_ANSWERING: &str =
 pub const EMPTY_PROMPT: &str = "Send me a question or some text and I'll answer.";
 pub const EMPTY_ANSWER: &str = "(The model returned an empty answer.)";
 pub const STOPPED_EARLY: &str = "Stopped before the model said anything; nothing was charged.";
+pub const QUEUED: &str = "Many people are asking right now: your question is in line and will be answered in turn. (/cancel to withdraw it.)";
 pub const RESTARTING: &str = "The bot is restarting and could not answer this; nothing was charged. Please send it again in a moment.";
 /// After the partial text of an answer stopped by a shutdown.
 pub const STOPPED_RESTARTING: &str = "(stopped: the bot is restarting)";
@@ -56,6 +57,10 @@ pub async fn store_failure(adapter: &dyn ChatAdapter, target: &ReplyTarget, e: &
 
 /// Logs a quota ledger failure with its cause and tells the user.
 pub async fn quota_failure(adapter: &dyn ChatAdapter, target: &ReplyTarget, e: &QuotaError) {
+    if let QuotaError::Limit(sentence) = e {
+        say(adapter, target, sentence).await;
+        return;
+    }
     tracing::error!(error = %chain(e), "quota ledger failed");
     say(adapter, target, LEDGER_DOWN).await;
 }

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use governor::clock::{Clock as _, DefaultClock};
 use tokio::sync::watch;
 
 use super::context::{Prompt, build_prompt};
@@ -21,8 +20,7 @@ use crate::core::model::{LlmError, ModelEvent, ModelRequest, ModelStream, Usage}
 use crate::core::session::{Role, Turn};
 use crate::quota::{QuotaError, Reservation};
 
-/// Telegram shows "typing…" for about 5 s; refresh a little sooner.
-const TYPING_REFRESH: Duration = Duration::from_secs(4);
+use super::admission::TYPING_REFRESH;
 
 /// How the model call of a turn ended.
 enum Ending {
@@ -72,6 +70,21 @@ impl Conversation {
             Ok(prompt) => prompt,
             Err(refused) => return refused.tell(adapter, target).await,
         };
+        // A turn in line for a model call (`limits.max_concurrent_answers`) holds no tokens.
+        let _permit = match self.wait_turn(adapter, target, &mut slot.cancelled).await {
+            Some(permit) => permit,
+            None if self.restarting.is_cancelled() => {
+                say(adapter, target, notices::RESTARTING).await;
+                return Outcome::Refused;
+            }
+            None => {
+                say(adapter, target, notices::STOPPED_EARLY).await;
+                return Outcome::Cancelled {
+                    reserved: 0,
+                    charged: 0,
+                };
+            }
+        };
         let reservation = match self.reserve(&user, &prompt).await {
             Ok(r) => r,
             Err(refused) => return refused.tell(adapter, target).await,
@@ -95,25 +108,6 @@ impl Conversation {
         slot.finishing();
         self.finish(reservation, reply, ending, &asked, target)
             .await
-    }
-
-    /// The per-user rate limit: `Err` holds the sentence to say.
-    fn check_rate(&self, user: &UserId) -> Result<(), String> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        if let Err(not_until) = limiter.check_key(user) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(format!(
-                "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
-                self.settings.per_user_per_minute,
-                wait.as_secs().max(1)
-            ));
-        }
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        Ok(())
     }
 
     /// The session's history and system prompt, fitted to the context window.
@@ -150,6 +144,7 @@ impl Conversation {
     async fn reserve(&self, user: &UserId, prompt: &Prompt) -> Result<Reservation, Refused> {
         let needed = i64::from(prompt.tokens) + i64::from(self.settings.max_tokens);
         self.quota.reserve(user, needed).await.map_err(|e| match e {
+            QuotaError::Limit(sentence) => Refused::Say(sentence.into()),
             QuotaError::Exhausted { remaining, needed } => Refused::Say(format!(
                 "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
             )),

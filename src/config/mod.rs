@@ -135,6 +135,10 @@ pub struct QuotaSettings {
     pub default_tokens: i64,
     pub refill: Refill,
     pub refill_tokens: i64,
+    /// New accounts per UTC day (people talking to the bot); 0 for no limit.
+    pub new_accounts_per_day: i64,
+    /// Tokens all users may spend per UTC day; 0 for no limit.
+    pub daily_token_budget: i64,
     /// How long a reservation stays held without its process renewing it.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub hold_lease: Duration,
@@ -145,6 +149,10 @@ pub struct QuotaSettings {
 pub struct LimitSettings {
     /// Model requests a user may start per minute (a token bucket); 0 turns it off.
     pub per_user_per_minute: u32,
+    /// Commands one user may send per minute; 0 turns it off.
+    pub commands_per_minute: u32,
+    /// Model calls in flight at once in this process; further answers queue fairly.
+    pub max_concurrent_answers: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -164,6 +164,26 @@ impl Settings {
                 format!("must be 0 or more, got {}", self.quota.refill_tokens),
             ));
         }
+        for (key, value) in [
+            (
+                "quota.new_accounts_per_day",
+                self.quota.new_accounts_per_day,
+            ),
+            ("quota.daily_token_budget", self.quota.daily_token_budget),
+        ] {
+            if value < 0 {
+                return Err(invalid(
+                    key,
+                    format!("must be 0 (no limit) or more, got {value}"),
+                ));
+            }
+        }
+        if self.limits.max_concurrent_answers == 0 {
+            return Err(invalid(
+                "limits.max_concurrent_answers",
+                "must be at least 1",
+            ));
+        }
         if self.quota.hold_lease < Duration::from_millis(200) {
             return Err(invalid("quota.hold_lease", "must be at least 200ms"));
         }

@@ -49,7 +49,8 @@ impl QuotaService {
 
     /// Adds `tokens` to the balance (negative takes away, but never more than remains).
     pub async fn grant(&self, user: &UserId, tokens: i64) -> Result<Balance, QuotaError> {
-        self.prepare(user).await?;
+        self.ensure_account_by_admin(user).await?;
+        self.refill_if_due(user).await?;
         let done = self
             .update_with(
                 "UPDATE quota_accounts SET granted = granted + ?1, remaining = remaining + ?1, \
@@ -77,7 +78,8 @@ impl QuotaService {
         user: &UserId,
         tokens: Option<i64>,
     ) -> Result<Balance, QuotaError> {
-        self.prepare(user).await?;
+        self.ensure_account_by_admin(user).await?;
+        self.refill_if_due(user).await?;
         let (statement, value) = match tokens {
             Some(n) if n < 0 => return Err(QuotaError::Invalid(format!("a quota cannot be {n}"))),
             Some(n) => (

@@ -39,6 +39,10 @@ pub enum QuotaError {
     /// The operation makes no sense for this account (shown to the user as is).
     #[error("{0}")]
     Invalid(String),
+    /// An operator's limit is reached (new accounts per day, the daily token budget);
+    /// the sentence is shown to the user as is.
+    #[error("{0}")]
+    Limit(&'static str),
     /// The database failed; the source says what was being done and the driver's error.
     #[error("quota database error")]
     Database(#[source] anyhow::Error),
@@ -94,7 +98,18 @@ pub struct QuotaPlan {
     pub default_tokens: i64,
     pub refill: Refill,
     pub refill_tokens: i64,
+    /// Accounts that may be created per UTC day by people talking to the bot (admins'
+    /// grants are not counted against it); 0 for no limit.
+    pub new_accounts_per_day: i64,
+    /// Tokens all users together may spend per UTC day; 0 for no limit.
+    pub daily_token_budget: i64,
 }
+
+/// Said to a newcomer when `quota.new_accounts_per_day` is reached.
+pub const NEW_ACCOUNTS_CLOSED: &str = "This bot is not taking new users today: its limit of new accounts for the day is reached. Please try again tomorrow.";
+/// Said to everyone when `quota.daily_token_budget` is spent.
+pub const BUDGET_SPENT: &str =
+    "This bot has used up its token budget for today. It will answer again after midnight UTC.";
 
 impl QuotaPlan {
     pub fn fixed(default_tokens: i64) -> QuotaPlan {
@@ -102,6 +117,8 @@ impl QuotaPlan {
             default_tokens,
             refill: Refill::None,
             refill_tokens: 0,
+            new_accounts_per_day: 0,
+            daily_token_budget: 0,
         }
     }
 }
@@ -119,6 +136,8 @@ pub struct QuotaService {
     /// The account an identity draws on when its own balance is too low (if linked), as
     /// last read; trusted for [`LINK_TTL`].
     links: Cache<UserId, Option<UserId>>,
+    /// Tokens spent today by everyone, as last read (checked against the daily budget).
+    spent_today: Cache<(), i64>,
     /// How long a hold stays open without being renewed (`quota.hold_lease`).
     lease: Duration,
     /// This process, as named in the holds it opens.
@@ -132,6 +151,10 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 
 /// How long a resolved link is trusted (another replica may link or unlink).
 const LINK_TTL: Duration = Duration::from_secs(5);
+
+/// How stale the day's total may be when checked against `quota.daily_token_budget`:
+/// the budget may be overshot by what is spent in this time plus the answers in flight.
+const BUDGET_TTL: Duration = Duration::from_secs(2);
 
 /// Entries each of the service's caches keeps at most: memory stays bounded however many
 /// users appear (a cache miss only costs one more statement).
@@ -158,6 +181,10 @@ impl QuotaService {
             known: bounded(Duration::from_secs(3600)),
             refilled: bounded(Duration::from_secs(3600)),
             links: bounded(LINK_TTL),
+            spent_today: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(BUDGET_TTL)
+                .build(),
             lease: DEFAULT_LEASE,
             owner: process_name().into(),
             live: Arc::new(Mutex::new(HashSet::new())),

@@ -69,6 +69,33 @@ impl QuotaService {
         })
     }
 
+    /// Refuses every reservation once `quota.daily_token_budget` is spent (read at most
+    /// a couple of seconds ago).
+    pub(super) async fn check_budget(&self) -> Result<(), QuotaError> {
+        let budget = self.plan.daily_token_budget;
+        if budget <= 0 {
+            return Ok(());
+        }
+        let spent = match self.spent_today.get(&()) {
+            Some(spent) => spent,
+            None => {
+                let (spent,): (i64,) = crate::on_db!(
+                    &self.db,
+                    |pool, sql| sqlx::query_as(sql).bind(self.day_start()).fetch_one(pool).await,
+                    "SELECT CAST(COALESCE(SUM(d_used), 0) AS BIGINT) FROM quota_ledger WHERE at >= ?1"
+                )
+                .context("reading today's spending")?;
+                self.spent_today.insert((), spent);
+                spent
+            }
+        };
+        if spent >= budget {
+            tracing::info!(spent, budget, "refused: the daily token budget is spent");
+            return Err(QuotaError::Limit(super::BUDGET_SPENT));
+        }
+        Ok(())
+    }
+
     /// Tokens a user used since the start of the UTC day.
     pub async fn used_today(&self, user: &UserId) -> Result<i64, QuotaError> {
         let day_start = self.day_start();

@@ -84,6 +84,7 @@ impl QuotaService {
                 "cannot reserve {amount} tokens"
             )));
         }
+        self.check_budget().await?;
         if let Some(reservation) = self.reserve_from(user, amount).await? {
             return Ok(reservation);
         }
@@ -252,6 +253,7 @@ impl QuotaService {
                     self.mark_charged(&mut tx, r.id, settlement.charged).await?;
                 }
                 tx.commit().await?;
+                self.spent_today.invalidate(&());
                 if late {
                     tracing::warn!(user = %r.user, hold = r.id, used, charged = settlement.charged, "settled after the hold's lease ran out");
                 }

@@ -226,6 +226,8 @@ struct FakeOpenAiState {
     /// Delay between pieces of the default echo answer.
     echo_delay: Duration,
     requests: Vec<Value>,
+    /// When each request arrived.
+    arrivals: Vec<Instant>,
     headers: Vec<HashMap<String, String>>,
     /// Answers as a model under load would (see [`FakeOpenAi::set_load_model`]).
     load: Option<LoadModel>,
@@ -311,6 +313,11 @@ impl FakeOpenAi {
         self.state.lock().unwrap().headers.clone()
     }
 
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().arrivals.clone()
+    }
+
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
@@ -340,6 +347,7 @@ async fn completions(
     let (behavior, echo_delay, load) = {
         let mut s = state.lock().unwrap();
         s.requests.push(body.clone());
+        s.arrivals.push(Instant::now());
         s.headers.push(
             headers
                 .iter()

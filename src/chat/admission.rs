@@ -1,0 +1,74 @@
+//! Admission of a chat turn before any token is held: the per-user rate limit, and the
+//! line for a model call when `limits.max_concurrent_answers` are already running
+//! (served in arrival order, with "typing…" and a notice for a long wait).
+
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use tokio::sync::watch;
+
+use super::Conversation;
+use super::notices::{self, say};
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::event::UserId;
+
+/// How long an answer waits in line for a model call before the user is told.
+const QUEUE_NOTICE: Duration = Duration::from_secs(5);
+
+/// Telegram shows "typing…" for about 5 s; refresh a little sooner.
+pub(super) const TYPING_REFRESH: Duration = Duration::from_secs(4);
+
+impl Conversation {
+    /// Waits for a model-call permit, in arrival order, showing "typing…" and, past
+    /// [`QUEUE_NOTICE`], saying once that the question is in line. `None` if the user
+    /// cancelled or the bot is stopping.
+    pub(super) async fn wait_turn(
+        &self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.answer_permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let acquire = self.answer_permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let notice = tokio::time::sleep(QUEUE_NOTICE);
+        tokio::pin!(notice);
+        let mut told = false;
+        let mut typing = tokio::time::interval(TYPING_REFRESH);
+        loop {
+            tokio::select! {
+                permit = &mut acquire => return permit.ok(),
+                _ = cancel.changed() => return None,
+                () = self.restarting.cancelled() => return None,
+                () = &mut notice, if !told => {
+                    told = true;
+                    say(adapter, target, notices::QUEUED).await;
+                }
+                _ = typing.tick() => {
+                    let _ = adapter.typing(target).await;
+                }
+            }
+        }
+    }
+
+    /// The per-user rate limit: `Err` holds the sentence to say.
+    pub(super) fn check_rate(&self, user: &UserId) -> Result<(), String> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if let Err(not_until) = limiter.check_key(user) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(format!(
+                "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
+                self.settings.per_user_per_minute,
+                wait.as_secs().max(1)
+            ));
+        }
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        Ok(())
+    }
+}
