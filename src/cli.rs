@@ -61,6 +61,38 @@ pub enum CliCommand {
     },
     /// Users, tokens used today and in total, requests and errors.
     Stats,
+    /// Telegram tools for operators.
+    Telegram {
+        #[command(subcommand)]
+        command: TelegramCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// The webhook Telegram posts updates to. `gptbot run` registers it when Telegram
+    /// does not have it and never deletes it (a stopping replica must not unregister the
+    /// others); these commands do it by hand.
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// What Telegram has: URL, pending updates, last delivery error.
+    Info,
+    /// Register telegram.webhook_url with telegram.webhook_secret now (e.g. after
+    /// changing the secret).
+    Set,
+    /// Unregister the webhook (the bot then receives nothing until it is set again or
+    /// runs in polling mode).
+    Delete {
+        /// Also drop the updates Telegram is holding for the bot.
+        #[arg(long)]
+        drop_pending_updates: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +336,22 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             if let Some(today) = today {
                 println!("{user}: used today {today}");
             }
+            Ok(())
+        }
+        CliCommand::Telegram {
+            command: TelegramCommand::Webhook { action },
+        } => {
+            use crate::platform::telegram::webhook::{WebhookAction, operate};
+            let action = match action {
+                WebhookCommand::Info => WebhookAction::Info,
+                WebhookCommand::Set => WebhookAction::Set,
+                WebhookCommand::Delete {
+                    drop_pending_updates,
+                } => WebhookAction::Delete {
+                    drop_pending: drop_pending_updates,
+                },
+            };
+            print!("{}", operate(&settings.telegram, action).await?);
             Ok(())
         }
         CliCommand::Chat { user } => {

@@ -196,6 +196,60 @@ async fn quota_holds_lists_open_holds_and_release_returns_one() {
     assert!(!run.stdout.contains("telegram:77"), "{}", run.stdout);
 }
 
+/// `gptbot telegram webhook info|set|delete` against the fake Bot API; no secret shows.
+#[tokio::test]
+async fn telegram_webhook_info_set_and_delete_for_operators() {
+    let openai = FakeOpenAi::start().await;
+    let tg = common::telegram::FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(
+        &openai,
+        None,
+        &dir,
+        &[
+            ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
+            ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
+            (
+                "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
+                "https://bot.example.test/hook".into(),
+            ),
+            (
+                "GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(),
+                "cli-secret_42".into(),
+            ),
+        ],
+    );
+    let run = gptbot(&["telegram", "webhook", "info"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("url: (none"), "{}", run.stdout);
+
+    let run = gptbot(&["telegram", "webhook", "set"], &env, "").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let set = tg.calls_of("setWebhook");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].body["url"], "https://bot.example.test/hook");
+    assert_eq!(set[0].body["secret_token"], "cli-secret_42");
+
+    let run = gptbot(&["telegram", "webhook", "info"], &env, "").await;
+    assert!(
+        run.stdout.contains("url: https://bot.example.test/hook"),
+        "{}",
+        run.stdout
+    );
+    let run = gptbot(
+        &["telegram", "webhook", "delete", "--drop-pending-updates"],
+        &env,
+        "",
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let deleted = tg.calls_of("deleteWebhook");
+    assert_eq!(deleted[0].body["drop_pending_updates"], true);
+    let run = gptbot(&["telegram", "webhook", "info"], &env, "").await;
+    assert!(run.stdout.contains("url: (none"), "{}", run.stdout);
+    assert!(!run.stdout.contains("cli-secret_42") && !run.stderr.contains(common::telegram::TOKEN));
+}
+
 #[tokio::test]
 async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
     let openai = FakeOpenAi::start().await;

@@ -238,3 +238,89 @@ async fn a_replica_killed_mid_answer_has_its_hold_swept_by_the_other_after_the_l
     signal(&b, "TERM");
     assert!(exit_status(&mut b, 30).await.success());
 }
+
+/// A webhook request with a wrong secret is refused (401); one whose body is not an
+/// update is dropped with a warning that does not contain the body (users' messages);
+/// real updates are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refuses_a_wrong_secret_and_never_logs_update_bodies() {
+    let openai = FakeOpenAi::start().await;
+    let tg = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = test_env(
+        &openai,
+        None,
+        &dir,
+        &[
+            ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
+            ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
+            ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
+            (
+                "GPTBOT__TELEGRAM__LISTEN".into(),
+                format!("127.0.0.1:{port}"),
+            ),
+            (
+                "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
+                "https://bot.example.test/hook".into(),
+            ),
+            ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
+        ],
+    );
+    let log = dir.path().join("gptbot.log");
+    let mut child = spawn_gptbot_run(&env, &log);
+    eventually(
+        20,
+        "the webhook server",
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        String::new,
+    )
+    .await;
+    gptbot::app::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let update = tg.webhook_update(private_chat(8), user_json(8, "Max"), "hello there");
+    let wrong = http
+        .post(&hook)
+        .header("X-Telegram-Bot-Api-Secret-Token", "not-the-secret")
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let garbled = http
+        .post(&hook)
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .header("content-type", "application/json")
+        .body(r#"{"update_id": "private words of a user PRIVATE-7731", "message": 5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbled.status(), 200);
+    let good = http
+        .post(&hook)
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    tg.wait_final(8, "Echo: hello there").await;
+    assert_eq!(
+        openai.request_count(),
+        1,
+        "the refused requests reached the model"
+    );
+    signal(&child, "TERM");
+    assert!(exit_status(&mut child, 30).await.success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("could not be read"), "{logged}");
+    for secret in [
+        "PRIVATE-7731",
+        "hello there",
+        SECRET,
+        common::telegram::TOKEN,
+    ] {
+        assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
+    }
+}

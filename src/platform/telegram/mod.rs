@@ -11,6 +11,7 @@
 pub mod adapter;
 pub mod convert;
 pub mod html;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use secrecy::ExposeSecret;
 use teloxide::dispatching::{Dispatcher, UpdateFilterExt};
 use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, BotCommandScope, Me, Recipient};
+use teloxide::types::{BotCommand, BotCommandScope, Me, Recipient};
 use teloxide::update_listeners::{Polling, webhooks};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::watch;
@@ -81,10 +82,7 @@ pub async fn start(
     settings: &TelegramSettings,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<TelegramHandle, TelegramError> {
-    let token = settings.token.as_ref().ok_or(TelegramError::NoToken)?;
-    let api_url = reqwest::Url::parse(settings.api_url.as_str().trim_end_matches('/'))
-        .map_err(|e| anyhow::Error::new(e).context("telegram.api_url"))?;
-    let bot = Bot::new(token.expose_secret()).set_api_url(api_url);
+    let bot = webhook::bot(settings)?;
 
     let me = bot.get_me().await.map_err(|e| match e {
         RequestError::Api(ApiError::InvalidToken) => TelegramError::BadToken(e.to_string()),
@@ -155,7 +153,7 @@ pub async fn start(
         ))
         .build();
     let stop = dispatcher.shutdown_token();
-    let allowed = vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage];
+    let allowed = webhook::allowed_updates();
 
     let (task, webhook_addr) = match settings.mode {
         TelegramMode::Polling => {
@@ -231,19 +229,24 @@ pub async fn start(
                         message: e.to_string(),
                     })?;
             let bound = tcp.local_addr().map_err(anyhow::Error::from)?;
-            register_webhook(&bot, &url, secret, &allowed)
-                .await
-                .map_err(|e| TelegramError::Unreachable {
+            webhook::register(&bot, &url, secret).await.map_err(|e| {
+                TelegramError::Unreachable {
                     url: settings.api_url.to_string(),
                     message: format!("setWebhook failed: {e}"),
-                })?;
+                }
+            })?;
             // Serve the hook without teloxide's set-up: its `axum_to_router` deletes the
             // webhook when the listener stops, so one replica's shutdown (a rolling
             // deploy) would leave every replica deaf. The webhook is never deleted here.
             let options =
                 webhooks::Options::new(bound, url).secret_token(secret.expose_secret().to_string());
             let (listener, stop_flag, router) = webhooks::axum_no_setup(options);
-            let router = router.route("/healthz", axum::routing::get(|| async { "ok" }));
+            let router = router
+                .layer(axum::middleware::from_fn_with_state(
+                    secret.clone(),
+                    webhook::guard,
+                ))
+                .route("/healthz", axum::routing::get(|| async { "ok" }));
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(tcp, router)
                     .with_graceful_shutdown(stop_flag)
@@ -279,34 +282,6 @@ pub async fn start(
         webhook_addr,
         task,
     })
-}
-
-/// Registers the webhook when Telegram does not already have this URL (a replica starting
-/// next to running ones changes nothing). Telegram does not reveal the secret: after
-/// changing `telegram.webhook_secret`, change the URL too (e.g. a new path) so that it is
-/// registered again.
-async fn register_webhook(
-    bot: &Bot,
-    url: &reqwest::Url,
-    secret: &secrecy::SecretString,
-    allowed: &[AllowedUpdate],
-) -> Result<(), RequestError> {
-    match bot.get_webhook_info().await {
-        Ok(info) if info.url.as_ref() == Some(url) => {
-            tracing::info!(url = %url, "webhook already registered");
-            return Ok(());
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %crate::core::error::chain(&e), "getWebhookInfo failed; registering the webhook")
-        }
-    }
-    bot.set_webhook(url.clone())
-        .secret_token(secret.expose_secret().to_string())
-        .allowed_updates(allowed.to_vec())
-        .await?;
-    tracing::info!(url = %url, "webhook registered");
-    Ok(())
 }
 
 async fn on_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
