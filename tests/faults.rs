@@ -324,3 +324,153 @@ async fn webhook_refuses_a_wrong_secret_and_never_logs_update_bodies() {
         assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
     }
 }
+
+/// Redis killed mid-conversation: the answer streaming at that moment is delivered and
+/// charged (only its history turn is lost, logged); while Redis is down each message
+/// gets the "can't reach my conversation memory" sentence and costs nothing; once Redis
+/// is back (empty: it kept nothing on disk) the bot answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_conversation_then_restarted() {
+    let mut t = spawn_app().await;
+    let a = std::sync::Arc::new(RecordingAdapter::new(4096, Duration::ZERO));
+    let kim = UserId::parse("telegram:1").unwrap();
+    assert!(matches!(
+        t.send(&a, &dm("1", "hello")).await,
+        gptbot::chat::Outcome::Answered { .. }
+    ));
+
+    t.openai.script([Behavior::Stream {
+        pieces: words(10),
+        delay: Duration::from_millis(100),
+        usage: Some((20, 10)),
+    }]);
+    let mut redis = t.redis.take().unwrap();
+    let t = std::sync::Arc::new(t);
+    let streaming = {
+        let (t, a) = (t.clone(), a.clone());
+        tokio::spawn(async move { t.send(&a, &dm("1", "a longer one")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    let outcome = streaming.await.unwrap();
+    assert!(
+        matches!(outcome, gptbot::chat::Outcome::Answered { .. }),
+        "{outcome:?}"
+    );
+    assert!(
+        a.last_message().starts_with("word0"),
+        "{}",
+        a.last_message()
+    );
+
+    let calls = t.openai.request_count();
+    t.send(&a, &dm("1", "while it is down")).await;
+    assert!(
+        a.last_message()
+            .contains("can't reach my conversation memory"),
+        "{}",
+        a.last_message()
+    );
+    assert_eq!(
+        t.openai.request_count(),
+        calls,
+        "a model was called without history"
+    );
+
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let outcome = t.send(&a, &dm("1", "back?")).await;
+        if matches!(outcome, gptbot::chat::Outcome::Answered { .. }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {}",
+            a.last_message()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let balance = t.app.quota.balance(&kim).await.unwrap();
+    assert_eq!(balance.requests, 3, "{balance:?}");
+    assert!(t.app.quota.holds().await.unwrap().is_empty());
+    assert_books(&t.app.quota, &kim).await;
+}
+
+/// PostgreSQL killed and restarted while an answer streams: the answer is delivered and
+/// its settlement, failing while the server is away, is retried until it lands — charged
+/// once, no hold left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_answer_settles_once_it_is_back() {
+    let pg = std::sync::Arc::new(std::sync::Mutex::new(
+        common::postgres::PostgresServer::start(),
+    ));
+    let url = pg.lock().unwrap().database("gptbot").await;
+    let t = spawn_app_with(
+        Options::default()
+            .memory_sessions()
+            .with("DATABASE_URL", &url),
+    )
+    .await;
+    let a = RecordingAdapter::new(4096, Duration::ZERO);
+    let kim = UserId::parse("telegram:1").unwrap();
+    t.openai.script([Behavior::Stream {
+        pieces: words(20),
+        delay: Duration::from_millis(100),
+        usage: Some((20, 20)),
+    }]);
+    let restart = {
+        let pg = pg.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::task::spawn_blocking(move || pg.lock().unwrap().restart())
+                .await
+                .unwrap();
+        })
+    };
+    let outcome = t.send(&a, &dm("1", "hello")).await;
+    restart.await.unwrap();
+    let gptbot::chat::Outcome::Answered { charged, .. } = outcome else {
+        panic!("{outcome:?}: {}", a.last_message())
+    };
+    assert_eq!(charged, 40);
+    assert!(a.last_message().starts_with("word0"));
+    let balance = t.app.quota.balance(&kim).await.unwrap();
+    assert_eq!(
+        (balance.used, balance.reserved, balance.requests),
+        (40, 0, 1)
+    );
+    assert!(t.app.quota.holds().await.unwrap().is_empty());
+    assert_books(&t.app.quota, &kim).await;
+}
+
+/// A 1 MB message: refused with a sentence, no model call, no charge, no history turn.
+#[tokio::test]
+async fn a_one_megabyte_message_is_refused_without_charge() {
+    let t = spawn_app_with(Options::default().memory_sessions()).await;
+    let a = RecordingAdapter::new(4096, Duration::ZERO);
+    let huge = "lorem ipsum dolor sit amet ".repeat(1 << 20 >> 5);
+    assert!(huge.len() > 800_000);
+    assert_eq!(
+        t.send(&a, &dm("1", &huge)).await,
+        gptbot::chat::Outcome::Refused
+    );
+    assert!(
+        a.last_message().contains("too long for the model"),
+        "{}",
+        a.last_message()
+    );
+    assert_eq!(t.openai.request_count(), 0);
+    let kim = UserId::parse("telegram:1").unwrap();
+    assert_eq!(t.app.quota.balance(&kim).await.unwrap().used, 0);
+    assert!(
+        t.app
+            .sessions
+            .load(&dm("1", "").session_key())
+            .await
+            .unwrap()
+            .turns
+            .is_empty()
+    );
+    assert_books(&t.app.quota, &kim).await;
+}

@@ -39,39 +39,31 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(&binary)
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start `{binary}` ({e}). The tests need a real Redis: install it \
-                         (`apt-get install -y redis-server`, which scripts/test.sh does) or set \
-                         REDIS_SERVER_BIN to its path."
-                    )
-                });
-            let mut server = RedisServer { child, port };
+            let mut server = RedisServer {
+                child: spawn_redis(port),
+                port,
+            };
             if server.wait_ready() {
                 return server;
             }
             let _ = server.child.kill();
         }
         panic!("redis-server did not start on any free port");
+    }
+
+    /// Kills the server (SIGKILL): what it held is gone, as after a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_redis(self.port);
+        assert!(self.wait_ready(), "redis-server did not come back");
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -112,6 +104,33 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_redis(port: u16) -> Child {
+    let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+    Command::new(&binary)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start `{binary}` ({e}). The tests need a real Redis: install it \
+                 (`apt-get install -y redis-server`, which scripts/test.sh does) or set \
+                 REDIS_SERVER_BIN to its path."
+            )
+        })
 }
 
 /// Polls `done` every 20 ms until it holds; after `secs` fails with `what` and `detail()`.

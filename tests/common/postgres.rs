@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct PostgresServer {
     child: Child,
     pub port: u16,
+    owner: Option<(u32, u32)>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +84,33 @@ fn command(program: PathBuf, owner: Option<(u32, u32)>) -> Command {
     cmd
 }
 
+fn spawn_postgres(dir: &tempfile::TempDir, port: u16, owner: Option<(u32, u32)>) -> Child {
+    let data = dir.path().join("data");
+    command(bin_dir().join("postgres"), owner)
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            dir.path().to_str().unwrap(),
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("postgres starts")
+}
+
 impl PostgresServer {
     pub fn start() -> PostgresServer {
         let bin = bin_dir();
@@ -113,46 +141,38 @@ impl PostgresServer {
             String::from_utf8_lossy(&init.stderr)
         );
         let port = super::free_port();
-        let child = command(bin.join("postgres"), owner)
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-k",
-                dir.path().to_str().unwrap(),
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("postgres starts");
         let mut server = PostgresServer {
-            child,
+            child: spawn_postgres(&dir, port, owner),
             port,
+            owner,
             _dir: dir,
         };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
         for _ in 0..500 {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("postgres exited at start-up: {status}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 // Accepting TCP is not quite ready for queries; give it a moment.
                 std::thread::sleep(Duration::from_millis(100));
-                return server;
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("PostgreSQL did not start");
+    }
+
+    /// Kills the server (SIGKILL, as a crash or a failover would) and starts it again on
+    /// the same data and port; every open connection breaks.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_postgres(&self._dir, self.port, self.owner);
+        self.wait_ready();
     }
 
     pub fn url(&self, database: &str) -> String {
