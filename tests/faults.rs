@@ -402,10 +402,9 @@ async fn redis_killed_mid_conversation_then_restarted() {
 /// once, no hold left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_answer_settles_once_it_is_back() {
-    let pg = std::sync::Arc::new(std::sync::Mutex::new(
-        common::postgres::PostgresServer::start(),
-    ));
-    let url = pg.lock().unwrap().database("gptbot").await;
+    let server = common::postgres::PostgresServer::start();
+    let url = server.database("gptbot").await;
+    let pg = std::sync::Arc::new(std::sync::Mutex::new(server));
     let t = spawn_app_with(
         Options::default()
             .memory_sessions()
