@@ -1149,7 +1149,8 @@ async fn a_failing_settle_logs_the_database_cause() {
             .with_writer(move || writer.clone())
             .finish(),
     );
-    let t = spawn_app().await;
+    // Settle is retried for one lease before it gives up: keep the lease short.
+    let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__HOLD_LEASE", "1s")).await;
     let a = adapter();
     t.openai.script([Behavior::Stream {
         pieces: vec!["slow ".into(), "answer".into()],

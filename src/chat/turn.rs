@@ -377,7 +377,7 @@ impl Conversation {
         match self.quota.settle(reservation, used).await {
             Ok(settlement) => settlement.charged,
             Err(e) => {
-                tracing::error!(error = %chain(&e), used, "settlement failed; the reservation stays held until restart");
+                tracing::error!(error = %chain(&e), used, "settlement failed; the hold is returned when its lease runs out");
                 used
             }
         }
