@@ -32,6 +32,11 @@ impl Reservation {
         self.amount
     }
 
+    /// The tokens actually moved to `reserved` (none for an unlimited account).
+    fn held(&self) -> i64 {
+        if self.unlimited { 0 } else { self.amount }
+    }
+
     /// The hold's id (`gptbot quota holds`).
     pub fn id(&self) -> i64 {
         self.id
@@ -45,7 +50,7 @@ impl Drop for Reservation {
         };
         ledger.forget(self.id);
         let (id, user) = (self.id, self.user.clone());
-        let amount = if self.unlimited { 0 } else { self.amount };
+        let amount = self.held();
         tracing::warn!(%user, amount, hold = id, "reservation dropped unresolved, refunding it");
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -201,11 +206,7 @@ impl QuotaService {
     /// Returns the whole reservation (the call failed). Retried like [`Self::settle`].
     pub async fn refund(&self, mut reservation: Reservation) -> Result<(), QuotaError> {
         let (id, user) = (reservation.id, reservation.user.clone());
-        let amount = if reservation.unlimited {
-            0
-        } else {
-            reservation.amount
-        };
+        let amount = reservation.held();
         let result = self
             .retrying("refund", || self.close_refunded(id, &user, amount))
             .await;
