@@ -127,12 +127,30 @@ impl App {
             ),
             None => Arc::new(MemoryStore::new(options)),
         };
-        let model: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(&settings)?);
-        let counter = TokenCounter::for_model(&settings.model.name, &settings.model.tokenizer)
-            .map_err(|message| ConfigError::Invalid {
-                key: "model.tokenizer",
-                message,
-            })?;
+        let http = crate::llm::openai::http_client(&settings)?;
+        let model: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(&settings, http.clone())?);
+        {
+            let (settings, http) = (settings.clone(), http.clone());
+            tokio::spawn(async move {
+                crate::llm::probe::warn_if_unserved(&settings, &http).await;
+            });
+        }
+        let counter = TokenCounter::resolve(
+            &settings.model.name,
+            &settings.model.tokenizer,
+            settings.openai.base_url.as_str(),
+            http,
+        )
+        .await
+        .map_err(|message| ConfigError::Invalid {
+            key: "model.tokenizer",
+            message,
+        })?;
+        let reserve_margin = settings
+            .model
+            .reserve_margin
+            .unwrap_or_else(|| counter.default_margin());
+        let counter_name = counter.describe();
         let conversation = Arc::new(Conversation::new(
             access,
             sessions.clone(),
@@ -144,6 +162,7 @@ impl App {
                 default_system_prompt: settings.bot.system_prompt.clone(),
                 max_tokens: settings.model.max_tokens,
                 context_tokens: settings.model.context_tokens,
+                reserve_margin,
                 per_user_per_minute: settings.limits.per_user_per_minute,
                 commands_per_minute: settings.limits.commands_per_minute,
                 max_concurrent_answers: settings.limits.max_concurrent_answers,
@@ -152,6 +171,7 @@ impl App {
         tracing::info!(
             sessions = sessions.backend(),
             model = %settings.model.name,
+            tokens = %counter_name,
             base_url = %crate::config::redact_url_str(settings.openai.base_url.as_str()),
             "gptbot core ready"
         );

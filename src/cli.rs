@@ -41,6 +41,10 @@ pub enum CliCommand {
         /// Console user name (default: the OS user).
         #[arg(long)]
         user: Option<String>,
+        /// Show logs at `log.level` on the terminal (by default only errors, so log lines
+        /// never split an answer; or set `log.file`).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Create or update the quota database schema.
     Migrate,
@@ -137,7 +141,12 @@ pub enum QuotaCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets redacted.
-    Check,
+    Check {
+        /// Also ask the model server: connection, key, model name, tokenizer, and one
+        /// one-token answer.
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -153,13 +162,18 @@ pub fn main() -> ExitCode {
     let format = cli.log_format.unwrap_or(settings.log.format);
     // Only the long-running server logs at `log.level` by default; one-shot commands
     // keep the terminal for their own output.
-    let quiet_default = !matches!(cli.command, CliCommand::Run);
-    let level = if quiet_default {
-        "warn"
-    } else {
-        settings.log.level.as_str()
+    let file = settings.log.file.as_deref();
+    let level = match &cli.command {
+        CliCommand::Run | CliCommand::Chat { verbose: true, .. } => settings.log.level.as_str(),
+        _ if file.is_some() => settings.log.level.as_str(),
+        // The conversation owns the terminal: a warning must not split an answer.
+        CliCommand::Chat { .. } => "error,async_openai=off",
+        _ => "warn",
     };
-    crate::telemetry::init(format, level);
+    if let Err(e) = crate::telemetry::init(format, level, file) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
 
     // GPTBOT_RUNTIME=current-thread: one scheduler thread (measured in BENCHMARKS.md).
     let mut builder = match std::env::var("GPTBOT_RUNTIME").as_deref() {
@@ -186,10 +200,14 @@ pub fn main() -> ExitCode {
 async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError> {
     match command {
         CliCommand::Config {
-            command: ConfigCommand::Check,
+            command: ConfigCommand::Check { probe },
         } => {
             print!("{}", settings.redacted_toml());
             eprintln!("configuration OK");
+            if probe {
+                crate::app::install_crypto_provider();
+                crate::llm::probe::report(&settings).await?;
+            }
             Ok(())
         }
         CliCommand::Stats => {
@@ -354,7 +372,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             print!("{}", operate(&settings.telegram, action).await?);
             Ok(())
         }
-        CliCommand::Chat { user } => {
+        CliCommand::Chat { user, .. } => {
             let app = App::build(settings).await?;
             let user = user.unwrap_or_else(os_user);
             let adapter =

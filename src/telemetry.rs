@@ -1,18 +1,34 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (or `log.level`), as readable
 //! lines or JSON.
 
+use std::path::Path;
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
-pub fn init(format: LogFormat, default_level: &str) {
+/// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset;
+/// with `file`, logs are appended there instead of going to stderr.
+pub fn init(format: LogFormat, default_level: &str, file: Option<&Path>) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(default_level).unwrap_or_else(|_| EnvFilter::new("info"))
     });
+    let writer = match file {
+        None => BoxMakeWriter::new(std::io::stderr),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log.file: cannot open {}: {e}", path.display()))?;
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(file.is_none())
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -21,4 +37,5 @@ pub fn init(format: LogFormat, default_level: &str) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    Ok(())
 }

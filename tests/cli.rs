@@ -3,44 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::process::Stdio;
-
-use common::{FakeOpenAi, RedisServer, test_env};
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn gptbot(args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gptbot"))
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .env("USER", "tester")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // A process that fails at start-up may exit before reading its input.
-    let _ = input.write_all(stdin.as_bytes()).await;
-    drop(input);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("gptbot did not finish")
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use common::{FakeOpenAi, RedisServer, gptbot, test_env};
 
 #[tokio::test]
 async fn chat_over_stdin_streams_answers_and_keeps_history_in_redis() {

@@ -455,7 +455,7 @@ async fn a_one_megabyte_message_is_refused_without_charge() {
         gptbot::chat::Outcome::Refused
     );
     assert!(
-        a.last_message().contains("too long for the model"),
+        a.last_message().contains("too long for this model"),
         "{}",
         a.last_message()
     );

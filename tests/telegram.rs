@@ -107,14 +107,17 @@ async fn a_private_conversation_streams_with_typing_and_keeps_history() {
     assert_eq!(messages[1]["content"], "hello bot");
     assert_eq!(messages[2]["content"], "Echo: hello bot");
 
-    // Quota and history are keyed by the Telegram user.
-    let balance =
-        b.t.app
-            .quota
-            .balance(&UserId::new(Platform::Telegram, "42"))
-            .await
-            .unwrap();
-    assert_eq!(balance.requests, 2);
+    // Quota and history are keyed by the Telegram user. The final text is delivered
+    // while the books are written, so the second settle may land just after it.
+    let user = UserId::new(Platform::Telegram, "42");
+    let mut balance = b.t.app.quota.balance(&user).await.unwrap();
+    for _ in 0..250 {
+        if balance.requests == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        balance = b.t.app.quota.balance(&user).await.unwrap();
+    }
     assert!(balance.used > 0);
 
     // Commands work through Telegram too.
@@ -449,20 +452,22 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer() {
     assert!(!partial.contains("part39"));
     // Charged: the prompt and the partial answer, as counted locally (no usage came).
     let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
-    let prompt = gptbot::chat::context::build_prompt(
-        &counter,
-        &b.t.app.settings.bot.system_prompt,
-        &[],
-        "tell me a long story",
-        100,
-        16384,
-    )
-    .unwrap();
+    let system = &b.t.app.settings.bot.system_prompt;
+    let fitting = gptbot::chat::context::Fitting {
+        system,
+        system_tokens: counter.count(system).await,
+        history: &[],
+        user: "tell me a long story",
+        user_tokens: counter.count("tell me a long story").await,
+        overhead: counter.overhead(),
+        max_tokens: 100,
+    };
+    let prompt = gptbot::chat::context::build_prompt(&fitting, 16384).unwrap();
     let balance = b.t.app.quota.balance(&user).await.unwrap();
     assert_eq!(balance.reserved, 0);
     assert_eq!(
         balance.used,
-        i64::from(prompt.tokens + counter.count(partial))
+        i64::from(prompt.tokens + counter.count(partial).await)
     );
 
     // Different chats are answered concurrently.

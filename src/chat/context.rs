@@ -1,9 +1,25 @@
-//! Fitting a conversation into the model's context window: the newest turns that fit,
-//! oldest dropped first, the system prompt always kept.
+//! Fitting a conversation into the model's context window: the system prompt and the
+//! newest user message always, then as many of the newest whole exchanges (a question
+//! with its answer) as fit. An answer is never sent without its question, so the prompt
+//! always alternates user/assistant as strict chat templates (gemma, Mistral) require.
+//! After a server said the prompt did not fit, [`refit`] trims harder with its figures.
 
-use crate::core::model::{ChatMessage, MessageRole};
+use crate::core::model::{ChatMessage, MessageRole, Overflow};
 use crate::core::session::{Role, Turn};
-use crate::llm::tokens::{REPLY_PRIMING, TokenCounter};
+use crate::llm::tokens::REPLY_PRIMING;
+
+/// What a prompt is made of, with token counts from the model's tokenizer.
+#[derive(Debug, Clone, Copy)]
+pub struct Fitting<'a> {
+    pub system: &'a str,
+    pub system_tokens: u32,
+    pub history: &'a [Turn],
+    pub user: &'a str,
+    pub user_tokens: u32,
+    /// What the chat format adds around each message.
+    pub overhead: u32,
+    pub max_tokens: u32,
+}
 
 /// The messages to send and what they cost.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +29,8 @@ pub struct Prompt {
     pub tokens: u32,
     /// History turns left out to fit.
     pub dropped: usize,
+    /// History turns sent.
+    pub kept: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,18 +40,17 @@ pub struct TooLong {
     pub limit: u32,
 }
 
-/// Builds the prompt: system prompt, as much recent history as fits, the new user text;
-/// `prompt + max_tokens <= context_tokens` holds for the result.
-pub fn build_prompt(
-    counter: &TokenCounter,
-    system_prompt: &str,
-    history: &[Turn],
-    user_text: &str,
-    max_tokens: u32,
-    context_tokens: u32,
-) -> Result<Prompt, TooLong> {
-    let fixed = counter.message(system_prompt) + counter.message(user_text) + REPLY_PRIMING;
-    let needed = fixed + max_tokens;
+impl Fitting<'_> {
+    /// The system prompt, the new message and the reply's priming: sent whatever fits.
+    fn fixed(&self) -> u32 {
+        self.system_tokens + self.user_tokens + 2 * self.overhead + REPLY_PRIMING
+    }
+}
+
+/// Builds the prompt; `prompt + max_tokens <= context_tokens` holds for the result.
+pub fn build_prompt(f: &Fitting<'_>, context_tokens: u32) -> Result<Prompt, TooLong> {
+    let fixed = f.fixed();
+    let needed = fixed + f.max_tokens;
     if needed > context_tokens {
         return Err(TooLong {
             needed,
@@ -41,95 +58,78 @@ pub fn build_prompt(
         });
     }
     let mut budget = context_tokens - needed;
-    let mut kept = 0;
-    for turn in history.iter().rev() {
-        let cost = turn.tokens + crate::llm::tokens::PER_MESSAGE_OVERHEAD;
+    // Whole exchanges, newest first; a turn without its partner is left out.
+    let mut exchanges: Vec<(&Turn, &Turn)> = Vec::new();
+    let mut end = f.history.len();
+    while end >= 2 {
+        let (question, answer) = (&f.history[end - 2], &f.history[end - 1]);
+        if question.role != Role::User || answer.role != Role::Assistant {
+            end -= 1;
+            continue;
+        }
+        let cost = question.tokens + answer.tokens + 2 * f.overhead;
         if cost > budget {
             break;
         }
         budget -= cost;
-        kept += 1;
+        exchanges.push((question, answer));
+        end -= 2;
     }
-    let start = history.len() - kept;
-    let mut messages = Vec::with_capacity(kept + 2);
-    messages.push(ChatMessage::new(MessageRole::System, system_prompt));
+    let mut messages = Vec::with_capacity(2 * exchanges.len() + 2);
+    messages.push(ChatMessage::new(MessageRole::System, f.system));
     let mut tokens = fixed;
-    for turn in &history[start..] {
-        tokens += turn.tokens + crate::llm::tokens::PER_MESSAGE_OVERHEAD;
-        let role = match turn.role {
-            Role::User => MessageRole::User,
-            Role::Assistant => MessageRole::Assistant,
-        };
-        messages.push(ChatMessage::new(role, turn.content.clone()));
+    for (question, answer) in exchanges.iter().rev() {
+        tokens += question.tokens + answer.tokens + 2 * f.overhead;
+        messages.push(ChatMessage::new(
+            MessageRole::User,
+            question.content.clone(),
+        ));
+        messages.push(ChatMessage::new(
+            MessageRole::Assistant,
+            answer.content.clone(),
+        ));
     }
-    messages.push(ChatMessage::new(MessageRole::User, user_text));
+    messages.push(ChatMessage::new(MessageRole::User, f.user));
+    let kept = 2 * exchanges.len();
     Ok(Prompt {
         messages,
         tokens,
-        dropped: start,
+        dropped: f.history.len() - kept,
+        kept,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn turn(counter: &TokenCounter, role: Role, text: &str) -> Turn {
-        Turn {
-            role,
-            content: text.into(),
-            tokens: counter.count(text),
+/// A shorter prompt after the server refused `sent` as too long, or why none can be sent.
+///
+/// With the server's figures, our counts are scaled by how much it counted more than we
+/// did and fitted to its context size (with 10 % to spare); without them, half the
+/// history that was sent goes. Refused (`TooLong`, in the server's terms where known)
+/// when the newest message alone does not fit.
+pub fn refit(f: &Fitting<'_>, sent: &Prompt, overflow: &Overflow) -> Result<Prompt, TooLong> {
+    // How many of the server's tokens one of ours is (never below 1).
+    let scale = match overflow.requested {
+        Some(requested) if requested > sent.tokens => f64::from(requested) / f64::from(sent.tokens),
+        _ => 1.0,
+    };
+    let in_server_terms = |ours: u32| (f64::from(ours) * scale).ceil() as u32;
+    let too_long = || TooLong {
+        needed: in_server_terms(f.fixed()) + f.max_tokens,
+        limit: overflow.limit.unwrap_or(sent.tokens + f.max_tokens),
+    };
+    if sent.kept == 0 {
+        return Err(too_long());
+    }
+    let history_sent = sent.tokens - f.fixed();
+    let context = match overflow.limit {
+        Some(limit) => {
+            let for_prompt = f64::from(limit.saturating_sub(f.max_tokens)) * 0.9 / scale;
+            (for_prompt as u32).min(sent.tokens.saturating_sub(1)) + f.max_tokens
         }
-    }
-
-    #[test]
-    fn drops_oldest_turns_first_and_keeps_system_prompt() {
-        let c = TokenCounter::for_model("gpt-4o", "auto").unwrap();
-        let history: Vec<Turn> = (0..20)
-            .map(|i| {
-                let role = if i % 2 == 0 {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                turn(
-                    &c,
-                    role,
-                    &format!("message number {i} with a few more words in it"),
-                )
-            })
-            .collect();
-        let all = build_prompt(&c, "be brief", &history, "next?", 100, 100_000).unwrap();
-        assert_eq!(all.dropped, 0);
-        assert_eq!(all.messages.len(), 22);
-
-        let limit = 100 + 200;
-        let p = build_prompt(&c, "be brief", &history, "next?", 100, limit).unwrap();
-        assert!(p.dropped > 0 && p.dropped < 20);
-        assert!(p.tokens + 100 <= limit, "{} + 100 > {limit}", p.tokens);
-        assert_eq!(
-            p.messages[0],
-            ChatMessage::new(MessageRole::System, "be brief")
-        );
-        assert_eq!(
-            p.messages.last().unwrap(),
-            &ChatMessage::new(MessageRole::User, "next?")
-        );
-        // The newest history turn is the one kept last.
-        assert_eq!(
-            p.messages[p.messages.len() - 2].content,
-            history[19].content
-        );
-        // Adding the next-oldest turn would not have fitted.
-        let next = history[p.dropped - 1].tokens + 3;
-        assert!(p.tokens + next + 100 > limit);
-    }
-
-    #[test]
-    fn a_message_that_cannot_fit_is_refused() {
-        let c = TokenCounter::for_model("gpt-4o", "auto").unwrap();
-        let err = build_prompt(&c, "sys", &[], &"word ".repeat(500), 100, 300).unwrap_err();
-        assert_eq!(err.limit, 300);
-        assert!(err.needed > 300);
-    }
+        None => f.fixed() + history_sent / 2 + f.max_tokens,
+    };
+    build_prompt(f, context).map_err(|_| too_long())
 }
+
+#[cfg(test)]
+#[path = "context_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ pub mod context;
 mod gate;
 mod inflight;
 mod notices;
+mod prompt;
 pub mod reply;
 pub mod split;
 mod turn;
@@ -42,6 +43,9 @@ pub struct ConversationSettings {
     pub default_system_prompt: String,
     pub max_tokens: u32,
     pub context_tokens: u32,
+    /// Share of the prompt's count held on top of it, for a tokenizer that may count
+    /// fewer tokens than the server bills.
+    pub reserve_margin: f64,
     /// Model requests per user per minute; 0 for no limit.
     pub per_user_per_minute: u32,
     /// Commands per user per minute; 0 for no limit.

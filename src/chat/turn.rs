@@ -9,16 +9,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::context::{Prompt, build_prompt};
 use super::notices::{self, say};
 use super::reply::ReplyStream;
 use super::{Conversation, Outcome};
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
-use crate::core::event::{IncomingEvent, SessionKey, UserId};
+use crate::core::event::{IncomingEvent, SessionKey};
 use crate::core::model::{LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
 use crate::core::session::{Role, Turn};
-use crate::quota::{QuotaError, Reservation};
+use crate::quota::Reservation;
 
 use super::admission::TYPING_REFRESH;
 
@@ -31,6 +30,8 @@ enum Ending {
     /// The process is shutting down and the grace period ran out.
     Restarting,
     Failed(LlmError),
+    /// Nothing was sent that the server could take (the message alone is too long).
+    Refused(String),
 }
 
 /// What the turn asked: needed to charge and record it.
@@ -38,6 +39,7 @@ struct Asked<'a> {
     key: SessionKey,
     text: &'a str,
     prompt_tokens: u32,
+    user_tokens: u32,
 }
 
 impl Conversation {
@@ -66,7 +68,11 @@ impl Conversation {
             return Outcome::Refused;
         }
         let key = event.session_key();
-        let prompt = match self.prompt_for(&key, text).await {
+        let loaded = match self.load(&key, text).await {
+            Ok(loaded) => loaded,
+            Err(refused) => return refused.tell(adapter, target).await,
+        };
+        let mut prompt = match self.prompt_for(&loaded, text) {
             Ok(prompt) => prompt,
             Err(refused) => return refused.tell(adapter, target).await,
         };
@@ -89,67 +95,45 @@ impl Conversation {
             Ok(r) => r,
             Err(refused) => return refused.tell(adapter, target).await,
         };
-        let asked = Asked {
+        let mut asked = Asked {
             key,
             text,
             prompt_tokens: prompt.tokens,
-        };
-        let request = ModelRequest {
-            messages: prompt.messages,
-            max_tokens: self.settings.max_tokens,
+            user_tokens: loaded.user_tokens,
         };
         let mut reply = ReplyStream::new(adapter, target.clone());
-        let ending = self
+        let request = ModelRequest {
+            messages: std::mem::take(&mut prompt.messages),
+            max_tokens: self.settings.max_tokens,
+        };
+        let mut ending = self
             .stream_answer(request, &mut reply, &mut slot.cancelled, target)
             .await;
+        // A server whose context the prompt did not fit (its tokenizer counts more than
+        // ours, or its context is smaller than configured): one invisible retry with a
+        // shorter history, the same hold covering it.
+        if let Ending::Failed(LlmError::ContextTooLong(overflow)) = &ending
+            && reply.text().is_empty()
+        {
+            ending = match self.shorter_prompt(&loaded, text, &prompt, overflow) {
+                Ok(mut shorter) => {
+                    asked.prompt_tokens = shorter.tokens;
+                    let request = ModelRequest {
+                        messages: std::mem::take(&mut shorter.messages),
+                        max_tokens: self.settings.max_tokens,
+                    };
+                    self.stream_answer(request, &mut reply, &mut slot.cancelled, target)
+                        .await
+                }
+                Err(sentence) => Ending::Refused(sentence),
+            };
+        }
         // The model is done: from now on a new message from this user waits for this
         // turn to be recorded (the slot is freed when `finish` returns) instead of being
         // told "still answering".
         slot.finishing();
         self.finish(reservation, reply, ending, &asked, target)
             .await
-    }
-
-    /// The session's history and system prompt, fitted to the context window.
-    async fn prompt_for(&self, key: &SessionKey, text: &str) -> Result<Prompt, Refused> {
-        let session = self.sessions.load(key).await.map_err(Refused::Store)?;
-        let system_prompt = session
-            .system_prompt
-            .as_deref()
-            .unwrap_or(&self.settings.default_system_prompt);
-        let prompt = build_prompt(
-            &self.counter,
-            system_prompt,
-            &session.turns,
-            text,
-            self.settings.max_tokens,
-            self.settings.context_tokens,
-        )
-        .map_err(|too_long| {
-            Refused::Say(format!(
-                "Your message is too long for the model: it needs about {} tokens with room for the answer, and the model's window is {}. Please shorten it.",
-                too_long.needed, too_long.limit
-            ))
-        })?;
-        if prompt.dropped > 0 {
-            tracing::debug!(
-                dropped = prompt.dropped,
-                "older turns left out to fit the context window"
-            );
-        }
-        Ok(prompt)
-    }
-
-    /// Holds the prompt plus the longest possible answer before the model is called.
-    async fn reserve(&self, user: &UserId, prompt: &Prompt) -> Result<Reservation, Refused> {
-        let needed = i64::from(prompt.tokens) + i64::from(self.settings.max_tokens);
-        self.quota.reserve(user, needed).await.map_err(|e| match e {
-            QuotaError::Limit(sentence) => Refused::Say(sentence.into()),
-            QuotaError::Exhausted { remaining, needed } => Refused::Say(format!(
-                "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
-            )),
-            e => Refused::Quota(e),
-        })
     }
 
     /// Streams the answer into the chat until it ends, fails or is cancelled.
@@ -253,9 +237,13 @@ impl Conversation {
         // The answer is tokenized here only when the server did not report its usage
         // (or the answer was stopped): counting it is the one part of a turn that grows
         // with the answer's length.
+        let completion = if shown && !matches!(ending, Ending::Complete(Some(_))) {
+            tracing::debug!("no usage from the server for this answer, counting it");
+            self.counter.count(&answer).await
+        } else {
+            0
+        };
         let local = || {
-            tracing::debug!("no usage from the server for this answer, counting locally");
-            let completion = self.counter.count(&answer);
             (
                 completion,
                 i64::from(asked.prompt_tokens) + i64::from(completion),
@@ -334,12 +322,17 @@ impl Conversation {
                     Outcome::Failed,
                 )
             }
+            Ending::Refused(sentence) => (None, None, Delivery::Say(sentence), Outcome::Refused),
             Ending::Failed(e) => {
-                tracing::warn!(error = %chain(&e), "model call failed");
+                if e.is_operator_error() {
+                    tracing::error!(error = %chain(&e), "the model server refuses the bot's configuration; an operator has to fix it");
+                } else {
+                    tracing::warn!(error = %chain(&e), "model call failed");
+                }
                 (
                     None,
                     None,
-                    Delivery::Say(e.user_message().into()),
+                    Delivery::Say(e.user_message().into_owned()),
                     Outcome::Failed,
                 )
             }
@@ -389,7 +382,7 @@ impl Conversation {
             Turn {
                 role: Role::User,
                 content: asked.text.to_string(),
-                tokens: self.counter.count(asked.text),
+                tokens: asked.user_tokens,
             },
             Turn {
                 role: Role::Assistant,
@@ -419,30 +412,4 @@ enum Delivery<'a> {
     Final(Box<ReplyStream<'a>>, Option<String>),
     /// A notice instead (nothing was shown).
     Say(String),
-}
-
-/// A turn refused before the model was called.
-enum Refused {
-    Say(String),
-    Store(crate::core::session::SessionError),
-    Quota(QuotaError),
-}
-
-impl Refused {
-    async fn tell(self, adapter: &dyn ChatAdapter, target: &ReplyTarget) -> Outcome {
-        match self {
-            Refused::Say(text) => {
-                say(adapter, target, &text).await;
-                Outcome::Refused
-            }
-            Refused::Store(e) => {
-                notices::store_failure(adapter, target, &e).await;
-                Outcome::Failed
-            }
-            Refused::Quota(e) => {
-                notices::quota_failure(adapter, target, &e).await;
-                Outcome::Failed
-            }
-        }
-    }
 }

@@ -85,7 +85,12 @@ pub struct ModelSettings {
     /// Sent as written (an f64 prints as configured; an f32 would send 0.699999988).
     pub temperature: f64,
     pub context_tokens: u32,
+    /// "auto", "server", "estimate" or "tiktoken:<encoding>" (see `llm::tokens`).
     pub tokenizer: String,
+    /// Share of the prompt held on top of its count; unset: 0 for an exact tokenizer,
+    /// 10 % for an estimate or a tiktoken encoding chosen by hand.
+    #[serde(default)]
+    pub reserve_margin: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -218,6 +223,9 @@ pub struct ShutdownSettings {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+    /// Logs go to this file (appended) instead of stderr.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Settings {

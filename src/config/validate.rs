@@ -8,9 +8,6 @@ use secrecy::ExposeSecret;
 use super::types::check_platform_id;
 use super::{ConfigError, Refill, Settings, TelegramMode, redact_url_str};
 
-/// The local tokenizers `model.tokenizer` may name.
-pub const TOKENIZERS: &[&str] = &["auto", "o200k_base", "cl100k_base"];
-
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -81,14 +78,14 @@ impl Settings {
                 ),
             ));
         }
-        if !TOKENIZERS.contains(&self.model.tokenizer.as_str()) {
+        crate::llm::tokens::TokenCounter::local(&self.model.name, &self.model.tokenizer)
+            .map_err(|message| invalid("model.tokenizer", message))?;
+        if let Some(margin) = self.model.reserve_margin
+            && !(0.0..=1.0).contains(&margin)
+        {
             return Err(invalid(
-                "model.tokenizer",
-                format!(
-                    "unknown tokenizer `{}` (use {})",
-                    self.model.tokenizer,
-                    TOKENIZERS.join(", ")
-                ),
+                "model.reserve_margin",
+                format!("{margin} is not between 0.0 and 1.0"),
             ));
         }
         if self.openai.timeout.is_zero() {

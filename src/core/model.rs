@@ -2,6 +2,7 @@
 //! errors a model server can cause, each with a short message fit for a user.
 //! The OpenAI-compatible client in `llm::openai` implements it.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -70,14 +71,22 @@ pub trait ModelClient: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
-    #[error("rate limited by the model server: {0}")]
-    RateLimited(String),
+    #[error("rate limited by the model server: {detail}")]
+    RateLimited {
+        detail: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     #[error("the model server's quota is exhausted: {0}")]
     OutOfCredit(String),
-    #[error("context length exceeded: {0}")]
-    ContextTooLong(String),
-    #[error("the model server rejected the credentials: {0}")]
+    #[error("context length exceeded: {}", .0.detail)]
+    ContextTooLong(Overflow),
+    #[error("the model server rejected the credentials (check openai.api_key): {0}")]
     Auth(String),
+    #[error(
+        "the model server does not serve what the bot asks for (check model.name and openai.base_url): {0}"
+    )]
+    Misconfigured(String),
     #[error("the model server rejected the request: {0}")]
     BadRequest(String),
     #[error("model server unavailable: {0}")]
@@ -90,29 +99,57 @@ pub enum LlmError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// A prompt the server could not fit, with the figures it gave (its own token count of
+/// the request, and its context size) when it gave them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overflow {
+    pub detail: String,
+    pub requested: Option<u32>,
+    pub limit: Option<u32>,
+}
+
 impl LlmError {
     /// What the user is told; the details stay in the log.
-    pub fn user_message(&self) -> &'static str {
+    pub fn user_message(&self) -> Cow<'static, str> {
         match self {
-            LlmError::RateLimited(_) => {
-                "The model is busy right now. Please try again in a moment."
+            LlmError::RateLimited {
+                retry_after: Some(wait),
+                ..
+            } if *wait >= Duration::from_secs(2) => Cow::Owned(format!(
+                "The model is busy right now. Please try again in about {} s.",
+                wait.as_secs()
+            )),
+            LlmError::RateLimited { .. } => {
+                "The model is busy right now. Please try again in a moment.".into()
             }
-            LlmError::OutOfCredit(_) | LlmError::Auth(_) => {
-                "The bot cannot reach its model (an operator needs to check its API account). Please try again later."
+            LlmError::OutOfCredit(_) => {
+                "The bot cannot reach its model (an operator needs to check its API account). Please try again later.".into()
+            }
+            LlmError::Auth(_) | LlmError::Misconfigured(_) => {
+                "The bot is misconfigured and cannot reach its model; an operator has to fix it. Please try again later.".into()
             }
             LlmError::ContextTooLong(_) => {
-                "That is too long for the model. Send a shorter message, or /reset to start a fresh conversation."
+                "That is too long for the model. Send a shorter message, or /reset to start a fresh conversation.".into()
             }
             LlmError::BadRequest(_) => {
-                "The model refused this request. Try rephrasing it, or /reset to start over."
+                "The model server refused this request. Try rephrasing it, or /reset to start over.".into()
             }
             LlmError::Unavailable(_) | LlmError::Unexpected(_) => {
-                "The model server is unavailable right now. Please try again later."
+                "The model server is unavailable right now. Please try again later.".into()
             }
-            LlmError::Timeout(_) => "The model took too long to answer. Please try again.",
+            LlmError::Timeout(_) => "The model took too long to answer. Please try again.".into(),
             LlmError::Interrupted(_) => {
-                "The answer was cut off by the model server. Please try again."
+                "The answer was cut off by the model server. Please try again.".into()
             }
         }
+    }
+
+    /// A failure only the operator can fix (credentials, model name, base URL, account):
+    /// logged as an error, not a warning.
+    pub fn is_operator_error(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Auth(_) | LlmError::Misconfigured(_) | LlmError::OutOfCredit(_)
+        )
     }
 }

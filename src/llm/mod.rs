@@ -2,5 +2,8 @@
 //! [`crate::core::model::ModelClient`] port for any OpenAI-compatible server, and
 //! [`tokens::TokenCounter`] counts tokens locally for context trimming and reservations.
 
+pub mod errors;
 pub mod openai;
+pub mod probe;
 pub mod tokens;
+pub mod transport;

@@ -3,10 +3,11 @@
 //! connecting, on the first token and between chunks, and retries only before the first
 //! token.
 //!
-//! Retries: async-openai's own layer retries HTTP 429, 5xx and connection errors (3 times,
-//! 100 ms doubling, honouring `Retry-After`) before the response starts. On top of that
-//! this client retries a stream that timed out or broke before any text arrived
-//! (`openai.max_retries`). Nothing is retried once text has been produced.
+//! Retries: [`Transport`] retries HTTP 429 (a short `Retry-After`), 5xx and connection
+//! errors before the response starts; on top of that this client retries a stream that
+//! timed out or broke before any text arrived. Both up to `openai.max_retries`. Nothing
+//! is retried once text has been produced. Every error answer is read leniently and
+//! classified by [`super::errors`].
 
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::errors::ServerError;
+use super::transport::{Transport, read_api_error};
 use crate::config::Settings;
 use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
 
@@ -31,17 +34,20 @@ pub struct OpenAiClient {
     max_retries: u32,
 }
 
+/// The HTTP client for the model server, with the configured timeouts (async-openai has
+/// none by default).
+pub fn http_client(settings: &Settings) -> Result<reqwest::Client, LlmError> {
+    reqwest::Client::builder()
+        .connect_timeout(settings.openai.timeout)
+        .read_timeout(settings.openai.timeout)
+        .user_agent(concat!("gptbot/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| LlmError::Unexpected(anyhow::Error::new(e).context("building HTTP client")))
+}
+
 impl OpenAiClient {
-    pub fn new(settings: &Settings) -> Result<OpenAiClient, LlmError> {
+    pub fn new(settings: &Settings, http: reqwest::Client) -> Result<OpenAiClient, LlmError> {
         let openai = &settings.openai;
-        let http = reqwest::Client::builder()
-            .connect_timeout(openai.timeout)
-            .read_timeout(openai.timeout)
-            .user_agent(concat!("gptbot/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                LlmError::Unexpected(anyhow::Error::new(e).context("building HTTP client"))
-            })?;
         // Both values are always set explicitly: OpenAIConfig would otherwise read
         // OPENAI_* variables behind the configuration's back.
         let config = OpenAIConfig::new()
@@ -54,7 +60,9 @@ impl OpenAiClient {
                     .unwrap_or_default(),
             );
         Ok(OpenAiClient {
-            client: Client::with_config(config).with_http_client(http),
+            client: Client::with_config(config)
+                .with_http_client(http.clone())
+                .with_http_service(Transport::new(http, openai.max_retries)),
             model: settings.model.name.clone(),
             temperature: settings.model.temperature,
             max_tokens_field: openai.max_tokens_field.clone(),
@@ -183,9 +191,14 @@ struct UsageWire {
 impl Chunk {
     fn into_events(self) -> Vec<Result<ModelEvent, LlmError>> {
         if let Some(error) = self.error {
-            return vec![Err(LlmError::Interrupted(format!(
-                "error event in stream: {error}"
-            )))];
+            // An error event: before any text it is classified like an HTTP error (a
+            // context overflow is recovered from); after text, the stream was cut.
+            return vec![Err(match ServerError::from_event(&error).classify() {
+                LlmError::Unavailable(detail) => {
+                    LlmError::Interrupted(format!("error event in stream: {detail}"))
+                }
+                classified => classified,
+            })];
         }
         let mut events = Vec::new();
         for choice in self.choices.into_iter().take(1) {
@@ -207,28 +220,9 @@ impl Chunk {
 
 fn map_error(e: OpenAIError, timeout: Duration) -> LlmError {
     match e {
-        OpenAIError::ApiError(api) => {
-            let status = api.status_code.as_u16();
-            let code = api.api_error.code.clone().unwrap_or_default();
-            let kind = api.api_error.r#type.clone().unwrap_or_default();
-            let detail = format!("HTTP {status}: {}", api.api_error);
-            if code == "context_length_exceeded" || api.api_error.message.contains("context length")
-            {
-                LlmError::ContextTooLong(detail)
-            } else if kind == "insufficient_quota" || code == "insufficient_quota" {
-                LlmError::OutOfCredit(detail)
-            } else if status == 429 {
-                LlmError::RateLimited(detail)
-            } else if status == 401 || status == 403 {
-                LlmError::Auth(detail)
-            } else if status >= 500 {
-                LlmError::Unavailable(detail)
-            } else {
-                LlmError::BadRequest(detail)
-            }
-        }
+        OpenAIError::ApiError(api) => read_api_error(api).classify(),
         OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout(timeout),
-        OpenAIError::Reqwest(e) => LlmError::Unavailable(e.to_string()),
+        OpenAIError::Reqwest(e) => LlmError::Unavailable(crate::core::error::chain(&e).to_string()),
         OpenAIError::StreamError(e) => LlmError::Interrupted(e.to_string()),
         OpenAIError::JSONDeserialize(e, body) => LlmError::Unavailable(format!(
             "unreadable response ({e}): {}",

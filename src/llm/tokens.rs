@@ -1,73 +1,322 @@
-//! Local token counting with a real BPE tokenizer (tiktoken), for the context window, the
-//! quota reservation estimate, and settlement when a server reports no usage.
+//! Token counting for the context window, the quota reservation, and settlement when a
+//! server reports no usage — with the model's own tokenizer where possible.
+//!
+//! `model.tokenizer` picks the method: `tiktoken:<encoding>` (exact for OpenAI models),
+//! `server` (the server's `POST /tokenize`, as llama.cpp and vLLM offer: exact for any
+//! model they serve, cached per text), `estimate` (a conservative count from the text's
+//! characters), or `auto`: tiktoken when it knows the model name, else the server if it
+//! answers a probe, else the estimate. tiktoken on a non-OpenAI model undercounts badly
+//! (gemma: ~3× on digits), which let too-long prompts through and came short on holds.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use tiktoken_rs::CoreBPE;
 
 /// Tokens OpenAI's chat format adds around each message, and once to prime the reply.
 pub const PER_MESSAGE_OVERHEAD: u32 = 3;
 pub const REPLY_PRIMING: u32 = 3;
+/// What other chat templates add around a message (gemma's `<start_of_turn>user\n…
+/// <end_of_turn>\n` is 5, Llama 3's header 5, ChatML 5): rounded up.
+pub const TEMPLATE_OVERHEAD: u32 = 8;
 
-#[derive(Clone, Copy)]
+/// How long a tokenize call may take before the estimate is used instead.
+const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
 pub struct TokenCounter {
-    bpe: &'static CoreBPE,
-    name: &'static str,
+    method: Arc<Method>,
+}
+
+enum Method {
+    Tiktoken {
+        bpe: &'static CoreBPE,
+        name: &'static str,
+        /// Chosen from an OpenAI model name: the count is the server's.
+        exact: bool,
+    },
+    Server(Server),
+    Estimate,
+}
+
+struct Server {
+    http: reqwest::Client,
+    url: String,
+    /// The body shape the server understood: llama.cpp's `content` or vLLM's `prompt`.
+    vllm: bool,
+    model: String,
+    cache: moka::sync::Cache<u64, u32>,
 }
 
 impl std::fmt::Debug for TokenCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenCounter({})", self.name)
+        write!(f, "TokenCounter({})", self.describe())
     }
 }
 
+/// Where the server's tokenize endpoint is: beside `/v1`, at the server's root.
+pub fn tokenize_url(base_url: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    let root = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{root}/tokenize")
+}
+
 impl TokenCounter {
-    /// `tokenizer` is "auto" (chosen from the model name; o200k_base for models tiktoken
-    /// does not know, such as local Llama or Qwen models), "o200k_base" or "cl100k_base".
-    pub fn for_model(model: &str, tokenizer: &str) -> Result<TokenCounter, String> {
-        match tokenizer {
-            "auto" => Ok(match tiktoken_rs::bpe_for_model(model) {
-                Ok(bpe) => TokenCounter { bpe, name: "auto" },
-                Err(_) => TokenCounter {
-                    bpe: tiktoken_rs::o200k_base_singleton(),
-                    name: "o200k_base",
-                },
-            }),
-            "o200k_base" => Ok(TokenCounter {
-                bpe: tiktoken_rs::o200k_base_singleton(),
-                name: "o200k_base",
-            }),
-            "cl100k_base" => Ok(TokenCounter {
-                bpe: tiktoken_rs::cl100k_base_singleton(),
-                name: "cl100k_base",
-            }),
+    /// The counters that need no server: `tiktoken:<encoding>` (or the bare encoding
+    /// name), `estimate`, and `auto` for a model tiktoken knows. `Ok(None)` for `server`
+    /// and for `auto` with a model tiktoken does not know: see [`TokenCounter::resolve`].
+    pub fn local(model: &str, tokenizer: &str) -> Result<Option<TokenCounter>, String> {
+        let encoding = tokenizer.strip_prefix("tiktoken:").unwrap_or(tokenizer);
+        let tiktoken = |bpe, name, exact| {
+            Ok(Some(TokenCounter {
+                method: Arc::new(Method::Tiktoken { bpe, name, exact }),
+            }))
+        };
+        match encoding {
+            "auto" => match tiktoken_rs::bpe_for_model(model) {
+                Ok(bpe) => tiktoken(bpe, "tiktoken (from the model name)", true),
+                Err(_) => Ok(None),
+            },
+            "o200k_base" => tiktoken(
+                tiktoken_rs::o200k_base_singleton(),
+                "tiktoken:o200k_base",
+                false,
+            ),
+            "cl100k_base" => tiktoken(
+                tiktoken_rs::cl100k_base_singleton(),
+                "tiktoken:cl100k_base",
+                false,
+            ),
+            "estimate" => Ok(Some(TokenCounter::estimate())),
+            "server" => Ok(None),
             other => Err(format!(
-                "unknown tokenizer `{other}` (use auto, o200k_base or cl100k_base)"
+                "unknown tokenizer `{other}` (use auto, server, estimate, tiktoken:o200k_base or tiktoken:cl100k_base)"
             )),
         }
     }
 
+    /// tiktoken for an OpenAI model name; tests and tools that know their model use it.
+    pub fn for_model(model: &str, tokenizer: &str) -> Result<TokenCounter, String> {
+        match TokenCounter::local(model, tokenizer)? {
+            Some(counter) => Ok(counter),
+            None => TokenCounter::local(model, "tiktoken:o200k_base").map(Option::unwrap),
+        }
+    }
+
+    pub fn estimate() -> TokenCounter {
+        TokenCounter {
+            method: Arc::new(Method::Estimate),
+        }
+    }
+
+    /// The counter `model.tokenizer` asks for. `server` is used even when the probe
+    /// fails (the server may come up later; each failed call falls back to the
+    /// estimate); `auto` uses the server only if it answers the probe now.
+    pub async fn resolve(
+        model: &str,
+        tokenizer: &str,
+        base_url: &str,
+        http: reqwest::Client,
+    ) -> Result<TokenCounter, String> {
+        if let Some(counter) = TokenCounter::local(model, tokenizer)? {
+            return Ok(counter);
+        }
+        let url = tokenize_url(base_url);
+        let probe = probe(&http, &url, model).await;
+        let vllm = match (probe, tokenizer) {
+            (Ok(vllm), _) => vllm,
+            (Err(e), "server") => {
+                tracing::warn!(error = %e, "the model server's tokenize endpoint did not answer; estimating until it does");
+                false
+            }
+            (Err(e), _) => {
+                tracing::info!(reason = %e, "no tokenize endpoint on the model server; token counts are a conservative estimate");
+                return Ok(TokenCounter::estimate());
+            }
+        };
+        Ok(TokenCounter {
+            method: Arc::new(Method::Server(Server {
+                http,
+                url,
+                vllm,
+                model: model.to_string(),
+                cache: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_idle(Duration::from_secs(3600))
+                    .build(),
+            })),
+        })
+    }
+
+    /// Which method counts, for logs and `config check`.
+    pub fn describe(&self) -> String {
+        match &*self.method {
+            Method::Tiktoken { name, .. } => (*name).to_string(),
+            Method::Server(s) => format!("the model server ({})", s.url),
+            Method::Estimate => "estimate".into(),
+        }
+    }
+
     /// Tokens of a bare text.
-    pub fn count(&self, text: &str) -> u32 {
-        self.bpe.encode_ordinary(text).len() as u32
+    pub async fn count(&self, text: &str) -> u32 {
+        match &*self.method {
+            Method::Tiktoken { bpe, .. } => bpe.encode_ordinary(text).len() as u32,
+            Method::Estimate => estimate(text),
+            Method::Server(server) => server.count(text).await,
+        }
+    }
+
+    /// The reservation margin when `model.reserve_margin` is unset: none for a count
+    /// that is the server's own, 10 % otherwise.
+    pub fn default_margin(&self) -> f64 {
+        match &*self.method {
+            Method::Tiktoken { exact: true, .. } | Method::Server(_) => 0.0,
+            _ => 0.1,
+        }
+    }
+
+    /// What the chat format adds around each message.
+    pub fn overhead(&self) -> u32 {
+        match &*self.method {
+            Method::Tiktoken { .. } => PER_MESSAGE_OVERHEAD,
+            _ => TEMPLATE_OVERHEAD,
+        }
     }
 
     /// Tokens one chat message costs in a prompt.
-    pub fn message(&self, text: &str) -> u32 {
-        self.count(text) + PER_MESSAGE_OVERHEAD
+    pub async fn message(&self, text: &str) -> u32 {
+        self.count(text).await + self.overhead()
     }
+}
+
+impl Server {
+    async fn count(&self, text: &str) -> u32 {
+        let mut hasher = DefaultHasher::new();
+        text.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some(n) = self.cache.get(&key) {
+            return n;
+        }
+        match tokenize(&self.http, &self.url, &self.model, text, self.vllm).await {
+            Ok(n) => {
+                self.cache.insert(key, n);
+                n
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "tokenize failed; estimating this text");
+                estimate(text)
+            }
+        }
+    }
+}
+
+/// Tries llama.cpp's body shape, then vLLM's; `Ok(true)` when vLLM's worked.
+async fn probe(http: &reqwest::Client, url: &str, model: &str) -> Result<bool, String> {
+    match tokenize(http, url, model, "probe", false).await {
+        Ok(_) => Ok(false),
+        Err(first) => tokenize(http, url, model, "probe", true)
+            .await
+            .map(|_| true)
+            .map_err(|second| format!("{first}; {second}")),
+    }
+}
+
+async fn tokenize(
+    http: &reqwest::Client,
+    url: &str,
+    model: &str,
+    text: &str,
+    vllm: bool,
+) -> Result<u32, String> {
+    let body = if vllm {
+        json!({ "model": model, "prompt": text, "add_special_tokens": false })
+    } else {
+        json!({ "content": text, "add_special": false })
+    };
+    let response = http
+        .post(url)
+        .json(&body)
+        .timeout(TOKENIZE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {}", crate::core::error::chain(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("POST {url}: HTTP {}", status.as_u16()));
+    }
+    let value: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("POST {url}: unreadable answer ({e})"))?;
+    value["count"]
+        .as_u64()
+        .or_else(|| value["tokens"].as_array().map(|t| t.len() as u64))
+        .map(|n| n as u32)
+        .ok_or_else(|| format!("POST {url}: no `tokens` in the answer"))
+}
+
+/// A count that real tokenizers rarely exceed: a token per digit, symbol and non-Latin
+/// character (SentencePiece models split digits one by one), and one per three letters.
+pub fn estimate(text: &str) -> u32 {
+    let (mut singles, mut letters) = (0u32, 0u32);
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            letters += 1;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else if c.is_ascii() || !c.is_alphabetic() {
+            singles += 1;
+        } else {
+            // Accented Latin letters merge with their word; other scripts often do not.
+            singles += if (c as u32) < 0x250 { 0 } else { 1 };
+            letters += u32::from((c as u32) < 0x250);
+        }
+    }
+    singles + letters.div_ceil(3)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_real_tokens_not_characters() {
+    #[tokio::test]
+    async fn counts_real_tokens_not_characters() {
         let c = TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
-        assert_eq!(c.count("hello world"), 2);
-        // Characters/4 would say 11 here.
-        assert!(c.count(&"tokenization ".repeat(4)) <= 10);
-        let local = TokenCounter::for_model("llama3.1:8b", "auto").unwrap();
-        assert_eq!(local.count("hello world"), 2);
-        assert!(TokenCounter::for_model("x", "sentencepiece").is_err());
+        assert_eq!(c.count("hello world").await, 2);
+        assert!(c.count(&"tokenization ".repeat(4)).await <= 10);
+        assert!(TokenCounter::local("x", "sentencepiece").is_err());
+        assert!(
+            TokenCounter::local("llama3.1:8b", "auto")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            TokenCounter::local("x", "tiktoken:cl100k_base")
+                .unwrap()
+                .unwrap()
+                .overhead(),
+            PER_MESSAGE_OVERHEAD
+        );
+    }
+
+    #[test]
+    fn the_estimate_is_conservative_for_digits_and_words() {
+        // gemma-3 tokenizes 600 digits as 600+ tokens; tiktoken says ~200.
+        assert!(estimate(&"1234567890".repeat(60)) >= 600);
+        // 90 short English words are about 100 tokens; the estimate is above that.
+        let words = "the quick brown fox jumps over the lazy dog ".repeat(10);
+        assert!(estimate(&words) >= 110, "{}", estimate(&words));
+        assert!(estimate("日本語のテキスト") >= 8);
+    }
+
+    #[test]
+    fn tokenize_sits_beside_v1() {
+        assert_eq!(
+            tokenize_url("http://127.0.0.1:8080/v1/"),
+            "http://127.0.0.1:8080/tokenize"
+        );
+        assert_eq!(tokenize_url("http://h/api"), "http://h/api/tokenize");
     }
 }

@@ -5,28 +5,25 @@
 
 pub mod discord;
 pub mod ledger;
+pub mod openai;
 pub mod postgres;
 pub mod telegram;
 
-use std::collections::{HashMap, VecDeque};
+pub use openai::*;
+
+use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use gptbot::app::App;
 use gptbot::config::Settings;
 use gptbot::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
 };
 use gptbot::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------- redis-server
@@ -149,6 +146,40 @@ pub async fn eventually(
     }
 }
 
+/// What a one-shot run of the `gptbot` binary printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `gptbot` binary with exactly `env`, `stdin` as its input, to its end.
+pub async fn gptbot(args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .env("USER", "tester")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A process that fails at start-up may exit before reading its input.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut input, stdin.as_bytes()).await;
+    drop(input);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("gptbot did not finish")
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// `gptbot run` as a process with exactly `env`, its log (stderr) written to `log`.
 pub fn spawn_gptbot_run(
     env: &HashMap<String, String>,
@@ -190,394 +221,6 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-
-// ---------------------------------------------------------------- fake OpenAI
-
-/// What the fake answers to the next request.
-#[derive(Debug, Clone)]
-pub enum Behavior {
-    /// Stream these text pieces, `delay` apart, then usage (if any) and `[DONE]`.
-    Stream {
-        pieces: Vec<String>,
-        delay: Duration,
-        usage: Option<(u32, u32)>,
-    },
-    /// An error status with OpenAI's error body (and `Retry-After` if given).
-    Error {
-        status: u16,
-        kind: String,
-        code: Option<String>,
-        retry_after: Option<u64>,
-    },
-    /// Accept the request and never answer.
-    Hang,
-    /// Stream these pieces, then break the connection without `[DONE]`.
-    Cut { pieces: Vec<String> },
-}
-
-impl Behavior {
-    pub fn text(pieces: &[&str], usage: (u32, u32)) -> Behavior {
-        Behavior::Stream {
-            pieces: pieces.iter().map(|s| s.to_string()).collect(),
-            delay: Duration::ZERO,
-            usage: Some(usage),
-        }
-    }
-
-    pub fn status(status: u16) -> Behavior {
-        let kind = match status {
-            429 => "rate_limit_error",
-            400 => "invalid_request_error",
-            _ => "server_error",
-        };
-        Behavior::Error {
-            status,
-            kind: kind.into(),
-            code: None,
-            retry_after: None,
-        }
-    }
-}
-
-#[derive(Default)]
-struct FakeOpenAiState {
-    script: VecDeque<Behavior>,
-    /// Delay between pieces of the default echo answer.
-    echo_delay: Duration,
-    requests: Vec<Value>,
-    /// When each request arrived.
-    arrivals: Vec<Instant>,
-    headers: Vec<HashMap<String, String>>,
-    /// Answers as a model under load would (see [`FakeOpenAi::set_load_model`]).
-    load: Option<LoadModel>,
-    /// When the last token of the answer to each user text was sent.
-    last_token_at: HashMap<String, Instant>,
-}
-
-/// A model that answers `tokens` tokens: the first after `first`, then one per `per_token`.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadModel {
-    pub first: Duration,
-    pub tokens: usize,
-    pub per_token: Duration,
-}
-
-/// An OpenAI-compatible server on 127.0.0.1. With nothing scripted it streams
-/// `Echo: <last user message>` word by word, with usage counted by tiktoken.
-#[derive(Clone)]
-pub struct FakeOpenAi {
-    state: Arc<Mutex<FakeOpenAiState>>,
-    pub port: u16,
-}
-
-impl FakeOpenAi {
-    pub async fn start() -> FakeOpenAi {
-        let state = Arc::new(Mutex::new(FakeOpenAiState::default()));
-        let app = axum::Router::new()
-            .route("/v1/chat/completions", axum::routing::post(completions))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        FakeOpenAi { state, port }
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-
-    /// Queues answers for the next requests, in order.
-    pub fn script(&self, behaviors: impl IntoIterator<Item = Behavior>) {
-        self.state.lock().unwrap().script.extend(behaviors);
-    }
-
-    /// Slows the default echo answer down (the delay is between its pieces).
-    pub fn set_echo_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().echo_delay = delay;
-    }
-
-    /// From now on, unscripted requests are answered by `model`: the answer is the user's
-    /// text followed by `tokens - 1` filler tokens, and the time of its last token is
-    /// kept (see [`FakeOpenAi::last_token_at`]).
-    pub fn set_load_model(&self, model: LoadModel) {
-        self.state.lock().unwrap().load = Some(model);
-    }
-
-    /// When the last token of the answer to `user_text` left the fake.
-    pub fn last_token_at(&self, user_text: &str) -> Option<Instant> {
-        self.state
-            .lock()
-            .unwrap()
-            .last_token_at
-            .get(user_text)
-            .copied()
-    }
-
-    /// The answer the load model gives to `user_text`.
-    pub fn load_answer(user_text: &str, tokens: usize) -> String {
-        let mut answer = user_text.to_string();
-        for _ in 1..tokens {
-            answer.push_str(" tok");
-        }
-        answer
-    }
-
-    pub fn requests(&self) -> Vec<Value> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    pub fn request_headers(&self) -> Vec<HashMap<String, String>> {
-        self.state.lock().unwrap().headers.clone()
-    }
-
-    /// When each request arrived, in order.
-    pub fn arrivals(&self) -> Vec<Instant> {
-        self.state.lock().unwrap().arrivals.clone()
-    }
-
-    pub fn request_count(&self) -> usize {
-        self.state.lock().unwrap().requests.len()
-    }
-}
-
-fn sse(value: &Value) -> String {
-    format!("data: {value}\n\n")
-}
-
-fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
-    json!({
-        "id": "chatcmpl-fake123",
-        "object": "chat.completion.chunk",
-        "created": 1_764_000_000u32,
-        "model": model,
-        "system_fingerprint": "fp_fake",
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        "usage": null
-    })
-}
-
-async fn completions(
-    State(state): State<Arc<Mutex<FakeOpenAiState>>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let (behavior, echo_delay, load) = {
-        let mut s = state.lock().unwrap();
-        s.requests.push(body.clone());
-        s.arrivals.push(Instant::now());
-        s.headers.push(
-            headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect(),
-        );
-        (s.script.pop_front(), s.echo_delay, s.load)
-    };
-    let model = body["model"].as_str().unwrap_or("fake").to_string();
-    if let (None, Some(load)) = (&behavior, load) {
-        return load_answer(state, &body, &model, load);
-    }
-    let behavior = behavior.unwrap_or_else(|| {
-        let messages = body["messages"].as_array().cloned().unwrap_or_default();
-        let last = messages
-            .last()
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-            .to_string();
-        let mut pieces = vec!["Echo:".to_string()];
-        pieces.extend(last.split(' ').map(|w| format!(" {w}")));
-        // Usage as a real server reports it: the prompt and the answer tokenized.
-        let counter = gptbot::llm::tokens::TokenCounter::for_model(&model, "auto").unwrap();
-        let prompt: u32 = messages
-            .iter()
-            .map(|m| counter.message(m["content"].as_str().unwrap_or("")))
-            .sum::<u32>()
-            + gptbot::llm::tokens::REPLY_PRIMING;
-        let completion = counter.count(&pieces.concat());
-        Behavior::Stream {
-            pieces,
-            delay: echo_delay,
-            usage: Some((prompt, completion)),
-        }
-    });
-    let streaming = body["stream"].as_bool().unwrap_or(false);
-    match behavior {
-        Behavior::Error {
-            status,
-            kind,
-            code,
-            retry_after,
-        } => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap(),
-                Json(json!({"error": {
-                    "message": format!("fake {status}"),
-                    "type": kind,
-                    "param": null,
-                    "code": code,
-                }})),
-            )
-                .into_response();
-            if let Some(secs) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
-            }
-            response
-        }
-        Behavior::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::GATEWAY_TIMEOUT.into_response()
-        }
-        Behavior::Stream { pieces, usage, .. } if !streaming => {
-            let (p, c) = usage.unwrap_or((0, 0));
-            Json(json!({
-                "id": "chatcmpl-fake123",
-                "object": "chat.completion",
-                "created": 1_764_000_000u32,
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": pieces.concat()},
-                             "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-            }))
-            .into_response()
-        }
-        Behavior::Stream {
-            pieces,
-            delay,
-            usage,
-        } => {
-            let include_usage = body["stream_options"]["include_usage"]
-                .as_bool()
-                .unwrap_or(false);
-            let mut events = opening_events(&model, &pieces, delay);
-            events.push((
-                Duration::ZERO,
-                Ok(sse(&chunk(&model, json!({}), Some("stop")))),
-            ));
-            if let (true, Some((p, c))) = (include_usage, usage) {
-                events.push((
-                    Duration::ZERO,
-                    Ok(sse(&json!({
-                        "id": "chatcmpl-fake123",
-                        "object": "chat.completion.chunk",
-                        "created": 1_764_000_000u32,
-                        "model": model,
-                        "system_fingerprint": "fp_fake",
-                        "choices": [],
-                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-                    }))),
-                ));
-            }
-            events.push((Duration::ZERO, Ok("data: [DONE]\n\n".to_string())));
-            sse_response(events)
-        }
-        Behavior::Cut { pieces } => {
-            let mut events = opening_events(&model, &pieces, Duration::from_millis(5));
-            events.push((
-                Duration::from_millis(5),
-                Err(std::io::Error::other("connection cut by the fake")),
-            ));
-            sse_response(events)
-        }
-    }
-}
-
-/// The load model's streamed answer; the time of its last token is kept.
-fn load_answer(
-    state: Arc<Mutex<FakeOpenAiState>>,
-    body: &Value,
-    model: &str,
-    load: LoadModel,
-) -> Response {
-    let last = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string();
-    let answer = FakeOpenAi::load_answer(&last, load.tokens);
-    let pieces: Vec<String> = answer.split_inclusive(' ').map(str::to_string).collect();
-    let count = pieces.len();
-    let model = model.to_string();
-    let head = futures::stream::iter([Ok::<_, std::io::Error>(sse(&chunk(
-        &model,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    )))]);
-    let chunk_model = model.clone();
-    let body = futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| {
-        let state = state.clone();
-        let last = last.clone();
-        let model = chunk_model.clone();
-        async move {
-            tokio::time::sleep(if i == 0 { load.first } else { load.per_token }).await;
-            if i + 1 == count {
-                state
-                    .lock()
-                    .unwrap()
-                    .last_token_at
-                    .insert(last, Instant::now());
-            }
-            Ok(sse(&chunk(&model, json!({"content": piece}), None)))
-        }
-    });
-    let tail = futures::stream::iter([
-        Ok(sse(&chunk(&model, json!({}), Some("stop")))),
-        Ok(sse(&json!({
-            "id": "chatcmpl-fake123", "object": "chat.completion.chunk",
-            "created": 1_764_000_000u32, "model": model, "choices": [],
-            "usage": {"prompt_tokens": 50, "completion_tokens": count, "total_tokens": 50 + count}
-        }))),
-        Ok("data: [DONE]\n\n".to_string()),
-    ]);
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(head.chain(body).chain(tail)))
-        .unwrap()
-}
-
-type Event = (Duration, Result<String, std::io::Error>);
-
-/// The role chunk, then one chunk per piece, `delay` apart.
-fn opening_events(model: &str, pieces: &[String], delay: Duration) -> Vec<Event> {
-    let mut events: Vec<Event> = vec![(
-        Duration::ZERO,
-        Ok(sse(&chunk(
-            model,
-            json!({"role": "assistant", "content": ""}),
-            None,
-        ))),
-    )];
-    for piece in pieces {
-        events.push((
-            delay,
-            Ok(sse(&chunk(model, json!({"content": piece}), None))),
-        ));
-    }
-    events
-}
-
-fn sse_response(events: Vec<Event>) -> Response {
-    let stream = futures::stream::iter(events).then(|(delay, item)| async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        item
-    });
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .unwrap()
-}
-
-use futures::StreamExt;
 
 // ---------------------------------------------------------------- recording adapter
 
@@ -830,12 +473,17 @@ pub fn test_env(
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    spawn_app_on(FakeOpenAi::start().await, options).await
+}
+
+/// The app against a fake model server set up beforehand (the tokenizer is chosen at
+/// start-up by probing it).
+pub async fn spawn_app_on(openai: FakeOpenAi, options: Options) -> TestApp {
     // Logs show up with a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("gptbot=debug")
         .with_test_writer()
         .try_init();
-    let openai = FakeOpenAi::start().await;
     let redis = options.redis.then(RedisServer::start);
     let dir = tempfile::tempdir().unwrap();
     let env = test_env(&openai, redis.as_ref(), &dir, &options.env);

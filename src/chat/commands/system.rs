@@ -26,7 +26,7 @@ impl Conversation {
             }
             SystemArg::Set(prompt) => {
                 let limit = self.settings.context_tokens / MAX_SYSTEM_PROMPT_SHARE;
-                let tokens = self.counter.count(&prompt);
+                let tokens = self.counter.count(&prompt).await;
                 if tokens > limit {
                     return Err(Failure::Refused(format!(
                         "That system prompt is too long ({tokens} tokens; at most {limit}). Please shorten it."

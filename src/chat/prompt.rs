@@ -1,0 +1,146 @@
+//! Before the model is called: the session loaded and counted, the prompt fitted to the
+//! context window, the tokens reserved — and, when the server says a prompt did not fit
+//! after all, the shorter prompt to retry with. Every refusal here costs the user nothing.
+
+use super::Conversation;
+use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
+use super::notices::{self, say};
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::event::{SessionKey, UserId};
+use crate::core::model::Overflow;
+use crate::core::session::Session;
+use crate::quota::{QuotaError, Reservation};
+
+/// A session with the counts of what every prompt of this turn is made of.
+pub(super) struct Loaded {
+    session: Session,
+    system_tokens: u32,
+    pub(super) user_tokens: u32,
+    overhead: u32,
+}
+
+impl Conversation {
+    /// Loads the session and counts the system prompt and the new message with the
+    /// model's tokenizer.
+    pub(super) async fn load(&self, key: &SessionKey, text: &str) -> Result<Loaded, Refused> {
+        let session = self.sessions.load(key).await.map_err(Refused::Store)?;
+        let system_tokens = self.counter.count(self.system_of(&session)).await;
+        let user_tokens = self.counter.count(text).await;
+        Ok(Loaded {
+            session,
+            system_tokens,
+            user_tokens,
+            overhead: self.counter.overhead(),
+        })
+    }
+
+    fn system_of<'a>(&'a self, session: &'a Session) -> &'a str {
+        session
+            .system_prompt
+            .as_deref()
+            .unwrap_or(&self.settings.default_system_prompt)
+    }
+
+    pub(super) fn fitting<'a>(&'a self, loaded: &'a Loaded, text: &'a str) -> Fitting<'a> {
+        Fitting {
+            system: self.system_of(&loaded.session),
+            system_tokens: loaded.system_tokens,
+            history: &loaded.session.turns,
+            user: text,
+            user_tokens: loaded.user_tokens,
+            overhead: loaded.overhead,
+            max_tokens: self.settings.max_tokens,
+        }
+    }
+
+    /// The session's history and system prompt, fitted to the context window.
+    pub(super) fn prompt_for(&self, loaded: &Loaded, text: &str) -> Result<Prompt, Refused> {
+        let prompt = build_prompt(&self.fitting(loaded, text), self.settings.context_tokens)
+            .map_err(|too_long| Refused::Say(too_long_sentence(&too_long)))?;
+        if prompt.dropped > 0 {
+            tracing::debug!(
+                dropped = prompt.dropped,
+                "older turns left out to fit the context window"
+            );
+        }
+        Ok(prompt)
+    }
+
+    /// After the server refused `sent` as too long: a shorter prompt, or the sentence
+    /// that tells the user their message alone is too long.
+    pub(super) fn shorter_prompt(
+        &self,
+        loaded: &Loaded,
+        text: &str,
+        sent: &Prompt,
+        overflow: &Overflow,
+    ) -> Result<Prompt, String> {
+        match refit(&self.fitting(loaded, text), sent, overflow) {
+            Ok(prompt) => {
+                tracing::info!(
+                    detail = %overflow.detail,
+                    sent = sent.kept,
+                    kept = prompt.kept,
+                    "the model server's context was exceeded; retrying with a shorter history"
+                );
+                Ok(prompt)
+            }
+            Err(too_long) => Err(too_long_sentence(&too_long)),
+        }
+    }
+
+    /// Holds the prompt (with the tokenizer's margin) plus the longest possible answer
+    /// before the model is called.
+    pub(super) async fn reserve(
+        &self,
+        user: &UserId,
+        prompt: &Prompt,
+    ) -> Result<Reservation, Refused> {
+        let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
+        let needed = i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens);
+        self.quota.reserve(user, needed).await.map_err(|e| match e {
+            QuotaError::Limit(sentence) => Refused::Say(sentence.into()),
+            QuotaError::Exhausted { remaining, needed } => Refused::Say(format!(
+                "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
+            )),
+            e => Refused::Quota(e),
+        })
+    }
+}
+
+fn too_long_sentence(too_long: &TooLong) -> String {
+    format!(
+        "Your message is too long for this model (about {} tokens with room for the answer; the limit is {}). Please shorten it.",
+        too_long.needed, too_long.limit
+    )
+}
+
+/// A turn refused before the model was called.
+pub(super) enum Refused {
+    Say(String),
+    Store(crate::core::session::SessionError),
+    Quota(QuotaError),
+}
+
+impl Refused {
+    pub(super) async fn tell(
+        self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+    ) -> super::Outcome {
+        match self {
+            Refused::Say(text) => {
+                say(adapter, target, &text).await;
+                super::Outcome::Refused
+            }
+            Refused::Store(e) => {
+                notices::store_failure(adapter, target, &e).await;
+                super::Outcome::Failed
+            }
+            Refused::Quota(e) => {
+                notices::quota_failure(adapter, target, &e).await;
+                super::Outcome::Failed
+            }
+        }
+    }
+}
