@@ -35,6 +35,9 @@ async fn ledger_of(env: &HashMap<String, String>) -> QuotaService {
 async fn sigterm_mid_answer_finishes_within_the_grace_then_stops_the_rest_and_settles() {
     let tg = FakeTelegram::start().await;
     let dc = FakeDiscord::start().await;
+    // The platforms' limits apply: the stop notice must get through them too.
+    tg.enforce_flood_limits();
+    dc.enforce_rate_limits();
     let openai = FakeOpenAi::start().await;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +134,7 @@ async fn a_replica_killed_mid_answer_has_its_hold_swept_by_the_other_after_the_l
     let redis = RedisServer::start();
     let openai = FakeOpenAi::start().await;
     let tg = FakeTelegram::start().await;
+    tg.enforce_flood_limits();
     let dir = tempfile::tempdir().unwrap();
     let database = pg.database("gptbot").await;
     let replica = |port: u16| {
