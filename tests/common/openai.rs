@@ -391,16 +391,8 @@ async fn completions(
             else {
                 unreachable!()
             };
-            return (
-                StatusCode::from_u16(status).unwrap(),
-                [("content-type", "application/json")],
-                body,
-            )
-                .into_response();
+            return raw_response(status, "application/json", body, None);
         }
-    }
-    if let (None, Some(load)) = (&behavior, load) {
-        return load_answer(state, &body, &model, load);
     }
     let behavior = behavior.unwrap_or_else(|| {
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
@@ -429,42 +421,20 @@ async fn completions(
             code,
             retry_after,
         } => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap(),
-                Json(json!({"error": {
-                    "message": format!("fake {status}"),
-                    "type": kind,
-                    "param": null,
-                    "code": code,
-                }})),
-            )
-                .into_response();
-            if let Some(secs) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
-            }
-            response
+            let body = json!({"error": {
+                "message": format!("fake {status}"),
+                "type": kind,
+                "param": null,
+                "code": code,
+            }});
+            raw_response(status, "application/json", body.to_string(), retry_after)
         }
         Behavior::Raw {
             status,
             content_type,
             body,
             retry_after,
-        } => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap(),
-                [("content-type", content_type)],
-                body,
-            )
-                .into_response();
-            if let Some(secs) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", secs.to_string().parse().unwrap());
-            }
-            response
-        }
+        } => raw_response(status, content_type, body, retry_after),
         Behavior::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
@@ -521,6 +491,26 @@ async fn completions(
             sse_response(events)
         }
     }
+}
+
+fn raw_response(
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    retry_after: Option<u64>,
+) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).unwrap(),
+        [("content-type", content_type)],
+        body,
+    )
+        .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    response
 }
 
 async fn models(State(state): State<Arc<Mutex<FakeOpenAiState>>>) -> Json<Value> {
