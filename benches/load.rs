@@ -113,6 +113,11 @@ async fn run_shape(shape: &Shape) {
         ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "0".to_string()),
         ("GPTBOT__QUOTA__DEFAULT_TOKENS", "100000000".to_string()),
         ("GPTBOT__MODEL__MAX_TOKENS", "200".to_string()),
+        ("GPTBOT__HTTP__LISTEN", "127.0.0.1:0".to_string()),
+        (
+            "GPTBOT__MODEL__TOKENIZER",
+            std::env::var("BENCH_TOKENIZER").unwrap_or_else(|_| "auto".into()),
+        ),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
         (
             "GPTBOT_RUNTIME",

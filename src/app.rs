@@ -17,6 +17,8 @@ use crate::core::session::{SessionError, SessionStore};
 use crate::db::{Db, DbError};
 use crate::llm::openai::OpenAiClient;
 use crate::llm::tokens::TokenCounter;
+use crate::ops::Readiness;
+use crate::ops::readiness::{DatabaseProbe, SessionsProbe};
 use crate::platform::discord::{DiscordError, DiscordHandle};
 use crate::platform::telegram::{TelegramError, TelegramHandle};
 use crate::quota::{QuotaError, QuotaPlan, QuotaService};
@@ -52,6 +54,8 @@ pub enum AppError {
     Terminal(#[source] std::io::Error),
     #[error("a platform task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("not healthy: {0}")]
+    Unhealthy(String),
 }
 
 impl AppError {
@@ -76,11 +80,27 @@ pub struct App {
     pub quota: QuotaService,
     pub sessions: Arc<dyn SessionStore>,
     pub conversation: Arc<Conversation>,
+    /// What `/readyz` checks: the database and the session store from the start, each
+    /// platform once it is connected.
+    pub readiness: Arc<Readiness>,
 }
 
 /// Installs the one TLS crypto provider every HTTP client here uses. Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A newcomer's first run: OpenAI's URL with no key would fail at the first message with
+/// "unavailable"; say now what is missing and how to use a local server instead.
+fn check_first_run(settings: &Settings) -> Result<(), ConfigError> {
+    let openai = settings.openai.base_url.host_str() == Some("api.openai.com");
+    if openai && settings.openai.api_key.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "openai.api_key",
+            message: "no API key for https://api.openai.com/v1. Set OPENAI_API_KEY, or point OPENAI_BASE_URL at a local OpenAI-compatible server instead (llama.cpp: http://127.0.0.1:8080/v1, Ollama: http://127.0.0.1:11434/v1; no key needed)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Opens the quota database and applies the migrations.
@@ -113,6 +133,9 @@ pub fn quota_service(db: &Db, settings: &Settings) -> QuotaService {
 impl App {
     pub async fn build(settings: Settings) -> Result<App, AppError> {
         install_crypto_provider();
+        check_first_run(&settings)?;
+        // Recorded from the start, served by the operations listener.
+        crate::ops::metrics::install();
         let db = open_db(&settings).await?;
         let quota = quota_service(&db, &settings);
         let access = Arc::new(AccessService::new(db.clone(), &settings.access));
@@ -120,13 +143,14 @@ impl App {
             ttl: settings.session.ttl,
             max_history: settings.session.max_history,
         };
-        let sessions: Arc<dyn SessionStore> = match &settings.redis.url {
+        let store: Arc<dyn SessionStore> = match &settings.redis.url {
             Some(url) => Arc::new(
                 RedisStore::connect(url.expose_secret(), &settings.redis.key_prefix, options)
                     .await?,
             ),
             None => Arc::new(MemoryStore::new(options)),
         };
+        let sessions: Arc<dyn SessionStore> = Arc::new(crate::session::timed::Timed(store));
         let http = crate::llm::openai::http_client(&settings)?;
         let model: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(&settings, http.clone())?);
         {
@@ -175,12 +199,16 @@ impl App {
             base_url = %crate::config::redact_url_str(settings.openai.base_url.as_str()),
             "gptbot core ready"
         );
+        let readiness = Arc::new(Readiness::default());
+        readiness.add(Arc::new(DatabaseProbe(db.clone())));
+        readiness.add(Arc::new(SessionsProbe(sessions.clone())));
         Ok(App {
             settings,
             db,
             quota,
             sessions,
             conversation,
+            readiness,
         })
     }
 
@@ -224,9 +252,24 @@ impl App {
             let _ = outer.wait_for(|stop| *stop).await;
             let _ = relay.send(true);
         });
+        // Not ready until every platform is connected.
+        let started = Arc::new(Started::default());
+        self.readiness.add(started.clone());
+        let ops_addr = match self.settings.http.listen {
+            Some(addr) => Some(
+                crate::ops::serve(addr, self.readiness.clone(), inner.clone())
+                    .await
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "http.listen",
+                        message: format!("cannot listen on {addr}: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
         let mut running = Running {
             telegram: None,
             discord: None,
+            ops_addr,
             stop,
             drained,
         };
@@ -238,6 +281,7 @@ impl App {
             )
             .await?;
             tracing::info!(username = %handle.username, "serving Telegram");
+            self.readiness.add(handle.probe.clone());
             running.telegram = Some(handle);
         }
         if discord {
@@ -255,10 +299,31 @@ impl App {
                 }
             };
             tracing::info!(username = %handle.username, "serving Discord");
+            self.readiness.add(handle.probe.clone());
             running.discord = Some(handle);
         }
+        started.0.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!("gptbot is running; Ctrl-C to stop");
         Ok(running)
+    }
+}
+
+/// Readiness until start-up has connected every platform.
+#[derive(Default)]
+struct Started(std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl crate::core::health::Probe for Started {
+    fn name(&self) -> &'static str {
+        "startup"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if self.0.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err("connecting the platforms".into())
+        }
     }
 }
 
@@ -266,6 +331,8 @@ impl App {
 pub struct Running {
     pub telegram: Option<TelegramHandle>,
     pub discord: Option<DiscordHandle>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (`http.listen`).
+    pub ops_addr: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     /// Ends when the answers in progress at shutdown have finished or were stopped.
     drained: tokio::task::JoinHandle<()>,

@@ -65,6 +65,13 @@ pub enum CliCommand {
     },
     /// Users, tokens used today and in total, requests and errors.
     Stats,
+    /// Ask the running bot's operations listener (`http.listen`) whether it is alive: exit
+    /// 0 if so, 1 otherwise (for container and service health checks).
+    Health {
+        /// Ask `/readyz` instead: the database, Redis and the platforms answer.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Telegram tools for operators.
     Telegram {
         #[command(subcommand)]
@@ -170,6 +177,8 @@ pub fn main() -> ExitCode {
         CliCommand::Chat { .. } => "error,async_openai=off",
         _ => "warn",
     };
+    // Every HTTP client of any command uses it (reqwest panics without one).
+    crate::app::install_crypto_provider();
     if let Err(e) = crate::telemetry::init(format, level, file) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -205,9 +214,15 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             print!("{}", settings.redacted_toml());
             eprintln!("configuration OK");
             if probe {
-                crate::app::install_crypto_provider();
                 crate::llm::probe::report(&settings).await?;
             }
+            Ok(())
+        }
+        CliCommand::Health { ready } => {
+            let answer = crate::ops::server::ask(settings.http.listen, ready)
+                .await
+                .map_err(AppError::Unhealthy)?;
+            println!("{answer}");
             Ok(())
         }
         CliCommand::Stats => {

@@ -82,6 +82,14 @@ impl Db {
         .map_err(DbError::Migrate)
     }
 
+    /// Whether the database answers now (readiness).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Db::Postgres(_))
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod db;
 pub mod llm;
+pub mod ops;
 pub mod platform;
 pub mod quota;
 pub mod session;

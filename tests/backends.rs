@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::ledger::assert_books;
 use common::{Behavior, Options, RecordingAdapter, dm, gptbot, shapes, spawn_app_with, test_env};
-use gptbot::chat::Outcome;
+use gptbot::chat::{Outcome, Refusal};
 use gptbot::core::event::{Platform, UserId};
 
 fn adapter() -> RecordingAdapter {
@@ -90,7 +90,7 @@ async fn each_servers_error_shape_gets_the_right_sentence() {
         let started = std::time::Instant::now();
         let outcome = t.send(&a, &dm(name, "hello")).await;
         assert!(
-            matches!(outcome, Outcome::Failed | Outcome::Refused),
+            matches!(outcome, Outcome::Failed | Outcome::Refused(_)),
             "{name}: {outcome:?}"
         );
         let said = a.last_message();
@@ -198,7 +198,10 @@ async fn a_local_model_with_a_smaller_context_never_fails_a_conversation() {
     }
     // A message that alone is longer than the server's context.
     let huge = "1234567890".repeat(60);
-    assert_eq!(t.send(&a, &dm("1", &huge)).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("1", &huge)).await,
+        Outcome::Refused(Refusal::TooLong)
+    );
     let said = a.last_message();
     assert!(
         said.contains("too long for this model") && said.contains("the limit is 300"),

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gptbot::chat::Outcome;
+use gptbot::chat::{Outcome, Refusal};
 use gptbot::core::adapter::Stage;
 use gptbot::core::event::{Content, Platform, UserId};
 use gptbot::session::Role;
@@ -267,7 +267,10 @@ async fn without_server_usage_tokens_are_counted_locally() {
 async fn exhausted_quota_refuses_before_calling_the_model() {
     let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 50)).await;
     let a = adapter();
-    assert_eq!(t.send(&a, &dm("1", "hello")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("1", "hello")).await,
+        Outcome::Refused(Refusal::Quota)
+    );
     let reply = a.last_message();
     assert!(
         reply.starts_with("Quota exhausted: 50 tokens left"),
@@ -477,7 +480,7 @@ async fn a_message_too_long_for_the_window_is_refused_without_charge() {
     let a = adapter();
     assert_eq!(
         t.send(&a, &dm("1", &"lorem ipsum ".repeat(300))).await,
-        Outcome::Refused
+        Outcome::Refused(Refusal::TooLong)
     );
     assert!(a.last_message().contains("too long for this model"));
     assert_eq!(t.openai.request_count(), 0);
@@ -689,13 +692,19 @@ async fn allowlist_mode_refuses_strangers_without_charging_them() {
     )
     .await;
     let a = adapter();
-    assert_eq!(t.send(&a, &dm("3", "let me in")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("3", "let me in")).await,
+        Outcome::Refused(Refusal::Access)
+    );
     assert!(
         a.last_message().contains("this bot is private"),
         "{}",
         a.last_message()
     );
-    assert_eq!(t.send(&a, &dm("3", "/quota")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("3", "/quota")).await,
+        Outcome::Refused(Refusal::Access)
+    );
     assert_eq!(t.openai.request_count(), 0);
     // Never charged: not even an account was opened for the stranger.
     let (accounts,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM quota_accounts")
@@ -720,7 +729,7 @@ async fn allowlist_mode_refuses_strangers_without_charging_them() {
     assert_eq!(
         t.send(&a, &group("-100888", "4", "other group", true))
             .await,
-        Outcome::Refused
+        Outcome::Refused(Refusal::Access)
     );
 
     // An admin lets the stranger in, then shuts them out again.
@@ -732,7 +741,10 @@ async fn allowlist_mode_refuses_strangers_without_charging_them() {
     ));
     t.send(&a, &dm("1", "/deny telegram:3")).await;
     assert!(a.last_message().starts_with("Denied telegram:3"));
-    assert_eq!(t.send(&a, &dm("3", "still?")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("3", "still?")).await,
+        Outcome::Refused(Refusal::Access)
+    );
     // A whole group can be allowed from inside it.
     t.send(&a, &group("-100888", "1", "/allow chat", true))
         .await;
@@ -752,14 +764,17 @@ async fn admin_commands_work_for_admins_and_are_refused_to_others() {
     // A non-admin is refused and nothing changes.
     assert_eq!(
         t.send(&a, &dm("2", "/grant 2 1000000")).await,
-        Outcome::Refused
+        Outcome::Refused(Refusal::Command)
     );
     assert!(a.last_message().starts_with("Not allowed"));
     assert_eq!(
         t.app.quota.balance(&user("2")).await.unwrap().remaining,
         20000
     );
-    assert_eq!(t.send(&a, &dm("2", "/stats")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("2", "/stats")).await,
+        Outcome::Refused(Refusal::Command)
+    );
 
     t.send(&a, &dm("1", "/grant 2 500")).await;
     assert_eq!(
@@ -778,7 +793,10 @@ async fn admin_commands_work_for_admins_and_are_refused_to_others() {
     assert!(usage.contains("today"), "{usage}");
     t.send(&a, &dm("1", "/setquota 2 0")).await;
     assert_eq!(a.last_message(), "telegram:2 now has 0 tokens left.");
-    assert_eq!(t.send(&a, &dm("2", "and now?")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("2", "and now?")).await,
+        Outcome::Refused(Refusal::Quota)
+    );
     t.send(&a, &dm("1", "/grant 2 -5")).await;
     assert!(
         a.last_message().starts_with("Could not do that"),
@@ -833,7 +851,7 @@ async fn one_answer_in_flight_per_user_and_cancel_charges_only_what_was_used() {
     ));
     assert_eq!(
         t.send(&a, &dm("1", "second question")).await,
-        Outcome::Refused
+        Outcome::Refused(Refusal::Busy)
     );
     assert!(a.last_message().contains("Still answering"));
     t.send(&a, &dm("1", "/cancel")).await;
@@ -879,7 +897,10 @@ async fn the_per_user_rate_limit_refuses_before_the_model_is_called() {
         t.send(&a, &dm("1", "two")).await,
         Outcome::Answered { .. }
     ));
-    assert_eq!(t.send(&a, &dm("1", "three")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("1", "three")).await,
+        Outcome::Refused(Refusal::RateLimited)
+    );
     assert!(
         a.last_message().contains("2 per minute"),
         "{}",
@@ -947,7 +968,10 @@ async fn fifty_concurrent_messages_admit_exactly_one_and_never_overspend() {
         .iter()
         .filter(|o| matches!(o, Outcome::Answered { .. }))
         .count();
-    let refused = outcomes.iter().filter(|o| **o == Outcome::Refused).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Refused(Refusal::Busy))
+        .count();
     assert_eq!((answered, refused), (1, 49), "{outcomes:?}");
     let notices = a
         .messages()

@@ -210,12 +210,8 @@ async fn a_dm_conversation_keeps_its_history_per_discord_user() {
             .calls_matching("POST", &format!("/channels/{DM}/typing"))
             .is_empty()
     );
-    let balance =
-        b.t.app
-            .quota
-            .balance(&UserId::new(Platform::Discord, "4000000000000000001"))
-            .await
-            .unwrap();
+    let user = UserId::new(Platform::Discord, "4000000000000000001");
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 2).await;
     assert_eq!(balance.requests, 2);
 }
 

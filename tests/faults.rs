@@ -456,7 +456,7 @@ async fn a_one_megabyte_message_is_refused_without_charge() {
     assert!(huge.len() > 800_000);
     assert_eq!(
         t.send(&a, &dm("1", &huge)).await,
-        gptbot::chat::Outcome::Refused
+        gptbot::chat::Outcome::Refused(gptbot::chat::Refusal::TooLong)
     );
     assert!(
         a.last_message().contains("too long for this model"),

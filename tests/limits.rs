@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::ledger::assert_books;
 use common::*;
-use gptbot::chat::Outcome;
+use gptbot::chat::{Outcome, Refusal};
 use gptbot::core::event::{Platform, UserId};
 use gptbot::quota::{BUDGET_SPENT, NEW_ACCOUNTS_CLOSED};
 
@@ -41,7 +41,10 @@ async fn new_accounts_per_day_caps_newcomers_with_one_sentence() {
     }
     assert_eq!(admitted, 100);
     // A refused newcomer's message calls no model.
-    assert_eq!(t.send(&a, &dm("500", "hello")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("500", "hello")).await,
+        Outcome::Refused(Refusal::Quota)
+    );
     assert_eq!(a.last_message(), NEW_ACCOUNTS_CLOSED);
     // Someone admitted earlier still gets answers.
     assert!(matches!(
@@ -72,7 +75,10 @@ async fn the_daily_token_budget_stops_everyone_once_spent() {
     };
     assert!(charged >= 10, "the first answer should spend the budget");
     for who in ["1", "2"] {
-        assert_eq!(t.send(&a, &dm(who, "more")).await, Outcome::Refused);
+        assert_eq!(
+            t.send(&a, &dm(who, "more")).await,
+            Outcome::Refused(Refusal::Quota)
+        );
         assert_eq!(a.last_message(), BUDGET_SPENT);
     }
     assert_eq!(t.openai.request_count(), 1);
@@ -94,14 +100,20 @@ async fn commands_are_rate_limited_with_one_notice_then_silence() {
     for _ in 0..3 {
         assert_eq!(t.send(&a, &dm("1", "/help")).await, Outcome::Replied);
     }
-    assert_eq!(t.send(&a, &dm("1", "/help")).await, Outcome::Refused);
+    assert_eq!(
+        t.send(&a, &dm("1", "/help")).await,
+        Outcome::Refused(Refusal::RateLimited)
+    );
     assert!(
         a.last_message()
             .contains("faster than this bot allows (3 per minute)")
     );
     let said = a.messages().len();
     for _ in 0..5 {
-        assert_eq!(t.send(&a, &dm("1", "/quota")).await, Outcome::Refused);
+        assert_eq!(
+            t.send(&a, &dm("1", "/quota")).await,
+            Outcome::Refused(Refusal::RateLimited)
+        );
     }
     assert_eq!(a.messages().len(), said, "more than one notice");
     assert_eq!(t.send(&a, &dm("1", "/cancel")).await, Outcome::Replied);

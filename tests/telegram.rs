@@ -110,14 +110,8 @@ async fn a_private_conversation_streams_with_typing_and_keeps_history() {
     // Quota and history are keyed by the Telegram user. The final text is delivered
     // while the books are written, so the second settle may land just after it.
     let user = UserId::new(Platform::Telegram, "42");
-    let mut balance = b.t.app.quota.balance(&user).await.unwrap();
-    for _ in 0..250 {
-        if balance.requests == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        balance = b.t.app.quota.balance(&user).await.unwrap();
-    }
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 2).await;
+    assert_eq!(balance.requests, 2);
     assert!(balance.used > 0);
 
     // Commands work through Telegram too.

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::notices::{self, say};
-use super::{Conversation, Outcome};
+use super::{Conversation, Outcome, Refusal};
 use crate::access::Decision;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::command::Command;
@@ -40,8 +40,10 @@ impl Conversation {
             }
             span.record("latency_ms", started.elapsed().as_millis() as u64);
             span.record("outcome", tracing::field::debug(&outcome));
-            if outcome != Outcome::Ignored {
+            if let Some(label) = outcome.label() {
                 tracing::info!("message handled");
+                metrics::counter!(crate::core::metrics::MESSAGES, "platform" => event.platform.as_str(), "outcome" => label)
+                    .increment(1);
             }
             outcome
         }
@@ -80,14 +82,14 @@ impl Conversation {
         if decision == Decision::Denied {
             tracing::info!(%user, "access denied");
             say(adapter, &target, notices::PRIVATE_BOT).await;
-            return Outcome::Refused;
+            return Outcome::Refused(Refusal::Access);
         }
         match &event.content {
             Content::Text(text) => self.chat(event, adapter, &target, text).await,
             Content::Command(command) => {
                 if *command != Command::Cancel && !self.command_allowed(&user) {
                     if self.told_to_slow_down.contains_key(&user) {
-                        return Outcome::Refused;
+                        return Outcome::Refused(Refusal::RateLimited);
                     }
                     self.told_to_slow_down.insert(user.clone(), ());
                     let text = format!(
@@ -95,7 +97,7 @@ impl Conversation {
                         self.settings.commands_per_minute
                     );
                     say(adapter, &target, &text).await;
-                    return Outcome::Refused;
+                    return Outcome::Refused(Refusal::RateLimited);
                 }
                 self.command(event, adapter, &target, command.clone(), decision)
                     .await

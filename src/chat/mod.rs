@@ -13,6 +13,7 @@ pub mod commands;
 pub mod context;
 mod gate;
 mod inflight;
+mod measure;
 mod notices;
 mod prompt;
 pub mod reply;
@@ -63,12 +64,51 @@ pub enum Outcome {
     Replied,
     /// The model answered; tokens as settled.
     Answered { reserved: i64, charged: i64 },
-    /// Refused before the model was called (quota, too long, bad input).
-    Refused,
+    /// Refused before the model was called, and why.
+    Refused(Refusal),
     /// The model call failed; the reservation was refunded.
     Failed,
     /// Stopped by /cancel; only what was used was charged.
     Cancelled { reserved: i64, charged: i64 },
+}
+
+/// Why a message was refused before the model was called (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Quota exhausted, or an open-mode limit (new accounts, daily budget).
+    Quota,
+    /// Not allowed to use the bot (or the command).
+    Access,
+    /// Over `limits.per_user_per_minute` or `limits.commands_per_minute`.
+    RateLimited,
+    /// An answer for this user is still being generated.
+    Busy,
+    /// The message does not fit the model's context.
+    TooLong,
+    /// A command refused for what it asked (a bad argument, a code that does not work).
+    Command,
+    /// The process is shutting down.
+    Restarting,
+}
+
+impl Outcome {
+    /// The `outcome` label of `gptbot_messages_total`; `None` for events not for us.
+    pub fn label(&self) -> Option<&'static str> {
+        Some(match self {
+            Outcome::Ignored => return None,
+            Outcome::Replied => "command",
+            Outcome::Answered { .. } => "answered",
+            Outcome::Cancelled { .. } => "cancelled",
+            Outcome::Failed => "failed",
+            Outcome::Refused(Refusal::Quota) => "refused_quota",
+            Outcome::Refused(Refusal::Access) => "refused_access",
+            Outcome::Refused(Refusal::RateLimited) => "rate_limited",
+            Outcome::Refused(Refusal::Busy) => "busy",
+            Outcome::Refused(Refusal::TooLong) => "refused_too_long",
+            Outcome::Refused(Refusal::Command) => "refused_command",
+            Outcome::Refused(Refusal::Restarting) => "refused_restarting",
+        })
+    }
 }
 
 /// The services one conversation needs, shared by every platform of the process.

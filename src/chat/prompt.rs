@@ -2,11 +2,12 @@
 //! context window, the tokens reserved — and, when the server says a prompt did not fit
 //! after all, the shorter prompt to retry with. Every refusal here costs the user nothing.
 
-use super::Conversation;
 use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
 use super::notices::{self, say};
+use super::{Conversation, Refusal};
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::event::{SessionKey, UserId};
+use crate::core::metrics::QUOTA_DB;
 use crate::core::model::Overflow;
 use crate::core::session::Session;
 use crate::quota::{QuotaError, Reservation};
@@ -56,7 +57,7 @@ impl Conversation {
     /// The session's history and system prompt, fitted to the context window.
     pub(super) fn prompt_for(&self, loaded: &Loaded, text: &str) -> Result<Prompt, Refused> {
         let prompt = build_prompt(&self.fitting(loaded, text), self.settings.context_tokens)
-            .map_err(|too_long| Refused::Say(too_long_sentence(&too_long)))?;
+            .map_err(|too_long| Refused::Say(Refusal::TooLong, too_long_sentence(&too_long)))?;
         if prompt.dropped > 0 {
             tracing::debug!(
                 dropped = prompt.dropped,
@@ -98,9 +99,11 @@ impl Conversation {
     ) -> Result<Reservation, Refused> {
         let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
         let needed = i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens);
-        self.quota.reserve(user, needed).await.map_err(|e| match e {
-            QuotaError::Limit(sentence) => Refused::Say(sentence.into()),
-            QuotaError::Exhausted { remaining, needed } => Refused::Say(format!(
+        crate::core::metrics::timed(QUOTA_DB, "reserve", self.quota.reserve(user, needed))
+            .await
+            .map_err(|e| match e {
+            QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),
+            QuotaError::Exhausted { remaining, needed } => Refused::Say(Refusal::Quota, format!(
                 "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
             )),
             e => Refused::Quota(e),
@@ -117,7 +120,7 @@ fn too_long_sentence(too_long: &TooLong) -> String {
 
 /// A turn refused before the model was called.
 pub(super) enum Refused {
-    Say(String),
+    Say(Refusal, String),
     Store(crate::core::session::SessionError),
     Quota(QuotaError),
 }
@@ -129,9 +132,9 @@ impl Refused {
         target: &ReplyTarget,
     ) -> super::Outcome {
         match self {
-            Refused::Say(text) => {
+            Refused::Say(why, text) => {
                 say(adapter, target, &text).await;
-                super::Outcome::Refused
+                super::Outcome::Refused(why)
             }
             Refused::Store(e) => {
                 notices::store_failure(adapter, target, &e).await;

@@ -11,10 +11,11 @@ use tokio::sync::watch;
 
 use super::notices::{self, say};
 use super::reply::ReplyStream;
-use super::{Conversation, Outcome};
+use super::{Conversation, Outcome, Refusal, measure};
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{IncomingEvent, SessionKey};
+use crate::core::metrics::{QUOTA_DB, timed};
 use crate::core::model::{LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
 use crate::core::session::{Role, Turn};
 use crate::quota::Reservation;
@@ -56,16 +57,16 @@ impl Conversation {
         }
         if self.closing() {
             say(adapter, target, notices::RESTARTING).await;
-            return Outcome::Refused;
+            return Outcome::Refused(Refusal::Restarting);
         }
         let user = event.quota_user();
         let Some(mut slot) = self.in_flight.begin(&user).await else {
             say(adapter, target, notices::STILL_ANSWERING).await;
-            return Outcome::Refused;
+            return Outcome::Refused(Refusal::Busy);
         };
         if let Err(refusal) = self.check_rate(&user) {
             say(adapter, target, &refusal).await;
-            return Outcome::Refused;
+            return Outcome::Refused(Refusal::RateLimited);
         }
         let key = event.session_key();
         let loaded = match self.load(&key, text).await {
@@ -81,7 +82,7 @@ impl Conversation {
             Some(permit) => permit,
             None if self.restarting.is_cancelled() => {
                 say(adapter, target, notices::RESTARTING).await;
-                return Outcome::Refused;
+                return Outcome::Refused(Refusal::Restarting);
             }
             None => {
                 say(adapter, target, notices::STOPPED_EARLY).await;
@@ -144,8 +145,13 @@ impl Conversation {
         cancel: &mut watch::Receiver<bool>,
         target: &ReplyTarget,
     ) -> Ending {
+        let _in_flight = measure::InFlight::start();
+        let started = tokio::time::Instant::now();
         let mut stream = match self.open_stream(request, cancel, reply, target).await {
-            Ok(Some(stream)) => stream,
+            Ok(Some(stream)) => {
+                measure::first_token(started.elapsed());
+                stream
+            }
             Ok(None) if self.restarting.is_cancelled() => return Ending::Restarting,
             Ok(None) => return Ending::Cancelled,
             Err(e) => return Ending::Failed(e),
@@ -179,7 +185,10 @@ impl Conversation {
                 }
             };
             match event {
-                None => return Ending::Complete(usage),
+                None => {
+                    measure::model_done(started.elapsed());
+                    return Ending::Complete(usage);
+                }
                 Some(Err(e)) => return Ending::Failed(e),
                 Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(ModelEvent::Delta(delta))) => {
@@ -231,6 +240,7 @@ impl Conversation {
         asked: &Asked<'_>,
         target: &ReplyTarget,
     ) -> Outcome {
+        let model_done = tokio::time::Instant::now();
         let reserved = reservation.amount();
         let answer = reply.text().to_string();
         let shown = !answer.trim().is_empty();
@@ -243,6 +253,13 @@ impl Conversation {
         } else {
             0
         };
+        let billed_prompt = match &ending {
+            Ending::Complete(Some(u)) => u.prompt_tokens,
+            _ => asked.prompt_tokens,
+        };
+        if let Ending::Failed(e) = &ending {
+            measure::model_error(e);
+        }
         let local = || {
             (
                 completion,
@@ -322,7 +339,12 @@ impl Conversation {
                     Outcome::Failed,
                 )
             }
-            Ending::Refused(sentence) => (None, None, Delivery::Say(sentence), Outcome::Refused),
+            Ending::Refused(sentence) => (
+                None,
+                None,
+                Delivery::Say(sentence),
+                Outcome::Refused(Refusal::TooLong),
+            ),
             Ending::Failed(e) => {
                 if e.is_operator_error() {
                     tracing::error!(error = %chain(&e), "the model server refuses the bot's configuration; an operator has to fix it");
@@ -346,11 +368,15 @@ impl Conversation {
         };
         let show = async {
             match delivery {
-                Delivery::Final(reply, note) => deliver(*reply, note.as_deref()).await,
+                Delivery::Final(reply, note) => {
+                    deliver(*reply, note.as_deref()).await;
+                    measure::reply_overhead(model_done.elapsed());
+                }
                 Delivery::Say(text) => say(adapter, target, &text).await,
             }
         };
         let (charged, ()) = tokio::join!(books, show);
+        measure::charged(billed_prompt, charged);
         match outcome {
             Outcome::Answered { reserved, .. } => Outcome::Answered { reserved, charged },
             Outcome::Cancelled { reserved, .. } => Outcome::Cancelled { reserved, charged },
@@ -362,12 +388,12 @@ impl Conversation {
     /// what was charged.
     async fn settle_or_refund(&self, reservation: Reservation, used: Option<i64>) -> i64 {
         let Some(used) = used else {
-            if let Err(e) = self.quota.refund(reservation).await {
+            if let Err(e) = timed(QUOTA_DB, "refund", self.quota.refund(reservation)).await {
                 tracing::error!(error = %chain(&e), "refund failed");
             }
             return 0;
         };
-        match self.quota.settle(reservation, used).await {
+        match timed(QUOTA_DB, "settle", self.quota.settle(reservation, used)).await {
             Ok(settlement) => settlement.charged,
             Err(e) => {
                 tracing::error!(error = %chain(&e), used, "settlement failed; the hold is returned when its lease runs out");

@@ -68,6 +68,19 @@ pub struct Settings {
     pub discord: DiscordSettings,
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// The operations listener (`/healthz`, `/readyz`, `/metrics`); `None` (an empty
+    /// string in the file) turns it off.
+    #[serde(
+        deserialize_with = "parse::de_listen",
+        serialize_with = "parse::ser_listen"
+    )]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -373,6 +386,7 @@ mod tests {
             ("GPTBOT__MODEL__NAMEE", "x", "namee"),
             ("GPTBOT__SESSION__TTL", "1e20", "session.ttl"),
             ("GPTBOT__TELEGRAM__LISTEN", "nowhere", "telegram.listen"),
+            ("GPTBOT__HTTP__LISTEN", "localhost:99999", "http.listen"),
             ("GPTBOT__DISCORD__SHARDS", "4/4", "discord.shards"),
             ("GPTBOT__ACCESS__ADMINS", "icq:1", "access.admins"),
         ];

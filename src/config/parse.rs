@@ -204,6 +204,27 @@ pub fn redact_url_str(url: &str) -> String {
     out
 }
 
+/// An address to listen on, or nothing for an empty string.
+pub(super) fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address to listen on (e.g. 127.0.0.1:9090 or 0.0.0.0:9090; empty to turn it off)"
+        ))
+    })
+}
+
+pub(super) fn ser_listen<S: serde::Serializer>(
+    addr: &Option<SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

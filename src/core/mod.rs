@@ -9,5 +9,7 @@ pub mod clock;
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod session;

@@ -144,6 +144,22 @@ impl LlmError {
         }
     }
 
+    /// The `kind` label of `gptbot_model_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::OutOfCredit(_) => "out_of_credit",
+            LlmError::ContextTooLong(_) => "context_overflow",
+            LlmError::Auth(_) => "auth",
+            LlmError::Misconfigured(_) => "misconfigured",
+            LlmError::BadRequest(_) => "bad_request",
+            LlmError::Unavailable(_) => "unavailable",
+            LlmError::Timeout(_) => "timeout",
+            LlmError::Interrupted(_) => "interrupted",
+            LlmError::Unexpected(_) => "unexpected",
+        }
+    }
+
     /// A failure only the operator can fix (credentials, model name, base URL, account):
     /// logged as an error, not a warning.
     pub fn is_operator_error(&self) -> bool {

@@ -118,6 +118,10 @@ pub trait SessionStore: Send + Sync {
     async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError>;
     /// "redis" or "memory", for logs.
     fn backend(&self) -> &'static str;
+    /// Whether the store answers now (readiness).
+    async fn ping(&self) -> Result<(), SessionError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -54,8 +54,22 @@ impl QuotaService {
                     ),
                     Err(e) => tracing::warn!(error = %chain(&e), "could not sweep expired holds"),
                 }
+                quota.gauge_holds().await;
             }
         })
+    }
+
+    /// The open holds of every process, as gauges: count, tokens, oldest age.
+    async fn gauge_holds(&self) {
+        use crate::core::metrics::{HOLDS_OLDEST, HOLDS_OPEN, HOLDS_TOKENS};
+        let Ok(holds) = self.holds().await else {
+            return;
+        };
+        let now = self.now_ms();
+        let oldest = holds.iter().map(|h| now - h.created_ms).max().unwrap_or(0);
+        metrics::gauge!(HOLDS_OPEN).set(holds.len() as f64);
+        metrics::gauge!(HOLDS_TOKENS).set(holds.iter().map(|h| h.amount).sum::<i64>() as f64);
+        metrics::gauge!(HOLDS_OLDEST).set(oldest.max(0) as f64 / 1000.0);
     }
 
     /// Pushes the lease of every hold this process is still answering for.

@@ -154,6 +154,15 @@ fn unavailable(e: redis::RedisError) -> SessionError {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    async fn ping(&self) -> Result<(), SessionError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     async fn load(&self, key: &SessionKey) -> Result<Session, SessionError> {
         let redis_key = self.key(key);
         let mut attempt = 0;

@@ -139,3 +139,17 @@ macro_rules! both {
         }
     };
 }
+
+/// Waits (up to 5 s) until `user` has `n` settled requests and returns the balance: the
+/// final text is delivered while the books are written, so a settle may land just after
+/// the reply is seen.
+pub async fn settled(quota: &QuotaService, user: &UserId, n: i64) -> gptbot::quota::Balance {
+    for _ in 0..250 {
+        let balance = quota.balance(user).await.unwrap();
+        if balance.requests >= n {
+            return balance;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    quota.balance(user).await.unwrap()
+}

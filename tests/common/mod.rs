@@ -6,6 +6,7 @@
 pub mod discord;
 pub mod ledger;
 pub mod openai;
+pub mod ops;
 pub mod postgres;
 pub mod telegram;
 
@@ -155,11 +156,17 @@ pub struct Run {
 
 /// Runs the `gptbot` binary with exactly `env`, `stdin` as its input, to its end.
 pub async fn gptbot(args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
+    let mut env = env.clone();
+    env.insert("USER".into(), "tester".into());
+    gptbot_with_exactly(args, &env, stdin).await
+}
+
+/// [`gptbot`] with exactly `env` (not even `$USER`).
+pub async fn gptbot_with_exactly(args: &[&str], env: &HashMap<String, String>, stdin: &str) -> Run {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
         .args(args)
         .env_clear()
         .envs(env)
-        .env("USER", "tester")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -466,6 +473,8 @@ pub fn test_env(
     // Generous: a loaded CI machine must not turn a slow answer into a retry.
     env.insert("GPTBOT__OPENAI__TIMEOUT".into(), "10s".into());
     env.insert("GPTBOT__MODEL__MAX_TOKENS".into(), "100".into());
+    // Tests run side by side: each operations listener on a port of its own.
+    env.insert("GPTBOT__HTTP__LISTEN".into(), "127.0.0.1:0".into());
     for (k, v) in extra {
         env.insert(k.clone(), v.clone());
     }

@@ -383,6 +383,9 @@ async fn completions(
     };
     let context = state.lock().unwrap().context;
     let model = body["model"].as_str().unwrap_or("fake").to_string();
+    if let (None, Some(load)) = (&behavior, load) {
+        return load_answer(state, &body, &model, load);
+    }
     if let (None, Some(limit)) = (&behavior, context) {
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let requested = prompt_tokens(true, &model, &messages);

@@ -169,8 +169,18 @@ impl PostgresServer {
     /// Kills the server (SIGKILL, as a crash or a failover would) and starts it again on
     /// the same data and port; every open connection breaks.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL); [`PostgresServer::start_again`] brings it back.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a killed server again on the same data and port.
+    pub fn start_again(&mut self) {
         self.child = spawn_postgres(&self._dir, self.port, self.owner);
         self.wait_ready();
     }

@@ -77,7 +77,7 @@ impl Conversation {
             }
             Err(Failure::Refused(text)) => {
                 say(adapter, target, &text).await;
-                Outcome::Refused
+                Outcome::Refused(super::Refusal::Command)
             }
             Err(Failure::Store(e)) => {
                 notices::store_failure(adapter, target, &e).await;

@@ -165,6 +165,35 @@ impl EventHandler for Handler {
 pub struct DiscordHandle {
     pub username: String,
     pub task: tokio::task::JoinHandle<()>,
+    /// Readiness: every shard is connected to the gateway.
+    pub probe: Arc<dyn crate::core::health::Probe>,
+}
+
+/// Discord is connected when every shard's gateway connection is up.
+struct DiscordProbe(Arc<serenity::all::ShardManager>);
+
+#[async_trait::async_trait]
+impl crate::core::health::Probe for DiscordProbe {
+    fn name(&self) -> &'static str {
+        "discord"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let runners = self.0.runners.lock().await;
+        if runners.is_empty() {
+            return Err("no shard is running".into());
+        }
+        let down: Vec<String> = runners
+            .iter()
+            .filter(|(_, info)| info.stage != serenity::gateway::ConnectionStage::Connected)
+            .map(|(id, info)| format!("shard {id} {}", info.stage))
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down.join(", "))
+        }
+    }
 }
 
 /// Checks the token, connects to the gateway, registers the slash commands and serves
@@ -229,6 +258,7 @@ pub async fn start(
         .map_err(|e| anyhow::Error::new(e).context("building the Discord client"))?;
     let shards = settings.shards;
     let shard_manager = client.shard_manager.clone();
+    let probe_manager = client.shard_manager.clone();
     let task = tokio::spawn(async move {
         let result = match shards {
             // serenity reads the range's end as the last shard, inclusive.
@@ -270,5 +300,6 @@ pub async fn start(
     Ok(DiscordHandle {
         username: me.name.clone(),
         task,
+        probe: Arc::new(DiscordProbe(probe_manager)),
     })
 }

@@ -120,13 +120,16 @@ impl Rest {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            let label = crate::core::metrics::route_label(method.as_str(), &path);
             let response = request.send().await.map_err(|e| {
+                crate::core::metrics::platform_call("discord", label.clone(), None);
                 AdapterError::Failed(
                     anyhow::Error::new(e.without_url())
                         .context(format!("Discord request {} failed", route)),
                 )
             })?;
             let status = response.status();
+            crate::core::metrics::platform_call("discord", label, Some(status.as_u16()));
             let header = |name: &str| {
                 response
                     .headers()

@@ -159,7 +159,13 @@ impl TelegramAdapter {
                     ready_at.saturating_duration_since(tokio::time::Instant::now()),
                 ));
             }
-            match call().await {
+            let result = call().await;
+            let method = match write {
+                Write::Send => "sendMessage",
+                Write::Edit => "editMessageText",
+            };
+            crate::core::metrics::platform_call("telegram", method, status_of(&result));
+            match result {
                 Err(RequestError::RetryAfter(wait)) => {
                     let wait = wait.duration();
                     tracing::info!(chat, ?wait, "Telegram flood control (429)");
@@ -248,10 +254,22 @@ impl ChatAdapter for TelegramAdapter {
     }
 
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
-        self.bot
+        let result = self
+            .bot
             .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing)
-            .await
-            .map(|_| ())
-            .map_err(adapter_error)
+            .await;
+        crate::core::metrics::platform_call("telegram", "sendChatAction", status_of(&result));
+        result.map(|_| ()).map_err(adapter_error)
+    }
+}
+
+/// The HTTP status a Bot API call came back with, as far as teloxide tells: the Bot API
+/// answers its errors with 400 (or 403, which teloxide does not distinguish).
+fn status_of<T>(result: &Result<T, RequestError>) -> Option<u16> {
+    match result {
+        Ok(_) => Some(200),
+        Err(RequestError::RetryAfter(_)) => Some(429),
+        Err(RequestError::Api(_) | RequestError::MigrateToChatId(_)) => Some(400),
+        Err(_) => None,
     }
 }

@@ -70,6 +70,26 @@ pub struct TelegramHandle {
     pub webhook_addr: Option<SocketAddr>,
     /// Ends when the bot stops.
     pub task: tokio::task::JoinHandle<()>,
+    /// Readiness: the Bot API answers `getMe`.
+    pub probe: Arc<dyn crate::core::health::Probe>,
+}
+
+/// Telegram is reachable when the Bot API answers `getMe` with this bot.
+struct TelegramProbe(Bot);
+
+#[async_trait::async_trait]
+impl crate::core::health::Probe for TelegramProbe {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.get_me().await.map(drop).map_err(|e| match e {
+            RequestError::Api(e) => format!("the Bot API refused getMe: {e}"),
+            RequestError::RetryAfter(_) => "rate limited by the Bot API".into(),
+            _ => "the Bot API does not answer".into(),
+        })
+    }
 }
 
 /// How long the start-up poll waits: longer than the other process's pause before it
@@ -83,6 +103,7 @@ pub async fn start(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<TelegramHandle, TelegramError> {
     let bot = webhook::bot(settings)?;
+    let probe_bot = bot.clone();
 
     let me = bot.get_me().await.map_err(|e| match e {
         RequestError::Api(ApiError::InvalidToken) => TelegramError::BadToken(e.to_string()),
@@ -278,6 +299,7 @@ pub async fn start(
         }
     });
     Ok(TelegramHandle {
+        probe: Arc::new(TelegramProbe(probe_bot)),
         username,
         webhook_addr,
         task,

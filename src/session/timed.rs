@@ -1,0 +1,61 @@
+//! A [`SessionStore`] that times every call of the store it wraps
+//! (`gptbot_session_store_seconds{op}`), whichever store that is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::core::event::SessionKey;
+use crate::core::metrics::{SESSION_STORE, timed};
+use crate::core::session::{Session, SessionError, SessionStore, Turn};
+
+pub struct Timed(pub Arc<dyn SessionStore>);
+
+#[async_trait]
+impl SessionStore for Timed {
+    async fn load(&self, key: &SessionKey) -> Result<Session, SessionError> {
+        timed(SESSION_STORE, "load", self.0.load(key)).await
+    }
+
+    async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError> {
+        timed(SESSION_STORE, "append", self.0.append(key, turns)).await
+    }
+
+    async fn set_system_prompt(
+        &self,
+        key: &SessionKey,
+        prompt: Option<&str>,
+    ) -> Result<(), SessionError> {
+        timed(
+            SESSION_STORE,
+            "set_system_prompt",
+            self.0.set_system_prompt(key, prompt),
+        )
+        .await
+    }
+
+    async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {
+        timed(SESSION_STORE, "clear_history", self.0.clear_history(key)).await
+    }
+
+    async fn put_code(&self, code: &str, value: &str, ttl: Duration) -> Result<bool, SessionError> {
+        timed(SESSION_STORE, "put_code", self.0.put_code(code, value, ttl)).await
+    }
+
+    async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        timed(SESSION_STORE, "take_code", self.0.take_code(code)).await
+    }
+
+    async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError> {
+        timed(SESSION_STORE, "peek_code", self.0.peek_code(code)).await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    async fn ping(&self) -> Result<(), SessionError> {
+        timed(SESSION_STORE, "ping", self.0.ping()).await
+    }
+}

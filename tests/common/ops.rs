@@ -1,0 +1,63 @@
+//! A bot served as `gptbot run` serves it (Telegram fake with its flood limits on), with
+//! its operations listener, and small HTTP helpers for `/healthz`, `/readyz`, `/metrics`.
+
+use std::time::Duration;
+
+use gptbot::app::Running;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::telegram::{FakeTelegram, TOKEN};
+use super::{Options, TestApp, spawn_app_with};
+
+pub struct Ops {
+    pub t: TestApp,
+    pub tg: FakeTelegram,
+    pub running: Running,
+    pub base: String,
+    _stop: watch::Sender<bool>,
+}
+
+/// The bot with Telegram (polling, flood limits on), served as `gptbot run` serves it.
+pub async fn spawn(options: Options) -> Ops {
+    let tg = FakeTelegram::start().await;
+    tg.enforce_flood_limits();
+    let t = spawn_app_with(
+        options
+            .with("TELEGRAM_BOT_TOKEN", TOKEN)
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    let running = t.app.start(rx).await.expect("the bot starts");
+    let base = format!("http://{}", running.ops_addr.expect("http.listen is set"));
+    Ops {
+        t,
+        tg,
+        running,
+        base,
+        _stop: stop,
+    }
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("the listener answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Polls `/readyz` until it answers `status`; returns its body.
+pub async fn readyz_becomes(base: &str, status: u16, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (got, body) = get(&format!("{base}/readyz")).await;
+        if got == status {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz stayed {got} (wanted {status}): {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
