@@ -30,9 +30,25 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?;
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+/// Histogram samples wait in per-histogram buffers until upkeep folds them into their
+/// buckets; without a scrape nothing else would, and the buffers would grow for good.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let upkeep = move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        handle.run_upkeep();
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(upkeep)
+    {
+        tracing::warn!(error = %e, "metrics upkeep thread not started");
+    }
 }
 
 /// The Prometheus text exposition of every metric.
