@@ -12,12 +12,7 @@ mod telegram;
 
 /// What the fake Bot API's helpers expect beside them (see tests/common/mod.rs).
 #[allow(dead_code)]
-async fn eventually(
-    secs: u64,
-    what: &str,
-    done: impl Fn() -> bool,
-    detail: impl Fn() -> String,
-) {
+async fn eventually(secs: u64, what: &str, done: impl Fn() -> bool, detail: impl Fn() -> String) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !done() {
         assert!(

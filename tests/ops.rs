@@ -46,6 +46,8 @@ async fn readyz_follows_redis_going_away_and_coming_back() {
     ops.t.redis.as_mut().unwrap().restart();
     readyz_becomes(&ops.base, 200, Duration::from_secs(10)).await;
     answered(&ops, 7, "after").await;
+    // The reply is seen while its settle is written: the books once both are in.
+    common::ledger::settled(&ops.t.app.quota, &user("7"), 2).await;
     assert_books(&ops.t.app.quota, &user("7")).await;
     drop(ops.running);
 }
@@ -66,6 +68,7 @@ async fn readyz_follows_postgres_going_away_and_coming_back() {
     pg.start_again();
     readyz_becomes(&ops.base, 200, Duration::from_secs(15)).await;
     answered(&ops, 8, "after").await;
+    common::ledger::settled(&ops.t.app.quota, &user("8"), 2).await;
     assert_books(&ops.t.app.quota, &user("8")).await;
 }
 
