@@ -80,8 +80,7 @@ async fn an_address_in_use_is_a_start_up_error_naming_the_key() {
     let tg = FakeTelegram::start().await;
     let t = spawn_app_with(
         Options::default()
-            .with("TELEGRAM_BOT_TOKEN", TOKEN)
-            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url())
+            .telegram(&tg)
             .with("GPTBOT__HTTP__LISTEN", format!("127.0.0.1:{port}")),
     )
     .await;

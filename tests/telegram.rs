@@ -24,12 +24,7 @@ struct Bot {
 async fn spawn_bot(options: Options) -> Bot {
     let tg = FakeTelegram::start().await;
     tg.set_webhook_state("https://old.example.test/hook");
-    let t = spawn_app_with(
-        options
-            .with("TELEGRAM_BOT_TOKEN", TOKEN)
-            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
-    )
-    .await;
+    let t = spawn_app_with(options.telegram(&tg)).await;
     let (stop, rx) = watch::channel(false);
     // Booted as `gptbot run` boots it.
     let handle = t

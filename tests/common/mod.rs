@@ -443,6 +443,12 @@ impl Options {
         self
     }
 
+    /// The bot's Telegram side pointed at the fake Bot API `tg`.
+    pub fn telegram(self, tg: &telegram::FakeTelegram) -> Options {
+        self.with("TELEGRAM_BOT_TOKEN", telegram::TOKEN)
+            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url())
+    }
+
     pub fn memory_sessions(mut self) -> Options {
         self.redis = false;
         self

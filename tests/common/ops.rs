@@ -7,7 +7,7 @@ use gptbot::app::Running;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::telegram::{FakeTelegram, TOKEN};
+use super::telegram::FakeTelegram;
 use super::{Options, TestApp, spawn_app_with};
 
 pub struct Ops {
@@ -22,12 +22,7 @@ pub struct Ops {
 pub async fn spawn(options: Options) -> Ops {
     let tg = FakeTelegram::start().await;
     tg.enforce_flood_limits();
-    let t = spawn_app_with(
-        options
-            .with("TELEGRAM_BOT_TOKEN", TOKEN)
-            .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
-    )
-    .await;
+    let t = spawn_app_with(options.telegram(&tg)).await;
     let (stop, rx) = watch::channel(false);
     let running = t.app.start(rx).await.expect("the bot starts");
     let base = format!("http://{}", running.ops_addr.expect("http.listen is set"));
