@@ -104,11 +104,7 @@ async fn each_servers_error_shape_gets_the_right_sentence() {
         let b = t.app.quota.balance(&user(name)).await.unwrap();
         assert_eq!((b.used, b.reserved), (0, 0), "{name} was charged");
         assert_books(&t.app.quota, &user(name)).await;
-        let key = dm(name, "x").session_key();
-        assert!(
-            t.app.sessions.load(&key).await.unwrap().turns.is_empty(),
-            "{name}"
-        );
+        assert!(t.turns(name).await.is_empty(), "{name}");
     }
 }
 

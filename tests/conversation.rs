@@ -235,14 +235,9 @@ async fn settlement_uses_the_servers_usage_figures() {
         (48, 20000 - 48, 0, 1)
     );
     // The stored assistant turn carries the server's completion count.
-    let session = t
-        .app
-        .sessions
-        .load(&dm("1", "").session_key())
-        .await
-        .unwrap();
-    assert_eq!(session.turns[1].role, Role::Assistant);
-    assert_eq!(session.turns[1].tokens, 11);
+    let turns = t.turns("1").await;
+    assert_eq!(turns[1].role, Role::Assistant);
+    assert_eq!(turns[1].tokens, 11);
 }
 
 #[tokio::test]
@@ -298,15 +293,7 @@ async fn a_server_error_refunds_the_whole_reservation() {
     let b = t.app.quota.balance(&user("1")).await.unwrap();
     assert_eq!((b.remaining, b.used, b.reserved), (20000, 0, 0));
     // No turn was recorded.
-    assert!(
-        t.app
-            .sessions
-            .load(&dm("1", "").session_key())
-            .await
-            .unwrap()
-            .turns
-            .is_empty()
-    );
+    assert!(t.turns("1").await.is_empty());
 }
 
 /// A stream cut after some text: the provider billed that text and the user saw it, so
@@ -333,13 +320,7 @@ async fn a_stream_cut_midway_charges_what_was_shown_and_records_the_partial_turn
         b.used
     );
     common::ledger::assert_books(&t.app.quota, &user("1")).await;
-    let turns = t
-        .app
-        .sessions
-        .load(&dm("1", "").session_key())
-        .await
-        .unwrap()
-        .turns;
+    let turns = t.turns("1").await;
     assert_eq!(turns.len(), 2, "the partial turn was not recorded");
     assert_eq!(turns[0].content, "hello");
     assert_eq!(turns[1].content, "The answer is");
@@ -465,13 +446,7 @@ async fn history_is_trimmed_to_the_context_window() {
         "Echo: message 10 has a handful of extra words in it"
     );
     // The full history is still stored.
-    let session = t
-        .app
-        .sessions
-        .load(&dm("1", "").session_key())
-        .await
-        .unwrap();
-    assert_eq!(session.turns.len(), 24);
+    assert_eq!(t.turns("1").await.len(), 24);
 }
 
 #[tokio::test]
@@ -868,14 +843,9 @@ async fn one_answer_in_flight_per_user_and_cancel_charges_only_what_was_used() {
         .find(|m| m.starts_with("w0"))
         .unwrap();
     assert!(shown.ends_with("(stopped)"), "{shown}");
-    let session = t
-        .app
-        .sessions
-        .load(&dm("1", "").session_key())
-        .await
-        .unwrap();
-    assert_eq!(session.turns.len(), 2);
-    assert!(shown.starts_with(session.turns[1].content.trim_end()));
+    let turns = t.turns("1").await;
+    assert_eq!(turns.len(), 2);
+    assert!(shown.starts_with(turns[1].content.trim_end()));
     // The slot is free again.
     assert!(matches!(
         t.send(&a, &dm("1", "next")).await,

@@ -466,14 +466,6 @@ async fn a_one_megabyte_message_is_refused_without_charge() {
     assert_eq!(t.openai.request_count(), 0);
     let kim = UserId::parse("telegram:1").unwrap();
     assert_eq!(t.app.quota.balance(&kim).await.unwrap().used, 0);
-    assert!(
-        t.app
-            .sessions
-            .load(&dm("1", "").session_key())
-            .await
-            .unwrap()
-            .turns
-            .is_empty()
-    );
+    assert!(t.turns("1").await.is_empty());
     assert_books(&t.app.quota, &kim).await;
 }

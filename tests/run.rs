@@ -179,7 +179,8 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
     let tg_user = gptbot::core::event::UserId::parse("telegram:42").unwrap();
     let dc_user = gptbot::core::event::UserId::parse("discord:4000000000000000099").unwrap();
     let on_telegram = t.app.quota.balance(&tg_user).await.unwrap();
-    let on_discord = t.app.quota.balance(&dc_user).await.unwrap();
+    // The answer is seen while its settle is written.
+    let on_discord = common::ledger::settled(&t.app.quota, &dc_user, 1).await;
     // Linking moved no tokens; the Discord identity paid from its own balance.
     assert_eq!((on_telegram.remaining, on_telegram.requests), (20000, 0));
     assert_eq!(on_discord.requests, 1);

@@ -514,6 +514,16 @@ pub async fn spawn_app_on(openai: FakeOpenAi, options: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// The history of telegram user `user`'s private chat with the bot.
+    pub async fn turns(&self, user: &str) -> Vec<gptbot::core::session::Turn> {
+        self.app
+            .sessions
+            .load(&dm(user, "").session_key())
+            .await
+            .unwrap()
+            .turns
+    }
+
     pub async fn send(
         &self,
         adapter: &RecordingAdapter,
