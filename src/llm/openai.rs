@@ -141,7 +141,7 @@ impl ModelClient for OpenAiClient {
             match self.open(&body).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) if attempt < self.max_retries && retry_here(&e) => {
-                    let delay = Duration::from_millis(200) * 2u32.pow(attempt);
+                    let delay = super::transport::backoff(attempt);
                     tracing::warn!(error = %crate::core::error::chain(&e), attempt = attempt + 1, ?delay, "model request failed before the first token, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;

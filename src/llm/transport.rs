@@ -106,7 +106,8 @@ fn retry_delay(error: &ServerError, attempt: u32) -> Option<Duration> {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// 200 ms doubling per attempt (capped at 64×): for every retry before the first token.
+pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200) * 2u32.pow(attempt.min(6))
 }
 
