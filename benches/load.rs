@@ -98,7 +98,12 @@ async fn run_shape(shape: &Shape) {
     openai.set_load_model(LoadModel {
         first: Duration::from_millis(100),
         tokens: TOKENS,
-        per_token: shape.per_token,
+        // BENCH_PER_TOKEN_MS overrides the pace (0: the whole answer at once), to tell the
+        // cost per streamed chunk from the cost per message.
+        per_token: std::env::var("BENCH_PER_TOKEN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(shape.per_token, Duration::from_millis),
     });
     let dir = tempfile::tempdir().unwrap();
     let env: HashMap<&str, String> = HashMap::from([

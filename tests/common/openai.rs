@@ -569,7 +569,10 @@ fn load_answer(
         let last = last.clone();
         let model = chunk_model.clone();
         async move {
-            tokio::time::sleep(if i == 0 { load.first } else { load.per_token }).await;
+            let pause = if i == 0 { load.first } else { load.per_token };
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
             if i + 1 == count {
                 state
                     .lock()
