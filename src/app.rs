@@ -190,6 +190,9 @@ impl App {
                 per_user_per_minute: settings.limits.per_user_per_minute,
                 commands_per_minute: settings.limits.commands_per_minute,
                 max_concurrent_answers: settings.limits.max_concurrent_answers,
+                model: settings.model.name.clone(),
+                models: settings.model.available.clone(),
+                personas: settings.personas.clone(),
             },
         ));
         tracing::info!(

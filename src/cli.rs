@@ -302,7 +302,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             let user = parse_user(&user)?;
             let entries = quota.history(&user, limit.max(1)).await?;
             println!(
-                "{:<20} {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "{:<20} {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}  model",
                 "time (UTC)", "kind", "granted", "remaining", "reserved", "used", "balance"
             );
             for e in entries {
@@ -310,8 +310,14 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_else(|| e.at.to_string());
                 println!(
-                    "{at:<20} {:<8} {:>+10} {:>+10} {:>+10} {:>+10} {:>10}",
-                    e.kind, e.d_granted, e.d_remaining, e.d_reserved, e.d_used, e.remaining
+                    "{at:<20} {:<8} {:>+10} {:>+10} {:>+10} {:>+10} {:>10}  {}",
+                    e.kind,
+                    e.d_granted,
+                    e.d_remaining,
+                    e.d_reserved,
+                    e.d_used,
+                    e.remaining,
+                    e.note.as_deref().unwrap_or("")
                 );
             }
             Ok(())

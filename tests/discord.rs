@@ -97,15 +97,15 @@ async fn connects_identifies_and_registers_the_slash_commands() {
     assert_eq!(
         names,
         [
-            "chat", "reset", "cancel", "link", "unlink", "quota", "system", "grant", "setquota",
-            "usage", "stats", "allow", "deny"
+            "chat", "reset", "cancel", "link", "unlink", "quota", "system", "model", "grant",
+            "setquota", "usage", "stats", "allow", "deny"
         ]
     );
     for command in put.body.as_array().unwrap() {
         let admin_only = command["default_member_permissions"] == "8";
         assert_eq!(
             admin_only,
-            names[7..].contains(&command["name"].as_str().unwrap()),
+            names[8..].contains(&command["name"].as_str().unwrap()),
             "{command}"
         );
     }
@@ -246,7 +246,13 @@ async fn guild_messages_need_a_mention_or_a_reply_and_bots_are_ignored() {
         Some(GUILD),
         "9000000000000000500",
     );
-    wait_text(&b.dc, "Echo: go on").await;
+    // A reply carries the message it replies to as context.
+    b.dc.wait_text(15, "the reply answered with its context", |t| {
+        t.starts_with("Echo: (Replying to this message from you (the assistant):)")
+            && t.contains("> an earlier answer")
+            && t.ends_with("go on")
+    })
+    .await;
     assert_eq!(
         b.t.openai.request_count(),
         2,

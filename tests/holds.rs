@@ -131,7 +131,48 @@ async fn an_operator_releases_a_hold_by_hand_and_it_is_returned_once() {
     assert_books(&a, &u).await;
 }
 
+/// Every entry a reservation makes (reserve, settle, refund, expiry) names its model;
+/// grants name none.
+async fn ledger_entries_name_the_model_of_each_hold() {
+    let (a, b, clock, _db) = two_processes(10_000).await;
+    let u = user("9");
+    let held = a.reserve_for(&u, 300, Some("big")).await.unwrap();
+    a.settle(held, 120).await.unwrap();
+    let held = a.reserve_for(&u, 200, Some("small")).await.unwrap();
+    a.refund(held).await.unwrap();
+    let held = a.reserve_for(&u, 100, Some("big")).await.unwrap();
+    std::mem::forget(held);
+    clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(b.sweep().await.unwrap(), 1);
+    let held = a.reserve(&u, 50).await.unwrap();
+    a.settle(held, 50).await.unwrap();
+    let entries: Vec<(String, Option<String>)> = b
+        .history(&u, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.note))
+        .collect();
+    let note = |kind: &str, model: Option<&str>| (kind.to_string(), model.map(str::to_string));
+    assert_eq!(
+        entries,
+        [
+            note("grant", None),
+            note("reserve", Some("big")),
+            note("settle", Some("big")),
+            note("reserve", Some("small")),
+            note("refund", Some("small")),
+            note("reserve", Some("big")),
+            note("expire", Some("big")),
+            note("reserve", None),
+            note("settle", None),
+        ]
+    );
+    assert_books(&b, &u).await;
+}
+
 both!(
+    ledger_entries_name_the_model_of_each_hold,
     a_killed_process_hold_is_swept_by_another_after_its_lease,
     a_renewed_hold_is_never_swept_and_settles_normally,
     a_settle_after_the_sweep_is_charged_late_never_below_zero,

@@ -46,6 +46,31 @@ async fn the_database_is_created_in_wal_mode_with_the_schema() {
     quota.db().migrate().await.unwrap();
 }
 
+/// An account this process has seen that disappears from the database (a restore from
+/// a backup, a failover that lost the last commits) is opened again on the next
+/// message, not refused until a restart.
+#[tokio::test]
+async fn an_account_lost_by_the_database_is_opened_again() {
+    let (quota, _dir) = ledger(1000).await;
+    let u = user("lost");
+    let held = quota.reserve(&u, 100).await.unwrap();
+    quota.settle(held, 40).await.unwrap();
+    for table in ["quota_holds", "quota_ledger", "quota_accounts"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(quota.db().sqlite().unwrap())
+            .await
+            .unwrap();
+    }
+    let held = quota
+        .reserve(&u, 100)
+        .await
+        .expect("the account is opened again");
+    quota.settle(held, 10).await.unwrap();
+    let b = quota.balance(&u).await.unwrap();
+    assert_eq!((b.granted, b.used, b.remaining), (1000, 10, 990));
+    assert_books(&quota, &u).await;
+}
+
 async fn reserve_settle_and_refund_move_tokens_exactly() {
     let (quota, _dir) = ledger(1000).await;
     let u = user("1");

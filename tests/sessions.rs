@@ -10,7 +10,7 @@ use common::RedisServer;
 use gptbot::core::event::{Platform, SessionKey};
 use gptbot::session::memory::MemoryStore;
 use gptbot::session::redis::RedisStore;
-use gptbot::session::{Role, SessionStore, StoreOptions, Turn};
+use gptbot::session::{Role, SessionStore, Setting, StoreOptions, Turn};
 
 fn key(user: &str) -> SessionKey {
     SessionKey {
@@ -153,6 +153,40 @@ async fn append_load_and_system_prompt() {
                 .system_prompt
                 .as_deref(),
             Some("x")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn model_and_persona_choices_are_kept_beside_the_history() {
+    both(opts(60_000, 100), |store| async move {
+        let k = key("choices");
+        store.set(&k, Setting::Model, Some("big")).await.unwrap();
+        store
+            .set(&k, Setting::Persona, Some("pirate"))
+            .await
+            .unwrap();
+        store
+            .append(&k, &[turn(Role::User, "hi"), turn(Role::Assistant, "ahoy")])
+            .await
+            .unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(s.model.as_deref(), Some("big"), "{}", store.backend());
+        assert_eq!(s.persona.as_deref(), Some("pirate"));
+        assert_eq!(s.turns.len(), 2);
+        // /reset forgets the history, not the choices.
+        store.clear_history(&k).await.unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert!(s.turns.is_empty());
+        assert_eq!(s.model.as_deref(), Some("big"));
+        store.set(&k, Setting::Persona, None).await.unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(s.persona, None);
+        assert_eq!(s.model.as_deref(), Some("big"));
+        assert!(
+            store.time_to_live(&k).await.unwrap().is_some(),
+            "a setting refreshes the expiry"
         );
     })
     .await;

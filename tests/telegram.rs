@@ -163,7 +163,26 @@ async fn groups_are_answered_only_when_the_bot_is_addressed() {
         "tell me more",
         Some(bot_message),
     );
-    wait_answer(&b.tg, chat, "Echo: tell me more").await;
+    b.tg.wait_until(15, "the reply answered", |calls| {
+        calls.iter().any(|c| {
+            is_final_html(c)
+                && c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("tell me more"))
+        })
+    })
+    .await;
+    // It carries the message it replies to as context.
+    let asked_with_context = b.t.openai.requests()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .clone();
+    assert_eq!(
+        asked_with_context,
+        "(Replying to this message from you (the assistant):)\n> an earlier answer\n\ntell me more"
+    );
     b.tg.push_message(
         group_chat(chat),
         bob.clone(),

@@ -69,6 +69,7 @@ impl Conversation {
         let target = ReplyTarget {
             chat_id: event.chat_id.clone(),
             reply_to: (event.chat_kind == ChatKind::Group).then(|| event.message_id.clone()),
+            thread: event.thread.clone(),
         };
         let user = event.quota_user();
         let decision = match self.access.decide(&user, event.group.as_deref()).await {

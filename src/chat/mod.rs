@@ -20,7 +20,7 @@ pub mod reply;
 pub mod split;
 mod turn;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessService;
+use crate::config::{ModelChoice, Persona};
 use crate::core::adapter::Notifier;
 use crate::core::error::chain;
 use crate::core::event::{Platform, UserId};
@@ -53,6 +54,35 @@ pub struct ConversationSettings {
     pub commands_per_minute: u32,
     /// Model calls in flight at once; further answers queue.
     pub max_concurrent_answers: u32,
+    /// `model.name`: the model of a conversation that picked none.
+    pub model: String,
+    /// `model.available`: what /model offers.
+    pub models: Vec<ModelChoice>,
+    /// `[personas.*]`: what /persona offers.
+    pub personas: BTreeMap<String, Persona>,
+}
+
+impl ConversationSettings {
+    /// The model a conversation uses: its pick while that is still offered, else the
+    /// default (priced as listed, or at 1).
+    pub fn model_for(&self, picked: Option<&str>) -> ModelChoice {
+        let name = picked
+            .filter(|p| self.models.iter().any(|m| m.name == *p))
+            .unwrap_or(&self.model);
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_else(|| ModelChoice::plain(name))
+    }
+
+    /// The persona a conversation uses, while it is still configured.
+    pub fn persona_for(&self, picked: Option<&str>) -> Option<(&str, &Persona)> {
+        let name = picked?;
+        self.personas
+            .get_key_value(name)
+            .map(|(k, p)| (k.as_str(), p))
+    }
 }
 
 /// What became of an event (for logs and tests).
@@ -243,5 +273,9 @@ impl Conversation {
 
     pub fn access(&self) -> &AccessService {
         &self.access
+    }
+
+    pub fn settings(&self) -> &ConversationSettings {
+        &self.settings
     }
 }

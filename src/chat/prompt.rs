@@ -5,6 +5,7 @@
 use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
 use super::notices::{self, say};
 use super::{Conversation, Refusal};
+use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::event::{SessionKey, UserId};
 use crate::core::metrics::QUOTA_DB;
@@ -15,6 +16,8 @@ use crate::quota::{QuotaError, Reservation};
 /// A session with the counts of what every prompt of this turn is made of.
 pub(super) struct Loaded {
     session: Session,
+    /// The model this conversation uses (its /model pick, or the default).
+    pub(super) model: ModelChoice,
     system_tokens: u32,
     pub(super) user_tokens: u32,
     overhead: u32,
@@ -27,7 +30,9 @@ impl Conversation {
         let session = self.sessions.load(key).await.map_err(Refused::Store)?;
         let system_tokens = self.counter.count(self.system_of(&session)).await;
         let user_tokens = self.counter.count(text).await;
+        let model = self.settings.model_for(session.model.as_deref());
         Ok(Loaded {
+            model,
             session,
             system_tokens,
             user_tokens,
@@ -35,11 +40,16 @@ impl Conversation {
         })
     }
 
-    fn system_of<'a>(&'a self, session: &'a Session) -> &'a str {
-        session
-            .system_prompt
-            .as_deref()
-            .unwrap_or(&self.settings.default_system_prompt)
+    /// The conversation's own /system text, else its persona's prompt, else the
+    /// configured default.
+    pub(super) fn system_of<'a>(&'a self, session: &'a Session) -> &'a str {
+        if let Some(own) = session.system_prompt.as_deref() {
+            return own;
+        }
+        match self.settings.persona_for(session.persona.as_deref()) {
+            Some((_, persona)) => &persona.prompt,
+            None => &self.settings.default_system_prompt,
+        }
     }
 
     pub(super) fn fitting<'a>(&'a self, loaded: &'a Loaded, text: &'a str) -> Fitting<'a> {
@@ -91,15 +101,18 @@ impl Conversation {
     }
 
     /// Holds the prompt (with the tokenizer's margin) plus the longest possible answer
-    /// before the model is called.
+    /// before the model is called, in ledger tokens at the model's price.
     pub(super) async fn reserve(
         &self,
         user: &UserId,
         prompt: &Prompt,
+        model: &ModelChoice,
     ) -> Result<Reservation, Refused> {
         let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
-        let needed = i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens);
-        crate::core::metrics::timed(QUOTA_DB, "reserve", self.quota.reserve(user, needed))
+        let needed = model
+            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens));
+        let reserving = self.quota.reserve_for(user, needed, Some(&model.name));
+        crate::core::metrics::timed(QUOTA_DB, "reserve", reserving)
             .await
             .map_err(|e| match e {
             QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),

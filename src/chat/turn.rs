@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::notices::{self, say};
 use super::reply::ReplyStream;
 use super::{Conversation, Outcome, Refusal, measure};
+use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{IncomingEvent, SessionKey};
@@ -41,6 +42,8 @@ struct Asked<'a> {
     text: &'a str,
     prompt_tokens: u32,
     user_tokens: u32,
+    /// Its price turns model tokens into ledger tokens.
+    model: &'a ModelChoice,
 }
 
 impl Conversation {
@@ -55,6 +58,16 @@ impl Conversation {
             say(adapter, target, notices::EMPTY_PROMPT).await;
             return Outcome::Replied;
         }
+        // A reply to a message asks about it: the model (and the history) get the
+        // quoted text before the question.
+        let with_quote;
+        let text = match &event.quoted {
+            Some(quoted) => {
+                with_quote = quoted.with_question(text);
+                with_quote.as_str()
+            }
+            None => text,
+        };
         if self.closing() {
             say(adapter, target, notices::RESTARTING).await;
             return Outcome::Refused(Refusal::Restarting);
@@ -92,7 +105,7 @@ impl Conversation {
                 };
             }
         };
-        let reservation = match self.reserve(&user, &prompt).await {
+        let reservation = match self.reserve(&user, &prompt, &loaded.model).await {
             Ok(r) => r,
             Err(refused) => return refused.tell(adapter, target).await,
         };
@@ -101,9 +114,11 @@ impl Conversation {
             text,
             prompt_tokens: prompt.tokens,
             user_tokens: loaded.user_tokens,
+            model: &loaded.model,
         };
         let mut reply = ReplyStream::new(adapter, target.clone());
         let request = ModelRequest {
+            model: Some(loaded.model.name.clone()),
             messages: std::mem::take(&mut prompt.messages),
             max_tokens: self.settings.max_tokens,
         };
@@ -120,6 +135,7 @@ impl Conversation {
                 Ok(mut shorter) => {
                     asked.prompt_tokens = shorter.tokens;
                     let request = ModelRequest {
+                        model: Some(loaded.model.name.clone()),
                         messages: std::mem::take(&mut shorter.messages),
                         max_tokens: self.settings.max_tokens,
                     };
@@ -359,6 +375,7 @@ impl Conversation {
                 )
             }
         };
+        let used = used.map(|tokens| asked.model.ledger_tokens(tokens));
         let books = async {
             let charged = self.settle_or_refund(reservation, used).await;
             if let Some(tokens) = record {

@@ -7,6 +7,7 @@
 //! a map so tests can inject it; nothing reads the process environment except
 //! [`Settings::load_from_process`].
 
+mod choices;
 mod parse;
 mod types;
 mod validate;
@@ -20,6 +21,7 @@ use reqwest::Url;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use choices::{MAX_CHOICE_NAME_BYTES, ModelChoice, Persona};
 use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
@@ -69,6 +71,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub http: HttpSettings,
+    /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
+    #[serde(default)]
+    pub personas: std::collections::BTreeMap<String, Persona>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -104,6 +109,21 @@ pub struct ModelSettings {
     /// 10 % for an estimate or a tiktoken encoding chosen by hand.
     #[serde(default)]
     pub reserve_margin: Option<f64>,
+    /// `[[model.available]]`: the models users may pick with /model (`name` stays the
+    /// default). Empty: /model only says which model answers.
+    #[serde(default)]
+    pub available: Vec<ModelChoice>,
+}
+
+impl ModelSettings {
+    /// The configured entry for `name`, or a plain one (price 1, no images).
+    pub fn choice(&self, name: &str) -> ModelChoice {
+        self.available
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_else(|| ModelChoice::plain(name))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -19,6 +19,8 @@ impl Settings {
     /// Checks what serde cannot: ranges, relations and choices.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_model()?;
+        super::choices::validate_models(&self.model.available)?;
+        super::choices::validate_personas(&self.personas)?;
         if self.session.ttl < Duration::from_millis(1) {
             return Err(invalid("session.ttl", "must be at least 1ms"));
         }

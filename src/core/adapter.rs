@@ -49,6 +49,8 @@ pub struct Capabilities {
 pub struct ReplyTarget {
     pub chat_id: String,
     pub reply_to: Option<String>,
+    /// The topic of the chat to post in (a Telegram forum topic).
+    pub thread: Option<String>,
 }
 
 /// A message the bot sent, so it can be edited later.
@@ -87,6 +89,14 @@ impl From<anyhow::Error> for AdapterError {
     }
 }
 
+/// A button offered under a message: pressing it sends `command` as if the user had
+/// typed it (Telegram's inline keyboards). Platforms without buttons show the text only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub label: String,
+    pub command: String,
+}
+
 /// Sending side of a chat platform. Implementations treat "message not modified" as
 /// success and report the platform's flood-control answers as [`AdapterError::RetryAfter`].
 #[async_trait]
@@ -106,6 +116,18 @@ pub trait ChatAdapter: Send + Sync {
         text: &str,
         stage: Stage,
     ) -> Result<(), AdapterError>;
+
+    /// Sends `text` with buttons for `choices`; by default the text alone (it lists
+    /// the commands that do the same).
+    async fn offer(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        choices: &[Choice],
+    ) -> Result<(), AdapterError> {
+        let _ = choices;
+        self.send(target, text, Stage::Final).await.map(drop)
+    }
 
     /// Shows "typing…" (or the platform's equivalent) while the model thinks.
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError>;

@@ -26,6 +26,10 @@ pub enum Command {
     System(SystemArg),
     /// `/ask <text>` (or `/chat <text>`): a prompt given as a command, as groups need.
     Ask(String),
+    /// `/model` shows the models on offer; `/model <name>` picks one for this conversation.
+    Model(Option<String>),
+    /// `/persona` lists the personas; `/persona <name>` uses one, `/persona off` none.
+    Persona(Option<String>),
     /// An admin command (checked against `access.admins` before it runs).
     Admin(AdminCommand),
     /// An admin command with wrong arguments: the usage line to show.
@@ -159,6 +163,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("unlink", "Stop sharing your token balance"),
     ("ask", "Ask the model something (useful in groups)"),
+    ("model", "Show or choose the model that answers"),
+    ("persona", "Show or choose a persona for this conversation"),
 ];
 
 /// Parses `text`. `bot_username` (without `@`) lets `/cmd@name` be told apart from a
@@ -199,6 +205,8 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
             a => SystemArg::Set(a.to_string()),
         }),
         "ask" | "chat" => Command::Ask(args.to_string()),
+        "model" | "models" => Command::Model((!args.is_empty()).then(|| args.to_string())),
+        "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
     };
     Input::Command(command)
@@ -244,6 +252,15 @@ mod tests {
         assert_eq!(
             parse("/ask why?", None),
             Input::Command(Command::Ask("why?".into()))
+        );
+        assert_eq!(parse("/model", None), Input::Command(Command::Model(None)));
+        assert_eq!(
+            parse("/model  gpt-4o ", None),
+            Input::Command(Command::Model(Some("gpt-4o".into())))
+        );
+        assert_eq!(
+            parse("/persona off", None),
+            Input::Command(Command::Persona(Some("off".into())))
         );
         assert_eq!(
             parse("/frobnicate x", None),

@@ -91,6 +91,49 @@ pub struct IncomingEvent {
     pub mentioned: bool,
     /// The message replies to one of the bot's own messages.
     pub reply_to_bot: bool,
+    /// A topic of the chat that is a conversation of its own (a Telegram forum topic):
+    /// its own history, and replies go there.
+    pub thread: Option<String>,
+    /// The message this one replies to (or the part of it the user quoted), given to
+    /// the model as context.
+    pub quoted: Option<Quoted>,
+}
+
+/// A message replied to: who wrote it and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub author: String,
+    pub text: String,
+}
+
+/// At most this many characters of a replied-to message go into the prompt.
+pub const MAX_QUOTED_CHARS: usize = 2_000;
+
+impl Quoted {
+    /// The quoted text, cut to [`MAX_QUOTED_CHARS`]; `None` when there is no text.
+    pub fn new(author: impl Into<String>, text: &str) -> Option<Quoted> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let text = match text.char_indices().nth(MAX_QUOTED_CHARS) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text.to_string(),
+        };
+        Some(Quoted {
+            author: author.into(),
+            text,
+        })
+    }
+
+    /// The user's message with the quoted one before it, as the model reads it.
+    pub fn with_question(&self, question: &str) -> String {
+        let quoted: String = self.text.lines().map(|l| format!("> {l}\n")).collect();
+        format!(
+            "(Replying to this message from {}:)\n{quoted}\n{question}",
+            self.author
+        )
+    }
 }
 
 impl IncomingEvent {
@@ -113,7 +156,10 @@ impl IncomingEvent {
     pub fn session_key(&self) -> SessionKey {
         SessionKey {
             platform: self.platform,
-            chat: self.chat_id.clone(),
+            chat: match &self.thread {
+                Some(thread) => format!("{}/{thread}", self.chat_id),
+                None => self.chat_id.clone(),
+            },
             user: self.sender.id.clone(),
         }
     }
@@ -181,5 +227,18 @@ mod tests {
         assert!(UserId::parse("42").is_err());
         assert!(UserId::parse("icq:42").is_err());
         assert!(UserId::parse("discord:").is_err());
+    }
+
+    #[test]
+    fn quotes_are_bounded_and_put_before_the_question() {
+        assert_eq!(Quoted::new("Ann", "  "), None);
+        let long = "é".repeat(MAX_QUOTED_CHARS + 10);
+        let q = Quoted::new("Ann", &long).unwrap();
+        assert_eq!(q.text.chars().count(), MAX_QUOTED_CHARS + 1);
+        let q = Quoted::new("Ann", "line one\nline two").unwrap();
+        assert_eq!(
+            q.with_question("what?"),
+            "(Replying to this message from Ann:)\n> line one\n> line two\n\nwhat?"
+        );
     }
 }

@@ -35,6 +35,8 @@ impl ChatMessage {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelRequest {
+    /// The model to ask; `None`: the client's configured one.
+    pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
 }

@@ -33,8 +33,43 @@ pub struct Session {
     pub v: u32,
     #[serde(default)]
     pub system_prompt: Option<String>,
+    /// The model picked with /model (a name from `model.available`); `None`: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The persona picked with /persona; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
     #[serde(default, deserialize_with = "vec_or_empty_object")]
     pub turns: Vec<Turn>,
+}
+
+/// A per-conversation choice kept in the session beside the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    SystemPrompt,
+    Model,
+    Persona,
+}
+
+impl Setting {
+    /// The session JSON's field.
+    pub fn field(self) -> &'static str {
+        match self {
+            Setting::SystemPrompt => "system_prompt",
+            Setting::Model => "model",
+            Setting::Persona => "persona",
+        }
+    }
+
+    /// Sets this field of `session`.
+    pub fn apply(self, session: &mut Session, value: Option<&str>) {
+        let value = value.map(str::to_string);
+        match self {
+            Setting::SystemPrompt => session.system_prompt = value,
+            Setting::Model => session.model = value,
+            Setting::Persona => session.persona = value,
+        }
+    }
 }
 
 impl Default for Session {
@@ -42,6 +77,8 @@ impl Default for Session {
         Session {
             v: SCHEMA_VERSION,
             system_prompt: None,
+            model: None,
+            persona: None,
             turns: Vec::new(),
         }
     }
@@ -102,12 +139,21 @@ pub trait SessionStore: Send + Sync {
     async fn load(&self, key: &SessionKey) -> Result<Session, SessionError>;
     /// Appends turns, dropping the oldest beyond the history limit.
     async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError>;
+    /// Sets (or with `None` clears) one of the conversation's choices.
+    async fn set(
+        &self,
+        key: &SessionKey,
+        setting: Setting,
+        value: Option<&str>,
+    ) -> Result<(), SessionError>;
     /// Sets (or with `None` clears) the session's own system prompt.
     async fn set_system_prompt(
         &self,
         key: &SessionKey,
         prompt: Option<&str>,
-    ) -> Result<(), SessionError>;
+    ) -> Result<(), SessionError> {
+        self.set(key, Setting::SystemPrompt, prompt).await
+    }
     /// Forgets the history; the session's system prompt stays.
     async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError>;
     /// Stores a one-time code (e.g. for /link) for `ttl`; false if the code is taken.
@@ -144,6 +190,8 @@ mod tests {
         let round = Session {
             v: 1,
             system_prompt: None,
+            model: Some("big".into()),
+            persona: None,
             turns: vec![Turn {
                 role: Role::User,
                 content: "héllo \"/\" ✓".into(),

@@ -73,7 +73,7 @@ impl OpenAiClient {
 
     fn body(&self, request: &ModelRequest) -> serde_json::Value {
         let mut body = json!({
-            "model": self.model,
+            "model": request.model.as_deref().unwrap_or(&self.model),
             "messages": request.messages,
             "stream": true,
             "stream_options": { "include_usage": true },

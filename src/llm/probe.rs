@@ -128,6 +128,7 @@ pub async fn report(settings: &Settings) -> Result<(), LlmError> {
     let started = std::time::Instant::now();
     let mut stream = client
         .stream(ModelRequest {
+            model: None,
             messages: vec![ChatMessage::new(MessageRole::User, "Say OK.")],
             max_tokens: 1,
         })

@@ -156,6 +156,8 @@ where
             },
             mentioned: false,
             reply_to_bot: false,
+            thread: None,
+            quoted: None,
         };
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {

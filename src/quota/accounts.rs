@@ -33,18 +33,33 @@ impl QuotaService {
     /// The account (created with the default grant if new, refilled if due).
     pub async fn balance(&self, user: &UserId) -> Result<Balance, QuotaError> {
         self.prepare(user).await?;
+        if let Some(balance) = self.read_balance(user).await? {
+            return Ok(balance);
+        }
+        // Known to this process but gone from the database (a database restored from a
+        // backup, a failover that lost the last commits, a row deleted by hand): the
+        // account is opened again rather than failing every message until a restart.
+        tracing::warn!(%user, "account missing from the database; opening it again");
+        self.known.invalidate(user);
+        self.prepare(user).await?;
+        self.read_balance(user)
+            .await?
+            .ok_or_else(|| QuotaError::Invalid(format!("no account for {user}")))
+    }
+
+    async fn read_balance(&self, user: &UserId) -> Result<Option<Balance>, QuotaError> {
         let balance = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query_as::<_, BalanceRow>(sql)
                 .bind(user.platform.as_str())
                 .bind(&user.user)
-                .fetch_one(pool)
+                .fetch_optional(pool)
                 .await,
             "SELECT granted, remaining, reserved, used, requests, unlimited, refill_tokens \
              FROM quota_accounts WHERE platform = ?1 AND user_id = ?2"
         )
         .with_context(|| format!("reading the balance of {user}"))?;
-        Ok(balance.into())
+        Ok(balance.map(Into::into))
     }
 
     /// Adds `tokens` to the balance (negative takes away, but never more than remains).

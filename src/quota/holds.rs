@@ -142,7 +142,7 @@ impl QuotaService {
     async fn expire(&self, id: i64, before: Option<i64>, kind: &str) -> Result<bool, QuotaError> {
         let now = self.now_ms();
         let mut tx = self.db.begin().await.context("starting a transaction")?;
-        let row: Option<(String, String, i64)> = crate::on_tx!(
+        let row: Option<(String, String, i64, Option<String>)> = crate::on_tx!(
             &mut tx,
             |conn, sql| sqlx::query_as(sql)
                 .bind(now)
@@ -152,10 +152,10 @@ impl QuotaService {
                 .await,
             "UPDATE quota_holds SET state = 'expired', closed_ms = ?1 \
              WHERE id = ?2 AND state = 'held' AND expires_ms <= ?3 \
-             RETURNING platform, user_id, amount"
+             RETURNING platform, user_id, amount, model"
         )
         .with_context(|| format!("closing hold {id}"))?;
-        let Some((platform, user_id, amount)) = row else {
+        let Some((platform, user_id, amount, model)) = row else {
             return Ok(false);
         };
         if amount > 0 {
@@ -167,11 +167,12 @@ impl QuotaService {
                     .bind(&platform)
                     .bind(&user_id)
                     .bind(kind)
+                    .bind(&model)
                     .execute(conn)
                     .await
                     .map(|r| r.rows_affected()),
                 "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
-                 last_op = ?5, updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
+                 last_op = ?5, last_note = ?6, updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
             )
             .with_context(|| {
                 format!("returning {amount} tokens of hold {id} to {platform}:{user_id}")

@@ -17,6 +17,8 @@ pub struct LedgerEntry {
     pub d_reserved: i64,
     pub d_used: i64,
     pub remaining: i64,
+    /// The model a reserve, settle, refund or expiry was for.
+    pub note: Option<String>,
 }
 
 /// Totals over every account.
@@ -122,7 +124,7 @@ impl QuotaService {
                 .bind(limit)
                 .fetch_all(pool)
                 .await,
-            "SELECT id, at, kind, d_granted, d_remaining, d_reserved, d_used, remaining \
+            "SELECT id, at, kind, d_granted, d_remaining, d_reserved, d_used, remaining, note \
              FROM quota_ledger WHERE platform = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT ?3"
         )
         .with_context(|| format!("reading the ledger of {user}"))?;

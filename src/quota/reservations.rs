@@ -24,6 +24,8 @@ pub struct Reservation {
     amount: i64,
     /// Unlimited users hold nothing; their usage is counted at settlement.
     unlimited: bool,
+    /// The model it is for, written into the ledger entries it makes.
+    model: Option<String>,
     ledger: Option<QuotaService>,
 }
 
@@ -49,12 +51,12 @@ impl Drop for Reservation {
             return;
         };
         ledger.forget(self.id);
-        let (id, user) = (self.id, self.user.clone());
+        let (id, user, model) = (self.id, self.user.clone(), self.model.take());
         let amount = self.held();
         tracing::warn!(%user, amount, hold = id, "reservation dropped unresolved, refunding it");
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = ledger.close_refunded(id, &user, amount).await {
+                if let Err(e) = ledger.close_refunded(id, &user, amount, model.as_deref()).await {
                     tracing::error!(%user, amount, hold = id, error = %chain(&e), "refund of a dropped reservation failed; the sweep returns it when its lease ends");
                 }
             });
@@ -84,22 +86,39 @@ impl QuotaService {
     /// A linked identity whose own balance is too low is held on the account it is
     /// linked to.
     pub async fn reserve(&self, user: &UserId, amount: i64) -> Result<Reservation, QuotaError> {
+        self.reserve_for(user, amount, None).await
+    }
+
+    /// [`Self::reserve`] for a call to `model`, which the ledger entries of the
+    /// reservation, its settlement or refund name.
+    pub async fn reserve_for(
+        &self,
+        user: &UserId,
+        amount: i64,
+        model: Option<&str>,
+    ) -> Result<Reservation, QuotaError> {
         if amount < 0 {
             return Err(QuotaError::Invalid(format!(
                 "cannot reserve {amount} tokens"
             )));
         }
         self.check_budget().await?;
-        if let Some(reservation) = self.reserve_from(user, amount).await? {
+        if let Some(reservation) = self.reserve_from(user, amount, model).await? {
             return Ok(reservation);
         }
         // Too low: a linked identity draws on the account it is linked to.
         if let Some(owner) = self.linked_to(user).await?
-            && let Some(reservation) = self.reserve_from(&owner, amount).await?
+            && let Some(reservation) = self.reserve_from(&owner, amount, model).await?
         {
             return Ok(reservation);
         }
         let balance = self.balance(user).await?;
+        // Reading the balance opens an account the database had lost: try it once more.
+        if balance.remaining >= amount
+            && let Some(reservation) = self.reserve_from(user, amount, model).await?
+        {
+            return Ok(reservation);
+        }
         Err(QuotaError::Exhausted {
             remaining: balance.remaining,
             needed: amount,
@@ -111,10 +130,11 @@ impl QuotaService {
         &self,
         account: &UserId,
         amount: i64,
+        model: Option<&str>,
     ) -> Result<Option<Reservation>, QuotaError> {
         self.prepare(account).await?;
         let held = self
-            .open_hold(account, amount)
+            .open_hold(account, amount, model)
             .await
             .with_context(|| format!("reserving {amount} tokens for {account}"))?;
         Ok(held.map(|(id, unlimited)| Reservation {
@@ -122,6 +142,7 @@ impl QuotaService {
             user: account.clone(),
             amount,
             unlimited,
+            model: model.map(str::to_string),
             ledger: Some(self.clone()),
         }))
     }
@@ -132,6 +153,7 @@ impl QuotaService {
         &self,
         user: &UserId,
         amount: i64,
+        model: Option<&str>,
     ) -> Result<Option<(i64, bool)>, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         // Unlimited accounts match without holding anything.
@@ -142,12 +164,13 @@ impl QuotaService {
                 .bind(self.now())
                 .bind(user.platform.as_str())
                 .bind(&user.user)
+                .bind(model)
                 .fetch_optional(conn)
                 .await,
             "UPDATE quota_accounts SET \
                remaining = remaining - (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
                reserved = reserved + (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
-               last_op = 'reserve', updated_at = ?2 \
+               last_op = 'reserve', last_note = ?5, updated_at = ?2 \
              WHERE platform = ?3 AND user_id = ?4 AND (unlimited = 1 OR remaining >= ?1) \
              RETURNING unlimited"
         )?;
@@ -165,10 +188,11 @@ impl QuotaService {
                 .bind(&*self.owner)
                 .bind(now)
                 .bind(now + self.lease_ms())
+                .bind(model)
                 .fetch_one(conn)
                 .await,
-            "INSERT INTO quota_holds (platform, user_id, amount, unlimited, owner, created_ms, expires_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id"
+            "INSERT INTO quota_holds (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id"
         )?;
         tx.commit().await?;
         lock(&self.live).insert(id);
@@ -208,7 +232,9 @@ impl QuotaService {
         let (id, user) = (reservation.id, reservation.user.clone());
         let amount = reservation.held();
         let result = self
-            .retrying("refund", || self.close_refunded(id, &user, amount))
+            .retrying("refund", || {
+                self.close_refunded(id, &user, amount, reservation.model.as_deref())
+            })
             .await;
         reservation.ledger = None;
         self.forget(id);
@@ -280,6 +306,7 @@ impl QuotaService {
         id: i64,
         user: &UserId,
         amount: i64,
+        model: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         if self
@@ -294,11 +321,12 @@ impl QuotaService {
                     .bind(self.now())
                     .bind(user.platform.as_str())
                     .bind(&user.user)
+                    .bind(model)
                     .execute(conn)
                     .await
                     .map(|r| r.rows_affected()),
                 "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
-                 last_op = 'refund', updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
+                 last_op = 'refund', last_note = ?5, updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
             )?;
         }
         tx.commit().await
@@ -359,7 +387,7 @@ impl QuotaService {
         let statement = if r.unlimited {
             // Nothing was held: count the usage and grant it in the same breath.
             "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
-             last_charge = ?1, requests = requests + 1, last_op = 'settle', updated_at = ?3 \
+             last_charge = ?1, requests = requests + 1, last_op = 'settle', last_note = ?6, updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 AND ?2 = 0 RETURNING last_charge, remaining"
         } else if late {
             "UPDATE quota_accounts SET \
@@ -367,7 +395,7 @@ impl QuotaService {
                remaining = remaining - MIN(?1, remaining), \
                last_charge = MIN(?1, remaining), \
                requests = requests + 1, \
-               last_op = 'late_settle', updated_at = ?3 \
+               last_op = 'late_settle', last_note = ?6, updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 AND ?2 = 0 \
              RETURNING last_charge, remaining"
         } else {
@@ -379,7 +407,7 @@ impl QuotaService {
                last_charge = MIN(?1, ?2 + remaining), \
                reserved = reserved - ?2, \
                requests = requests + 1, \
-               last_op = 'settle', updated_at = ?3 \
+               last_op = 'settle', last_note = ?6, updated_at = ?3 \
              WHERE platform = ?4 AND user_id = ?5 \
              RETURNING last_charge, remaining"
         };
@@ -391,6 +419,7 @@ impl QuotaService {
                 .bind(self.now())
                 .bind(user.platform.as_str())
                 .bind(&user.user)
+                .bind(r.model.as_deref())
                 .fetch_optional(conn)
                 .await,
             statement

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Session, SessionError, SessionStore, StoreOptions, Turn, append_bounded};
+use super::{Session, SessionError, SessionStore, Setting, StoreOptions, Turn, append_bounded};
 use crate::core::event::SessionKey;
 
 struct Entry {
@@ -118,12 +118,13 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn set_system_prompt(
+    async fn set(
         &self,
         key: &SessionKey,
-        prompt: Option<&str>,
+        setting: Setting,
+        value: Option<&str>,
     ) -> Result<(), SessionError> {
-        self.update(key, |s| s.system_prompt = prompt.map(str::to_string));
+        self.update(key, |s| setting.apply(s, value));
         Ok(())
     }
 

@@ -9,7 +9,9 @@ pub mod timed;
 
 use std::time::Duration;
 
-pub use crate::core::session::{Role, SCHEMA_VERSION, Session, SessionError, SessionStore, Turn};
+pub use crate::core::session::{
+    Role, SCHEMA_VERSION, Session, SessionError, SessionStore, Setting, Turn,
+};
 
 /// Settings shared by both stores.
 #[derive(Debug, Clone, Copy)]

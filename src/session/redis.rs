@@ -8,7 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{SCHEMA_VERSION, Session, SessionError, SessionStore, StoreOptions, Turn};
+use super::{SCHEMA_VERSION, Session, SessionError, SessionStore, Setting, StoreOptions, Turn};
 use crate::core::event::SessionKey;
 
 /// Read-modify-write of one session, atomic inside Redis. A value that is not JSON or
@@ -23,8 +23,10 @@ local replaced = 0
 local function valid(s)
   if type(s) ~= 'table' or s.v ~= version or type(s.turns) ~= 'table' then return false end
   if #s.turns == 0 and next(s.turns) ~= nil then return false end
-  local prompt = s.system_prompt
-  if prompt ~= nil and prompt ~= cjson.null and type(prompt) ~= 'string' then return false end
+  for _, field in ipairs({'system_prompt', 'model', 'persona'}) do
+    local value = s[field]
+    if value ~= nil and value ~= cjson.null and type(value) ~= 'string' then return false end
+  end
   for _, t in ipairs(s.turns) do
     if type(t) ~= 'table' or (t.role ~= 'user' and t.role ~= 'assistant')
       or type(t.content) ~= 'string' or type(t.tokens) ~= 'number'
@@ -59,8 +61,10 @@ if op == 'append' then
     end
     session.turns = kept
   end
-elseif op == 'system' then
-  session.system_prompt = cjson.decode(ARGV[3])
+elseif op == 'system_prompt' or op == 'model' or op == 'persona' then
+  local value = cjson.decode(ARGV[3])
+  if value == cjson.null then value = nil end
+  session[op] = value
 elseif op == 'clear' then
   session.turns = {}
 end
@@ -199,15 +203,16 @@ impl SessionStore for RedisStore {
         self.update(key, "append", &payload).await
     }
 
-    async fn set_system_prompt(
+    async fn set(
         &self,
         key: &SessionKey,
-        prompt: Option<&str>,
+        setting: Setting,
+        value: Option<&str>,
     ) -> Result<(), SessionError> {
-        let payload = serde_json::to_string(&prompt)
-            .context("encoding system prompt")
+        let payload = serde_json::to_string(&value)
+            .context("encoding a session setting")
             .map_err(SessionError::Failed)?;
-        self.update(key, "system", &payload).await
+        self.update(key, setting.field(), &payload).await
     }
 
     async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {

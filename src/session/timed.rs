@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::core::event::SessionKey;
 use crate::core::metrics::{SESSION_STORE, timed};
-use crate::core::session::{Session, SessionError, SessionStore, Turn};
+use crate::core::session::{Session, SessionError, SessionStore, Setting, Turn};
 
 pub struct Timed(pub Arc<dyn SessionStore>);
 
@@ -22,17 +22,18 @@ impl SessionStore for Timed {
         timed(SESSION_STORE, "append", self.0.append(key, turns)).await
     }
 
-    async fn set_system_prompt(
+    async fn set(
         &self,
         key: &SessionKey,
-        prompt: Option<&str>,
+        setting: Setting,
+        value: Option<&str>,
     ) -> Result<(), SessionError> {
-        timed(
-            SESSION_STORE,
-            "set_system_prompt",
-            self.0.set_system_prompt(key, prompt),
-        )
-        .await
+        let op = match setting {
+            Setting::SystemPrompt => "set_system_prompt",
+            Setting::Model => "set_model",
+            Setting::Persona => "set_persona",
+        };
+        timed(SESSION_STORE, op, self.0.set(key, setting, value)).await
     }
 
     async fn clear_history(&self, key: &SessionKey) -> Result<(), SessionError> {

@@ -426,6 +426,9 @@ pub struct TestApp {
 pub struct Options {
     pub redis: bool,
     pub env: Vec<(String, String)>,
+    /// A configuration file (TOML) loaded under the environment, for what environment
+    /// variables cannot say (lists of tables such as `[[model.available]]`).
+    pub file: Option<String>,
 }
 
 impl Default for Options {
@@ -433,6 +436,7 @@ impl Default for Options {
         Options {
             redis: true,
             env: Vec::new(),
+            file: None,
         }
     }
 }
@@ -447,6 +451,11 @@ impl Options {
     pub fn telegram(self, tg: &telegram::FakeTelegram) -> Options {
         self.with("TELEGRAM_BOT_TOKEN", telegram::TOKEN)
             .with("GPTBOT__TELEGRAM__API_URL", tg.api_url())
+    }
+
+    pub fn file(mut self, toml: &str) -> Options {
+        self.file = Some(toml.to_string());
+        self
     }
 
     pub fn memory_sessions(mut self) -> Options {
@@ -502,7 +511,12 @@ pub async fn spawn_app_on(openai: FakeOpenAi, options: Options) -> TestApp {
     let redis = options.redis.then(RedisServer::start);
     let dir = tempfile::tempdir().unwrap();
     let env = test_env(&openai, redis.as_ref(), &dir, &options.env);
-    let settings = Settings::load(None, &env).expect("test settings are valid");
+    let file = options.file.map(|toml| {
+        let path = dir.path().join("gptbot.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    });
+    let settings = Settings::load(file.as_deref(), &env).expect("test settings are valid");
     let app = App::build(settings).await.expect("app builds");
     TestApp {
         app,
@@ -563,6 +577,8 @@ pub fn dm(user: &str, text: &str) -> IncomingEvent {
         content: Content::Text(text.to_string()),
         mentioned: false,
         reply_to_bot: false,
+        thread: None,
+        quoted: None,
     }
 }
 

@@ -175,6 +175,11 @@ pub fn group_chat(id: i64) -> Value {
     json!({"id": id, "type": "supergroup", "title": "Test group"})
 }
 
+/// A supergroup with topics (a forum).
+pub fn forum_chat(id: i64) -> Value {
+    json!({"id": id, "type": "supergroup", "title": "Test forum", "is_forum": true})
+}
+
 fn chat_for(id: i64) -> Value {
     if id > 0 {
         private_chat(id)
@@ -413,7 +418,7 @@ async fn api(
             let url = fake.state.lock().unwrap().webhook.clone();
             ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0}))
         }
-        "sendchataction" | "setmycommands" => ok(json!(true)),
+        "sendchataction" | "setmycommands" | "answercallbackquery" => ok(json!(true)),
         other => error(404, &format!("Not Found: method {other} not faked"), None),
     }
 }
@@ -530,6 +535,13 @@ impl FakeTelegram {
         if method == "editmessagetext" {
             message["edit_date"] = json!(now());
         }
+        if let Some(thread) = body["message_thread_id"].as_i64() {
+            message["message_thread_id"] = json!(thread);
+            message["is_topic_message"] = json!(true);
+        }
+        if body["reply_markup"].is_object() {
+            message["reply_markup"] = body["reply_markup"].clone();
+        }
         ok(message)
     }
 
@@ -565,6 +577,22 @@ impl FakeTelegram {
         drop(s);
         self.notify.notify_waiters();
         self.state.lock().unwrap().next_message_id
+    }
+
+    /// Queues a press of an inline button carrying `data`, under the bot's message
+    /// `message_id` in `chat`.
+    pub fn push_callback(&self, chat: Value, from: Value, message_id: i64, data: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.next_update_id += 1;
+        let update = json!({"update_id": s.next_update_id, "callback_query": {
+            "id": format!("cb{}", s.next_update_id), "from": from, "chat_instance": "ci-1",
+            "data": data,
+            "message": {"message_id": message_id, "date": now(), "chat": chat,
+                        "from": bot_user(), "text": "(the choices)"}
+        }});
+        s.updates.push_back(update);
+        drop(s);
+        self.notify.notify_waiters();
     }
 
     /// Queues an `edited_message` update for a message the user changed.

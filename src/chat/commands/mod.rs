@@ -3,6 +3,7 @@
 //! [`link`] (joined balances) and [`admin`] (operators' commands).
 
 mod admin;
+mod choices;
 pub(super) mod link;
 mod system;
 mod user;
@@ -60,6 +61,18 @@ impl Conversation {
                 Ok("Usage: /ask <your question>".to_string())
             }
             Command::Ask(text) => return self.chat(event, adapter, target, &text).await,
+            Command::Model(None) => {
+                return self
+                    .offer(adapter, target, self.model_offer(event).await)
+                    .await;
+            }
+            Command::Persona(None) => {
+                return self
+                    .offer(adapter, target, self.persona_offer(event).await)
+                    .await;
+            }
+            Command::Model(Some(name)) => self.pick_model(event, &name).await,
+            Command::Persona(Some(name)) => self.pick_persona(event, &name).await,
             Command::Start => Ok(self.start(event)),
             Command::Help => Ok(self.help(event, decision)),
             Command::Reset => self.reset(event).await,
@@ -68,8 +81,38 @@ impl Conversation {
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,
             Command::Unlink => self.unlink(event).await,
-            Command::Unknown(name) => Ok(format!("Unknown command /{name}. {}", command_list())),
+            Command::Unknown(name) => {
+                Ok(format!("Unknown command /{name}. {}", self.command_list()))
+            }
         };
+        self.answer(adapter, target, answer).await
+    }
+
+    /// Shows a listing with its buttons.
+    async fn offer(
+        &self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        offer: Result<choices::Offer, Failure>,
+    ) -> Outcome {
+        match offer {
+            Ok(offer) => {
+                if let Err(e) = adapter.offer(target, &offer.text, &offer.choices).await {
+                    tracing::warn!(error = %crate::core::error::chain(&e), "could not show the choices");
+                }
+                Outcome::Replied
+            }
+            Err(failure) => self.answer(adapter, target, Err(failure)).await,
+        }
+    }
+
+    /// Says a command's answer (or why there is none).
+    async fn answer(
+        &self,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        answer: Answer,
+    ) -> Outcome {
         match answer {
             Ok(text) => {
                 say(adapter, target, &text).await;
@@ -91,9 +134,25 @@ impl Conversation {
     }
 }
 
-fn command_list() -> String {
-    let names: Vec<String> = COMMANDS.iter().map(|(n, _)| format!("/{n}")).collect();
-    format!("Available commands: {}.", names.join(" "))
+impl Conversation {
+    /// The commands this bot offers as configured (no /persona without personas), for
+    /// /help and the platforms' command menus.
+    pub fn commands(&self) -> Vec<(&'static str, &'static str)> {
+        COMMANDS
+            .iter()
+            .filter(|(name, _)| *name != "persona" || !self.settings.personas.is_empty())
+            .copied()
+            .collect()
+    }
+
+    fn command_list(&self) -> String {
+        let names: Vec<String> = self
+            .commands()
+            .iter()
+            .map(|(n, _)| format!("/{n}"))
+            .collect();
+        format!("Available commands: {}.", names.join(" "))
+    }
 }
 
 /// A user named in an admin command: `platform:id`, or a bare id on the admin's platform.

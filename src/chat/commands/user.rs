@@ -2,7 +2,7 @@
 
 use super::{Answer, Conversation};
 use crate::access::Decision;
-use crate::core::command::{ADMIN_COMMANDS, COMMANDS};
+use crate::core::command::ADMIN_COMMANDS;
 use crate::core::event::{ChatKind, IncomingEvent};
 
 impl Conversation {
@@ -11,12 +11,12 @@ impl Conversation {
             "Hi {}! I'm {}, an AI assistant. Just send me a message and I'll answer.\n\n{}",
             event.sender.display_name,
             self.settings.bot_name,
-            help_text(event)
+            self.help_text(event)
         )
     }
 
     pub(super) fn help(&self, event: &IncomingEvent, decision: Decision) -> String {
-        let mut text = help_text(event);
+        let mut text = self.help_text(event);
         if decision == Decision::Admin {
             text.push_str(
                 "\n\nAdmin commands (users are platform:id, or an id on this platform):\n",
@@ -75,18 +75,22 @@ impl Conversation {
     }
 }
 
-fn help_text(event: &IncomingEvent) -> String {
-    let mut text = String::from("Commands:\n");
-    for (name, description) in COMMANDS {
-        text.push_str(&format!("/{name} — {description}\n"));
+impl Conversation {
+    fn help_text(&self, event: &IncomingEvent) -> String {
+        let mut text = String::from("Commands:\n");
+        for (name, description) in self.commands() {
+            text.push_str(&format!("/{name} — {description}\n"));
+        }
+        text.push_str(
+            "/system <text> sets your own system prompt; /system reset restores the default.\n",
+        );
+        if event.chat_kind == ChatKind::Group {
+            text.push_str("\nIn groups, mention me, reply to one of my messages, or use /ask <question>. Your history here is yours alone.");
+        } else {
+            text.push_str(
+                "\nAnything else you send goes to the model, with our conversation so far.",
+            );
+        }
+        text
     }
-    text.push_str(
-        "/system <text> sets your own system prompt; /system reset restores the default.\n",
-    );
-    if event.chat_kind == ChatKind::Group {
-        text.push_str("\nIn groups, mention me, reply to one of my messages, or use /ask <question>. Your history here is yours alone.");
-    } else {
-        text.push_str("\nAnything else you send goes to the model, with our conversation so far.");
-    }
-    text
 }

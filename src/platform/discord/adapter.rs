@@ -85,6 +85,7 @@ impl Notifier for ChannelAdapter {
         let target = ReplyTarget {
             chat_id: message_id(&channel)?,
             reply_to: None,
+            thread: None,
         };
         self.send(&target, text, Stage::Final).await.map(|_| ())
     }

@@ -1,11 +1,30 @@
 //! The slash commands Discord shows, as registered at start-up. Admin commands are
 //! hidden from members without the Administrator permission.
 
+use std::collections::BTreeMap;
+
 use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption, Permissions};
 
-/// The slash commands, as registered.
-pub fn slash_commands() -> Vec<CreateCommand> {
-    vec![
+use crate::config::{ModelChoice, Persona};
+
+/// Discord allows at most this many choices per option.
+const MAX_CHOICES: usize = 25;
+
+/// The slash commands, as registered: /model offers the configured models as choices,
+/// and /persona is there only when personas are configured.
+pub fn slash_commands(
+    models: &[ModelChoice],
+    personas: &BTreeMap<String, Persona>,
+) -> Vec<CreateCommand> {
+    let mut model_option = CreateCommandOption::new(
+        CommandOptionType::String,
+        "name",
+        "The model to use from now on (leave empty to see them)",
+    );
+    for model in models.iter().take(MAX_CHOICES) {
+        model_option = model_option.add_string_choice(model.label(), &model.name);
+    }
+    let mut commands = vec![
         CreateCommand::new("chat")
             .description("Ask the model something")
             .add_option(
@@ -30,6 +49,27 @@ pub fn slash_commands() -> Vec<CreateCommand> {
                 "prompt",
                 "The new system prompt, or `reset` for the default",
             )),
+        CreateCommand::new("model")
+            .description("Show or choose the model that answers")
+            .add_option(model_option),
+    ];
+    if !personas.is_empty() {
+        let mut option = CreateCommandOption::new(
+            CommandOptionType::String,
+            "name",
+            "The persona to use, or `off` (leave empty to see them)",
+        );
+        for (name, persona) in personas.iter().take(MAX_CHOICES - 1) {
+            option = option.add_string_choice(persona.label.as_deref().unwrap_or(name), name);
+        }
+        option = option.add_string_choice("No persona", "off");
+        commands.push(
+            CreateCommand::new("persona")
+                .description("Show or choose a persona for this conversation")
+                .add_option(option),
+        );
+    }
+    commands.extend([
         admin_command(
             "grant",
             "Add tokens to a user's balance (negative takes away)",
@@ -66,7 +106,8 @@ pub fn slash_commands() -> Vec<CreateCommand> {
             "Stop a user (or `chat`: this server) from using the bot",
         )
         .add_option(user_option()),
-    ]
+    ]);
+    commands
 }
 
 /// Admin commands are hidden from server members without the Administrator permission;
@@ -92,21 +133,32 @@ mod tests {
 
     #[test]
     fn slash_commands_match_the_core_commands() {
-        let names: Vec<String> = slash_commands()
-            .into_iter()
-            .map(|c| {
-                serde_json::to_value(c).unwrap()["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let names = |personas: &BTreeMap<String, Persona>| -> Vec<String> {
+            slash_commands(&[ModelChoice::plain("a")], personas)
+                .into_iter()
+                .map(|c| {
+                    serde_json::to_value(c).unwrap()["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
         assert_eq!(
-            names,
+            names(&BTreeMap::new()),
             [
-                "chat", "reset", "cancel", "link", "unlink", "quota", "system", "grant",
+                "chat", "reset", "cancel", "link", "unlink", "quota", "system", "model", "grant",
                 "setquota", "usage", "stats", "allow", "deny"
             ]
         );
+        let mut personas = BTreeMap::new();
+        personas.insert(
+            "pirate".to_string(),
+            Persona {
+                prompt: "Arr".into(),
+                label: None,
+            },
+        );
+        assert!(names(&personas).contains(&"persona".to_string()));
     }
 }

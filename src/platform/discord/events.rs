@@ -7,7 +7,7 @@ use serenity::all::{
 };
 
 use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
-use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
 /// Strips `<@id>` / `<@!id>` mentions of the bot; says whether there was one.
 pub fn strip_bot_mentions(content: &str, bot: u64) -> (String, bool) {
@@ -40,7 +40,7 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
     } else {
         Content::Unsupported("a sticker".into())
     };
-    Some(event(
+    let mut event = event(
         msg.channel_id,
         msg.guild_id,
         &msg.author,
@@ -48,7 +48,19 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
         content,
         mentioned,
         reply_to_bot,
-    ))
+    );
+    event.quoted = msg.referenced_message.as_ref().and_then(|r| {
+        let author = if r.author.id == bot {
+            "you (the assistant)".to_string()
+        } else {
+            r.author
+                .global_name
+                .clone()
+                .unwrap_or_else(|| r.author.name.clone())
+        };
+        Quoted::new(author, &r.content)
+    });
+    Some(event)
 }
 
 /// A slash command as an event: its options map straight onto the typed [`BotCommand`]
@@ -109,6 +121,8 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         "link" => BotCommand::Link(option("code").filter(|c| !c.trim().is_empty())),
         "unlink" => BotCommand::Unlink,
         "quota" => BotCommand::Quota,
+        "model" => BotCommand::Model(option("name").filter(|n| !n.is_empty())),
+        "persona" => BotCommand::Persona(option("name").filter(|n| !n.is_empty())),
         "system" => BotCommand::System(match option("prompt") {
             None => SystemArg::Show,
             Some(p) if p.trim().is_empty() => SystemArg::Show,
@@ -160,6 +174,8 @@ fn event(
         content,
         mentioned,
         reply_to_bot,
+        thread: None,
+        quoted: None,
     }
 }
 

@@ -60,7 +60,8 @@ struct Handler {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         let _ = self.bot.set(ready.user.id);
-        let commands = slash_commands();
+        let settings = self.conversation.settings();
+        let commands = slash_commands(&settings.models, &settings.personas);
         let registered = if self.guild_ids.is_empty() {
             Command::set_global_commands(&ctx.http, commands)
                 .await

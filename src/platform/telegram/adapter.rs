@@ -3,18 +3,22 @@
 //! bot's [`Pacer`] (Telegram's per-chat, per-group and overall limits), so the platform
 //! never has to answer 429; when it does, only the chat it names is frozen.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use teloxide::prelude::*;
-use teloxide::types::{ChatAction, MessageId, ParseMode, ReplyParameters};
+use teloxide::types::{
+    ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode, ReplyParameters,
+    ThreadId,
+};
 use teloxide::{ApiError, RequestError};
 
 use super::{MAX_MESSAGE_LEN, html};
 use crate::core::adapter::{
-    AdapterError, Capabilities, ChatAdapter, LengthUnit, Notifier, ReplyTarget, SentMessage, Stage,
+    AdapterError, Capabilities, ChatAdapter, Choice, LengthUnit, Notifier, ReplyTarget,
+    SentMessage, Stage,
 };
 use crate::core::error::chain;
 use crate::platform::pacer::{Pacer, Priority, Write};
@@ -69,7 +73,7 @@ impl TelegramAdapter {
     async fn send_once(
         &self,
         chat: ChatId,
-        reply: Option<&ReplyParameters>,
+        place: &Place,
         text: &str,
         stage: Stage,
     ) -> Result<Message, RequestError> {
@@ -78,8 +82,11 @@ impl TelegramAdapter {
             if html {
                 request = request.parse_mode(ParseMode::Html);
             }
-            if let Some(reply) = reply {
+            if let Some(reply) = &place.reply {
                 request = request.reply_parameters(reply.clone());
+            }
+            if let Some(thread) = place.thread {
+                request = request.message_thread_id(thread);
             }
             request
         };
@@ -188,6 +195,7 @@ impl Notifier for TelegramAdapter {
         let target = ReplyTarget {
             chat_id: user.to_string(),
             reply_to: None,
+            thread: None,
         };
         self.send(&target, text, Stage::Final).await.map(|_| ())
     }
@@ -211,10 +219,7 @@ impl ChatAdapter for TelegramAdapter {
         stage: Stage,
     ) -> Result<SentMessage, AdapterError> {
         let chat = chat_id(&target.chat_id)?;
-        let reply = match &target.reply_to {
-            Some(id) => Some(ReplyParameters::new(message_id(id)?).allow_sending_without_reply()),
-            None => None,
-        };
+        let place = Place::of(target)?;
         // A new message is an answer's first (or, complete, its final) text.
         let priority = match stage {
             Stage::Final => Priority::Final,
@@ -222,7 +227,7 @@ impl ChatAdapter for TelegramAdapter {
         };
         let sent = self
             .paced(&target.chat_id, Write::Send, priority, || {
-                self.send_once(chat, reply.as_ref(), text, stage)
+                self.send_once(chat, &place, text, stage)
             })
             .await?;
         Ok(SentMessage {
@@ -253,13 +258,71 @@ impl ChatAdapter for TelegramAdapter {
         .await
     }
 
+    async fn offer(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        choices: &[Choice],
+    ) -> Result<(), AdapterError> {
+        let chat = chat_id(&target.chat_id)?;
+        let place = Place::of(target)?;
+        // One button per row: labels stay readable on a phone.
+        let keyboard = InlineKeyboardMarkup::new(choices.iter().map(|c| {
+            [InlineKeyboardButton::callback(
+                c.label.clone(),
+                c.command.clone(),
+            )]
+        }));
+        self.paced(&target.chat_id, Write::Send, Priority::Final, || {
+            let mut request = self
+                .bot
+                .send_message(chat, text)
+                .reply_markup(keyboard.clone());
+            if let Some(reply) = &place.reply {
+                request = request.reply_parameters(reply.clone());
+            }
+            if let Some(thread) = place.thread {
+                request = request.message_thread_id(thread);
+            }
+            request.into_future()
+        })
+        .await
+        .map(drop)
+    }
+
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
-        let result = self
+        let mut request = self
             .bot
-            .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing)
-            .await;
+            .send_chat_action(chat_id(&target.chat_id)?, ChatAction::Typing);
+        if let Some(thread) = Place::of(target)?.thread {
+            request = request.message_thread_id(thread);
+        }
+        let result = request.await;
         crate::core::metrics::platform_call("telegram", "sendChatAction", status_of(&result));
         result.map(|_| ()).map_err(adapter_error)
+    }
+}
+
+/// Where in a chat a message goes: as a reply to a message, and in which forum topic.
+struct Place {
+    reply: Option<ReplyParameters>,
+    thread: Option<ThreadId>,
+}
+
+impl Place {
+    fn of(target: &ReplyTarget) -> Result<Place, AdapterError> {
+        Ok(Place {
+            reply: match &target.reply_to {
+                Some(id) => {
+                    Some(ReplyParameters::new(message_id(id)?).allow_sending_without_reply())
+                }
+                None => None,
+            },
+            thread: match &target.thread {
+                Some(id) => Some(ThreadId(message_id(id)?)),
+                None => None,
+            },
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use teloxide::types::{Me, Message, MessageEntityKind, MessageEntityRef};
 
-use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
 /// Builds the event, or `None` for messages with no human sender (channel posts,
 /// service messages) and for commands addressed to another bot.
@@ -15,10 +15,29 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
     } else {
         ChatKind::Group
     };
-    let reply_to_bot = msg
+    // A forum topic is a conversation of its own. Every message in a topic "replies"
+    // to the topic's first message, which is no reply the user made.
+    let thread = msg.is_topic_message.then_some(msg.thread_id).flatten();
+    let replied = msg
         .reply_to_message()
+        .filter(|r| thread.is_none_or(|t| t.0 != r.id));
+    let reply_to_bot = replied
         .and_then(|r| r.from.as_ref())
         .is_some_and(|u| u.id == me.user.id);
+    let quoted = replied.and_then(|r| {
+        let author = match &r.from {
+            Some(u) if u.id == me.user.id => "you (the assistant)".to_string(),
+            Some(u) => u.first_name.clone(),
+            None => "the chat".to_string(),
+        };
+        // The part the user quoted, if they picked one; else the whole message.
+        let text = msg
+            .quote()
+            .map(|q| q.text.as_str())
+            .or_else(|| r.text())
+            .or_else(|| r.caption())?;
+        Quoted::new(author, text)
+    });
 
     let (text, entities) = match (msg.text(), msg.parse_entities()) {
         (Some(text), entities) => (Some(text), entities.unwrap_or_default()),
@@ -54,6 +73,8 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         content,
         mentioned,
         reply_to_bot,
+        thread: thread.map(|t| t.0.0.to_string()),
+        quoted,
     })
 }
 

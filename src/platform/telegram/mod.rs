@@ -9,6 +9,7 @@
 //! `/cancel` reaches the answer it stops.
 
 pub mod adapter;
+mod callbacks;
 pub mod convert;
 pub mod html;
 pub mod webhook;
@@ -30,7 +31,7 @@ use crate::chat::Conversation;
 use crate::config::{TelegramMode, TelegramSettings};
 pub use adapter::TelegramAdapter;
 
-use crate::core::command::{ADMIN_COMMANDS, COMMANDS};
+use crate::core::command::ADMIN_COMMANDS;
 use crate::platform::pacer::{Limits, Pacer};
 
 /// Telegram's limit on a message, in UTF-16 code units after entity parsing.
@@ -113,9 +114,10 @@ pub async fn start(
         },
     })?;
     let username = me.username().to_string();
-    let commands: Vec<BotCommand> = COMMANDS
-        .iter()
-        .map(|(name, description)| BotCommand::new(*name, *description))
+    let commands: Vec<BotCommand> = conversation
+        .commands()
+        .into_iter()
+        .map(|(name, description)| BotCommand::new(name, description))
         .collect();
     if let Err(e) = bot.set_my_commands(commands.clone()).await {
         tracing::warn!(error = %crate::core::error::chain(&e), "could not register the command menu (setMyCommands)");
@@ -161,7 +163,8 @@ pub async fn start(
     });
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
-        .branch(Update::filter_edited_message().endpoint(on_edited_message));
+        .branch(Update::filter_edited_message().endpoint(on_edited_message))
+        .branch(Update::filter_callback_query().endpoint(on_callback));
     // Updates are handled as they arrive, not queued per chat: a user's second message
     // while an answer streams must get the core's "still answering" notice, and /cancel
     // must reach the answer it stops. The core keeps one answer in flight per user.
@@ -308,6 +311,30 @@ pub async fn start(
 
 async fn on_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {
     handle(bot, &msg, &ctx, false).await;
+    Ok(())
+}
+
+/// A press on one of our inline buttons: acknowledged at once (Telegram shows a
+/// spinner until then), then handled as the command it carries.
+async fn on_callback(bot: Bot, query: CallbackQuery, ctx: Arc<Context>) -> ResponseResult<()> {
+    let acknowledged = bot.answer_callback_query(query.id.clone()).await;
+    crate::core::metrics::platform_call(
+        "telegram",
+        "answerCallbackQuery",
+        acknowledged.as_ref().ok().map(|_| 200),
+    );
+    if let Err(e) = acknowledged {
+        tracing::debug!(error = %crate::core::error::chain(&e), "could not acknowledge a button press");
+    }
+    if let Some(event) = callbacks::callback_event(&query, &ctx.me) {
+        let adapter = TelegramAdapter::new(
+            bot,
+            ctx.pacer.clone(),
+            ctx.edit_interval,
+            ctx.first_message_delay,
+        );
+        ctx.conversation.handle(&event, &adapter).await;
+    }
     Ok(())
 }
 

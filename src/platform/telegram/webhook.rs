@@ -22,7 +22,11 @@ const MAX_UPDATE_BYTES: usize = 1 << 20;
 
 /// The updates gptbot asks Telegram for.
 pub fn allowed_updates() -> Vec<AllowedUpdate> {
-    vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage]
+    vec![
+        AllowedUpdate::Message,
+        AllowedUpdate::EditedMessage,
+        AllowedUpdate::CallbackQuery,
+    ]
 }
 
 /// A Bot API client for the configured token and API URL.

@@ -1,0 +1,350 @@
+//! Issue 13's features through the real Telegram bot against the fake Bot API, the fake
+//! model server, real Redis and SQLite: /model (with its inline keyboard) and the price
+//! it charges, /persona, reply context, and forum topics as conversations of their own.
+
+mod common;
+
+use common::telegram::*;
+use common::*;
+use gptbot::core::event::{Platform, UserId};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+struct Bot {
+    t: TestApp,
+    tg: FakeTelegram,
+    _stop: watch::Sender<bool>,
+}
+
+const CHOICES: &str = r#"
+[model]
+name = "small"
+
+[[model.available]]
+name = "small"
+label = "Small"
+price = 1.0
+
+[[model.available]]
+name = "big"
+label = "Big"
+price = 10.0
+vision = true
+
+[personas.pirate]
+label = "Pirate"
+prompt = "You are a pirate. Answer like one."
+"#;
+
+async fn spawn_bot(options: Options) -> Bot {
+    let tg = FakeTelegram::start().await;
+    let t = spawn_app_with(
+        options
+            .telegram(&tg)
+            .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms")
+            .with("GPTBOT__TELEGRAM__FIRST_MESSAGE_DELAY", "0ms"),
+    )
+    .await;
+    let (stop, rx) = watch::channel(false);
+    t.app.start(rx).await.expect("the bot starts");
+    Bot { t, tg, _stop: stop }
+}
+
+/// Waits for a message of the bot in `chat` whose text contains `needle`; returns it.
+async fn wait_text(tg: &FakeTelegram, chat: i64, needle: &str) -> Call {
+    let what = format!("a message containing {needle:?} in chat {chat}");
+    tg.wait_until(15, &what, |calls| {
+        calls.iter().any(|c| {
+            c.body["chat_id"].as_i64() == Some(chat)
+                && c.body["text"].as_str().is_some_and(|t| t.contains(needle))
+        })
+    })
+    .await;
+    tg.calls()
+        .into_iter()
+        .rev()
+        .find(|c| {
+            c.body["chat_id"].as_i64() == Some(chat)
+                && c.body["text"].as_str().is_some_and(|t| t.contains(needle))
+        })
+        .unwrap()
+}
+
+fn user(id: i64) -> UserId {
+    UserId::new(Platform::Telegram, id.to_string())
+}
+
+fn system_message(request: &Value) -> String {
+    request["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_model_picked_with_its_button_answers_and_is_charged_at_its_price() {
+    let b = spawn_bot(Options::default().file(CHOICES)).await;
+    // The menu offers what is configured.
+    let menu = b.tg.calls_of("setMyCommands");
+    let names: Vec<&str> = menu[0].body["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"model") && names.contains(&"persona"),
+        "{names:?}"
+    );
+
+    b.tg.push_message(private_chat(51), user_json(51, "Ann"), "hello", None);
+    wait_text(&b.tg, 51, "Echo: hello").await;
+    let first = common::ledger::settled(&b.t.app.quota, &user(51), 1).await;
+
+    b.tg.push_message(private_chat(51), user_json(51, "Ann"), "/model", None);
+    let offer = wait_text(&b.tg, 51, "Choose with /model").await;
+    let text = offer.body["text"].as_str().unwrap();
+    assert!(text.contains("Small (small) ×1 ← current"), "{text}");
+    assert!(text.contains("Big (big) ×10, reads images"), "{text}");
+    let keyboard = &offer.body["reply_markup"]["inline_keyboard"];
+    assert_eq!(
+        keyboard,
+        &json!([[{"text": "Big", "callback_data": "/model big"}]]),
+        "a button for each model not in use"
+    );
+
+    // Pressing the button is the command.
+    b.tg.push_callback(private_chat(51), user_json(51, "Ann"), 9_999, "/model big");
+    wait_text(&b.tg, 51, "Model set to Big").await;
+    assert_eq!(
+        b.tg.calls_of("answerCallbackQuery").len(),
+        1,
+        "the press is acknowledged"
+    );
+
+    b.tg.push_message(private_chat(51), user_json(51, "Ann"), "hello again", None);
+    wait_text(&b.tg, 51, "Echo: hello again").await;
+    let requests = b.t.openai.requests();
+    assert_eq!(requests[0]["model"], "small");
+    assert_eq!(requests.last().unwrap()["model"], "big");
+
+    // Ten ledger tokens per model token: the second answer's charge is ten times its
+    // usage, and its ledger entries name the model.
+    let after = common::ledger::settled(&b.t.app.quota, &user(51), 2).await;
+    let charged = after.used - first.used;
+    assert_eq!(charged % 10, 0, "charged {charged}");
+    assert!(
+        charged >= 10 * first.used / 2,
+        "charged {charged}, first {}",
+        first.used
+    );
+    let entries = b.t.app.quota.history(&user(51), 100).await.unwrap();
+    let settles: Vec<(&str, Option<&str>)> = entries
+        .iter()
+        .filter(|e| e.kind == "settle" || e.kind == "reserve")
+        .map(|e| (e.kind.as_str(), e.note.as_deref()))
+        .collect();
+    assert_eq!(
+        settles,
+        [
+            ("reserve", Some("small")),
+            ("settle", Some("small")),
+            ("reserve", Some("big")),
+            ("settle", Some("big")),
+        ]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.kind != "grant" || e.note.is_none())
+    );
+    common::ledger::assert_books(&b.t.app.quota, &user(51)).await;
+
+    // A name that is not offered is refused, and the choice stays.
+    b.tg.push_message(private_chat(51), user_json(51, "Ann"), "/model huge", None);
+    wait_text(&b.tg, 51, "There is no model called").await;
+    b.tg.push_message(private_chat(51), user_json(51, "Ann"), "/model", None);
+    let offer = wait_text(&b.tg, 51, "Big (big) ×10, reads images ← current").await;
+    assert_eq!(
+        offer.body["reply_markup"]["inline_keyboard"],
+        json!([[{"text": "Small", "callback_data": "/model small"}]])
+    );
+}
+
+#[tokio::test]
+async fn without_a_list_model_says_which_model_answers_and_help_hides_personas() {
+    let b = spawn_bot(Options::default().with("GPTBOT__MODEL__NAME", "gpt-4o-mini")).await;
+    b.tg.push_message(private_chat(52), user_json(52, "Bo"), "/model", None);
+    wait_text(&b.tg, 52, "This chat is answered by gpt-4o-mini.").await;
+    b.tg.push_message(private_chat(52), user_json(52, "Bo"), "/help", None);
+    let help = wait_text(&b.tg, 52, "/model").await;
+    let help = help.body["text"].as_str().unwrap();
+    assert!(!help.contains("/persona"), "{help}");
+    let menu = b.tg.calls_of("setMyCommands");
+    assert!(
+        menu[0].body["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["command"] != "persona")
+    );
+}
+
+#[tokio::test]
+async fn a_persona_changes_the_system_message_and_own_system_text_still_wins() {
+    let b = spawn_bot(Options::default().file(CHOICES)).await;
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "/persona", None);
+    let offer = wait_text(&b.tg, 53, "Pirate (pirate)").await;
+    assert_eq!(
+        offer.body["reply_markup"]["inline_keyboard"],
+        json!([[{"text": "Pirate", "callback_data": "/persona pirate"}]])
+    );
+    b.tg.push_message(
+        private_chat(53),
+        user_json(53, "Cy"),
+        "/persona pirate",
+        None,
+    );
+    wait_text(&b.tg, 53, "Persona set to Pirate").await;
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "ahoy", None);
+    wait_text(&b.tg, 53, "Echo: ahoy").await;
+    assert_eq!(
+        system_message(&b.t.openai.requests()[0]),
+        "You are a pirate. Answer like one."
+    );
+
+    b.tg.push_message(
+        private_chat(53),
+        user_json(53, "Cy"),
+        "/system Be brief.",
+        None,
+    );
+    wait_text(&b.tg, 53, "System prompt set").await;
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "again", None);
+    wait_text(&b.tg, 53, "Echo: again").await;
+    assert_eq!(system_message(&b.t.openai.requests()[1]), "Be brief.");
+
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "/system reset", None);
+    wait_text(&b.tg, 53, "System prompt reset").await;
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "/persona off", None);
+    wait_text(&b.tg, 53, "Persona off").await;
+    b.tg.push_message(private_chat(53), user_json(53, "Cy"), "plain", None);
+    wait_text(&b.tg, 53, "Echo: plain").await;
+    let default = gptbot::config::Settings::load(None, &b.t.env)
+        .unwrap()
+        .bot
+        .system_prompt;
+    assert_eq!(system_message(&b.t.openai.requests()[2]), default);
+}
+
+#[tokio::test]
+async fn a_reply_puts_the_quoted_message_into_the_request() {
+    let b = spawn_bot(Options::default()).await;
+    let quoted = "The mitochondria is the powerhouse of the cell.";
+    b.tg.push_raw_message(json!({
+        "date": 1_764_000_000, "chat": group_chat(-100_500), "from": user_json(54, "Di"),
+        "text": format!("@{BOT_USERNAME} what does this mean?"),
+        "entities": [{"type": "mention", "offset": 0, "length": BOT_USERNAME.len() + 1}],
+        "reply_to_message": {
+            "message_id": 77, "date": 1_764_000_000, "chat": group_chat(-100_500),
+            "from": user_json(55, "Eve"), "text": quoted
+        }
+    }));
+    wait_text(&b.tg, -100_500, "Echo:").await;
+    let request = &b.t.openai.requests()[0];
+    let messages = request["messages"].as_array().unwrap();
+    let last = messages.last().unwrap()["content"].as_str().unwrap();
+    assert!(last.contains(&format!("> {quoted}")), "{last}");
+    assert!(last.contains("from Eve"), "{last}");
+    assert!(last.ends_with("what does this mean?"), "{last}");
+
+    // A long message is quoted only in part.
+    let long = "word ".repeat(1_000);
+    b.tg.push_raw_message(json!({
+        "date": 1_764_000_000, "chat": private_chat(56), "from": user_json(56, "Fay"),
+        "text": "summarise",
+        "reply_to_message": {
+            "message_id": 78, "date": 1_764_000_000, "chat": private_chat(56),
+            "from": user_json(56, "Fay"), "text": long
+        }
+    }));
+    wait_text(&b.tg, 56, "summarise").await;
+    let request = b.t.openai.requests().last().unwrap().clone();
+    let last = request["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        last.chars().count() < 2_200,
+        "{} chars",
+        last.chars().count()
+    );
+    assert!(last.contains('…'));
+}
+
+#[tokio::test]
+async fn two_topics_of_a_forum_keep_separate_histories_and_replies_stay_in_their_topic() {
+    let b = spawn_bot(Options::default()).await;
+    let forum = -100_900;
+    let say = |topic: i64, text: &str| {
+        // In a topic, a message that replies to nothing still "replies" to the topic's
+        // first message: that is not a reply to quote.
+        b.tg.push_raw_message(json!({
+            "date": 1_764_000_000, "chat": forum_chat(forum), "from": user_json(57, "Gus"),
+            "text": format!("/ask {text}"),
+            "entities": [{"type": "bot_command", "offset": 0, "length": 4}],
+            "message_thread_id": topic, "is_topic_message": true,
+            "reply_to_message": {
+                "message_id": topic, "date": 1_764_000_000, "chat": forum_chat(forum),
+                "from": user_json(57, "Gus"),
+                "forum_topic_created": {"name": format!("topic {topic}"), "icon_color": 7322096}
+            }
+        }));
+    };
+    say(10, "apples");
+    wait_text(&b.tg, forum, "Echo: apples").await;
+    say(20, "pears");
+    wait_text(&b.tg, forum, "Echo: pears").await;
+    say(10, "more apples");
+    wait_text(&b.tg, forum, "Echo: more apples").await;
+
+    let requests = b.t.openai.requests();
+    let contents = |r: &Value| -> Vec<String> {
+        r["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(contents(&requests[1]), ["pears"], "topic 20 starts fresh");
+    assert_eq!(
+        contents(&requests[2]),
+        ["apples", "Echo: apples", "more apples"],
+        "topic 10 continues its own history"
+    );
+    // Every reply (and typing) went to the topic its question came from.
+    for call in b.tg.calls() {
+        if matches!(call.method.as_str(), "sendmessage" | "sendchataction")
+            && call.body["chat_id"].as_i64() == Some(forum)
+        {
+            assert!(
+                call.body["message_thread_id"] == 10 || call.body["message_thread_id"] == 20,
+                "{:?}",
+                call.body
+            );
+        }
+    }
+    let topics: Vec<Value> =
+        b.tg.calls_of("sendMessage")
+            .iter()
+            .filter(|c| c.body["chat_id"].as_i64() == Some(forum))
+            .map(|c| c.body["message_thread_id"].clone())
+            .collect();
+    assert_eq!(
+        topics,
+        [json!(10), json!(20), json!(10)],
+        "one answer per question, in its topic"
+    );
+}
