@@ -193,6 +193,8 @@ impl App {
                 model: settings.model.name.clone(),
                 models: settings.model.available.clone(),
                 personas: settings.personas.clone(),
+                file_max_chars: settings.files.max_chars,
+                file_max_bytes: settings.files.max_bytes,
             },
         ));
         tracing::info!(

@@ -348,3 +348,139 @@ async fn two_topics_of_a_forum_keep_separate_histories_and_replies_stay_in_their
         "one answer per question, in its topic"
     );
 }
+
+/// A document message as Telegram sends it (the caption is the question).
+fn document(
+    chat: i64,
+    user: i64,
+    file_id: &str,
+    name: &str,
+    mime: &str,
+    size: usize,
+    caption: &str,
+) -> Value {
+    json!({
+        "date": 1_764_000_000, "chat": private_chat(chat), "from": user_json(user, "Hal"),
+        "document": {"file_id": file_id, "file_unique_id": format!("u-{file_id}"),
+                     "file_name": name, "mime_type": mime, "file_size": size},
+        "caption": caption
+    })
+}
+
+fn last_user_content(t: &TestApp) -> String {
+    let request = t.openai.requests().last().unwrap().clone();
+    request["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_pdf_and_a_text_file_end_up_in_the_prompt_cut_at_the_limit() {
+    let b = spawn_bot(Options::default().with("GPTBOT__FILES__MAX_CHARS", "300")).await;
+    let pdf = std::fs::read("tests/fixtures/report.pdf").unwrap();
+    b.tg.serve_file("pdf-1", &pdf);
+    b.tg.push_raw_message(document(
+        58,
+        58,
+        "pdf-1",
+        "report.pdf",
+        "application/pdf",
+        pdf.len(),
+        "How did revenue do?",
+    ));
+    wait_text(&b.tg, 58, "How did revenue do?").await;
+    let asked = last_user_content(&b.t);
+    assert!(asked.starts_with("File: report.pdf\n```\n"), "{asked}");
+    assert!(
+        asked.contains("Quarterly revenue grew by 12 percent in the PDF."),
+        "{asked}"
+    );
+    assert!(asked.ends_with("How did revenue do?"), "{asked}");
+    assert_eq!(b.tg.downloads(), ["documents/pdf-1.bin"]);
+
+    let long: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    b.tg.serve_file("txt-1", long.as_bytes());
+    b.tg.push_raw_message(document(
+        58,
+        58,
+        "txt-1",
+        "notes.txt",
+        "text/plain",
+        long.len(),
+        "summarise",
+    ));
+    wait_text(&b.tg, 58, "summarise").await;
+    let asked = last_user_content(&b.t);
+    assert!(asked.contains("File: notes.txt"), "{asked}");
+    assert!(
+        asked.contains("line 0\n") && !asked.contains("line 199"),
+        "{asked}"
+    );
+    assert!(
+        asked.contains(&format!(
+            "[… cut here: the file has {} characters, only the first 300 are included]",
+            long.trim().chars().count()
+        )),
+        "{asked}"
+    );
+    // The file is part of the turn kept in the history.
+    let turns = b.t.turns("58").await;
+    assert!(turns.iter().any(|t| t.content.contains("File: notes.txt")));
+    common::ledger::assert_books(&b.t.app.quota, &user(58)).await;
+}
+
+#[tokio::test]
+async fn unsupported_and_oversized_files_get_a_sentence_and_cost_nothing() {
+    let b = spawn_bot(Options::default().with("GPTBOT__FILES__MAX_BYTES", "1000")).await;
+    b.tg.serve_file("xls-1", b"PK\x03\x04 spreadsheet");
+    b.tg.push_raw_message(document(
+        59,
+        59,
+        "xls-1",
+        "sheet.xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        20,
+        "what is in it",
+    ));
+    wait_text(&b.tg, 59, "sheet.xlsx is neither").await;
+    b.tg.serve_file("big-1", &vec![b'a'; 5_000]);
+    b.tg.push_raw_message(document(
+        59,
+        59,
+        "big-1",
+        "big.txt",
+        "text/plain",
+        5_000,
+        "read",
+    ));
+    wait_text(&b.tg, 59, "big.txt is too large").await;
+    b.tg.serve_file("bin-1", b"\x00\x01\x02binary");
+    b.tg.push_raw_message(document(
+        59,
+        59,
+        "bin-1",
+        "data.json",
+        "application/json",
+        9,
+        "parse",
+    ));
+    wait_text(&b.tg, 59, "I could not read data.json").await;
+    assert_eq!(
+        b.t.openai.request_count(),
+        0,
+        "no model call for an unreadable file"
+    );
+    assert!(
+        b.tg.downloads()
+            .iter()
+            .all(|d| !d.contains("xls") && !d.contains("big")),
+        "refused before the download"
+    );
+    let balance = b.t.app.quota.balance(&user(59)).await.unwrap();
+    assert_eq!(
+        (balance.used, balance.reserved, balance.requests),
+        (0, 0, 0)
+    );
+    assert!(b.t.turns("59").await.is_empty());
+}

@@ -11,6 +11,7 @@
 mod admission;
 pub mod commands;
 pub mod context;
+pub mod files;
 mod gate;
 mod inflight;
 mod measure;
@@ -60,6 +61,9 @@ pub struct ConversationSettings {
     pub models: Vec<ModelChoice>,
     /// `[personas.*]`: what /persona offers.
     pub personas: BTreeMap<String, Persona>,
+    /// `files.max_chars`, `files.max_bytes`.
+    pub file_max_chars: usize,
+    pub file_max_bytes: u64,
 }
 
 impl ConversationSettings {
@@ -119,6 +123,8 @@ pub enum Refusal {
     Command,
     /// The process is shutting down.
     Restarting,
+    /// A file that cannot be read (its type, its size, its content).
+    File,
 }
 
 impl Outcome {
@@ -137,6 +143,7 @@ impl Outcome {
             Outcome::Refused(Refusal::TooLong) => "refused_too_long",
             Outcome::Refused(Refusal::Command) => "refused_command",
             Outcome::Refused(Refusal::Restarting) => "refused_restarting",
+            Outcome::Refused(Refusal::File) => "refused_file",
         })
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::notices::{self, say};
 use super::reply::ReplyStream;
-use super::{Conversation, Outcome, Refusal, measure};
+use super::{Conversation, Outcome, Refusal, files, measure};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
@@ -54,20 +54,10 @@ impl Conversation {
         target: &ReplyTarget,
         text: &str,
     ) -> Outcome {
-        if text.trim().is_empty() {
+        if text.trim().is_empty() && event.attachments.is_empty() {
             say(adapter, target, notices::EMPTY_PROMPT).await;
             return Outcome::Replied;
         }
-        // A reply to a message asks about it: the model (and the history) get the
-        // quoted text before the question.
-        let with_quote;
-        let text = match &event.quoted {
-            Some(quoted) => {
-                with_quote = quoted.with_question(text);
-                with_quote.as_str()
-            }
-            None => text,
-        };
         if self.closing() {
             say(adapter, target, notices::RESTARTING).await;
             return Outcome::Refused(Refusal::Restarting);
@@ -81,6 +71,39 @@ impl Conversation {
             say(adapter, target, &refusal).await;
             return Outcome::Refused(Refusal::RateLimited);
         }
+        // Files sent with the message go before its text, with their names.
+        let with_files;
+        let text = if event.attachments.is_empty() {
+            text
+        } else {
+            let files = files::with_files(
+                adapter,
+                &event.attachments,
+                text,
+                self.settings.file_max_chars,
+                self.settings.file_max_bytes,
+            );
+            match files.await {
+                Ok(prompt) => {
+                    with_files = prompt;
+                    with_files.as_str()
+                }
+                Err(sentence) => {
+                    say(adapter, target, &sentence).await;
+                    return Outcome::Refused(Refusal::File);
+                }
+            }
+        };
+        // A reply to a message asks about it: the model (and the history) get the
+        // quoted text before the question.
+        let with_quote;
+        let text = match &event.quoted {
+            Some(quoted) => {
+                with_quote = quoted.with_question(text);
+                with_quote.as_str()
+            }
+            None => text,
+        };
         let key = event.session_key();
         let loaded = match self.load(&key, text).await {
             Ok(loaded) => loaded,

@@ -71,6 +71,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub http: HttpSettings,
+    pub files: FileSettings,
     /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
     #[serde(default)]
     pub personas: std::collections::BTreeMap<String, Persona>,
@@ -86,6 +87,16 @@ pub struct HttpSettings {
         serialize_with = "parse::ser_listen"
     )]
     pub listen: Option<SocketAddr>,
+}
+
+/// Documents sent to the bot (text files and PDFs), read into the prompt.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// Characters of one file put into the prompt; the rest is cut with a note.
+    pub max_chars: usize,
+    /// Larger files are refused before they are downloaded.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -21,6 +21,12 @@ impl Settings {
         self.validate_model()?;
         super::choices::validate_models(&self.model.available)?;
         super::choices::validate_personas(&self.personas)?;
+        if self.files.max_chars == 0 {
+            return Err(invalid("files.max_chars", "must be at least 1"));
+        }
+        if self.files.max_bytes == 0 {
+            return Err(invalid("files.max_bytes", "must be at least 1"));
+        }
         if self.session.ttl < Duration::from_millis(1) {
             return Err(invalid("session.ttl", "must be at least 1ms"));
         }

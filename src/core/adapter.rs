@@ -129,6 +129,19 @@ pub trait ChatAdapter: Send + Sync {
         self.send(target, text, Stage::Final).await.map(drop)
     }
 
+    /// Fetches a file sent to the bot, refusing one larger than `max_bytes`.
+    async fn download(
+        &self,
+        file: &crate::core::event::Attachment,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, AdapterError> {
+        let _ = max_bytes;
+        Err(AdapterError::Failed(anyhow::anyhow!(
+            "this platform cannot fetch {}",
+            file.name
+        )))
+    }
+
     /// Shows "typing…" (or the platform's equivalent) while the model thinks.
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError>;
 

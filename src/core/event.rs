@@ -97,6 +97,20 @@ pub struct IncomingEvent {
     /// The message this one replies to (or the part of it the user quoted), given to
     /// the model as context.
     pub quoted: Option<Quoted>,
+    /// Files sent with the message (the text is their caption).
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file that came with a message, fetched through the platform only when needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The platform's reference to fetch it by (Telegram's `file_id`).
+    pub id: String,
+    /// The file name as sent ("report.pdf").
+    pub name: String,
+    pub mime: Option<String>,
+    /// Bytes, when the platform says.
+    pub size: Option<u64>,
 }
 
 /// A message replied to: who wrote it and its text.

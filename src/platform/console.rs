@@ -158,6 +158,7 @@ where
             reply_to_bot: false,
             thread: None,
             quoted: None,
+            attachments: Vec::new(),
         };
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {

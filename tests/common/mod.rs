@@ -579,6 +579,7 @@ pub fn dm(user: &str, text: &str) -> IncomingEvent {
         reply_to_bot: false,
         thread: None,
         quoted: None,
+        attachments: Vec::new(),
     }
 }
 

@@ -53,6 +53,10 @@ struct TgState {
     delivered: Vec<Call>,
     /// (chat, text) → when a final (HTML) text was first shown.
     finals: HashMap<(i64, String), Instant>,
+    /// file_id → (file_path, bytes), served by getFile and /file/bot<token>/<path>.
+    files: HashMap<String, (String, Vec<u8>)>,
+    /// File downloads served, by path.
+    downloads: Vec<String>,
 }
 
 /// Telegram's flood rules, as token buckets.
@@ -419,7 +423,37 @@ async fn api(
             ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0}))
         }
         "sendchataction" | "setmycommands" | "answercallbackquery" => ok(json!(true)),
+        "getfile" => {
+            let id = body["file_id"].as_str().unwrap_or("").to_string();
+            match fake.state.lock().unwrap().files.get(&id) {
+                Some((path, bytes)) => ok(json!({
+                    "file_id": id, "file_unique_id": format!("u-{id}"),
+                    "file_size": bytes.len(), "file_path": path
+                })),
+                None => error(400, "Bad Request: invalid file_id", None),
+            }
+        }
         other => error(404, &format!("Not Found: method {other} not faked"), None),
+    }
+}
+
+/// A file as the Bot API serves it to bots: `GET /file/bot<token>/<file_path>`.
+async fn download(
+    State(fake): State<FakeTelegram>,
+    Path((bot_token, path)): Path<(String, String)>,
+) -> Response {
+    if bot_token != format!("bot{TOKEN}") {
+        return error(401, "Unauthorized", None);
+    }
+    let mut s = fake.state.lock().unwrap();
+    s.downloads.push(path.clone());
+    match s.files.values().find(|(p, _)| *p == path) {
+        Some((_, bytes)) => Response::builder()
+            .status(200)
+            .header("content-type", "application/octet-stream")
+            .body(axum::body::Body::from(bytes.clone()))
+            .unwrap(),
+        None => error(404, "Not Found", None),
     }
 }
 
@@ -437,6 +471,7 @@ impl FakeTelegram {
         };
         let app = axum::Router::new()
             .route("/{token}/{method}", axum::routing::post(api))
+            .route("/file/{token}/{*path}", axum::routing::get(download))
             .with_state(fake.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -577,6 +612,19 @@ impl FakeTelegram {
         drop(s);
         self.notify.notify_waiters();
         self.state.lock().unwrap().next_message_id
+    }
+
+    /// Makes `bytes` available as file `file_id` (getFile and the file download).
+    pub fn serve_file(&self, file_id: &str, bytes: &[u8]) {
+        self.state.lock().unwrap().files.insert(
+            file_id.to_string(),
+            (format!("documents/{file_id}.bin"), bytes.to_vec()),
+        );
+    }
+
+    /// The file paths the bot downloaded.
+    pub fn downloads(&self) -> Vec<String> {
+        self.state.lock().unwrap().downloads.clone()
     }
 
     /// Queues a press of an inline button carrying `data`, under the bot's message

@@ -176,6 +176,7 @@ fn event(
         reply_to_bot,
         thread: None,
         quoted: None,
+        attachments: Vec::new(),
     }
 }
 

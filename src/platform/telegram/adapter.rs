@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use teloxide::net::Download;
 use teloxide::prelude::*;
 use teloxide::types::{
-    ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode, ReplyParameters,
-    ThreadId,
+    ChatAction, FileId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, ParseMode,
+    ReplyParameters, ThreadId,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -21,6 +22,7 @@ use crate::core::adapter::{
     SentMessage, Stage,
 };
 use crate::core::error::chain;
+use crate::core::event::Attachment;
 use crate::platform::pacer::{Pacer, Priority, Write};
 
 /// Sending side for one Telegram chat; every write goes through the bot's [`Pacer`].
@@ -288,6 +290,28 @@ impl ChatAdapter for TelegramAdapter {
         })
         .await
         .map(drop)
+    }
+
+    /// `getFile`, then the file from `<api_url>/file/bot<token>/<file_path>`.
+    async fn download(&self, file: &Attachment, max_bytes: u64) -> Result<Vec<u8>, AdapterError> {
+        let info = self.bot.get_file(FileId(file.id.clone())).await;
+        crate::core::metrics::platform_call("telegram", "getFile", status_of(&info));
+        let info = info.map_err(adapter_error)?;
+        if u64::from(info.size) > max_bytes {
+            return Err(AdapterError::Failed(anyhow::anyhow!(
+                "{} is too large ({} bytes)",
+                file.name,
+                info.size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(info.size as usize);
+        self.bot
+            .download_file(&info.path, &mut bytes)
+            .await
+            .map_err(|e| {
+                AdapterError::Failed(anyhow::Error::new(e).context("downloading a file"))
+            })?;
+        Ok(bytes)
     }
 
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {

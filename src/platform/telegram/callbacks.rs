@@ -43,5 +43,6 @@ pub fn callback_event(query: &CallbackQuery, me: &Me) -> Option<IncomingEvent> {
         reply_to_bot: true,
         thread: thread.map(|t| t.0.0.to_string()),
         quoted: None,
+        attachments: Vec::new(),
     })
 }

@@ -4,7 +4,7 @@
 
 use teloxide::types::{Me, Message, MessageEntityKind, MessageEntityRef};
 
-use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
+use crate::core::event::{Attachment, ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
 /// Builds the event, or `None` for messages with no human sender (channel posts,
 /// service messages) and for commands addressed to another bot.
@@ -51,11 +51,24 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         None => (String::new(), false),
     };
 
+    // A document is read into the prompt; its caption is the question.
+    let attachments: Vec<Attachment> = msg
+        .document()
+        .map(|d| Attachment {
+            id: d.file.id.0.clone(),
+            name: d.file_name.clone().unwrap_or_else(|| "document".into()),
+            mime: d.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+            size: Some(u64::from(d.file.size)),
+        })
+        .into_iter()
+        .collect();
     let content = if edited {
         Content::Unsupported("an edited message".into())
     } else if msg.text().is_some() {
         // Commands are parsed here, at the edge; `/cmd@otherbot` is not for us.
         Content::from_typed(&cleaned, Some(me.username()))?
+    } else if !attachments.is_empty() {
+        Content::Text(cleaned)
     } else {
         Content::Unsupported(describe(msg).into())
     };
@@ -75,6 +88,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         reply_to_bot,
         thread: thread.map(|t| t.0.0.to_string()),
         quoted,
+        attachments,
     })
 }
 
