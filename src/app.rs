@@ -195,6 +195,7 @@ impl App {
                 personas: settings.personas.clone(),
                 file_max_chars: settings.files.max_chars,
                 file_max_bytes: settings.files.max_bytes,
+                image_detail: settings.model.image_detail.clone(),
             },
         ));
         tracing::info!(

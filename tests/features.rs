@@ -484,3 +484,86 @@ async fn unsupported_and_oversized_files_get_a_sentence_and_cost_nothing() {
     );
     assert!(b.t.turns("59").await.is_empty());
 }
+
+/// A photo message as Telegram sends it: several sizes, smallest first.
+fn photo(chat: i64, user: i64, caption: &str) -> Value {
+    json!({
+        "date": 1_764_000_000, "chat": private_chat(chat), "from": user_json(user, "Ida"),
+        "photo": [
+            {"file_id": "ph-small", "file_unique_id": "u-s", "width": 90, "height": 90, "file_size": 100},
+            {"file_id": "ph-big", "file_unique_id": "u-b", "width": 1024, "height": 1024, "file_size": 12}
+        ],
+        "caption": caption
+    })
+}
+
+#[tokio::test]
+async fn a_photo_reaches_a_vision_model_as_an_image_part_and_others_refuse_it_for_free() {
+    let b = spawn_bot(
+        Options::default()
+            .file(CHOICES)
+            .with("GPTBOT__MODEL__IMAGE_DETAIL", "high"),
+    )
+    .await;
+    let png = b"\x89PNG\r\n\x1a\nfake-image-bytes";
+    b.tg.serve_file("ph-big", png);
+
+    // The default model ("small") does not see images: a sentence, no call, no charge.
+    b.tg.push_raw_message(photo(60, 60, "what is this?"));
+    wait_text(
+        &b.tg,
+        60,
+        "Small cannot see images. Pick one that can with /model (big)",
+    )
+    .await;
+    assert_eq!(b.t.openai.request_count(), 0);
+    assert!(
+        b.tg.downloads().is_empty(),
+        "nothing fetched for a model that cannot see"
+    );
+    let balance = b.t.app.quota.balance(&user(60)).await.unwrap();
+    assert_eq!(
+        (balance.used, balance.reserved, balance.requests),
+        (0, 0, 0)
+    );
+
+    b.tg.push_message(private_chat(60), user_json(60, "Ida"), "/model big", None);
+    wait_text(&b.tg, 60, "Model set to Big").await;
+    b.tg.push_raw_message(photo(60, 60, "what is this?"));
+    wait_text(&b.tg, 60, "Echo: what is this?").await;
+    let request = b.t.openai.requests().last().unwrap().clone();
+    assert_eq!(request["model"], "big");
+    let content = &request["messages"].as_array().unwrap().last().unwrap()["content"];
+    let expected_url = format!(
+        "data:image/png;base64,{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png)
+    );
+    assert_eq!(
+        content,
+        &json!([
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": expected_url, "detail": "high"}}
+        ])
+    );
+    assert_eq!(
+        b.tg.downloads(),
+        ["documents/ph-big.bin"],
+        "the largest size is read"
+    );
+
+    // The image's tokens (1024×1024 at high detail: 85 + 4 × 170 = 765) are held at the
+    // model's price with the text and the longest answer.
+    let entries = b.t.app.quota.history(&user(60), 100).await.unwrap();
+    let reserved = entries
+        .iter()
+        .rev()
+        .find(|e| e.kind == "reserve")
+        .unwrap()
+        .d_reserved;
+    assert!(reserved >= 10 * (765 + 100), "reserved {reserved}");
+    common::ledger::settled(&b.t.app.quota, &user(60), 1).await;
+    common::ledger::assert_books(&b.t.app.quota, &user(60)).await;
+    // The history keeps the text, marked, not the image.
+    let turns = b.t.turns("60").await;
+    assert_eq!(turns[0].content, "[an image] what is this?");
+}

@@ -146,6 +146,7 @@ mod tests {
             name: name.into(),
             mime: mime.map(str::to_string),
             size: None,
+            image: None,
         }
     }
 

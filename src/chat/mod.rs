@@ -13,6 +13,8 @@ pub mod commands;
 pub mod context;
 pub mod files;
 mod gate;
+pub mod images;
+mod incoming;
 mod inflight;
 mod measure;
 mod notices;
@@ -64,6 +66,8 @@ pub struct ConversationSettings {
     /// `files.max_chars`, `files.max_bytes`.
     pub file_max_chars: usize,
     pub file_max_bytes: u64,
+    /// `model.image_detail`: low, high or auto.
+    pub image_detail: String,
 }
 
 impl ConversationSettings {

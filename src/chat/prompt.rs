@@ -20,6 +20,9 @@ pub(super) struct Loaded {
     pub(super) model: ModelChoice,
     system_tokens: u32,
     pub(super) user_tokens: u32,
+    /// Tokens of the images sent with the message (counted for fitting and reserving;
+    /// not kept with the history turn).
+    pub(super) image_tokens: u32,
     overhead: u32,
 }
 
@@ -36,6 +39,7 @@ impl Conversation {
             session,
             system_tokens,
             user_tokens,
+            image_tokens: 0,
             overhead: self.counter.overhead(),
         })
     }
@@ -58,7 +62,7 @@ impl Conversation {
             system_tokens: loaded.system_tokens,
             history: &loaded.session.turns,
             user: text,
-            user_tokens: loaded.user_tokens,
+            user_tokens: loaded.user_tokens + loaded.image_tokens,
             overhead: loaded.overhead,
             max_tokens: self.settings.max_tokens,
         }

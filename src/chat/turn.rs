@@ -11,13 +11,13 @@ use tokio::sync::watch;
 
 use super::notices::{self, say};
 use super::reply::ReplyStream;
-use super::{Conversation, Outcome, Refusal, files, measure};
+use super::{Conversation, Outcome, Refusal, measure};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{IncomingEvent, SessionKey};
 use crate::core::metrics::{QUOTA_DB, timed};
-use crate::core::model::{LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
+use crate::core::model::{Image, LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
 use crate::core::session::{Role, Turn};
 use crate::quota::Reservation;
 
@@ -71,46 +71,31 @@ impl Conversation {
             say(adapter, target, &refusal).await;
             return Outcome::Refused(Refusal::RateLimited);
         }
-        // Files sent with the message go before its text, with their names.
-        let with_files;
-        let text = if event.attachments.is_empty() {
-            text
-        } else {
-            let files = files::with_files(
-                adapter,
-                &event.attachments,
-                text,
-                self.settings.file_max_chars,
-                self.settings.file_max_bytes,
-            );
-            match files.await {
-                Ok(prompt) => {
-                    with_files = prompt;
-                    with_files.as_str()
-                }
-                Err(sentence) => {
-                    say(adapter, target, &sentence).await;
-                    return Outcome::Refused(Refusal::File);
-                }
+        let asking = match self.asking(event, adapter, text).await {
+            Ok(asking) => asking,
+            Err(sentence) => {
+                say(adapter, target, &sentence).await;
+                return Outcome::Refused(Refusal::File);
             }
         };
-        // A reply to a message asks about it: the model (and the history) get the
-        // quoted text before the question.
-        let with_quote;
-        let text = match &event.quoted {
-            Some(quoted) => {
-                with_quote = quoted.with_question(text);
-                with_quote.as_str()
-            }
-            None => text,
-        };
+        let text = asking.text.as_str();
         let key = event.session_key();
-        let loaded = match self.load(&key, text).await {
+        let mut loaded = match self.load(&key, text).await {
             Ok(loaded) => loaded,
             Err(refused) => return refused.tell(adapter, target).await,
         };
+        let pictures = match self.pictures(adapter, &loaded.model, &asking.images).await {
+            Ok((pictures, tokens)) => {
+                loaded.image_tokens = tokens;
+                pictures
+            }
+            Err(sentence) => {
+                say(adapter, target, &sentence).await;
+                return Outcome::Refused(Refusal::File);
+            }
+        };
         let mut prompt = match self.prompt_for(&loaded, text) {
-            Ok(prompt) => prompt,
+            Ok(prompt) => with_pictures(prompt, &pictures),
             Err(refused) => return refused.tell(adapter, target).await,
         };
         // A turn in line for a model call (`limits.max_concurrent_answers`) holds no tokens.
@@ -134,7 +119,7 @@ impl Conversation {
         };
         let mut asked = Asked {
             key,
-            text,
+            text: &asking.recorded,
             prompt_tokens: prompt.tokens,
             user_tokens: loaded.user_tokens,
             model: &loaded.model,
@@ -155,7 +140,8 @@ impl Conversation {
             && reply.text().is_empty()
         {
             ending = match self.shorter_prompt(&loaded, text, &prompt, overflow) {
-                Ok(mut shorter) => {
+                Ok(shorter) => {
+                    let mut shorter = with_pictures(shorter, &pictures);
                     asked.prompt_tokens = shorter.tokens;
                     let request = ModelRequest {
                         model: Some(loaded.model.name.clone()),
@@ -460,6 +446,14 @@ impl Conversation {
             tracing::error!(error = %chain(&e), "could not record the turn in the history");
         }
     }
+}
+
+/// The prompt with the images on its last message (the user's).
+fn with_pictures(mut prompt: super::context::Prompt, pictures: &[Image]) -> super::context::Prompt {
+    if let Some(last) = prompt.messages.last_mut() {
+        last.images = pictures.to_vec();
+    }
+    prompt
 }
 
 /// Delivers the final text of a reply, with a note after it (stopped, failed).

@@ -124,6 +124,9 @@ pub struct ModelSettings {
     /// default). Empty: /model only says which model answers.
     #[serde(default)]
     pub available: Vec<ModelChoice>,
+    /// How closely a vision model looks at images: "low" (85 tokens each), "high" or
+    /// "auto" (counted by OpenAI's tile rule).
+    pub image_detail: String,
 }
 
 impl ModelSettings {

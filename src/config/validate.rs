@@ -21,6 +21,15 @@ impl Settings {
         self.validate_model()?;
         super::choices::validate_models(&self.model.available)?;
         super::choices::validate_personas(&self.personas)?;
+        if !matches!(self.model.image_detail.as_str(), "low" | "high" | "auto") {
+            return Err(invalid(
+                "model.image_detail",
+                format!(
+                    "must be \"low\", \"high\" or \"auto\", got {:?}",
+                    self.model.image_detail
+                ),
+            ));
+        }
         if self.files.max_chars == 0 {
             return Err(invalid("files.max_chars", "must be at least 1"));
         }

@@ -111,6 +111,8 @@ pub struct Attachment {
     pub mime: Option<String>,
     /// Bytes, when the platform says.
     pub size: Option<u64>,
+    /// Width and height of an image (a photo), which the model sees.
+    pub image: Option<(u32, u32)>,
 }
 
 /// A message replied to: who wrote it and its text.

@@ -18,10 +18,20 @@ pub enum MessageRole {
     Assistant,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: MessageRole,
     pub content: String,
+    /// Images sent with the text (a user message to a vision model).
+    pub images: Vec<Image>,
+}
+
+/// An image part of a message, as a `data:` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub data_url: String,
+    /// OpenAI's `detail`: "low", "high" or "auto".
+    pub detail: String,
 }
 
 impl ChatMessage {
@@ -29,7 +39,30 @@ impl ChatMessage {
         ChatMessage {
             role,
             content: content.into(),
+            images: Vec::new(),
         }
+    }
+}
+
+/// Text alone is a string; with images the content is a list of parts, text first.
+impl Serialize for ChatMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("role", &self.role)?;
+        if self.images.is_empty() {
+            map.serialize_entry("content", &self.content)?;
+        } else {
+            let mut parts = vec![serde_json::json!({"type": "text", "text": self.content})];
+            parts.extend(self.images.iter().map(|image| {
+                serde_json::json!({
+                    "type": "image_url",
+                    "image_url": {"url": image.data_url, "detail": image.detail},
+                })
+            }));
+            map.serialize_entry("content", &parts)?;
+        }
+        map.end()
     }
 }
 

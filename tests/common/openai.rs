@@ -210,11 +210,25 @@ fn count_tokens(local: bool, model: &str, text: &str) -> u32 {
     bpe.encode_ordinary(text).len() as u32
 }
 
+/// A message's text: its content string, or the text parts of a content list (a
+/// message with images).
+pub fn text_of(content: &Value) -> String {
+    match content {
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p["type"] == "text")
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.as_str().unwrap_or("").to_string(),
+    }
+}
+
 fn prompt_tokens(local: bool, model: &str, messages: &[Value]) -> u32 {
     let overhead = if local { LOCAL_MODEL_OVERHEAD } else { 3 };
     messages
         .iter()
-        .map(|m| count_tokens(local, model, m["content"].as_str().unwrap_or("")) + overhead)
+        .map(|m| count_tokens(local, model, &text_of(&m["content"])) + overhead)
         .sum::<u32>()
         + 3
 }
@@ -401,9 +415,8 @@ async fn completions(
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let last = messages
             .last()
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-            .to_string();
+            .map(|m| text_of(&m["content"]))
+            .unwrap_or_default();
         let mut pieces = vec!["Echo:".to_string()];
         pieces.extend(last.split(' ').map(|w| format!(" {w}")));
         // Usage as a real server reports it: the prompt and the answer tokenized.

@@ -51,17 +51,32 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         None => (String::new(), false),
     };
 
-    // A document is read into the prompt; its caption is the question.
-    let attachments: Vec<Attachment> = msg
-        .document()
-        .map(|d| Attachment {
+    // A document is read into the prompt, a photo shown to the model; the caption is
+    // the question.
+    let document = msg.document().map(|d| {
+        let mime = d.mime_type.as_ref().map(|m| m.essence_str().to_string());
+        let is_image = mime.as_deref().is_some_and(|m| m.starts_with("image/"));
+        Attachment {
             id: d.file.id.0.clone(),
             name: d.file_name.clone().unwrap_or_else(|| "document".into()),
-            mime: d.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+            mime,
             size: Some(u64::from(d.file.size)),
-        })
-        .into_iter()
-        .collect();
+            // Telegram does not say an image document's size in pixels.
+            image: is_image.then_some((0, 0)),
+        }
+    });
+    // Telegram sends a photo in several sizes, smallest first: the largest is read.
+    let photo = msg
+        .photo()
+        .and_then(|sizes| sizes.last())
+        .map(|p| Attachment {
+            id: p.file.id.0.clone(),
+            name: "photo.jpg".into(),
+            mime: Some("image/jpeg".into()),
+            size: Some(u64::from(p.file.size)),
+            image: Some((p.width, p.height)),
+        });
+    let attachments: Vec<Attachment> = document.into_iter().chain(photo).collect();
     let content = if edited {
         Content::Unsupported("an edited message".into())
     } else if msg.text().is_some() {
