@@ -163,7 +163,7 @@ impl App {
             &settings.model.name,
             &settings.model.tokenizer,
             settings.openai.base_url.as_str(),
-            http,
+            http.clone(),
         )
         .await
         .map_err(|message| ConfigError::Invalid {
@@ -196,6 +196,7 @@ impl App {
                 file_max_chars: settings.files.max_chars,
                 file_max_bytes: settings.files.max_bytes,
                 image_detail: settings.model.image_detail.clone(),
+                transcriber: crate::llm::audio::Transcriber::from_settings(&settings, http.clone()),
             },
         ));
         tracing::info!(

@@ -567,3 +567,66 @@ async fn a_photo_reaches_a_vision_model_as_an_image_part_and_others_refuse_it_fo
     let turns = b.t.turns("60").await;
     assert_eq!(turns[0].content, "[an image] what is this?");
 }
+
+/// A voice note as Telegram sends it.
+fn voice(chat: i64, user: i64, seconds: u32) -> Value {
+    json!({
+        "date": 1_764_000_000, "chat": private_chat(chat), "from": user_json(user, "Jo"),
+        "voice": {"file_id": "vo-1", "file_unique_id": "u-vo", "duration": seconds,
+                  "mime_type": "audio/ogg", "file_size": 11}
+    })
+}
+
+#[tokio::test]
+async fn a_voice_note_is_transcribed_shown_answered_and_charged_with_its_seconds() {
+    let b = spawn_bot(
+        Options::default()
+            .with("GPTBOT__MODEL__TRANSCRIPTION", "whisper-1")
+            .with("GPTBOT__QUOTA__AUDIO_TOKENS_PER_SECOND", "7"),
+    )
+    .await;
+    b.t.openai.set_transcript("what is the capital of France");
+    b.tg.serve_file("vo-1", b"OggS-voice");
+    b.tg.push_raw_message(voice(61, 61, 12));
+    wait_text(&b.tg, 61, "🎤 “what is the capital of France”").await;
+    wait_text(&b.tg, 61, "Echo: what is the capital of France").await;
+
+    let calls = b.t.openai.transcriptions();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["model"], "whisper-1");
+    assert_eq!(calls[0]["file"], "voice.ogg");
+    assert_eq!(calls[0]["file_bytes"], 10);
+    assert_eq!(calls[0]["authorization"], "Bearer sk-test-secret-key");
+    assert_eq!(
+        last_user_content(&b.t),
+        "what is the capital of France",
+        "the transcript is asked like typed text"
+    );
+
+    // The answer's usage plus 12 s × 7 tokens.
+    let balance = common::ledger::settled(&b.t.app.quota, &user(61), 1).await;
+    // The same words typed by another user cost exactly 84 tokens less.
+    b.tg.push_message(
+        private_chat(63),
+        user_json(63, "Kim"),
+        "what is the capital of France",
+        None,
+    );
+    wait_text(&b.tg, 63, "Echo: what is the capital of France").await;
+    let typed = common::ledger::settled(&b.t.app.quota, &user(63), 1).await;
+    assert_eq!(balance.used, typed.used + 12 * 7);
+    common::ledger::assert_books(&b.t.app.quota, &user(61)).await;
+}
+
+#[tokio::test]
+async fn voice_is_declined_politely_when_no_transcription_model_is_set() {
+    let b = spawn_bot(Options::default()).await;
+    b.tg.serve_file("vo-1", b"OggS-voice");
+    b.tg.push_raw_message(voice(62, 62, 3));
+    wait_text(&b.tg, 62, "Voice messages are not enabled").await;
+    assert!(b.t.openai.transcriptions().is_empty());
+    assert_eq!(b.t.openai.request_count(), 0);
+    assert!(b.tg.downloads().is_empty());
+    let balance = b.t.app.quota.balance(&user(62)).await.unwrap();
+    assert_eq!((balance.used, balance.requests), (0, 0));
+}

@@ -147,6 +147,7 @@ mod tests {
             mime: mime.map(str::to_string),
             size: None,
             image: None,
+            audio_seconds: None,
         }
     }
 

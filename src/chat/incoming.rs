@@ -3,9 +3,11 @@
 //! checked against the model and fetched. Every refusal here is one sentence and costs
 //! nothing.
 
+use super::notices::say;
 use super::{Conversation, files, images};
 use crate::config::ModelChoice;
-use crate::core::adapter::ChatAdapter;
+use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::error::chain;
 use crate::core::event::{Attachment, IncomingEvent};
 use crate::core::model::Image;
 
@@ -17,20 +19,46 @@ pub(super) struct Asking {
     /// with it (the images themselves are not kept).
     pub recorded: String,
     pub images: Vec<Attachment>,
+    /// Ledger tokens for what was done before the model call (transcription), charged
+    /// with the answer.
+    pub extra: i64,
 }
+
+/// Longest transcript shown back to the user.
+const SHOWN_TRANSCRIPT_CHARS: usize = 300;
 
 impl Conversation {
     pub(super) async fn asking(
         &self,
         event: &IncomingEvent,
         adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
         question: &str,
     ) -> Result<Asking, String> {
-        let (images, documents): (Vec<Attachment>, Vec<Attachment>) = event
+        let (images, others): (Vec<Attachment>, Vec<Attachment>) = event
             .attachments
             .iter()
             .cloned()
             .partition(|a| a.image.is_some());
+        let (recordings, documents): (Vec<Attachment>, Vec<Attachment>) =
+            others.into_iter().partition(|a| a.audio_seconds.is_some());
+        let mut extra = 0;
+        let mut question = question.to_string();
+        for recording in &recordings {
+            let (transcript, cost) = self.transcribe(event, adapter, recording).await?;
+            let shown = match transcript.char_indices().nth(SHOWN_TRANSCRIPT_CHARS) {
+                Some((cut, _)) => format!("{}…", &transcript[..cut]),
+                None => transcript.clone(),
+            };
+            say(adapter, target, &format!("🎤 “{shown}”")).await;
+            extra += cost;
+            question = if question.trim().is_empty() {
+                transcript
+            } else {
+                format!("{question}\n\n(Transcript of the recording:) {transcript}")
+            };
+        }
+        let question = question.as_str();
         let mut text = if documents.is_empty() {
             question.to_string()
         } else {
@@ -60,7 +88,69 @@ impl Conversation {
             text,
             recorded,
             images,
+            extra,
         })
+    }
+
+    /// A recording's transcript and what it costs; refused (for nothing) when voice is
+    /// off, the user cannot pay for it, or the server fails.
+    async fn transcribe(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        recording: &Attachment,
+    ) -> Result<(String, i64), String> {
+        let Some(transcriber) = &self.settings.transcriber else {
+            return Err(
+                "Voice messages are not enabled on this bot. Please type your question.".into(),
+            );
+        };
+        let cost = transcriber.cost(recording.audio_seconds.unwrap_or(0));
+        let balance = self
+            .quota
+            .balance(&event.quota_user())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %chain(&e), "could not read the balance before a transcription");
+                "Sorry, I can't check your token balance right now. Please try again in a moment.".to_string()
+            })?;
+        if !balance.unlimited && balance.remaining < cost {
+            return Err(format!(
+                "Quota exhausted: transcribing this recording costs {cost} tokens and {} are left.",
+                balance.remaining
+            ));
+        }
+        if recording
+            .size
+            .is_some_and(|size| size > self.settings.file_max_bytes)
+        {
+            return Err(format!(
+                "That recording is too large: files up to {} KB are read.",
+                self.settings.file_max_bytes / 1024
+            ));
+        }
+        let audio = adapter
+            .download(recording, self.settings.file_max_bytes)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %chain(&e), "could not fetch a recording");
+                "I could not fetch that recording from the platform. Please try sending it again."
+                    .to_string()
+            })?;
+        let transcript = transcriber
+            .transcribe(audio, &recording.name)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %chain(&e), "transcription failed");
+                format!(
+                    "I could not transcribe that recording. {}",
+                    e.user_message()
+                )
+            })?;
+        if transcript.is_empty() {
+            return Err("I could not make out any words in that recording.".into());
+        }
+        Ok((transcript, cost))
     }
 
     /// The images fetched for `model`, with their tokens; refused when the model does

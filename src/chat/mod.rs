@@ -68,6 +68,8 @@ pub struct ConversationSettings {
     pub file_max_bytes: u64,
     /// `model.image_detail`: low, high or auto.
     pub image_detail: String,
+    /// Speech to text for voice messages (`model.transcription`); `None`: off.
+    pub transcriber: Option<crate::llm::audio::Transcriber>,
 }
 
 impl ConversationSettings {

@@ -111,10 +111,12 @@ impl Conversation {
         user: &UserId,
         prompt: &Prompt,
         model: &ModelChoice,
+        extra: i64,
     ) -> Result<Reservation, Refused> {
         let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
         let needed = model
-            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens));
+            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens))
+            + extra;
         let reserving = self.quota.reserve_for(user, needed, Some(&model.name));
         crate::core::metrics::timed(QUOTA_DB, "reserve", reserving)
             .await

@@ -44,6 +44,8 @@ struct Asked<'a> {
     user_tokens: u32,
     /// Its price turns model tokens into ledger tokens.
     model: &'a ModelChoice,
+    /// Ledger tokens charged on top (a transcription).
+    extra: i64,
 }
 
 impl Conversation {
@@ -71,7 +73,7 @@ impl Conversation {
             say(adapter, target, &refusal).await;
             return Outcome::Refused(Refusal::RateLimited);
         }
-        let asking = match self.asking(event, adapter, text).await {
+        let asking = match self.asking(event, adapter, target, text).await {
             Ok(asking) => asking,
             Err(sentence) => {
                 say(adapter, target, &sentence).await;
@@ -113,7 +115,10 @@ impl Conversation {
                 };
             }
         };
-        let reservation = match self.reserve(&user, &prompt, &loaded.model).await {
+        let reservation = match self
+            .reserve(&user, &prompt, &loaded.model, asking.extra)
+            .await
+        {
             Ok(r) => r,
             Err(refused) => return refused.tell(adapter, target).await,
         };
@@ -123,6 +128,7 @@ impl Conversation {
             prompt_tokens: prompt.tokens,
             user_tokens: loaded.user_tokens,
             model: &loaded.model,
+            extra: asking.extra,
         };
         let mut reply = ReplyStream::new(adapter, target.clone());
         let request = ModelRequest {
@@ -384,7 +390,7 @@ impl Conversation {
                 )
             }
         };
-        let used = used.map(|tokens| asked.model.ledger_tokens(tokens));
+        let used = used.map(|tokens| asked.model.ledger_tokens(tokens) + asked.extra);
         let books = async {
             let charged = self.settle_or_refund(reservation, used).await;
             if let Some(tokens) = record {

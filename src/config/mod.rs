@@ -124,6 +124,9 @@ pub struct ModelSettings {
     /// default). Empty: /model only says which model answers.
     #[serde(default)]
     pub available: Vec<ModelChoice>,
+    /// The speech-to-text model for voice messages (`/audio/transcriptions`, e.g.
+    /// `whisper-1`); empty turns voice off.
+    pub transcription: String,
     /// How closely a vision model looks at images: "low" (85 tokens each), "high" or
     /// "auto" (counted by OpenAI's tile rule).
     pub image_detail: String,
@@ -191,6 +194,8 @@ pub struct QuotaSettings {
     pub new_accounts_per_day: i64,
     /// Tokens all users may spend per UTC day; 0 for no limit.
     pub daily_token_budget: i64,
+    /// Ledger tokens charged per second of transcribed audio.
+    pub audio_tokens_per_second: u32,
     /// How long a reservation stays held without its process renewing it.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub hold_lease: Duration,

@@ -113,6 +113,8 @@ pub struct Attachment {
     pub size: Option<u64>,
     /// Width and height of an image (a photo), which the model sees.
     pub image: Option<(u32, u32)>,
+    /// Seconds of a voice note or audio file, which is transcribed.
+    pub audio_seconds: Option<u32>,
 }
 
 /// A message replied to: who wrote it and its text.

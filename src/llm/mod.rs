@@ -2,6 +2,7 @@
 //! [`crate::core::model::ModelClient`] port for any OpenAI-compatible server, and
 //! [`tokens::TokenCounter`] counts tokens locally for context trimming and reservations.
 
+pub mod audio;
 pub mod errors;
 pub mod openai;
 pub mod probe;

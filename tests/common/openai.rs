@@ -253,6 +253,11 @@ struct FakeOpenAiState {
     load: Option<LoadModel>,
     /// When the last token of the answer to each user text was sent.
     last_token_at: HashMap<String, Instant>,
+    /// `POST /v1/audio/transcriptions` calls: their form fields (the file as its name,
+    /// `file_bytes` as its length) and headers.
+    transcriptions: Vec<Value>,
+    /// What the transcription endpoint answers.
+    transcript: String,
 }
 
 /// A model that answers `tokens` tokens: the first after `first`, then one per `per_token`.
@@ -278,6 +283,10 @@ impl FakeOpenAi {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(completions))
             .route("/v1/models", axum::routing::get(models))
+            .route(
+                "/v1/audio/transcriptions",
+                axum::routing::post(transcriptions),
+            )
             .route("/tokenize", axum::routing::post(tokenize))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -346,6 +355,16 @@ impl FakeOpenAi {
     /// fit is refused with llama.cpp's error and figures.
     pub fn enforce_context(&self, limit: u32) {
         self.state.lock().unwrap().context = Some(limit);
+    }
+
+    /// What the transcription endpoint answers from now on.
+    pub fn set_transcript(&self, text: &str) {
+        self.state.lock().unwrap().transcript = text.to_string();
+    }
+
+    /// The transcription requests, as form fields.
+    pub fn transcriptions(&self) -> Vec<Value> {
+        self.state.lock().unwrap().transcriptions.clone()
     }
 
     pub fn set_models(&self, models: &[&str]) {
@@ -527,6 +546,64 @@ fn raw_response(
             .insert("retry-after", secs.to_string().parse().unwrap());
     }
     response
+}
+
+/// OpenAI's `POST /v1/audio/transcriptions`: a multipart form with `model` and `file`,
+/// answered `{"text": …}`; anything but a multipart form with both is a 400.
+async fn transcriptions(
+    State(state): State<Arc<Mutex<FakeOpenAiState>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(boundary) = content_type
+        .strip_prefix("multipart/form-data; boundary=")
+        .map(|b| format!("--{}", b.trim_matches('"')))
+    else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "expected multipart/form-data", "type": "invalid_request_error"}}))).into_response();
+    };
+    let mut fields = serde_json::Map::new();
+    let raw = body.to_vec();
+    let text = String::from_utf8_lossy(&raw);
+    for part in text.split(boundary.as_str()) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        if let Some(file) = head
+            .split("filename=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        {
+            fields.insert(name.to_string(), json!(file));
+            fields.insert(format!("{name}_bytes"), json!(value.len()));
+        } else {
+            fields.insert(name.to_string(), json!(value));
+        }
+    }
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    fields.insert("authorization".into(), json!(authorization));
+    let mut s = state.lock().unwrap();
+    s.transcriptions.push(Value::Object(fields.clone()));
+    if !fields.contains_key("model") || !fields.contains_key("file") {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "model and file are required", "type": "invalid_request_error"}}))).into_response();
+    }
+    Json(json!({"text": s.transcript.clone()})).into_response()
 }
 
 async fn models(State(state): State<Arc<Mutex<FakeOpenAiState>>>) -> Json<Value> {

@@ -63,6 +63,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
             size: Some(u64::from(d.file.size)),
             // Telegram does not say an image document's size in pixels.
             image: is_image.then_some((0, 0)),
+            audio_seconds: None,
         }
     });
     // Telegram sends a photo in several sizes, smallest first: the largest is read.
@@ -75,8 +76,31 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
             mime: Some("image/jpeg".into()),
             size: Some(u64::from(p.file.size)),
             image: Some((p.width, p.height)),
+            audio_seconds: None,
         });
-    let attachments: Vec<Attachment> = document.into_iter().chain(photo).collect();
+    // Voice notes and audio files are transcribed, then answered like text.
+    let voice = msg.voice().map(|v| Attachment {
+        id: v.file.id.0.clone(),
+        name: "voice.ogg".into(),
+        mime: v.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+        size: Some(u64::from(v.file.size)),
+        image: None,
+        audio_seconds: Some(v.duration.seconds()),
+    });
+    let audio = msg.audio().map(|a| Attachment {
+        id: a.file.id.0.clone(),
+        name: a.file_name.clone().unwrap_or_else(|| "audio.mp3".into()),
+        mime: a.mime_type.as_ref().map(|m| m.essence_str().to_string()),
+        size: Some(u64::from(a.file.size)),
+        image: None,
+        audio_seconds: Some(a.duration.seconds()),
+    });
+    let attachments: Vec<Attachment> = document
+        .into_iter()
+        .chain(photo)
+        .chain(voice)
+        .chain(audio)
+        .collect();
     let content = if edited {
         Content::Unsupported("an edited message".into())
     } else if msg.text().is_some() {
