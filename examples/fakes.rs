@@ -4,6 +4,8 @@
 //!
 //!     cargo run --release --example fakes
 
+#[path = "../tests/common/multipart.rs"]
+mod multipart;
 #[path = "../tests/common/openai.rs"]
 #[allow(dead_code)]
 mod openai;

@@ -5,6 +5,7 @@
 
 pub mod discord;
 pub mod ledger;
+pub mod multipart;
 pub mod openai;
 pub mod ops;
 pub mod postgres;

@@ -560,38 +560,9 @@ async fn transcriptions(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let Some(boundary) = content_type
-        .strip_prefix("multipart/form-data; boundary=")
-        .map(|b| format!("--{}", b.trim_matches('"')))
-    else {
+    let Some(mut fields) = super::multipart::fields(&content_type, &body) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"error": {"message": "expected multipart/form-data", "type": "invalid_request_error"}}))).into_response();
     };
-    let mut fields = serde_json::Map::new();
-    let raw = body.to_vec();
-    let text = String::from_utf8_lossy(&raw);
-    for part in text.split(boundary.as_str()) {
-        let Some((head, value)) = part.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let Some(name) = head
-            .split("name=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
-            continue;
-        };
-        let value = value.strip_suffix("\r\n").unwrap_or(value);
-        if let Some(file) = head
-            .split("filename=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        {
-            fields.insert(name.to_string(), json!(file));
-            fields.insert(format!("{name}_bytes"), json!(value.len()));
-        } else {
-            fields.insert(name.to_string(), json!(value));
-        }
-    }
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

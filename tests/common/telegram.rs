@@ -321,23 +321,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if let Some(boundary) = content_type.split("boundary=").nth(1) {
-        let boundary = format!("--{}", boundary.trim_matches('"'));
-        let text = String::from_utf8_lossy(body);
-        let mut fields = serde_json::Map::new();
-        for part in text.split(boundary.as_str()) {
-            let Some((head, value)) = part.split_once("\r\n\r\n") else {
-                continue;
-            };
-            let Some(name) = head
-                .split("name=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-            else {
-                continue;
-            };
-            fields.insert(name.to_string(), json!(value.trim_end_matches("\r\n")));
-        }
+    if let Some(fields) = super::multipart::fields(content_type, body) {
         return Value::Object(fields);
     }
     if body.is_empty() {

@@ -64,6 +64,18 @@ struct Context {
     first_message_delay: Duration,
 }
 
+impl Context {
+    /// The sending side for an update handled with `bot`.
+    fn adapter(&self, bot: Bot) -> TelegramAdapter {
+        TelegramAdapter::new(
+            bot,
+            self.pacer.clone(),
+            self.edit_interval,
+            self.first_message_delay,
+        )
+    }
+}
+
 /// A running Telegram bot.
 pub struct TelegramHandle {
     pub username: String,
@@ -327,13 +339,7 @@ async fn on_callback(bot: Bot, query: CallbackQuery, ctx: Arc<Context>) -> Respo
         tracing::debug!(error = %crate::core::error::chain(&e), "could not acknowledge a button press");
     }
     if let Some(event) = callbacks::callback_event(&query, &ctx.me) {
-        let adapter = TelegramAdapter::new(
-            bot,
-            ctx.pacer.clone(),
-            ctx.edit_interval,
-            ctx.first_message_delay,
-        );
-        ctx.conversation.handle(&event, &adapter).await;
+        ctx.conversation.handle(&event, &ctx.adapter(bot)).await;
     }
     Ok(())
 }
@@ -345,12 +351,6 @@ async fn on_edited_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> Respons
 
 async fn handle(bot: Bot, msg: &Message, ctx: &Context, edited: bool) {
     if let Some(event) = convert::message_event(msg, &ctx.me, edited) {
-        let adapter = TelegramAdapter::new(
-            bot,
-            ctx.pacer.clone(),
-            ctx.edit_interval,
-            ctx.first_message_delay,
-        );
-        ctx.conversation.handle(&event, &adapter).await;
+        ctx.conversation.handle(&event, &ctx.adapter(bot)).await;
     }
 }
