@@ -332,16 +332,21 @@ async fn formatting_telegram_rejects_falls_back_to_plain_text() {
         .script([Behavior::text(&["**Bold** claim"], (10, 3))]);
     b.tg.reject_html_next(1);
     b.tg.push_message(private_chat(5), user_json(5, "Ed"), "format this", None);
-    // A draft, the final HTML edit (rejected), then the same final text as plain text.
+    // The final text as HTML (rejected), then the same text as plain text. (Typing
+    // actions are not counted: whether one goes out before a fast answer is a race.)
     b.tg.wait_until(10, "the plain-text fallback", |calls| {
-        let writes: Vec<&Call> = calls.iter().filter(|c| c.body["chat_id"] == 5).collect();
+        let writes: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.body["chat_id"] == 5)
+            .filter(|c| c.method == "sendmessage" || c.method == "editmessagetext")
+            .collect();
         writes.iter().any(|c| is_final_html(c))
             && writes.last().is_some_and(|c| {
                 c.body["text"] == "**Bold** claim"
                     && c.body.get("parse_mode").is_none()
                     && !is_final_html(c)
             })
-            && writes.len() >= 3
+            && writes.len() >= 2
     })
     .await;
     assert_eq!(b.tg.texts_in(5).last().unwrap(), "**Bold** claim");
