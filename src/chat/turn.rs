@@ -243,7 +243,11 @@ impl Conversation {
         tokio::pin!(opening);
         let mut typing = tokio::time::interval(TYPING_REFRESH);
         loop {
+            // In this order: the request is started first, then "typing…" goes out at
+            // once (the interval's first tick), whichever of the ready branches an
+            // unbiased select would have picked.
             tokio::select! {
+                biased;
                 opened = &mut opening => return opened.map(Some),
                 _ = cancel.changed() => return Ok(None),
                 () = self.restarting.cancelled() => return Ok(None),
