@@ -241,21 +241,32 @@ impl Conversation {
     ) -> Result<Option<ModelStream>, LlmError> {
         let opening = self.model.stream(request);
         tokio::pin!(opening);
-        let mut typing = tokio::time::interval(TYPING_REFRESH);
+        // "typing…" goes out with the request, side by side (an interval's first tick
+        // waits for the timer, and a fast model could answer before it); then again
+        // every TYPING_REFRESH while the model has not answered.
+        let first = reply.adapter().typing(target);
+        tokio::pin!(first);
+        let mut typed = false;
+        let mut typing =
+            tokio::time::interval_at(tokio::time::Instant::now() + TYPING_REFRESH, TYPING_REFRESH);
         loop {
-            // In this order: the request is started first, then "typing…" goes out at
-            // once (the interval's first tick), whichever of the ready branches an
-            // unbiased select would have picked.
             tokio::select! {
                 biased;
-                opened = &mut opening => return opened.map(Some),
+                opened = &mut opening => {
+                    // The indicator already asked for is let through (a round trip,
+                    // well within the first message's delay).
+                    if !typed {
+                        note_typing((&mut first).await);
+                    }
+                    return opened.map(Some);
+                }
                 _ = cancel.changed() => return Ok(None),
                 () = self.restarting.cancelled() => return Ok(None),
-                _ = typing.tick() => {
-                    if let Err(e) = reply.adapter().typing(target).await {
-                        tracing::debug!(error = %chain(&e), "typing indicator failed");
-                    }
+                result = &mut first, if !typed => {
+                    typed = true;
+                    note_typing(result);
                 }
+                _ = typing.tick() => note_typing(reply.adapter().typing(target).await),
             }
         }
     }
@@ -455,6 +466,13 @@ impl Conversation {
         if let Err(e) = self.sessions.append(&asked.key, &turns).await {
             tracing::error!(error = %chain(&e), "could not record the turn in the history");
         }
+    }
+}
+
+/// A failed typing indicator is only worth a debug line.
+fn note_typing(result: Result<(), crate::core::adapter::AdapterError>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %chain(&e), "typing indicator failed");
     }
 }
 
