@@ -46,9 +46,7 @@ impl Conversation {
                     told = true;
                     say(adapter, target, notices::QUEUED).await;
                 }
-                _ = typing.tick() => {
-                    let _ = adapter.typing(target).await;
-                }
+                _ = typing.tick() => super::opening::note_typing(adapter.typing(target).await),
             }
         }
     }

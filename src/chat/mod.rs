@@ -18,6 +18,7 @@ mod incoming;
 mod inflight;
 mod measure;
 mod notices;
+mod opening;
 mod prompt;
 pub mod reply;
 pub mod split;

@@ -17,11 +17,9 @@ use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{IncomingEvent, SessionKey};
 use crate::core::metrics::{QUOTA_DB, timed};
-use crate::core::model::{Image, LlmError, ModelEvent, ModelRequest, ModelStream, Usage};
+use crate::core::model::{Image, LlmError, ModelEvent, ModelRequest, Usage};
 use crate::core::session::{Role, Turn};
 use crate::quota::Reservation;
-
-use super::admission::TYPING_REFRESH;
 
 /// How the model call of a turn ended.
 enum Ending {
@@ -231,46 +229,6 @@ impl Conversation {
         }
     }
 
-    /// Opens the model's stream, showing "typing…" meanwhile; `None` if cancelled.
-    async fn open_stream(
-        &self,
-        request: ModelRequest,
-        cancel: &mut watch::Receiver<bool>,
-        reply: &ReplyStream<'_>,
-        target: &ReplyTarget,
-    ) -> Result<Option<ModelStream>, LlmError> {
-        let opening = self.model.stream(request);
-        tokio::pin!(opening);
-        // "typing…" goes out with the request, side by side (an interval's first tick
-        // waits for the timer, and a fast model could answer before it); then again
-        // every TYPING_REFRESH while the model has not answered.
-        let first = reply.adapter().typing(target);
-        tokio::pin!(first);
-        let mut typed = false;
-        let mut typing =
-            tokio::time::interval_at(tokio::time::Instant::now() + TYPING_REFRESH, TYPING_REFRESH);
-        loop {
-            tokio::select! {
-                biased;
-                opened = &mut opening => {
-                    // The indicator already asked for is let through (a round trip,
-                    // well within the first message's delay).
-                    if !typed {
-                        note_typing((&mut first).await);
-                    }
-                    return opened.map(Some);
-                }
-                _ = cancel.changed() => return Ok(None),
-                () = self.restarting.cancelled() => return Ok(None),
-                result = &mut first, if !typed => {
-                    typed = true;
-                    note_typing(result);
-                }
-                _ = typing.tick() => note_typing(reply.adapter().typing(target).await),
-            }
-        }
-    }
-
     /// Ends a turn, however it ended: charges what was used (the server's usage, or the
     /// prompt plus the text produced — also when the stream was cut or stopped after some
     /// text), or refunds everything when nothing was produced; records
@@ -466,13 +424,6 @@ impl Conversation {
         if let Err(e) = self.sessions.append(&asked.key, &turns).await {
             tracing::error!(error = %chain(&e), "could not record the turn in the history");
         }
-    }
-}
-
-/// A failed typing indicator is only worth a debug line.
-fn note_typing(result: Result<(), crate::core::adapter::AdapterError>) {
-    if let Err(e) = result {
-        tracing::debug!(error = %chain(&e), "typing indicator failed");
     }
 }
 
