@@ -43,11 +43,13 @@ pub enum AppError {
     #[error("model client")]
     Llm(#[from] LlmError),
     #[error(
-        "no chat platform is configured: set TELEGRAM_BOT_TOKEN (telegram.token) and/or DISCORD_TOKEN (discord.token). To talk to the bot in this terminal, run `gptbot chat`."
+        "no chat platform is configured: set TELEGRAM_BOT_TOKEN (telegram.token) and/or DISCORD_TOKEN (discord.token), or web.listen for the web front. To talk to the bot in this terminal, run `gptbot chat`."
     )]
     NoPlatform,
     #[error(transparent)]
     Telegram(#[from] TelegramError),
+    #[error(transparent)]
+    Account(#[from] crate::accounts::AccountError),
     #[error(transparent)]
     Discord(#[from] DiscordError),
     #[error("reading the terminal")]
@@ -64,6 +66,11 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Config(_)
+            | AppError::Account(
+                crate::accounts::AccountError::Invalid(_)
+                | crate::accounts::AccountError::Exists(_)
+                | crate::accounts::AccountError::Unknown(_),
+            )
             | AppError::NoPlatform
             | AppError::Telegram(
                 TelegramError::BadToken(_) | TelegramError::NoToken | TelegramError::Conflict,
@@ -221,7 +228,10 @@ impl App {
 
     /// `gptbot run` needs at least one chat platform.
     pub fn check_platforms(settings: &Settings) -> Result<(), AppError> {
-        if settings.telegram.token.is_none() && settings.discord.token.is_none() {
+        if settings.telegram.token.is_none()
+            && settings.discord.token.is_none()
+            && settings.web.listen.is_none()
+        {
             return Err(AppError::NoPlatform);
         }
         Ok(())
@@ -273,9 +283,36 @@ impl App {
             ),
             None => None,
         };
+        let web = match self.settings.web.listen {
+            Some(addr) => {
+                let state = crate::platform::web::WebState::new(
+                    self.conversation.clone(),
+                    self.sessions.clone(),
+                    self.quota.clone(),
+                    crate::accounts::WebAccounts::new(self.db.clone()),
+                    self.settings.web.clone(),
+                    self.settings.bot.name.clone(),
+                );
+                let served = crate::platform::web::serve(addr, state, inner.clone()).await;
+                match served {
+                    Ok(served) => Some(served),
+                    Err(e) => {
+                        let _ = stop.send(true);
+                        return Err(ConfigError::Invalid {
+                            key: "web.listen",
+                            message: format!("cannot listen on {addr}: {e}"),
+                        }
+                        .into());
+                    }
+                }
+            }
+            None => None,
+        };
         let mut running = Running {
             telegram: None,
             discord: None,
+            web_addr: web.as_ref().map(|(addr, _)| *addr),
+            web: web.map(|(_, task)| task),
             ops_addr,
             stop,
             drained,
@@ -340,6 +377,9 @@ pub struct Running {
     pub discord: Option<DiscordHandle>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (`http.listen`).
     pub ops_addr: Option<std::net::SocketAddr>,
+    /// Where the web front is served (`web.listen`).
+    pub web_addr: Option<std::net::SocketAddr>,
+    web: Option<tokio::task::JoinHandle<()>>,
     stop: watch::Sender<bool>,
     /// Ends when the answers in progress at shutdown have finished or were stopped.
     drained: tokio::task::JoinHandle<()>,
@@ -355,6 +395,7 @@ impl Running {
             .map(|h| h.task)
             .into_iter()
             .chain(self.discord.map(|h| h.task))
+            .chain(self.web)
             .collect();
         let (first, _, rest) = futures::future::select_all(tasks).await;
         if first.is_err() {

@@ -8,6 +8,7 @@
 //! [`app`] wires everything and [`cli`] only parses arguments. [`config`] is a leaf.
 
 pub mod access;
+pub mod accounts;
 pub mod app;
 pub mod chat;
 pub mod cli;

@@ -9,43 +9,10 @@ use std::time::Duration;
 use common::discord::*;
 use common::*;
 use gptbot::core::event::{Platform, UserId};
-use gptbot::platform::discord::DiscordHandle;
 use serde_json::json;
-use tokio::sync::watch;
 
 const DM: &str = "3000000000000000011";
 const CHANNEL: &str = "3000000000000000021";
-
-struct Bot {
-    t: TestApp,
-    dc: FakeDiscord,
-    handle: DiscordHandle,
-    _stop: watch::Sender<bool>,
-}
-
-async fn spawn_bot(options: Options) -> Bot {
-    let dc = FakeDiscord::start().await;
-    let t = spawn_app_with(
-        options
-            .with("DISCORD_TOKEN", TOKEN)
-            .with("GPTBOT__DISCORD__API_URL", dc.api_url()),
-    )
-    .await;
-    let (stop, rx) = watch::channel(false);
-    // Booted as `gptbot run` boots it.
-    let handle = t
-        .app
-        .start(rx)
-        .await
-        .map(|running| running.discord.expect("Discord is configured"))
-        .expect("the bot connects to the fake Discord");
-    Bot {
-        t,
-        dc,
-        handle,
-        _stop: stop,
-    }
-}
 
 fn fast() -> Options {
     Options::default().with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms")

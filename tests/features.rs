@@ -455,6 +455,16 @@ async fn unsupported_and_oversized_files_get_a_sentence_and_cost_nothing() {
         "read",
     ));
     wait_text(&b.tg, 59, "big.txt is too large").await;
+    // A size the message did not announce is checked against getFile's answer, before
+    // the download.
+    b.tg.serve_file("big-2", &vec![b'a'; 5_000]);
+    let mut unannounced = document(59, 59, "big-2", "huge.txt", "text/plain", 0, "read");
+    unannounced["document"]
+        .as_object_mut()
+        .unwrap()
+        .remove("file_size");
+    b.tg.push_raw_message(unannounced);
+    wait_text(&b.tg, 59, "huge.txt is too large").await;
     b.tg.serve_file("bin-1", b"\x00\x01\x02binary");
     b.tg.push_raw_message(document(
         59,

@@ -105,7 +105,7 @@ pub async fn with_files(
         }
         let bytes = match adapter.download(file, max_bytes).await {
             Ok(bytes) => bytes,
-            Err(AdapterError::Failed(e)) if e.to_string().contains("too large") => {
+            Err(AdapterError::TooLarge { .. }) => {
                 return Err(too_large(file, max_bytes));
             }
             Err(e) => {

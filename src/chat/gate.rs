@@ -68,7 +68,10 @@ impl Conversation {
         }
         let target = ReplyTarget {
             chat_id: event.chat_id.clone(),
-            reply_to: (event.chat_kind == ChatKind::Group).then(|| event.message_id.clone()),
+            // In a thread the bot opened, answers simply follow (its opening question
+            // is in the parent channel, where a reply cannot point).
+            reply_to: (event.chat_kind == ChatKind::Group && !event.bot_thread)
+                .then(|| event.message_id.clone()),
             thread: event.thread.clone(),
         };
         let user = event.quota_user();

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 
-use crate::core::adapter::ChatAdapter;
+use crate::core::adapter::{AdapterError, ChatAdapter};
 use crate::core::error::chain;
 use crate::core::event::Attachment;
 use crate::core::model::Image;
@@ -79,11 +79,20 @@ pub async fn fetch(
                 max_bytes / 1024
             ));
         }
-        let bytes = adapter.download(image, max_bytes).await.map_err(|e| {
-            tracing::warn!(error = %chain(&e), "could not fetch an image");
-            "I could not fetch that image from the platform. Please try sending it again."
-                .to_string()
-        })?;
+        let bytes = adapter
+            .download(image, max_bytes)
+            .await
+            .map_err(|e| match e {
+                AdapterError::TooLarge { .. } => format!(
+                    "That image is too large: images up to {} KB are read.",
+                    max_bytes / 1024
+                ),
+                e => {
+                    tracing::warn!(error = %chain(&e), "could not fetch an image");
+                    "I could not fetch that image from the platform. Please try sending it again."
+                        .to_string()
+                }
+            })?;
         let (width, height) = image.image.unwrap_or((0, 0));
         total += tokens(detail, width, height);
         fetched.push(Image {

@@ -6,7 +6,7 @@
 use super::notices::say;
 use super::{Conversation, files, images};
 use crate::config::ModelChoice;
-use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{Attachment, IncomingEvent};
 use crate::core::model::Image;
@@ -132,10 +132,16 @@ impl Conversation {
         let audio = adapter
             .download(recording, self.settings.file_max_bytes)
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %chain(&e), "could not fetch a recording");
-                "I could not fetch that recording from the platform. Please try sending it again."
-                    .to_string()
+            .map_err(|e| match e {
+                AdapterError::TooLarge { .. } => format!(
+                    "That recording is too large: files up to {} KB are read.",
+                    self.settings.file_max_bytes / 1024
+                ),
+                e => {
+                    tracing::warn!(error = %chain(&e), "could not fetch a recording");
+                    "I could not fetch that recording from the platform. Please try sending it again."
+                        .to_string()
+                }
             })?;
         let transcript = transcriber
             .transcribe(audio, &recording.name)

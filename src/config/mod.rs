@@ -72,6 +72,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub http: HttpSettings,
     pub files: FileSettings,
+    pub web: WebSettings,
     /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
     #[serde(default)]
     pub personas: std::collections::BTreeMap<String, Persona>,
@@ -87,6 +88,25 @@ pub struct HttpSettings {
         serialize_with = "parse::ser_listen"
     )]
     pub listen: Option<SocketAddr>,
+}
+
+/// The web front: a login, a cookie session in the session store, a streaming chat page.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSettings {
+    /// Where the web front listens; `None` (an empty string in the file) turns it off.
+    #[serde(
+        deserialize_with = "parse::de_listen",
+        serialize_with = "parse::ser_listen"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Visitors may create their own account at `/signup`.
+    pub signup: bool,
+    /// The session cookie is marked `Secure` (served over HTTPS, e.g. behind a proxy).
+    pub secure_cookies: bool,
+    /// How long a login lasts without use; every request pushes it forward.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub session_ttl: Duration,
 }
 
 /// Documents sent to the bot (text files and PDFs), read into the prompt.
@@ -260,6 +280,10 @@ pub struct DiscordSettings {
     /// Which gateway shards this process runs: "" (all, one shard), "0-1/4", "2/4".
     #[serde(default, deserialize_with = "de_shards", serialize_with = "ser_shards")]
     pub shards: Option<ShardRange>,
+    /// `/chat` and mentions in a guild text channel open a thread and answer there;
+    /// members' messages in a thread the bot opened continue it without a mention.
+    #[serde(default)]
+    pub threads: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -79,6 +79,10 @@ pub enum AdapterError {
     /// asked of the platform; a draft may be tried again after this long.
     #[error("draft skipped, budget available in {0:?}")]
     NotNow(Duration),
+    /// A file to fetch is larger than the caller allows; nothing was downloaded past
+    /// the limit.
+    #[error("the file is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
     #[error("the platform refused or failed the request")]
     Failed(#[source] anyhow::Error),
 }
@@ -129,7 +133,8 @@ pub trait ChatAdapter: Send + Sync {
         self.send(target, text, Stage::Final).await.map(drop)
     }
 
-    /// Fetches a file sent to the bot, refusing one larger than `max_bytes`.
+    /// Fetches a file sent to the bot, refusing one larger than `max_bytes` with
+    /// [`AdapterError::TooLarge`].
     async fn download(
         &self,
         file: &crate::core::event::Attachment,

@@ -11,6 +11,8 @@ pub enum Platform {
     Telegram,
     Discord,
     Console,
+    /// The web front (`web:<username>`).
+    Web,
 }
 
 impl Platform {
@@ -19,6 +21,7 @@ impl Platform {
             Platform::Telegram => "telegram",
             Platform::Discord => "discord",
             Platform::Console => "console",
+            Platform::Web => "web",
         }
     }
 
@@ -27,6 +30,7 @@ impl Platform {
             "telegram" | "tg" => Some(Platform::Telegram),
             "discord" => Some(Platform::Discord),
             "console" => Some(Platform::Console),
+            "web" => Some(Platform::Web),
             _ => None,
         }
     }
@@ -99,6 +103,9 @@ pub struct IncomingEvent {
     pub quoted: Option<Quoted>,
     /// Files sent with the message (the text is their caption).
     pub attachments: Vec<Attachment>,
+    /// The chat is a thread the bot opened for a conversation (a Discord thread): every
+    /// message in it is addressed to the bot, and its members share one history.
+    pub bot_thread: bool,
 }
 
 /// A file that came with a message, fetched through the platform only when needed.
@@ -158,7 +165,7 @@ impl IncomingEvent {
     /// True when the bot should consider answering: direct chats always, groups only
     /// when mentioned or replied to.
     pub fn addressed_to_bot(&self) -> bool {
-        self.chat_kind == ChatKind::Direct || self.mentioned || self.reply_to_bot
+        self.chat_kind == ChatKind::Direct || self.mentioned || self.reply_to_bot || self.bot_thread
     }
 
     /// The user whose quota pays for this message.
@@ -170,7 +177,8 @@ impl IncomingEvent {
     }
 
     /// Sessions are per user in direct chats and per (chat, user) in groups, so members
-    /// of a group never share or see each other's history.
+    /// of a group never share or see each other's history. A thread the bot opened is
+    /// one conversation its members continue together (they all see it anyway).
     pub fn session_key(&self) -> SessionKey {
         SessionKey {
             platform: self.platform,
@@ -178,10 +186,18 @@ impl IncomingEvent {
                 Some(thread) => format!("{}/{thread}", self.chat_id),
                 None => self.chat_id.clone(),
             },
-            user: self.sender.id.clone(),
+            user: if self.bot_thread {
+                SHARED_SESSION_USER.to_string()
+            } else {
+                self.sender.id.clone()
+            },
         }
     }
 }
+
+/// The session key's user for a conversation shared by a thread's members (no
+/// platform user id has this form).
+pub const SHARED_SESSION_USER: &str = "*thread";
 
 /// A platform-qualified user id, written `platform:id` (e.g. `telegram:12345`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -204,7 +220,7 @@ impl UserId {
             format!("`{text}` is not of the form platform:user (e.g. telegram:12345)")
         })?;
         let platform = Platform::parse(platform).ok_or_else(|| {
-            format!("unknown platform `{platform}` (use telegram, discord or console)")
+            format!("unknown platform `{platform}` (use telegram, discord, web or console)")
         })?;
         if user.is_empty() || user.chars().any(char::is_whitespace) {
             return Err(format!("`{text}` has an empty or blank user id"));

@@ -162,6 +162,9 @@ pub trait SessionStore: Send + Sync {
     async fn take_code(&self, code: &str) -> Result<Option<String>, SessionError>;
     /// Reads a code's value without using it up (checks before a redemption).
     async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError>;
+    /// Reads a code's value and pushes its expiry to `ttl` from now: a web login session
+    /// lives as a code whose expiry slides with every use.
+    async fn touch_code(&self, code: &str, ttl: Duration) -> Result<Option<String>, SessionError>;
     /// "redis" or "memory", for logs.
     fn backend(&self) -> &'static str;
     /// Whether the store answers now (readiness).

@@ -159,6 +159,7 @@ where
             thread: None,
             quoted: None,
             attachments: Vec::new(),
+            bot_thread: false,
         };
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {

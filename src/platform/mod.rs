@@ -6,6 +6,7 @@ pub mod console;
 pub mod discord;
 pub mod pacer;
 pub mod telegram;
+pub mod web;
 
 /// Tidies a text a mention was cut out of: runs of spaces become one, lines are kept.
 pub(crate) fn tidy_after_mention(text: &str) -> String {

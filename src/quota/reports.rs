@@ -131,4 +131,32 @@ impl QuotaService {
         entries.reverse();
         Ok(entries)
     }
+
+    /// Accounts with their balances, most used first (the admin page).
+    pub async fn accounts(&self, limit: i64) -> Result<Vec<(UserId, super::Balance)>, QuotaError> {
+        #[derive(FromRow)]
+        struct Row {
+            platform: String,
+            user_id: String,
+            #[sqlx(flatten)]
+            balance: super::BalanceRow,
+        }
+        let rows = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as::<_, Row>(sql)
+                .bind(limit)
+                .fetch_all(pool)
+                .await,
+            "SELECT platform, user_id, granted, remaining, reserved, used, requests, unlimited, \
+             refill_tokens FROM quota_accounts ORDER BY used DESC, platform, user_id LIMIT ?1"
+        )
+        .context("listing accounts")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let platform = crate::core::event::Platform::parse(&row.platform)?;
+                Some((UserId::new(platform, row.user_id), row.balance.into()))
+            })
+            .collect())
+    }
 }

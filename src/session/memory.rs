@@ -168,6 +168,15 @@ impl SessionStore for MemoryStore {
             .map(|e| e.raw.clone()))
     }
 
+    async fn touch_code(&self, code: &str, ttl: Duration) -> Result<Option<String>, SessionError> {
+        let now = Instant::now();
+        let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(codes.get_mut(code).filter(|e| e.expires > now).map(|e| {
+            e.expires = now + ttl;
+            e.raw.clone()
+        }))
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

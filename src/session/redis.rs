@@ -251,6 +251,17 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
+    async fn touch_code(&self, code: &str, ttl: Duration) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GETEX")
+            .arg(format!("{}:code:{code}", self.prefix))
+            .arg("PX")
+            .arg((ttl.as_millis() as u64).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     fn backend(&self) -> &'static str {
         "redis"
     }

@@ -52,6 +52,10 @@ impl SessionStore for Timed {
         timed(SESSION_STORE, "peek_code", self.0.peek_code(code)).await
     }
 
+    async fn touch_code(&self, code: &str, ttl: Duration) -> Result<Option<String>, SessionError> {
+        timed(SESSION_STORE, "touch_code", self.0.touch_code(code, ttl)).await
+    }
+
     fn backend(&self) -> &'static str {
         self.0.backend()
     }

@@ -22,6 +22,37 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// The app booted as `gptbot run` boots it, connected to a fresh fake Discord.
+pub struct Bot {
+    pub t: super::TestApp,
+    pub dc: FakeDiscord,
+    pub handle: gptbot::platform::discord::DiscordHandle,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+pub async fn spawn_bot(options: super::Options) -> Bot {
+    let dc = FakeDiscord::start().await;
+    let t = super::spawn_app_with(
+        options
+            .with("DISCORD_TOKEN", TOKEN)
+            .with("GPTBOT__DISCORD__API_URL", dc.api_url()),
+    )
+    .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let handle = t
+        .app
+        .start(rx)
+        .await
+        .map(|running| running.discord.expect("Discord is configured"))
+        .expect("the bot connects to the fake Discord");
+    Bot {
+        t,
+        dc,
+        handle,
+        _stop: stop,
+    }
+}
+
 pub const BOT_ID: &str = "1000000000000000001";
 pub const TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDAwMQ.fake.discord-token";
 pub const GUILD: &str = "5000000000000000001";
@@ -54,6 +85,23 @@ struct DcState {
     order: VecDeque<String>,
     /// Discord's rate limits, when switched on (see [`FakeDiscord::enforce_rate_limits`]).
     buckets: Option<Buckets>,
+    /// Threads, by id: (parent channel, name, owner).
+    threads: HashMap<String, Thread>,
+    /// Thread creation answers 403 Missing Permissions.
+    refuse_threads: bool,
+    /// Interaction token → (channel, id of its original response message).
+    originals: HashMap<String, (String, String)>,
+    /// Attachment path → bytes, served by GET; and the paths fetched.
+    files: HashMap<String, Vec<u8>>,
+    downloads: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub id: String,
+    pub parent: String,
+    pub name: String,
+    pub owner: String,
 }
 
 /// Discord's per-route buckets: 5 writes per 5 s for each route and major parameter
@@ -349,8 +397,86 @@ impl FakeDiscord {
             }
             None => i["user"] = who,
         }
+        let original = self.new_id();
+        self.state
+            .lock()
+            .unwrap()
+            .originals
+            .insert(token.clone(), (channel.to_string(), original));
         self.dispatch("INTERACTION_CREATE", i);
         token
+    }
+
+    /// The threads opened so far (by the bot or with [`FakeDiscord::user_thread`]).
+    pub fn threads(&self) -> Vec<Thread> {
+        let mut threads: Vec<Thread> = self
+            .state
+            .lock()
+            .unwrap()
+            .threads
+            .values()
+            .cloned()
+            .collect();
+        threads.sort_by(|a, b| a.id.cmp(&b.id));
+        threads
+    }
+
+    /// A thread a member opened in `parent`; returns its id.
+    pub fn user_thread(&self, parent: &str, owner: &str) -> String {
+        let id = self.new_id();
+        self.state.lock().unwrap().threads.insert(
+            id.clone(),
+            Thread {
+                id: id.clone(),
+                parent: parent.to_string(),
+                name: "members' thread".into(),
+                owner: owner.to_string(),
+            },
+        );
+        id
+    }
+
+    /// Thread creation is refused with 403 (the bot lacks Create Public Threads).
+    pub fn refuse_threads(&self) {
+        self.state.lock().unwrap().refuse_threads = true;
+    }
+
+    /// An attachment object as Discord sends it in a message, its bytes served by this
+    /// fake at the attachment's `url` (as Discord's CDN serves them).
+    pub fn attachment(&self, filename: &str, content_type: &str, bytes: &[u8]) -> Value {
+        let id = self.new_id();
+        let path = format!("/attachments/{id}/{filename}");
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.clone(), bytes.to_vec());
+        let url = format!("http://127.0.0.1:{}{path}?ex=1&is=2&hm=3", self.port);
+        json!({"id": id, "filename": filename, "size": bytes.len(), "url": url,
+               "proxy_url": url, "content_type": content_type})
+    }
+
+    /// The attachment paths the bot fetched.
+    pub fn downloads(&self) -> Vec<String> {
+        self.state.lock().unwrap().downloads.clone()
+    }
+
+    /// A user's message with attachments; returns its id.
+    pub fn send_with_attachments(
+        &self,
+        channel: &str,
+        author: Value,
+        content: &str,
+        guild: Option<&str>,
+        attachments: Vec<Value>,
+        flags: u64,
+    ) -> String {
+        let id = self.new_id();
+        let mut m = message(&id, channel, author, content, guild);
+        m["attachments"] = Value::Array(attachments);
+        m["flags"] = json!(flags);
+        self.dispatch("MESSAGE_CREATE", m);
+        id
     }
 
     /// From now on, apply Discord's per-route buckets (5 writes per 5 s per channel or
@@ -455,6 +581,15 @@ async fn rest_api(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
+    if method == Method::GET && path.starts_with("/attachments/") {
+        let mut s = fake.state.lock().unwrap();
+        let file = s.files.get(&path).cloned();
+        s.downloads.push(path);
+        return match file {
+            Some(bytes) => (StatusCode::OK, bytes).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let limited = {
         let mut s = fake.state.lock().unwrap();
@@ -578,16 +713,47 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
         }
         ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
             fake.write(format!("@original:{token}"), &content);
-            json_response(
-                200,
-                message(
-                    &fake.new_id(),
-                    "3000000000000000001",
-                    bot_user(),
-                    &content,
-                    None,
+            let (channel, id) = fake
+                .state
+                .lock()
+                .unwrap()
+                .originals
+                .get(*token)
+                .cloned()
+                .unwrap_or_else(|| ("3000000000000000001".into(), fake.new_id()));
+            json_response(200, message(&id, &channel, bot_user(), &content, None))
+        }
+        ("POST", ["channels", channel, "messages", message_id, "threads"]) => {
+            let mut s = fake.state.lock().unwrap();
+            if s.refuse_threads {
+                return json_response(
+                    403,
+                    json!({"code": 50013, "message": "Missing Permissions"}),
+                );
+            }
+            let thread = Thread {
+                id: message_id.to_string(),
+                parent: channel.to_string(),
+                name: body["name"].as_str().unwrap_or("").to_string(),
+                owner: BOT_ID.to_string(),
+            };
+            if thread.name.is_empty() || thread.name.chars().count() > 100 {
+                return json_response(400, json!({"code": 50035, "message": "Invalid Form Body"}));
+            }
+            s.threads.insert(thread.id.clone(), thread.clone());
+            json_response(201, thread_json(&thread))
+        }
+        ("GET", ["channels", id]) => {
+            let thread = fake.state.lock().unwrap().threads.get(*id).cloned();
+            match thread {
+                Some(thread) => json_response(200, thread_json(&thread)),
+                None => json_response(
+                    200,
+                    json!({"id": id, "type": 0, "guild_id": GUILD, "name": "general",
+                           "position": 0, "permission_overwrites": [], "nsfw": false,
+                           "parent_id": null, "rate_limit_per_user": 0, "topic": null}),
                 ),
-            )
+            }
         }
         ("POST", ["webhooks", _, _token]) => {
             let id = fake.new_id();
@@ -606,4 +772,13 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
         }
         _ => json_response(404, json!({"code": 0, "message": "404: Not Found"})),
     }
+}
+
+/// A thread as a Channel object (type 11, public thread).
+fn thread_json(thread: &Thread) -> Value {
+    json!({"id": thread.id, "type": 11, "guild_id": GUILD, "parent_id": thread.parent,
+           "owner_id": thread.owner, "name": thread.name, "rate_limit_per_user": 0,
+           "message_count": 0, "member_count": 1, "flags": 0, "total_message_sent": 0,
+           "thread_metadata": {"archived": false, "auto_archive_duration": 1440,
+                               "archive_timestamp": timestamp(), "locked": false}})
 }

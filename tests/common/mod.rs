@@ -581,6 +581,7 @@ pub fn dm(user: &str, text: &str) -> IncomingEvent {
         thread: None,
         quoted: None,
         attachments: Vec::new(),
+        bot_thread: false,
     }
 }
 

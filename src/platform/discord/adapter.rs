@@ -16,6 +16,7 @@ use super::rest::Rest;
 use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, Notifier, ReplyTarget, SentMessage, Stage,
 };
+use crate::core::event::Attachment;
 use crate::platform::pacer::Priority;
 
 /// The id of an interaction's original response, for [`SentMessage::message_id`].
@@ -147,6 +148,10 @@ impl ChatAdapter for ChannelAdapter {
             .map(|_| ())
     }
 
+    async fn download(&self, file: &Attachment, max_bytes: u64) -> Result<Vec<u8>, AdapterError> {
+        self.rest.download(&file.id, max_bytes).await
+    }
+
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
         let channel = parse_id(&target.chat_id)?;
         self.rest
@@ -176,6 +181,23 @@ pub struct InteractionAdapter {
 }
 
 impl InteractionAdapter {
+    /// Fills the original response with `text` and returns its message's id (a thread
+    /// can be opened on it); later sends go into follow-ups.
+    pub async fn fill_original(&self, text: &str) -> Result<u64, AdapterError> {
+        *self.original_used.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        let body = self
+            .rest
+            .write(
+                Method::PATCH,
+                format!("{}/messages/@original", self.webhook()),
+                self.route("PATCH original"),
+                Some(&content(text)),
+                Priority::Final,
+            )
+            .await?;
+        parse_id(&message_id(&body)?)
+    }
+
     fn webhook(&self) -> String {
         format!(
             "/webhooks/{}/{}",
@@ -269,6 +291,10 @@ impl ChatAdapter for InteractionAdapter {
             )
             .await
             .map(|_| ())
+    }
+
+    async fn download(&self, file: &Attachment, max_bytes: u64) -> Result<Vec<u8>, AdapterError> {
+        self.rest.download(&file.id, max_bytes).await
     }
 
     async fn typing(&self, _target: &ReplyTarget) -> Result<(), AdapterError> {

@@ -7,7 +7,7 @@ use serenity::all::{
 };
 
 use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
-use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
+use crate::core::event::{Attachment, ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
 /// Strips `<@id>` / `<@!id>` mentions of the bot; says whether there was one.
 pub fn strip_bot_mentions(content: &str, bot: u64) -> (String, bool) {
@@ -33,8 +33,10 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
         .referenced_message
         .as_ref()
         .is_some_and(|r| r.author.id == bot);
-    let content = if text.is_empty() && !msg.attachments.is_empty() {
-        Content::Unsupported("an attachment".into())
+    let attachments: Vec<Attachment> = msg.attachments.iter().map(attachment).collect();
+    let content = if !attachments.is_empty() {
+        // The text is the attachments' caption, never a command.
+        Content::Text(text)
     } else if msg.sticker_items.is_empty() || !text.is_empty() {
         Content::from_typed(&text, None)?
     } else {
@@ -60,7 +62,36 @@ pub fn message_event(msg: &Message, bot: UserId) -> Option<IncomingEvent> {
         };
         Quoted::new(author, &r.content)
     });
+    event.attachments = attachments;
     Some(event)
+}
+
+/// Bytes per second assumed for an audio file whose length Discord does not say (a
+/// voice message says it): 128 kbit/s, the common bitrate of shared audio.
+const AUDIO_BYTES_PER_SECOND: u32 = 16_000;
+
+/// A file attached to a message: fetched by its CDN URL when needed. Images are shown
+/// to the model, voice messages and audio transcribed, other files read.
+fn attachment(a: &serenity::all::Attachment) -> Attachment {
+    let mime = a
+        .content_type
+        .as_deref()
+        .map(|m| m.split(';').next().unwrap_or(m).trim().to_ascii_lowercase());
+    let kind = mime.as_deref().unwrap_or("");
+    let audio = kind.starts_with("audio/") || a.duration_secs.is_some();
+    Attachment {
+        id: a.url.clone(),
+        name: a.filename.clone(),
+        size: Some(u64::from(a.size)),
+        image: kind
+            .starts_with("image/")
+            .then(|| a.dimensions().unwrap_or((0, 0))),
+        audio_seconds: audio.then(|| match a.duration_secs {
+            Some(seconds) => seconds.max(0.0).ceil() as u32,
+            None => a.size.div_ceil(AUDIO_BYTES_PER_SECOND).max(1),
+        }),
+        mime,
+    }
 }
 
 /// A slash command as an event: its options map straight onto the typed [`BotCommand`]
@@ -177,6 +208,7 @@ fn event(
         thread: None,
         quoted: None,
         attachments: Vec::new(),
+        bot_thread: false,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod commands;
 pub mod events;
 pub mod rest;
+pub mod threads;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -54,6 +55,8 @@ struct Handler {
     bot: OnceLock<UserId>,
     ready: watch::Sender<Option<String>>,
     warned_empty_content: std::sync::atomic::AtomicBool,
+    /// Set when `discord.threads` is on.
+    threads: Option<threads::Threads>,
 }
 
 #[async_trait]
@@ -98,7 +101,7 @@ impl EventHandler for Handler {
         let Some(bot) = self.bot.get().copied() else {
             return;
         };
-        let Some(event) = message_event(&msg, bot) else {
+        let Some(mut event) = message_event(&msg, bot) else {
             return;
         };
         if msg.content.is_empty()
@@ -116,7 +119,13 @@ impl EventHandler for Handler {
                 "a message arrived with empty content: if the bot ignores messages, enable the MESSAGE CONTENT intent (Bot → Privileged Gateway Intents) in the Discord developer portal"
             );
         }
-        if !event.addressed_to_bot() || event.sender.is_bot {
+        if event.sender.is_bot {
+            return;
+        }
+        if let (Some(threads), Some(_)) = (&self.threads, msg.guild_id) {
+            threads.place_message(&mut event, msg.id.get()).await;
+        }
+        if !event.addressed_to_bot() {
             return;
         }
         let adapter = ChannelAdapter {
@@ -141,7 +150,7 @@ impl EventHandler for Handler {
             tracing::error!(error = %chain(&e), command = %command.data.name, "could not defer an interaction");
             return;
         }
-        let Some(event) = interaction_event(&command) else {
+        let Some(mut event) = interaction_event(&command) else {
             let _ = command
                 .edit_response(
                     &ctx.http,
@@ -158,6 +167,19 @@ impl EventHandler for Handler {
             caps: self.caps,
             original_used: Mutex::new(false),
         };
+        if let (Some(threads), Some(_)) = (&self.threads, command.guild_id)
+            && threads
+                .place_command(&mut event, &adapter, command.channel_id.get())
+                .await
+        {
+            // The response shows the question; the answer goes into the thread.
+            let in_thread = ChannelAdapter {
+                rest: self.rest.clone(),
+                caps: self.caps,
+            };
+            self.conversation.handle(&event, &in_thread).await;
+            return;
+        }
         self.conversation.handle(&event, &adapter).await;
     }
 }
@@ -244,6 +266,9 @@ pub async fn start(
             caps,
         }),
     );
+    let threads = settings
+        .threads
+        .then(|| threads::Threads::new(rest.clone(), me.id.get()));
     let handler = Handler {
         conversation,
         rest,
@@ -252,6 +277,7 @@ pub async fn start(
         bot: OnceLock::new(),
         ready: ready_tx,
         warned_empty_content: std::sync::atomic::AtomicBool::new(false),
+        threads,
     };
     let mut client = serenity::all::ClientBuilder::new_with_http(http, intents)
         .event_handler(handler)

@@ -39,7 +39,13 @@ pub struct Rest {
     base: String,
     token: SecretString,
     limits: Mutex<Limits>,
+    /// Hosts attachments are fetched from: Discord's CDN, and the API's own host (a
+    /// proxy or the tests' fake serves them there).
+    file_hosts: Vec<String>,
 }
+
+/// Where Discord serves attachments.
+const CDN_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
 
 impl Rest {
     pub fn new(api_url: &str, token: SecretString) -> Result<Rest, reqwest::Error> {
@@ -55,6 +61,11 @@ impl Rest {
             base: format!("{}/api/v10", api_url.trim_end_matches('/')),
             token,
             limits: Mutex::new(Limits::default()),
+            file_hosts: CDN_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .chain(host_of(api_url))
+                .collect(),
         })
     }
 
@@ -171,5 +182,96 @@ impl Rest {
             }
             return Ok(body);
         }
+    }
+}
+
+impl Rest {
+    /// Reads `path` (under `/api/v10`), under the same rate limits as writes.
+    pub async fn get(&self, path: String) -> Result<Value, AdapterError> {
+        let route = format!("GET {path}");
+        self.write(Method::GET, path, route, None, Priority::Final)
+            .await
+    }
+
+    /// Fetches an attachment by its URL, from Discord's CDN (or the API's host) only —
+    /// the URL arrives in a message, so it is not trusted further — and stops reading at
+    /// `max_bytes`.
+    pub async fn download(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, AdapterError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            AdapterError::Failed(anyhow::Error::new(e).context("an attachment URL"))
+        })?;
+        let host = host_of(url).unwrap_or_default();
+        if !self.file_hosts.contains(&host) {
+            return Err(AdapterError::Failed(anyhow::anyhow!(
+                "attachment host {host} is not Discord's CDN"
+            )));
+        }
+        let mut response = self
+            .http
+            .get(parsed)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| {
+                AdapterError::Failed(
+                    anyhow::Error::new(e.without_url()).context("fetching an attachment"),
+                )
+            })?;
+        if response.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(AdapterError::TooLarge { limit: max_bytes });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            AdapterError::Failed(
+                anyhow::Error::new(e.without_url()).context("fetching an attachment"),
+            )
+        })? {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(AdapterError::TooLarge { limit: max_bytes });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+/// `host[:port]` of a URL, as attachment URLs are compared.
+fn host_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn attachments_come_only_from_discords_cdn_or_the_api_host() {
+        crate::app::install_crypto_provider();
+        let rest = Rest::new("http://127.0.0.1:9", SecretString::from("t")).unwrap();
+        for url in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:10/file.png",
+            "https://cdn.discordapp.com.evil.example/x.png",
+            "not a url",
+        ] {
+            let refused = rest.download(url, 1000).await.unwrap_err();
+            assert!(
+                matches!(refused, AdapterError::Failed(_)),
+                "{url} must be refused before any request"
+            );
+        }
+        assert_eq!(
+            host_of("https://CDN.discordapp.com/attachments/1/2/a.png").as_deref(),
+            Some("cdn.discordapp.com")
+        );
+        assert_eq!(
+            host_of("http://127.0.0.1:9/api").as_deref(),
+            Some("127.0.0.1:9")
+        );
     }
 }

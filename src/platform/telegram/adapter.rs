@@ -298,11 +298,7 @@ impl ChatAdapter for TelegramAdapter {
         crate::core::metrics::platform_call("telegram", "getFile", status_of(&info));
         let info = info.map_err(adapter_error)?;
         if u64::from(info.size) > max_bytes {
-            return Err(AdapterError::Failed(anyhow::anyhow!(
-                "{} is too large ({} bytes)",
-                file.name,
-                info.size
-            )));
+            return Err(AdapterError::TooLarge { limit: max_bytes });
         }
         let mut bytes = Vec::with_capacity(info.size as usize);
         self.bot

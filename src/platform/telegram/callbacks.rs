@@ -44,5 +44,6 @@ pub fn callback_event(query: &CallbackQuery, me: &Me) -> Option<IncomingEvent> {
         thread: thread.map(|t| t.0.0.to_string()),
         quoted: None,
         attachments: Vec::new(),
+        bot_thread: false,
     })
 }

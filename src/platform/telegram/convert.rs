@@ -60,7 +60,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
             id: d.file.id.0.clone(),
             name: d.file_name.clone().unwrap_or_else(|| "document".into()),
             mime,
-            size: Some(u64::from(d.file.size)),
+            size: announced_size(d.file.size),
             // Telegram does not say an image document's size in pixels.
             image: is_image.then_some((0, 0)),
             audio_seconds: None,
@@ -74,7 +74,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
             id: p.file.id.0.clone(),
             name: "photo.jpg".into(),
             mime: Some("image/jpeg".into()),
-            size: Some(u64::from(p.file.size)),
+            size: announced_size(p.file.size),
             image: Some((p.width, p.height)),
             audio_seconds: None,
         });
@@ -83,7 +83,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         id: v.file.id.0.clone(),
         name: "voice.ogg".into(),
         mime: v.mime_type.as_ref().map(|m| m.essence_str().to_string()),
-        size: Some(u64::from(v.file.size)),
+        size: announced_size(v.file.size),
         image: None,
         audio_seconds: Some(v.duration.seconds()),
     });
@@ -91,7 +91,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         id: a.file.id.0.clone(),
         name: a.file_name.clone().unwrap_or_else(|| "audio.mp3".into()),
         mime: a.mime_type.as_ref().map(|m| m.essence_str().to_string()),
-        size: Some(u64::from(a.file.size)),
+        size: announced_size(a.file.size),
         image: None,
         audio_seconds: Some(a.duration.seconds()),
     });
@@ -128,7 +128,14 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         thread: thread.map(|t| t.0.0.to_string()),
         quoted,
         attachments,
+        bot_thread: false,
     })
+}
+
+/// The size Telegram announced: teloxide reads a missing `file_size` as `u32::MAX`,
+/// which means "not said" (getFile tells before the download), not "too large".
+fn announced_size(size: u32) -> Option<u64> {
+    (size != u32::MAX).then_some(u64::from(size))
 }
 
 /// Removes the bot's @mentions from `text` (keeping its lines, tidying the gaps) and

@@ -1,6 +1,8 @@
 //! The command line: parses arguments and calls the app — `run`, `chat`, `migrate`,
-//! `quota …`, `access …`, `stats`, `config check`. Exit codes: 0 success, 1 runtime
+//! `quota …`, `access …`, `web user …`, `stats`, `config check`. Exit codes: 0 success, 1 runtime
 //! failure, 2 bad configuration or usage ([`AppError::exit_code`]).
+
+pub mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +78,11 @@ pub enum CliCommand {
     Telegram {
         #[command(subcommand)]
         command: TelegramCommand,
+    },
+    /// The web front's accounts: `gptbot web user add <name>`.
+    Web {
+        #[command(subcommand)]
+        command: web::WebCommand,
     },
 }
 
@@ -255,6 +262,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             println!("{subject} {}", if allowed { "allowed" } else { "denied" });
             Ok(())
         }
+        CliCommand::Web { command } => web::run(&settings, command).await,
         CliCommand::Migrate => {
             open_db(&settings).await?;
             println!("database migrated");
