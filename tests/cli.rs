@@ -376,3 +376,85 @@ async fn access_and_stats_from_the_command_line() {
     assert!(run.stdout.contains("users 1\n"), "{}", run.stdout);
     assert!(run.stdout.contains("requests_today 1\n"), "{}", run.stdout);
 }
+
+#[tokio::test]
+async fn web_users_are_managed_from_the_command_line_and_passwords_never_echoed() {
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_env(&openai, None, &dir, &[]);
+    let secret = "a long enough secret";
+
+    let run = gptbot(
+        &["web", "user", "add", "Ann", "--password-stdin"],
+        &env,
+        &format!("{secret}\n"),
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("web user ann added (quota user web:ann)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+
+    let again = gptbot(
+        &["web", "user", "add", "ann", "--password-stdin"],
+        &env,
+        "another one here\n",
+    )
+    .await;
+    assert_eq!(
+        again.code, 2,
+        "a duplicate is a usage error: {}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    let short = gptbot(
+        &["web", "user", "add", "bob", "--password-stdin"],
+        &env,
+        "short\n",
+    )
+    .await;
+    assert_eq!(short.code, 2);
+    assert!(
+        short.stderr.contains("at least 8 characters"),
+        "{}",
+        short.stderr
+    );
+    let no_tty = gptbot(&["web", "user", "add", "bob"], &env, "").await;
+    assert_eq!(no_tty.code, 2);
+    assert!(
+        no_tty.stderr.contains("--password-stdin"),
+        "{}",
+        no_tty.stderr
+    );
+
+    // The hash, not the password, is stored, and it is argon2id.
+    // (the main file and, if not yet checkpointed, its write-ahead log)
+    let mut db = std::fs::read(dir.path().join("quota.db")).unwrap();
+    db.extend(std::fs::read(dir.path().join("quota.db-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&db);
+    assert!(!text.contains(secret));
+    assert!(text.contains("$argon2id$"));
+
+    let list = gptbot(&["web", "user", "list"], &env, "").await;
+    assert!(list.stdout.starts_with("ann (since "), "{}", list.stdout);
+    let passwd = gptbot(
+        &["web", "user", "passwd", "ann", "--password-stdin"],
+        &env,
+        "a new secret value\n",
+    )
+    .await;
+    assert_eq!(passwd.code, 0, "{}", passwd.stderr);
+    let gone = gptbot(&["web", "user", "remove", "ann"], &env, "").await;
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    let missing = gptbot(&["web", "user", "remove", "ann"], &env, "").await;
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("no web user named ann"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -91,7 +91,7 @@ impl std::fmt::Display for ShardRange {
 }
 
 /// The platforms a `platform:id` entry may name (the same words `UserId::parse` takes).
-const PLATFORMS: &[&str] = &["telegram", "tg", "discord", "console"];
+const PLATFORMS: &[&str] = &["telegram", "tg", "discord", "web", "console"];
 
 /// Checks one `platform:id` entry of an access list.
 pub(crate) fn check_platform_id(entry: &str) -> Result<(), String> {
@@ -100,7 +100,7 @@ pub(crate) fn check_platform_id(entry: &str) -> Result<(), String> {
     })?;
     if !PLATFORMS.contains(&platform.to_ascii_lowercase().as_str()) {
         return Err(format!(
-            "`{entry}`: unknown platform `{platform}` (use telegram, discord or console)"
+            "`{entry}`: unknown platform `{platform}` (use telegram, discord, web or console)"
         ));
     }
     if id.is_empty() || id.chars().any(char::is_whitespace) {

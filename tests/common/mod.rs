@@ -10,6 +10,7 @@ pub mod openai;
 pub mod ops;
 pub mod postgres;
 pub mod telegram;
+pub mod web;
 
 pub use openai::*;
 
