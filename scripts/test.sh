@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start their own redis-server and PostgreSQL
-# processes (on free ports, in temporary directories), so both must be installed; this
-# script installs them with apt-get when it can.
+# processes (on free ports, in temporary directories) and one headless Chromium with
+# chromedriver, so these must be installed; this script installs them with apt-get when
+# it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,13 +14,18 @@ if [ -z "${PG_BIN:-}" ] && ! command -v initdb >/dev/null 2>&1 &&
   ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+# The web front's browser test drives headless Chromium over WebDriver.
+if [ -z "${GPTBOT_SKIP_BROWSER:-}" ] && [ -z "${CHROMEDRIVER_BIN:-}" ] &&
+  ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium chromium-driver)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "scripts/test.sh: please install ${missing[*]} (or set REDIS_SERVER_BIN / PG_BIN)." >&2
+    echo "scripts/test.sh: please install ${missing[*]} (or set REDIS_SERVER_BIN / PG_BIN / CHROMIUM_BIN and CHROMEDRIVER_BIN, or GPTBOT_SKIP_BROWSER=1)." >&2
     exit 1
   fi
 fi

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod postgres;
 pub mod telegram;
 pub mod web;
+pub mod webdriver;
 
 pub use openai::*;
 
