@@ -228,6 +228,8 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
         ("GPTBOT__SESSION__TTL", "1e20", "session.ttl"),
         ("GPTBOT__TELEGRAM__LISTEN", "everywhere", "telegram.listen"),
         ("GPTBOT__DISCORD__SHARDS", "2-1/4", "discord.shards"),
+        ("GPTBOT__WEB__SESSION_TTL", "0s", "web.session_ttl"),
+        ("GPTBOT__WEB__LISTEN", "somewhere", "web.listen"),
     ];
     for (var, value, key) in cases {
         let mut env = base.clone();

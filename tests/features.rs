@@ -640,3 +640,44 @@ async fn voice_is_declined_politely_when_no_transcription_model_is_set() {
     let balance = b.t.app.quota.balance(&user(62)).await.unwrap();
     assert_eq!((balance.used, balance.requests), (0, 0));
 }
+
+#[tokio::test]
+async fn an_album_is_answered_once_with_all_its_pictures() {
+    let b = spawn_bot(Options::default().file(CHOICES)).await;
+    b.tg.push_message(private_chat(64), user_json(64, "Lu"), "/model big", None);
+    wait_text(&b.tg, 64, "Model set to Big").await;
+    let (one, two) = (b"\x89PNG\r\n\x1a\nfirst", b"\x89PNG\r\n\x1a\nsecond");
+    b.tg.serve_file("al-1", one);
+    b.tg.serve_file("al-2", two);
+    // Telegram sends an album as messages sharing a media_group_id; the caption is on
+    // one of them.
+    for (file, caption) in [("al-1", "which is brighter?"), ("al-2", "")] {
+        let mut part = json!({
+            "date": 1_764_000_000, "chat": private_chat(64), "from": user_json(64, "Lu"),
+            "media_group_id": "album-7",
+            "photo": [{"file_id": file, "file_unique_id": format!("u-{file}"), "width": 512, "height": 512, "file_size": 20}]
+        });
+        if !caption.is_empty() {
+            part["caption"] = json!(caption);
+        }
+        b.tg.push_raw_message(part);
+    }
+    wait_text(&b.tg, 64, "Echo: which is brighter?").await;
+    // Give a second answer the time it would need to show up.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(b.t.openai.request_count(), 1, "one answer for the album");
+    let requests = b.t.openai.requests();
+    let content = &requests[0]["messages"].as_array().unwrap().last().unwrap()["content"];
+    let parts = content.as_array().unwrap();
+    assert_eq!(parts.len(), 3, "the caption and both pictures: {content}");
+    assert_eq!(
+        parts[0],
+        json!({"type": "text", "text": "which is brighter?"})
+    );
+    assert_eq!(
+        b.t.turns("64").await[0].content,
+        "[2 images] which is brighter?"
+    );
+    common::ledger::settled(&b.t.app.quota, &user(64), 1).await;
+    common::ledger::assert_books(&b.t.app.quota, &user(64)).await;
+}

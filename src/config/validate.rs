@@ -39,6 +39,15 @@ impl Settings {
         if self.session.ttl < Duration::from_millis(1) {
             return Err(invalid("session.ttl", "must be at least 1ms"));
         }
+        if self.web.session_ttl < Duration::from_secs(1) {
+            return Err(invalid("web.session_ttl", "must be at least 1s"));
+        }
+        if self.web.listen.is_some() && self.web.listen == self.http.listen {
+            return Err(invalid(
+                "web.listen",
+                "is the same address as http.listen (the operations listener); give the web front its own port",
+            ));
+        }
         if self.session.max_history < 2 {
             return Err(invalid("session.max_history", "must be at least 2"));
         }

@@ -9,6 +9,7 @@
 //! `/cancel` reaches the answer it stops.
 
 pub mod adapter;
+pub mod albums;
 mod callbacks;
 pub mod convert;
 pub mod html;
@@ -62,6 +63,7 @@ struct Context {
     pacer: Arc<Pacer>,
     edit_interval: Duration,
     first_message_delay: Duration,
+    albums: albums::Albums,
 }
 
 impl Context {
@@ -172,6 +174,7 @@ pub async fn start(
         pacer,
         edit_interval: settings.edit_interval,
         first_message_delay: settings.first_message_delay,
+        albums: albums::Albums::default(),
     });
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
@@ -350,7 +353,21 @@ async fn on_edited_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> Respons
 }
 
 async fn handle(bot: Bot, msg: &Message, ctx: &Context, edited: bool) {
-    if let Some(event) = convert::message_event(msg, &ctx.me, edited) {
-        ctx.conversation.handle(&event, &ctx.adapter(bot)).await;
-    }
+    let Some(event) = convert::message_event(msg, &ctx.me, edited) else {
+        return;
+    };
+    // An album's parts are answered once, together, by the first part's handler.
+    let event = match msg.media_group_id() {
+        Some(group) if !edited => {
+            if !ctx.albums.add(&group.0, event) {
+                return;
+            }
+            match ctx.albums.collect(&group.0).await {
+                Some(album) => album,
+                None => return,
+            }
+        }
+        _ => event,
+    };
+    ctx.conversation.handle(&event, &ctx.adapter(bot)).await;
 }

@@ -155,6 +155,11 @@ pub async fn serve(
     // The decoy hash for unknown usernames is made now, so the first failed login takes
     // no longer than the others.
     state.accounts.warm().await;
+    if !state.settings.signup && state.accounts.list().await.is_ok_and(|a| a.is_empty()) {
+        tracing::warn!(
+            "the web front has no accounts yet and web.signup is off: add one with `gptbot web user add <name>`"
+        );
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     tracing::info!(addr = %bound, "serving the web front");
     let task = tokio::spawn(async move {
