@@ -162,3 +162,108 @@ async fn streaming_writes_stay_within_telegrams_limits() {
         );
     }
 }
+
+#[tokio::test]
+async fn draft_streaming_shows_a_draft_then_sends_the_answer_once() {
+    let b = spawn(
+        Options::default()
+            .with("GPTBOT__TELEGRAM__DRAFT_STREAMING", "true")
+            .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "200ms"),
+    )
+    .await;
+    let pieces = words(30);
+    let answer = pieces.concat().trim_end().to_string();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 30)),
+    }]);
+    b.tg.push_message(private_chat(3), user_json(3, "Di"), "go", None);
+    b.tg.wait_final(3, &answer).await;
+    let drafts = b.tg.calls_of("sendMessageDraft");
+    assert!(drafts.len() >= 2, "the answer grew as a draft: {drafts:#?}");
+    let id = drafts[0].body["draft_id"].clone();
+    assert!(id.as_u64().unwrap() > 0);
+    let mut shown = String::new();
+    for draft in &drafts {
+        assert_eq!(draft.body["draft_id"], id, "one draft, animated");
+        assert_eq!(draft.body["chat_id"], 3);
+        let text = draft.body["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(shown.as_str()),
+            "drafts grow: {shown:?} → {text:?}"
+        );
+        shown = text.to_string();
+    }
+    // The chat itself gets one message: the complete answer, no edits.
+    let writes = b.tg.delivered_to(3);
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    assert_eq!(writes[0].method, "sendmessage");
+
+    // A group keeps edits: no drafts there.
+    let before = b.tg.calls_of("sendMessageDraft").len();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 30)),
+    }]);
+    b.tg.push_message(
+        group_chat(-100),
+        user_json(4, "Ed"),
+        "@gptbot_test_bot go",
+        None,
+    );
+    b.tg.wait_final(-100, &answer).await;
+    assert_eq!(b.tg.calls_of("sendMessageDraft").len(), before);
+    assert!(
+        b.tg.delivered_to(-100)
+            .iter()
+            .any(|c| c.method == "editmessagetext")
+    );
+    assert!(
+        b.tg.flood_refusals().is_empty(),
+        "{:?}",
+        b.tg.flood_refusals()
+    );
+}
+
+#[tokio::test]
+async fn a_server_refusing_drafts_turns_them_off_and_answers_stream_with_edits() {
+    let b = spawn(
+        Options::default()
+            .with("GPTBOT__TELEGRAM__DRAFT_STREAMING", "true")
+            .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "200ms"),
+    )
+    .await;
+    b.tg.fail_next("sendMessageDraft", 404, "Not Found: method not found", None);
+    let pieces = words(30);
+    let answer = pieces.concat().trim_end().to_string();
+    for _ in 0..2 {
+        b.t.openai.script([Behavior::Stream {
+            pieces: pieces.clone(),
+            delay: Duration::from_millis(50),
+            usage: Some((20, 30)),
+        }]);
+    }
+    b.tg.push_message(private_chat(5), user_json(5, "Fi"), "go", None);
+    b.tg.wait_final(5, &answer).await;
+    let writes = b.tg.delivered_to(5);
+    assert_eq!(writes[0].method, "sendmessage", "{writes:#?}");
+    assert!(
+        writes.iter().any(|c| c.method == "editmessagetext"),
+        "{writes:#?}"
+    );
+    b.tg.push_message(private_chat(5), user_json(5, "Fi"), "again", None);
+    eventually(
+        30,
+        "the second answer",
+        || b.tg.delivered_to(5).len() > writes.len() + 1,
+        String::new,
+    )
+    .await;
+    assert_eq!(
+        b.tg.calls_of("sendMessageDraft").len(),
+        1,
+        "tried once, then off for good"
+    );
+}

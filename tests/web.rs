@@ -403,3 +403,31 @@ async fn stop_cancels_the_answer_in_progress_and_charges_what_was_shown() {
     );
     common::ledger::assert_books(&w.t.app.quota, &user).await;
 }
+
+#[tokio::test]
+async fn a_web_user_links_a_telegram_account_with_link() {
+    let w = spawn_web(Options::default()).await;
+    w.add_user("ann").await;
+    let mut c = w.client();
+    let csrf = c.logged_in("ann").await;
+    let (_, stream) = c.send("/link", Some(&csrf)).await;
+    let said = final_messages(&stream).join(" ");
+    let code = said
+        .split("Your link code is ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code shown on the page: {said}"))
+        .to_string();
+    // Redeemed from Telegram, the Telegram account draws on web:ann's tokens.
+    let telegram = RecordingAdapter::new(4096, Duration::from_millis(10));
+    w.t.send(&telegram, &dm("77", &format!("/link {code}")))
+        .await;
+    let telegram_user =
+        gptbot::core::event::UserId::new(gptbot::core::event::Platform::Telegram, "77");
+    assert_eq!(
+        w.t.app.quota.linked_to(&telegram_user).await.unwrap(),
+        Some(web_user("ann")),
+        "{:?}",
+        telegram.messages()
+    );
+}

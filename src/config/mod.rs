@@ -261,6 +261,10 @@ pub struct TelegramSettings {
     pub edit_interval: Duration,
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub first_message_delay: Duration,
+    /// Stream answers in private chats as drafts (`sendMessageDraft`, Bot API 9.3)
+    /// instead of editing a message; off, or refused by the server: edits.
+    #[serde(default)]
+    pub draft_streaming: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -42,7 +42,8 @@ impl Settings {
         if self.web.session_ttl < Duration::from_secs(1) {
             return Err(invalid("web.session_ttl", "must be at least 1s"));
         }
-        if self.web.listen.is_some() && self.web.listen == self.http.listen {
+        // (Port 0 picks a free port for each: no clash.)
+        if self.web.listen.is_some_and(|a| a.port() != 0) && self.web.listen == self.http.listen {
             return Err(invalid(
                 "web.listen",
                 "is the same address as http.listen (the operations listener); give the web front its own port",

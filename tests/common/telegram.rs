@@ -394,6 +394,24 @@ async fn api(
             }
         }
         "sendmessage" | "editmessagetext" => fake.message_call(&method, &body),
+        // Bot API 9.3: a draft streamed to a private chat; nothing is kept in the chat.
+        "sendmessagedraft" => {
+            let chat = body["chat_id"].as_i64().unwrap_or(0);
+            let text = body["text"].as_str().unwrap_or("");
+            if chat <= 0 {
+                error(
+                    400,
+                    "Bad Request: drafts can be sent only to private chats",
+                    None,
+                )
+            } else if body["draft_id"].as_u64().unwrap_or(0) == 0 {
+                error(400, "Bad Request: draft_id must be non-zero", None)
+            } else if text.is_empty() || text.encode_utf16().count() > 4096 {
+                error(400, "Bad Request: text must be 1-4096 characters", None)
+            } else {
+                ok(json!(true))
+            }
+        }
         "setwebhook" => {
             fake.state.lock().unwrap().webhook = body["url"].as_str().unwrap_or("").to_string();
             ok(json!(true))

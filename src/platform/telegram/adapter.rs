@@ -16,6 +16,7 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, RequestError};
 
+use super::drafts::{Drafts, Finals, is_draft};
 use super::{MAX_MESSAGE_LEN, html};
 use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, Choice, LengthUnit, Notifier, ReplyTarget,
@@ -32,6 +33,10 @@ pub struct TelegramAdapter {
     pacer: Arc<Pacer>,
     edit_interval: Duration,
     first_message_delay: Duration,
+    /// `telegram.draft_streaming`: drafts stream as `sendMessageDraft`.
+    drafts: Option<Arc<Drafts>>,
+    /// The drafts of this adapter's answers and the messages their final texts became.
+    finals: Arc<Finals>,
 }
 
 /// How often one write is tried when Telegram keeps answering 429.
@@ -142,7 +147,80 @@ impl TelegramAdapter {
             pacer,
             edit_interval,
             first_message_delay,
+            drafts: None,
+            finals: Arc::default(),
         }
+    }
+
+    /// Streams drafts with `sendMessageDraft` where Telegram allows it.
+    pub fn with_drafts(mut self, drafts: Option<Arc<Drafts>>) -> TelegramAdapter {
+        self.drafts = drafts;
+        self
+    }
+
+    /// One new message (sendMessage), paced.
+    async fn send_message(
+        &self,
+        target: &ReplyTarget,
+        text: &str,
+        stage: Stage,
+    ) -> Result<SentMessage, AdapterError> {
+        let chat = chat_id(&target.chat_id)?;
+        let place = Place::of(target)?;
+        // A new message is an answer's first (or, complete, its final) text.
+        let priority = match stage {
+            Stage::Final => Priority::Final,
+            Stage::Draft => Priority::First,
+        };
+        let sent = self
+            .paced(&target.chat_id, Write::Send, priority, || {
+                self.send_once(chat, &place, text, stage)
+            })
+            .await?;
+        Ok(SentMessage {
+            chat_id: target.chat_id.clone(),
+            message_id: sent.id.0.to_string(),
+        })
+    }
+
+    /// An edit of a draft: shown as the draft while the answer grows; its final text
+    /// (or every text, once the server refused drafts) goes out as a real message,
+    /// which later edits then change.
+    async fn edit_draft(
+        &self,
+        drafts: &Drafts,
+        message: &SentMessage,
+        text: &str,
+        stage: Stage,
+    ) -> Result<(), AdapterError> {
+        let id = &message.message_id;
+        let (target, real) = self.finals.of(id).ok_or_else(|| {
+            AdapterError::Failed(anyhow::anyhow!("draft {id} is not one of this answer's"))
+        })?;
+        if let Some(real) = real {
+            let message = SentMessage {
+                chat_id: message.chat_id.clone(),
+                message_id: real,
+            };
+            return self.edit(&message, text, stage).await;
+        }
+        if stage == Stage::Draft
+            && drafts
+                .show(
+                    &self.bot,
+                    &self.pacer,
+                    &message.chat_id,
+                    id,
+                    text,
+                    Priority::Draft,
+                )
+                .await?
+        {
+            return Ok(());
+        }
+        let sent = self.send_message(&target, text, stage).await?;
+        self.finals.sent(id, &sent.message_id);
+        Ok(())
     }
 
     /// Runs one write to `chat` when its budget allows. A 429 freezes that chat (only
@@ -220,22 +298,30 @@ impl ChatAdapter for TelegramAdapter {
         text: &str,
         stage: Stage,
     ) -> Result<SentMessage, AdapterError> {
-        let chat = chat_id(&target.chat_id)?;
-        let place = Place::of(target)?;
-        // A new message is an answer's first (or, complete, its final) text.
-        let priority = match stage {
-            Stage::Final => Priority::Final,
-            Stage::Draft => Priority::First,
-        };
-        let sent = self
-            .paced(&target.chat_id, Write::Send, priority, || {
-                self.send_once(chat, &place, text, stage)
-            })
-            .await?;
-        Ok(SentMessage {
-            chat_id: target.chat_id.clone(),
-            message_id: sent.id.0.to_string(),
-        })
+        if stage == Stage::Draft
+            && let Some(drafts) = &self.drafts
+            && drafts.usable_for(target)
+        {
+            let id = drafts.new_id();
+            if drafts
+                .show(
+                    &self.bot,
+                    &self.pacer,
+                    &target.chat_id,
+                    &id,
+                    text,
+                    Priority::First,
+                )
+                .await?
+            {
+                self.finals.opened(&id, target);
+                return Ok(SentMessage {
+                    chat_id: target.chat_id.clone(),
+                    message_id: id,
+                });
+            }
+        }
+        self.send_message(target, text, stage).await
     }
 
     async fn edit(
@@ -244,6 +330,11 @@ impl ChatAdapter for TelegramAdapter {
         text: &str,
         stage: Stage,
     ) -> Result<(), AdapterError> {
+        if is_draft(&message.message_id)
+            && let Some(drafts) = &self.drafts
+        {
+            return self.edit_draft(drafts, message, text, stage).await;
+        }
         let chat = chat_id(&message.chat_id)?;
         let id = message_id(&message.message_id)?;
         let priority = match stage {

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod albums;
 mod callbacks;
 pub mod convert;
+pub mod drafts;
 pub mod html;
 pub mod webhook;
 
@@ -64,6 +65,7 @@ struct Context {
     edit_interval: Duration,
     first_message_delay: Duration,
     albums: albums::Albums,
+    drafts: Option<Arc<drafts::Drafts>>,
 }
 
 impl Context {
@@ -75,6 +77,7 @@ impl Context {
             self.edit_interval,
             self.first_message_delay,
         )
+        .with_drafts(self.drafts.clone())
     }
 }
 
@@ -168,6 +171,13 @@ pub async fn start(
             settings.first_message_delay,
         )),
     );
+    let drafts = if settings.draft_streaming {
+        Some(Arc::new(drafts::Drafts::new().map_err(|e| {
+            anyhow::Error::new(e).context("building the HTTP client for sendMessageDraft")
+        })?))
+    } else {
+        None
+    };
     let context = Arc::new(Context {
         conversation,
         me,
@@ -175,6 +185,7 @@ pub async fn start(
         edit_interval: settings.edit_interval,
         first_message_delay: settings.first_message_delay,
         albums: albums::Albums::default(),
+        drafts,
     });
     let handler = dptree::entry()
         .branch(Update::filter_message().endpoint(on_message))
