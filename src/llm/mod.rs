@@ -3,6 +3,7 @@
 //! [`tokens::TokenCounter`] counts tokens locally for context trimming and reservations.
 
 pub mod audio;
+pub mod bpe;
 pub mod errors;
 pub mod openai;
 pub mod probe;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tiktoken_rs::CoreBPE;
+use tiktoken_rs::tokenizer::Tokenizer;
+
+use super::bpe::CompactBpe;
 
 /// Tokens OpenAI's chat format adds around each message, and once to prime the reply.
 pub const PER_MESSAGE_OVERHEAD: u32 = 3;
@@ -30,9 +33,26 @@ pub struct TokenCounter {
     method: Arc<Method>,
 }
 
+/// A tiktoken encoding: o200k_base from the compact table, the older ones from
+/// tiktoken-rs (loaded only when a model uses them).
+#[derive(Clone, Copy)]
+enum Bpe {
+    Compact(&'static CompactBpe),
+    Tiktoken(&'static CoreBPE),
+}
+
+impl Bpe {
+    fn count(self, text: &str) -> usize {
+        match self {
+            Bpe::Compact(bpe) => bpe.count(text),
+            Bpe::Tiktoken(bpe) => bpe.encode_ordinary(text).len(),
+        }
+    }
+}
+
 enum Method {
     Tiktoken {
-        bpe: &'static CoreBPE,
+        bpe: Bpe,
         name: &'static str,
         /// Chosen from an OpenAI model name: the count is the server's.
         exact: bool,
@@ -75,17 +95,25 @@ impl TokenCounter {
             }))
         };
         match encoding {
-            "auto" => match tiktoken_rs::bpe_for_model(model) {
-                Ok(bpe) => tiktoken(bpe, "tiktoken (from the model name)", true),
-                Err(_) => Ok(None),
+            "auto" => match tiktoken_rs::tokenizer::get_tokenizer(model) {
+                Some(Tokenizer::O200kBase | Tokenizer::O200kHarmony) => tiktoken(
+                    Bpe::Compact(CompactBpe::o200k()),
+                    "tiktoken (from the model name)",
+                    true,
+                ),
+                Some(_) => match tiktoken_rs::bpe_for_model(model) {
+                    Ok(bpe) => tiktoken(Bpe::Tiktoken(bpe), "tiktoken (from the model name)", true),
+                    Err(_) => Ok(None),
+                },
+                None => Ok(None),
             },
             "o200k_base" => tiktoken(
-                tiktoken_rs::o200k_base_singleton(),
+                Bpe::Compact(CompactBpe::o200k()),
                 "tiktoken:o200k_base",
                 false,
             ),
             "cl100k_base" => tiktoken(
-                tiktoken_rs::cl100k_base_singleton(),
+                Bpe::Tiktoken(tiktoken_rs::cl100k_base_singleton()),
                 "tiktoken:cl100k_base",
                 false,
             ),
@@ -162,7 +190,7 @@ impl TokenCounter {
     /// Tokens of a bare text.
     pub async fn count(&self, text: &str) -> u32 {
         match &*self.method {
-            Method::Tiktoken { bpe, .. } => bpe.encode_ordinary(text).len() as u32,
+            Method::Tiktoken { bpe, .. } => bpe.count(text) as u32,
             Method::Estimate => estimate(text),
             Method::Server(server) => server.count(text).await,
         }
