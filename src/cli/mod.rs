@@ -2,7 +2,10 @@
 //! `quota …`, `access …`, `web user …`, `stats`, `config check`. Exit codes: 0 success, 1 runtime
 //! failure, 2 bad configuration or usage ([`AppError::exit_code`]).
 
+mod signal;
 pub mod web;
+
+pub use signal::shutdown_signal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -470,38 +473,4 @@ fn parse_user(text: &str) -> Result<UserId, AppError> {
             message,
         })
     })
-}
-
-/// A watch channel that flips to `true` on Ctrl-C / SIGTERM; every loop selects on it.
-pub fn shutdown_signal() -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::sync::watch::Receiver<bool>,
-) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let signal_tx = tx.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        let _ = signal_tx.send(true);
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutting down");
-        let _ = signal_tx.send(true);
-    });
-    (tx, rx)
 }

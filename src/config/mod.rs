@@ -11,6 +11,7 @@ mod choices;
 mod parse;
 mod types;
 mod validate;
+mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use parse::{
 };
 pub use parse::{parse_duration, parse_http_url, redact_url_str};
 pub use types::{AccessMode, AccessSettings, LogFormat, Refill, ShardRange, TelegramMode};
+pub use web::WebSettings;
 
 /// The documented defaults, compiled in so the binary runs without any file next to it.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -88,25 +90,6 @@ pub struct HttpSettings {
         serialize_with = "parse::ser_listen"
     )]
     pub listen: Option<SocketAddr>,
-}
-
-/// The web front: a login, a cookie session in the session store, a streaming chat page.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebSettings {
-    /// Where the web front listens; `None` (an empty string in the file) turns it off.
-    #[serde(
-        deserialize_with = "parse::de_listen",
-        serialize_with = "parse::ser_listen"
-    )]
-    pub listen: Option<SocketAddr>,
-    /// Visitors may create their own account at `/signup`.
-    pub signup: bool,
-    /// The session cookie is marked `Secure` (served over HTTPS, e.g. behind a proxy).
-    pub secure_cookies: bool,
-    /// How long a login lasts without use; every request pushes it forward.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
-    pub session_ttl: Duration,
 }
 
 /// Documents sent to the bot (text files and PDFs), read into the prompt.

@@ -1,0 +1,27 @@
+//! `[web]`: the web front's settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::parse::{self, de_duration, ser_duration};
+
+/// The web front: a login, a cookie session in the session store, a streaming chat page.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSettings {
+    /// Where the web front listens; `None` (an empty string in the file) turns it off.
+    #[serde(
+        deserialize_with = "parse::de_listen",
+        serialize_with = "parse::ser_listen"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// Visitors may create their own account at `/signup`.
+    pub signup: bool,
+    /// The session cookie is marked `Secure` (served over HTTPS, e.g. behind a proxy).
+    pub secure_cookies: bool,
+    /// How long a login lasts without use; every request pushes it forward.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub session_ttl: Duration,
+}
