@@ -435,34 +435,21 @@ async fn open_quota(settings: &Settings) -> Result<QuotaService, AppError> {
 
 /// A token amount, or the `keyword` standing for "none" (`unlimited`, `default`).
 fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, AppError> {
-    if text.eq_ignore_ascii_case(keyword) {
-        return Ok(None);
-    }
-    text.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            AppError::Config(crate::config::ConfigError::Invalid {
-                key: "tokens",
-                message: format!(
-                    "`{text}` is neither a number of tokens (0 or more) nor `{keyword}`"
-                ),
-            })
+    crate::quota::parse_amount(text, keyword).map_err(|message| {
+        AppError::Config(crate::config::ConfigError::Invalid {
+            key: "tokens",
+            message,
         })
+    })
 }
 
 /// A rule subject: `platform:user` or `group:platform:id`.
 fn parse_subject(text: &str) -> Result<String, AppError> {
-    let (group, rest) = match text.strip_prefix("group:") {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let id = parse_user(rest)?;
-    Ok(if group {
-        format!("group:{id}")
-    } else {
-        id.to_string()
+    crate::access::parse_subject(text).map_err(|message| {
+        AppError::Config(crate::config::ConfigError::Invalid {
+            key: "user",
+            message,
+        })
     })
 }
 

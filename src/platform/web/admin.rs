@@ -92,19 +92,6 @@ pub struct Action {
     amount: String,
 }
 
-/// A number of tokens (0 or more), or `keyword` for none.
-fn amount(text: &str, keyword: &str) -> Result<Option<i64>, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case(keyword) {
-        return Ok(None);
-    }
-    text.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .map(Some)
-        .ok_or_else(|| format!("`{text}` is neither a number of tokens nor `{keyword}`"))
-}
-
 pub async fn act(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -134,16 +121,7 @@ async fn apply(state: &WebState, admin: &str, action: &Action) -> Result<String,
     match action.op.as_str() {
         "allow" | "deny" => {
             let allowed = action.op == "allow";
-            let (group, rest) = match subject.strip_prefix("group:") {
-                Some(rest) => (true, rest),
-                None => (false, subject),
-            };
-            let id = UserId::parse(rest)?;
-            let subject = if group {
-                format!("group:{id}")
-            } else {
-                id.to_string()
-            };
+            let subject = crate::access::parse_subject(subject)?;
             state
                 .conversation
                 .access()
@@ -165,11 +143,11 @@ async fn apply(state: &WebState, admin: &str, action: &Action) -> Result<String,
                     state.quota.grant(&user, tokens).await
                 }
                 "set" => {
-                    let tokens = amount(&action.amount, "unlimited")?;
+                    let tokens = crate::quota::parse_amount(&action.amount, "unlimited")?;
                     state.quota.set_quota(&user, tokens).await
                 }
                 _ => {
-                    let tokens = amount(&action.amount, "default")?;
+                    let tokens = crate::quota::parse_amount(&action.amount, "default")?;
                     state.quota.set_refill(&user, tokens).await
                 }
             }
