@@ -119,18 +119,19 @@ impl WebAccounts {
         let name = username(name)?;
         check_password(password)?;
         let hashed = hash(password.clone()).await?;
-        let now = chrono::Utc::now().timestamp();
+        let now = chrono::Utc::now();
         let done = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query(sql)
                 .bind(&name)
                 .bind(&hashed)
-                .bind(now)
+                .bind(now.timestamp())
+                .bind(now.timestamp_millis())
                 .execute(pool)
                 .await
                 .map(|r| crate::db::Done(r.rows_affected())),
             "INSERT INTO web_users (username, password_hash, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?3) ON CONFLICT (username) DO NOTHING"
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO NOTHING"
         )
         .context("adding a web user")
         .map_err(AccountError::Db)?;
@@ -153,7 +154,7 @@ impl WebAccounts {
             &self.db,
             |pool, sql| sqlx::query(sql)
                 .bind(&hashed)
-                .bind(chrono::Utc::now().timestamp())
+                .bind(chrono::Utc::now().timestamp_millis())
                 .bind(&name)
                 .execute(pool)
                 .await
@@ -199,28 +200,44 @@ impl WebAccounts {
         .map_err(AccountError::Db)
     }
 
-    /// The account's name when `password` is right. An unknown name is checked against
+    /// When the account last changed (its password; Unix milliseconds), or `None` when
+    /// it is gone: a login session remembers it, so removing an account or changing its
+    /// password ends the sessions opened before.
+    pub async fn version(&self, name: &str) -> Result<Option<i64>, AccountError> {
+        let row: Option<(i64,)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).bind(name).fetch_optional(pool).await,
+            "SELECT updated_at FROM web_users WHERE username = ?1"
+        )
+        .context("reading a web user")
+        .map_err(AccountError::Db)?;
+        Ok(row.map(|(at,)| at))
+    }
+
+    /// The account's name (and [`WebAccounts::version`]) when `password` is right. An unknown name is checked against
     /// a decoy hash, so both failures take the same time.
     pub async fn login(
         &self,
         name: &str,
         password: &SecretString,
-    ) -> Result<Option<String>, AccountError> {
+    ) -> Result<Option<(String, i64)>, AccountError> {
         let name = username(name).unwrap_or_default();
-        let stored: Option<(String,)> = if name.is_empty() {
+        let stored: Option<(String, i64)> = if name.is_empty() {
             None
         } else {
             crate::on_db!(
                 &self.db,
                 |pool, sql| sqlx::query_as(sql).bind(&name).fetch_optional(pool).await,
-                "SELECT password_hash FROM web_users WHERE username = ?1"
+                "SELECT password_hash, updated_at FROM web_users WHERE username = ?1"
             )
             .context("reading a web user")
             .map_err(AccountError::Db)?
         };
         let fits = password.expose_secret().len() <= MAX_PASSWORD_BYTES;
         match stored {
-            Some((stored,)) if fits => Ok(verify(stored, password.clone()).await.then_some(name)),
+            Some((stored, version)) if fits => Ok(verify(stored, password.clone())
+                .await
+                .then_some((name, version))),
             _ => {
                 verify(self.decoy().await?, SecretString::from("not the decoy")).await;
                 Ok(None)

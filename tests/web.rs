@@ -431,3 +431,33 @@ async fn a_web_user_links_a_telegram_account_with_link() {
         telegram.messages()
     );
 }
+
+#[tokio::test]
+async fn removing_an_account_or_changing_its_password_ends_its_sessions() {
+    let w = spawn_web(Options::default()).await;
+    w.add_user("ann").await;
+    w.add_user("bob").await;
+    let accounts = gptbot::accounts::WebAccounts::new(w.t.app.db.clone());
+    let mut ann = w.client();
+    ann.logged_in("ann").await;
+    let mut bob = w.client();
+    bob.logged_in("bob").await;
+    // A new password: sessions opened with the old one end; a new login works.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    accounts
+        .set_password("ann", &secrecy::SecretString::from("another good password"))
+        .await
+        .unwrap();
+    let ended = ann.get("/").await;
+    assert_eq!(ended.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ended.headers()[LOCATION], "/login");
+    assert_eq!(
+        ann.login("ann", "another good password").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(ann.get("/").await.status(), StatusCode::OK);
+    // A removed account is logged out at its next request.
+    assert_eq!(bob.get("/").await.status(), StatusCode::OK);
+    accounts.remove("bob").await.unwrap();
+    assert_eq!(bob.get("/").await.status(), StatusCode::SEE_OTHER);
+}

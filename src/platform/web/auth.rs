@@ -26,6 +26,11 @@ pub const COOKIE_NAME: &str = "gptbot_session";
 pub struct Login {
     pub user: String,
     pub csrf: String,
+    /// The account's version when the session opened ([`WebAccounts::version`]).
+    ///
+    /// [`WebAccounts::version`]: crate::accounts::WebAccounts::version
+    #[serde(default)]
+    pub since: i64,
 }
 
 /// Why a request is not served.
@@ -138,7 +143,19 @@ impl WebState {
             })?
             .ok_or(Denied::NotLoggedIn)?;
         let login: Login = serde_json::from_str(&raw).map_err(|_| Denied::NotLoggedIn)?;
-        Ok((id, login))
+        // A removed account, or a changed password, ends the sessions opened before.
+        match self.accounts.version(&login.user).await {
+            Ok(Some(version)) if version == login.since => Ok((id, login)),
+            Ok(_) => {
+                tracing::info!(user = %login.user, "web session ended: the account was removed or its password changed");
+                let _ = self.sessions.take_code(&key(&id)).await;
+                Err(Denied::NotLoggedIn)
+            }
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "could not check a web account");
+                Err(Denied::Unavailable)
+            }
+        }
     }
 
     /// As [`WebState::login`], for a state change: the CSRF token must match and the
@@ -168,10 +185,11 @@ impl WebState {
     }
 
     /// Opens a login session for `user`; returns the session id.
-    async fn open(&self, user: &str) -> Result<String, Denied> {
+    async fn open(&self, user: &str, since: i64) -> Result<String, Denied> {
         let login = Login {
             user: user.to_string(),
             csrf: random_token(),
+            since,
         };
         let value = serde_json::to_string(&login).expect("a login serializes");
         for _ in 0..3 {
@@ -260,7 +278,7 @@ pub async fn login_submit(
     }
     let password = SecretString::from(form.password);
     match state.accounts.login(&form.username, &password).await {
-        Ok(Some(user)) => match state.open(&user).await {
+        Ok(Some((user, since))) => match state.open(&user, since).await {
             Ok(id) => {
                 tracing::info!(user = %user, "web login");
                 redirect("/", Some(set_cookie(&state, Some(&id))))
@@ -335,12 +353,15 @@ pub async fn signup_submit(
     }
     let password = SecretString::from(form.password);
     match state.accounts.add(&form.username, &password).await {
-        Ok(user) => match state.open(&user).await {
-            Ok(id) => {
-                tracing::info!(user = %user, "web sign-up");
-                redirect("/", Some(set_cookie(&state, Some(&id))))
-            }
-            Err(denied) => denied.into_response(),
+        Ok(user) => match state.accounts.version(&user).await {
+            Ok(Some(since)) => match state.open(&user, since).await {
+                Ok(id) => {
+                    tracing::info!(user = %user, "web sign-up");
+                    redirect("/", Some(set_cookie(&state, Some(&id))))
+                }
+                Err(denied) => denied.into_response(),
+            },
+            _ => Denied::Unavailable.into_response(),
         },
         Err(crate::accounts::AccountError::Db(e)) => {
             tracing::error!(error = %chain(&*e), "web sign-up failed");
