@@ -323,3 +323,27 @@ async fn an_attachment_over_the_limit_is_refused_without_a_download_or_a_charge(
     let balance = b.t.app.quota.balance(&discord(ANN)).await.unwrap();
     assert_eq!((balance.used, balance.reserved), (0, 0));
 }
+
+#[tokio::test]
+async fn a_channel_discord_will_not_describe_is_asked_about_once_and_answered_in_place() {
+    let b = spawn_bot(threads_on()).await;
+    b.dc.hide_channel(OTHER_CHANNEL);
+    for text in ["one", "two", "three"] {
+        b.dc.send_message(OTHER_CHANNEL, ann(), text, Some(GUILD));
+    }
+    b.dc.send_message(
+        OTHER_CHANNEL,
+        ann(),
+        &format!("<@{BOT_ID}> still there?"),
+        Some(GUILD),
+    );
+    wait_post(&b.dc, OTHER_CHANNEL, "Echo: still there?").await;
+    assert_eq!(
+        b.dc.calls_matching("GET", &format!("/channels/{OTHER_CHANNEL}"))
+            .len(),
+        1,
+        "one lookup for four messages"
+    );
+    assert!(b.dc.threads().is_empty());
+    assert_eq!(b.t.openai.request_count(), 1);
+}

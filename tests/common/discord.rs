@@ -89,6 +89,8 @@ struct DcState {
     threads: HashMap<String, Thread>,
     /// Thread creation answers 403 Missing Permissions.
     refuse_threads: bool,
+    /// Channels whose lookup answers 403 Missing Access.
+    hidden: Vec<String>,
     /// Interaction token → (channel, id of its original response message).
     originals: HashMap<String, (String, String)>,
     /// Attachment path → bytes, served by GET; and the paths fetched.
@@ -436,6 +438,11 @@ impl FakeDiscord {
         id
     }
 
+    /// `GET /channels/{id}` is refused with 403 Missing Access for this channel.
+    pub fn hide_channel(&self, id: &str) {
+        self.state.lock().unwrap().hidden.push(id.to_string());
+    }
+
     /// Thread creation is refused with 403 (the bot lacks Create Public Threads).
     pub fn refuse_threads(&self) {
         self.state.lock().unwrap().refuse_threads = true;
@@ -744,6 +751,9 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
             json_response(201, thread_json(&thread))
         }
         ("GET", ["channels", id]) => {
+            if fake.state.lock().unwrap().hidden.iter().any(|h| h == id) {
+                return json_response(403, json!({"code": 50001, "message": "Missing Access"}));
+            }
             let thread = fake.state.lock().unwrap().threads.get(*id).cloned();
             match thread {
                 Some(thread) => json_response(200, thread_json(&thread)),

@@ -46,44 +46,68 @@ const REMEMBER: Duration = Duration::from_secs(3600);
 pub struct Threads {
     rest: Arc<Rest>,
     bot: u64,
-    channels: moka::sync::Cache<u64, Channel>,
+    /// What each channel is; concurrent lookups of one channel share one request.
+    channels: moka::future::Cache<u64, Channel>,
+    /// Channels Discord would not describe (no access, an outage): not asked again for
+    /// a while, so a busy channel the bot cannot see costs one request per few minutes,
+    /// not one per message.
+    unknown: moka::sync::Cache<u64, ()>,
 }
+
+/// How long a failed lookup is not repeated.
+const RETRY_LOOKUP: Duration = Duration::from_secs(300);
 
 impl Threads {
     pub fn new(rest: Arc<Rest>, bot: u64) -> Threads {
         Threads {
             rest,
             bot,
-            channels: moka::sync::Cache::builder()
+            channels: moka::future::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(REMEMBER)
+                .build(),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(RETRY_LOOKUP)
                 .build(),
         }
     }
 
-    /// What `channel` is; [`Channel::Other`] (not remembered) when Discord cannot say.
+    /// What `channel` is; [`Channel::Other`] when Discord cannot say (asked again
+    /// after [`RETRY_LOOKUP`]).
     pub async fn channel(&self, channel: u64) -> Channel {
-        if let Some(known) = self.channels.get(&channel) {
-            return known;
+        if self.unknown.contains_key(&channel) {
+            return Channel::Other;
         }
-        match self.rest.get(format!("/channels/{channel}")).await {
-            Ok(body) => {
-                let kind = match body["type"].as_u64() {
-                    Some(10..=12) if body["owner_id"].as_str() == Some(&self.bot.to_string()) => {
-                        Channel::OurThread
-                    }
-                    Some(10..=12) => Channel::OtherThread,
-                    Some(0 | 5) => Channel::Text,
-                    _ => Channel::Other,
-                };
-                self.channels.insert(channel, kind);
-                kind
-            }
-            Err(e) => {
-                tracing::warn!(channel, error = %chain(&e), "could not look up a Discord channel");
+        match self
+            .channels
+            .try_get_with(channel, self.lookup(channel))
+            .await
+        {
+            Ok(kind) => kind,
+            Err(_) => {
+                self.unknown.insert(channel, ());
                 Channel::Other
             }
         }
+    }
+
+    async fn lookup(&self, channel: u64) -> Result<Channel, AdapterError> {
+        let body = self
+            .rest
+            .get(format!("/channels/{channel}"))
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(channel, error = %chain(e), "could not look up a Discord channel; answering in place");
+            })?;
+        Ok(match body["type"].as_u64() {
+            Some(10..=12) if body["owner_id"].as_str() == Some(&self.bot.to_string()) => {
+                Channel::OurThread
+            }
+            Some(10..=12) => Channel::OtherThread,
+            Some(0 | 5) => Channel::Text,
+            _ => Channel::Other,
+        })
     }
 
     /// Opens a thread on `message` of `channel` (the user's question, or the bot's
@@ -111,7 +135,7 @@ impl Threads {
             .ok_or_else(|| {
                 AdapterError::Failed(anyhow::anyhow!("Discord returned no thread id"))
             })?;
-        self.channels.insert(id, Channel::OurThread);
+        self.channels.insert(id, Channel::OurThread).await;
         tracing::info!(channel, thread = id, "opened a Discord thread");
         Ok(id)
     }
