@@ -23,7 +23,7 @@ use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, LengthUnit, ReplyTarget, SentMessage, Stage,
 };
 use crate::core::error::chain;
-use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender, SessionKey, UserId};
+use crate::core::event::{ChatKind, Content, IncomingEvent, Platform, Sender, UserId};
 
 /// Longest message accepted from the box, in characters.
 const MAX_TEXT_CHARS: usize = 16_000;
@@ -32,12 +32,27 @@ pub fn user_id(name: &str) -> UserId {
     UserId::new(Platform::Web, name)
 }
 
-/// A web user's one conversation.
-pub fn session_key(name: &str) -> SessionKey {
-    SessionKey {
+/// What a web user sent, as the core takes it: a direct chat named after the user, so
+/// the history, the quota and the in-flight slot are keyed as on every platform.
+fn event(user: &str, content: Content, message_id: String) -> IncomingEvent {
+    IncomingEvent {
         platform: Platform::Web,
-        chat: name.to_string(),
-        user: name.to_string(),
+        chat_id: user.to_string(),
+        chat_kind: ChatKind::Direct,
+        group: None,
+        sender: Sender {
+            id: user.to_string(),
+            display_name: user.to_string(),
+            is_bot: false,
+        },
+        message_id,
+        content,
+        mentioned: true,
+        reply_to_bot: false,
+        thread: None,
+        quoted: None,
+        attachments: Vec::new(),
+        bot_thread: false,
     }
 }
 
@@ -47,7 +62,8 @@ pub async fn page(State(state): State<WebState>, headers: HeaderMap) -> Response
         Err(denied) => return denied.into_response(),
     };
     let user = user_id(&login.user);
-    let turns = match state.sessions.load(&session_key(&login.user)).await {
+    let key = event(&login.user, Content::Text(String::new()), String::new()).session_key();
+    let turns = match state.sessions.load(&key).await {
         Ok(session) => session.turns,
         Err(e) => {
             tracing::error!(error = %chain(&e), "could not load a web user's history");
@@ -108,25 +124,7 @@ pub async fn send(
         });
     } else if let Some(content) = Content::from_typed(&text, None) {
         let seq = state.next_message.fetch_add(1, Ordering::Relaxed);
-        let event = IncomingEvent {
-            platform: Platform::Web,
-            chat_id: login.user.clone(),
-            chat_kind: ChatKind::Direct,
-            group: None,
-            sender: Sender {
-                id: login.user.clone(),
-                display_name: login.user.clone(),
-                is_bot: false,
-            },
-            message_id: seq.to_string(),
-            content,
-            mentioned: true,
-            reply_to_bot: false,
-            thread: None,
-            quoted: None,
-            attachments: Vec::new(),
-            bot_thread: false,
-        };
+        let event = event(&login.user, content, seq.to_string());
         let conversation = state.conversation.clone();
         // Runs to its end even if the page goes away: the turn and the charge land.
         tokio::spawn(async move {
