@@ -46,10 +46,7 @@ impl Conversation {
         let mut question = question.to_string();
         for recording in &recordings {
             let (transcript, cost) = self.transcribe(event, adapter, recording).await?;
-            let shown = match transcript.char_indices().nth(SHOWN_TRANSCRIPT_CHARS) {
-                Some((cut, _)) => format!("{}…", &transcript[..cut]),
-                None => transcript.clone(),
-            };
+            let shown = crate::core::text::ellipsis(&transcript, SHOWN_TRANSCRIPT_CHARS);
             say(adapter, target, &format!("🎤 “{shown}”")).await;
             extra += cost;
             question = if question.trim().is_empty() {

@@ -141,10 +141,7 @@ impl Quoted {
         if text.is_empty() {
             return None;
         }
-        let text = match text.char_indices().nth(MAX_QUOTED_CHARS) {
-            Some((cut, _)) => format!("{}…", &text[..cut]),
-            None => text.to_string(),
-        };
+        let text = super::text::ellipsis(text, MAX_QUOTED_CHARS);
         Some(Quoted {
             author: author.into(),
             text,

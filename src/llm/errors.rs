@@ -49,7 +49,7 @@ impl ServerError {
         if error.message.is_empty() {
             error.message = format!("HTTP {status} with no message");
         }
-        error.message = truncate(&error.message, MESSAGE_LIMIT);
+        error.message = crate::core::text::ellipsis(&error.message, MESSAGE_LIMIT);
         error
     }
 
@@ -70,7 +70,7 @@ impl ServerError {
             error.status = status;
         }
         if error.message.is_empty() {
-            error.message = truncate(&value.to_string(), MESSAGE_LIMIT);
+            error.message = crate::core::text::ellipsis(&value.to_string(), MESSAGE_LIMIT);
         }
         error
     }
@@ -260,13 +260,6 @@ fn html_text(html: &str) -> String {
 
 fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]

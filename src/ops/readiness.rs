@@ -107,9 +107,5 @@ impl Probe for SessionsProbe {
 
 /// An error's first line, cut short: enough to see what is down, never a whole dump.
 fn short(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    match line.char_indices().nth(120) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line.to_string(),
-    }
+    crate::core::text::ellipsis(text.lines().next().unwrap_or_default(), 120)
 }

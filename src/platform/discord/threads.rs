@@ -197,11 +197,11 @@ impl Threads {
                 false
             }
             Channel::Text => {
-                let shown = match question.char_indices().nth(SHOWN_QUESTION_CHARS) {
-                    Some((cut, _)) => format!("{}…", &question[..cut]),
-                    None => question.clone(),
-                };
-                let shown = format!("**{}** asked: {shown}", event.sender.display_name);
+                let shown = format!(
+                    "**{}** asked: {}",
+                    event.sender.display_name,
+                    crate::core::text::ellipsis(question, SHOWN_QUESTION_CHARS)
+                );
                 let opened = match response.fill_original(&shown).await {
                     Ok(message) => self.open(channel, message, question).await,
                     Err(e) => Err(e),
