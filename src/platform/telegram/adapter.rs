@@ -85,17 +85,12 @@ impl TelegramAdapter {
         stage: Stage,
     ) -> Result<Message, RequestError> {
         let build = |text: String, html: bool| {
-            let mut request = self.bot.send_message(chat, text);
+            let request = place.apply(self.bot.send_message(chat, text));
             if html {
-                request = request.parse_mode(ParseMode::Html);
+                request.parse_mode(ParseMode::Html)
+            } else {
+                request
             }
-            if let Some(reply) = &place.reply {
-                request = request.reply_parameters(reply.clone());
-            }
-            if let Some(thread) = place.thread {
-                request = request.message_thread_id(thread);
-            }
-            request
         };
         if let Some(rendered) = final_html(text, stage) {
             match build(rendered, true).await {
@@ -367,17 +362,10 @@ impl ChatAdapter for TelegramAdapter {
             )]
         }));
         self.paced(&target.chat_id, Write::Send, Priority::Final, || {
-            let mut request = self
-                .bot
-                .send_message(chat, text)
-                .reply_markup(keyboard.clone());
-            if let Some(reply) = &place.reply {
-                request = request.reply_parameters(reply.clone());
-            }
-            if let Some(thread) = place.thread {
-                request = request.message_thread_id(thread);
-            }
-            request.into_future()
+            place
+                .apply(self.bot.send_message(chat, text))
+                .reply_markup(keyboard.clone())
+                .into_future()
         })
         .await
         .map(drop)
@@ -434,6 +422,20 @@ impl Place {
                 None => None,
             },
         })
+    }
+
+    /// A new message placed here: as the reply, in the topic.
+    fn apply(
+        &self,
+        mut request: <Bot as Requester>::SendMessage,
+    ) -> <Bot as Requester>::SendMessage {
+        if let Some(reply) = &self.reply {
+            request = request.reply_parameters(reply.clone());
+        }
+        if let Some(thread) = self.thread {
+            request = request.message_thread_id(thread);
+        }
+        request
     }
 }
 
