@@ -114,8 +114,13 @@ impl WebAccounts {
             .cloned()
     }
 
-    /// Creates an account; the name is case-folded.
-    pub async fn add(&self, name: &str, password: &SecretString) -> Result<String, AccountError> {
+    /// Creates an account; returns its name, case-folded, and its
+    /// [`WebAccounts::version`].
+    pub async fn add(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<(String, i64), AccountError> {
         let name = username(name)?;
         check_password(password)?;
         let hashed = hash(password.clone()).await?;
@@ -138,7 +143,7 @@ impl WebAccounts {
         if done.0 == 0 {
             return Err(AccountError::Exists(name));
         }
-        Ok(name)
+        Ok((name, now.timestamp_millis()))
     }
 
     /// Sets a new password.

@@ -50,7 +50,7 @@ pub async fn run(settings: &Settings, command: WebCommand) -> Result<(), AppErro
             password_stdin,
         } => {
             let password = password(password_stdin)?;
-            let name = accounts.add(&name, &password).await?;
+            let (name, _) = accounts.add(&name, &password).await?;
             println!("web user {name} added (quota user web:{name})");
         }
         WebUserCommand::Passwd {

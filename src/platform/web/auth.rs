@@ -255,36 +255,57 @@ pub async fn login_page(State(state): State<WebState>, headers: HeaderMap) -> Re
     pages::login(&state, None, "").into_response()
 }
 
+/// A login or sign-up form's page (with an error, and the name typed so far).
+type FormPage = fn(&WebState, Option<&str>, &str) -> axum::response::Html<String>;
+
+/// What every credentials form checks first: it comes from this site, and neither its
+/// address nor its username is trying too often. `Some` is the refusal.
+fn refused(
+    state: &WebState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    username: &str,
+    page: FormPage,
+) -> Option<Response> {
+    if cross_site(headers) {
+        return Some(Denied::Forbidden.into_response());
+    }
+    if !state.attempts.allow(peer.ip(), username.trim()) {
+        tracing::warn!(address = %peer.ip(), "web login attempts rate-limited");
+        let page = page(
+            state,
+            Some("Too many attempts. Please wait a minute."),
+            username,
+        );
+        return Some((StatusCode::TOO_MANY_REQUESTS, page).into_response());
+    }
+    None
+}
+
+/// Opens a session for `user` (at account version `since`) and sends the browser to
+/// the chat with its cookie.
+async fn logged_in(state: &WebState, user: &str, since: i64, how: &str) -> Response {
+    match state.open(user, since).await {
+        Ok(id) => {
+            tracing::info!(user = %user, how, "web session opened");
+            redirect("/", Some(set_cookie(state, Some(&id))))
+        }
+        Err(denied) => denied.into_response(),
+    }
+}
+
 pub async fn login_submit(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<Credentials>,
 ) -> Response {
-    if cross_site(&headers) {
-        return Denied::Forbidden.into_response();
-    }
-    if !state.attempts.allow(peer.ip(), form.username.trim()) {
-        tracing::warn!(address = %peer.ip(), "web login attempts rate-limited");
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::login(
-                &state,
-                Some("Too many attempts. Please wait a minute."),
-                &form.username,
-            ),
-        )
-            .into_response();
+    if let Some(refusal) = refused(&state, peer, &headers, &form.username, pages::login) {
+        return refusal;
     }
     let password = SecretString::from(form.password);
     match state.accounts.login(&form.username, &password).await {
-        Ok(Some((user, since))) => match state.open(&user, since).await {
-            Ok(id) => {
-                tracing::info!(user = %user, "web login");
-                redirect("/", Some(set_cookie(&state, Some(&id))))
-            }
-            Err(denied) => denied.into_response(),
-        },
+        Ok(Some((user, since))) => logged_in(&state, &user, since, "login").await,
         Ok(None) => (
             StatusCode::UNAUTHORIZED,
             pages::login(&state, Some(WRONG), &form.username),
@@ -337,32 +358,12 @@ pub async fn signup_submit(
     if !state.settings.signup {
         return StatusCode::NOT_FOUND.into_response();
     }
-    if cross_site(&headers) {
-        return Denied::Forbidden.into_response();
-    }
-    if !state.attempts.allow(peer.ip(), form.username.trim()) {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::signup(
-                &state,
-                Some("Too many attempts. Please wait a minute."),
-                &form.username,
-            ),
-        )
-            .into_response();
+    if let Some(refusal) = refused(&state, peer, &headers, &form.username, pages::signup) {
+        return refusal;
     }
     let password = SecretString::from(form.password);
     match state.accounts.add(&form.username, &password).await {
-        Ok(user) => match state.accounts.version(&user).await {
-            Ok(Some(since)) => match state.open(&user, since).await {
-                Ok(id) => {
-                    tracing::info!(user = %user, "web sign-up");
-                    redirect("/", Some(set_cookie(&state, Some(&id))))
-                }
-                Err(denied) => denied.into_response(),
-            },
-            _ => Denied::Unavailable.into_response(),
-        },
+        Ok((user, since)) => logged_in(&state, &user, since, "sign-up").await,
         Err(crate::accounts::AccountError::Db(e)) => {
             tracing::error!(error = %chain(&*e), "web sign-up failed");
             Denied::Unavailable.into_response()
