@@ -11,7 +11,8 @@
 //! fake answered, writes per reply, overhead (complete reply visible − model's last
 //! token) p50 / p99, the bot's CPU per message and its peak RSS (from /proc).
 //!
-//! `BENCH_SHAPES=a,b` runs a subset.
+//! `BENCH_SHAPES=a,b` runs a subset; `BENCH_BIN=path` runs another build of the bot;
+//! `GPTBOT_RUNTIME=multi-thread` is passed on to the bot.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -73,6 +74,29 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
+/// How often the process's threads have gone to sleep or been preempted so far (each
+/// wake-up on this VM costs tens of µs of CPU; BENCHMARKS.md). Threads that have ended
+/// are not counted: the bot's are long-lived (runtime workers, SQLite's).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The process's peak resident memory, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -129,7 +153,9 @@ async fn run_shape(shape: &Shape) {
             std::env::var("GPTBOT_RUNTIME").unwrap_or_default(),
         ),
     ]);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+    // BENCH_BIN runs another build of the bot (to compare two builds on the same day).
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gptbot").into());
+    let mut child = tokio::process::Command::new(bin)
         .arg("run")
         .env_clear()
         .envs(&env)
@@ -148,6 +174,7 @@ async fn run_shape(shape: &Shape) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = cpu_time(pid).saturating_sub(idle_from);
     let cpu_before = cpu_time(pid);
+    let switches_before = context_switches(pid);
     let rss_at_start = peak_rss_mib(pid);
 
     let started = Instant::now();
@@ -193,6 +220,7 @@ async fn run_shape(shape: &Shape) {
         .collect();
     let elapsed = started.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let switches = context_switches(pid).saturating_sub(switches_before);
     let rss = peak_rss_mib(pid);
     let _ = child.kill().await;
 
@@ -224,6 +252,10 @@ async fn run_shape(shape: &Shape) {
         "  bot CPU per message  {:.2} ms (idle: {:.1} ms/s)",
         cpu.as_secs_f64() * 1000.0 / replies.max(1) as f64,
         idle.as_secs_f64() * 1000.0 / 5.0
+    );
+    println!(
+        "  context switches     {:.0} per message",
+        switches as f64 / replies.max(1) as f64
     );
     println!("  bot peak RSS         {rss:.1} MiB (at start {rss_at_start:.1})");
 }

@@ -116,8 +116,12 @@ pub async fn with_files(
                 ));
             }
         };
-        let text =
-            read(kind, &bytes).map_err(|why| format!("I could not read {}: {why}.", file.name))?;
+        // Reading a PDF is CPU work (up to hundreds of ms): done on the blocking pool, not
+        // on the scheduler thread, which serves every chat.
+        let text = tokio::task::spawn_blocking(move || read(kind, &bytes))
+            .await
+            .unwrap_or(Err("the file could not be read"))
+            .map_err(|why| format!("I could not read {}: {why}.", file.name))?;
         prompt.push_str(&format!(
             "File: {}\n```\n{}\n```\n\n",
             file.name,

@@ -192,6 +192,11 @@ impl Conversation {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<tokio::time::Instant> = None;
+        // Made once, not for each chunk: each registers a waiter where it is made.
+        let cancelled = cancel.changed();
+        tokio::pin!(cancelled);
+        let restarting = self.restarting.cancelled();
+        tokio::pin!(restarting);
         loop {
             let due = reply.due();
             if let Some(at) = due
@@ -203,8 +208,8 @@ impl Conversation {
             let event = tokio::select! {
                 event = stream.next() => event,
                 // Dropping the stream closes the connection: the server stops too.
-                _ = cancel.changed() => return Ending::Cancelled,
-                () = self.restarting.cancelled() => return Ending::Restarting,
+                _ = &mut cancelled => return Ending::Cancelled,
+                () = &mut restarting => return Ending::Restarting,
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     if let Err(e) = reply.tick().await {

@@ -194,10 +194,13 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    // GPTBOT_RUNTIME=current-thread: one scheduler thread (measured in BENCHMARKS.md).
+    // One scheduler thread by default: the bot waits on the network, and with two
+    // workers most of its CPU went on waking one another for each streamed token
+    // (BENCHMARKS.md). CPU-heavy steps (PDFs, long token counts, password hashes) run on
+    // the blocking pool. GPTBOT_RUNTIME=multi-thread brings back one worker per core.
     let mut builder = match std::env::var("GPTBOT_RUNTIME").as_deref() {
-        Ok("current-thread") => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        Ok("multi-thread") => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,

@@ -33,6 +33,9 @@ pub struct TokenCounter {
     method: Arc<Method>,
 }
 
+/// Texts longer than this (bytes) are counted on the blocking pool (about 1 ms of CPU).
+const BLOCKING_COUNT_BYTES: usize = 16 * 1024;
+
 /// A tiktoken encoding: o200k_base from the compact table, the older ones from
 /// tiktoken-rs (loaded only when a model uses them).
 #[derive(Clone, Copy)]
@@ -190,6 +193,15 @@ impl TokenCounter {
     /// Tokens of a bare text.
     pub async fn count(&self, text: &str) -> u32 {
         match &*self.method {
+            // Counting a long text (a file's contents) takes milliseconds: off the
+            // scheduler thread, which serves every chat.
+            Method::Tiktoken { bpe, .. } if text.len() > BLOCKING_COUNT_BYTES => {
+                let (bpe, owned) = (*bpe, text.to_owned());
+                match tokio::task::spawn_blocking(move || bpe.count(&owned)).await {
+                    Ok(n) => n as u32,
+                    Err(_) => estimate(text),
+                }
+            }
             Method::Tiktoken { bpe, .. } => bpe.count(text) as u32,
             Method::Estimate => estimate(text),
             Method::Server(server) => server.count(text).await,
