@@ -230,6 +230,7 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
         ("GPTBOT__DISCORD__SHARDS", "2-1/4", "discord.shards"),
         ("GPTBOT__WEB__SESSION_TTL", "0s", "web.session_ttl"),
         ("GPTBOT__WEB__LISTEN", "somewhere", "web.listen"),
+        ("GPTBOT_RUNTIME", "threads", "GPTBOT_RUNTIME"),
     ];
     for (var, value, key) in cases {
         let mut env = base.clone();
@@ -244,6 +245,14 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
         assert!(run.stderr.contains(key), "{var}={value}: {}", run.stderr);
     }
     assert_eq!(openai.request_count(), 0);
+
+    // The other scheduler answers too (every other test runs the default, one thread).
+    let mut env = base.clone();
+    env.insert("GPTBOT_RUNTIME".into(), "multi-thread".into());
+    let run = gptbot(&["chat"], &env, "hello\n").await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("Echo: hello"), "{}", run.stdout);
+    assert_eq!(openai.request_count(), 1);
 
     let run = gptbot(&["--config", "/nonexistent/gptbot.toml", "chat"], &base, "").await;
     assert_eq!(run.code, 2);

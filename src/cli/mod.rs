@@ -200,7 +200,21 @@ pub fn main() -> ExitCode {
     // the blocking pool. GPTBOT_RUNTIME=multi-thread brings back one worker per core.
     let mut builder = match std::env::var("GPTBOT_RUNTIME").as_deref() {
         Ok("multi-thread") => tokio::runtime::Builder::new_multi_thread(),
-        _ => tokio::runtime::Builder::new_current_thread(),
+        Ok("current-thread" | "") | Err(std::env::VarError::NotPresent) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Ok(other) => {
+            eprintln!(
+                "error: GPTBOT_RUNTIME is `{other}`; it takes `current-thread` (the default) or `multi-thread`"
+            );
+            return ExitCode::from(2);
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!(
+                "error: GPTBOT_RUNTIME is not valid Unicode; it takes `current-thread` or `multi-thread`"
+            );
+            return ExitCode::from(2);
+        }
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
