@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::{QuotaError, QuotaService, lock};
 use crate::core::error::chain;
 use crate::core::event::UserId;
-use crate::db::Tx;
+use crate::db::{Db, Tx, pg_sql};
 
 /// Tokens held for one model call. Settle or refund it; if it is dropped unresolved (a
 /// task cancelled or panicking mid-call) its lease is no longer renewed and a refund is
@@ -147,54 +147,60 @@ impl QuotaService {
         }))
     }
 
-    /// The account update and the hold row in one transaction; `None` when the balance
-    /// is too low.
+    /// Opens the hold in one statement: the hold row is inserted only if the account
+    /// can cover it, and its insert trigger (migration `…09_hold_triggers`) moves the
+    /// tokens from `remaining` to `reserved` in the same statement. `None` when the
+    /// balance is too low. One statement instead of a transaction of four: on SQLite each
+    /// is a round trip to sqlx's worker thread (two context switches), on PostgreSQL one
+    /// over the network.
     async fn open_hold(
         &self,
         user: &UserId,
         amount: i64,
         model: Option<&str>,
     ) -> Result<Option<(i64, bool)>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
         // Unlimited accounts match without holding anything.
-        let row: Option<(i64,)> = crate::on_tx!(
-            &mut tx,
-            |conn, sql| sqlx::query_as(sql)
-                .bind(amount)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .bind(model)
-                .fetch_optional(conn)
-                .await,
-            "UPDATE quota_accounts SET \
-               remaining = remaining - (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
-               reserved = reserved + (CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END), \
-               last_op = 'reserve', last_note = ?5, updated_at = ?2 \
-             WHERE platform = ?3 AND user_id = ?4 AND (unlimited = 1 OR remaining >= ?1) \
-             RETURNING unlimited"
-        )?;
-        let Some((unlimited,)) = row else {
+        macro_rules! insert {
+            () => {
+                "INSERT INTO quota_holds \
+                   (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model) \
+                 SELECT platform, user_id, CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END, \
+                   unlimited, ?2, ?3, ?4, ?5 \
+                 FROM quota_accounts \
+                 WHERE platform = ?6 AND user_id = ?7 AND (unlimited = 1 OR remaining >= ?1)"
+            };
+        }
+        let now = self.now_ms();
+        macro_rules! run {
+            ($pool:expr, $sql:expr) => {
+                sqlx::query_as::<_, (i64, i64)>($sql)
+                    .bind(amount)
+                    .bind(&*self.owner)
+                    .bind(now)
+                    .bind(now + self.lease_ms())
+                    .bind(model)
+                    .bind(user.platform.as_str())
+                    .bind(&user.user)
+                    .fetch_optional($pool)
+                    .await?
+            };
+        }
+        let row = match &self.db {
+            Db::Sqlite(pool) => run!(pool, concat!(insert!(), " RETURNING id, unlimited")),
+            // A concurrent reserve of the same account waits for this one's row lock and
+            // then sees the balance it left (READ COMMITTED re-checks the WHERE).
+            Db::Postgres(pool) => run!(
+                pool,
+                // Built from this crate's own constant text, never from input.
+                sqlx::AssertSqlSafe(pg_sql(concat!(
+                    insert!(),
+                    " FOR UPDATE RETURNING id, unlimited"
+                )))
+            ),
+        };
+        let Some((id, unlimited)) = row else {
             return Ok(None);
         };
-        let now = self.now_ms();
-        let (id,): (i64,) = crate::on_tx!(
-            &mut tx,
-            |conn, sql| sqlx::query_as(sql)
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .bind(if unlimited != 0 { 0 } else { amount })
-                .bind(unlimited)
-                .bind(&*self.owner)
-                .bind(now)
-                .bind(now + self.lease_ms())
-                .bind(model)
-                .fetch_one(conn)
-                .await,
-            "INSERT INTO quota_holds (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id"
-        )?;
-        tx.commit().await?;
         lock(&self.live).insert(id);
         Ok(Some((id, unlimited != 0)))
     }
@@ -267,35 +273,81 @@ impl QuotaService {
         }
     }
 
-    /// One attempt at settling: closes the hold and charges the account in one
-    /// transaction.
+    /// One attempt at settling. Closing the hold is one statement: its settle trigger
+    /// (migration `…09_hold_triggers`) books the charge on the account and writes it
+    /// back to the hold in the same statement — from the hold (and beyond it from
+    /// `remaining`, never below 0), or, for a hold the sweep already returned, late,
+    /// from `remaining` alone. The charge is read back only when it can differ from
+    /// `used` (usage beyond the hold, or late), which is also when the balance is shown.
     async fn close_settled(&self, r: &Reservation, used: i64) -> Result<Closed, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
         let now = self.now_ms();
-        // A hold still held is settled normally; one the sweep returned is charged late.
-        for (from, late) in [("held", false), ("expired", true)] {
-            if self.mark(&mut tx, r.id, from, "settled", used, now).await? {
-                let settlement = self.charge(&mut tx, r, used, late).await?;
-                if settlement.charged != used {
-                    self.mark_charged(&mut tx, r.id, settlement.charged).await?;
-                }
-                tx.commit().await?;
-                self.spent_today.invalidate(&());
-                if late {
-                    tracing::warn!(user = %r.user, hold = r.id, used, charged = settlement.charged, "settled after the hold's lease ran out");
-                }
-                return Ok(Closed::Now(settlement));
+        let late = if self.settle_hold(r.id, "held", used, now).await? {
+            false
+        } else if self.settle_hold(r.id, "expired", used, now).await? {
+            true
+        } else {
+            let (charged, _) = self.settled(r.id).await?;
+            return Ok(Closed::Before(Settlement {
+                charged,
+                remaining: None,
+            }));
+        };
+        self.spent_today.invalidate(&());
+        let settlement = if r.unlimited || (!late && used <= r.amount) {
+            Settlement {
+                charged: used,
+                remaining: None,
             }
+        } else {
+            let (charged, remaining) = self.settled(r.id).await?;
+            if charged < used && !late {
+                // Expected now and then (a tokenizer that counts fewer tokens than the
+                // server bills): the excess was charged from what was left, down to 0.
+                tracing::debug!(user = %r.user, used, reserved = r.amount, charged, "usage exceeded the hold and the balance; charged what was left");
+            }
+            Settlement { charged, remaining }
+        };
+        if late {
+            tracing::warn!(user = %r.user, hold = r.id, used, charged = settlement.charged, "settled after the hold's lease ran out");
         }
-        let (charged,): (Option<i64>,) = crate::on_tx!(
-            &mut tx,
-            |conn, sql| sqlx::query_as(sql).bind(r.id).fetch_one(conn).await,
-            "SELECT charged FROM quota_holds WHERE id = ?1"
+        Ok(Closed::Now(settlement))
+    }
+
+    /// Closes hold `id` as settled with `used` tokens if it is in state `from`; false
+    /// when it is not.
+    async fn settle_hold(
+        &self,
+        id: i64,
+        from: &str,
+        used: i64,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(used)
+                .bind(now)
+                .bind(id)
+                .bind(from)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            "UPDATE quota_holds SET state = 'settled', charged = ?1, closed_ms = ?2 \
+             WHERE id = ?3 AND state = ?4"
         )?;
-        Ok(Closed::Before(Settlement {
-            charged: charged.unwrap_or(0),
-            remaining: None,
-        }))
+        Ok(done == 1)
+    }
+
+    /// What settled hold `id` charged and its account's balance now.
+    async fn settled(&self, id: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+        let (charged, remaining): (Option<i64>, Option<i64>) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).bind(id).fetch_one(pool).await,
+            "SELECT h.charged, a.remaining FROM quota_holds h \
+             LEFT JOIN quota_accounts a ON a.platform = h.platform AND a.user_id = h.user_id \
+             WHERE h.id = ?1"
+        )?;
+        Ok((charged.unwrap_or(0), remaining))
     }
 
     /// One attempt at refunding `amount` (what the hold holds: 0 for an unlimited
@@ -357,82 +409,5 @@ impl QuotaService {
              WHERE id = ?4 AND state = ?5"
         )?;
         Ok(done == 1)
-    }
-
-    async fn mark_charged(&self, tx: &mut Tx, id: i64, charged: i64) -> Result<(), sqlx::Error> {
-        crate::on_tx!(
-            tx,
-            |conn, sql| sqlx::query(sql)
-                .bind(charged)
-                .bind(id)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected()),
-            "UPDATE quota_holds SET charged = ?1 WHERE id = ?2"
-        )?;
-        Ok(())
-    }
-
-    /// Books `used` tokens against the account: from the hold (and beyond it from
-    /// `remaining`, never below 0), or, `late`, from `remaining` alone.
-    async fn charge(
-        &self,
-        tx: &mut Tx,
-        r: &Reservation,
-        used: i64,
-        late: bool,
-    ) -> Result<Settlement, sqlx::Error> {
-        let user = &r.user;
-        let held = if late || r.unlimited { 0 } else { r.amount };
-        let statement = if r.unlimited {
-            // Nothing was held: count the usage and grant it in the same breath.
-            "UPDATE quota_accounts SET used = used + ?1, granted = granted + ?1, \
-             last_charge = ?1, requests = requests + 1, last_op = 'settle', last_note = ?6, updated_at = ?3 \
-             WHERE platform = ?4 AND user_id = ?5 AND ?2 = 0 RETURNING last_charge, remaining"
-        } else if late {
-            "UPDATE quota_accounts SET \
-               used = used + MIN(?1, remaining), \
-               remaining = remaining - MIN(?1, remaining), \
-               last_charge = MIN(?1, remaining), \
-               requests = requests + 1, \
-               last_op = 'late_settle', last_note = ?6, updated_at = ?3 \
-             WHERE platform = ?4 AND user_id = ?5 AND ?2 = 0 \
-             RETURNING last_charge, remaining"
-        } else {
-            // Every right-hand side sees the old row, so MIN(...) is the same charge in
-            // all three places; it is also kept in last_charge to be returned.
-            "UPDATE quota_accounts SET \
-               used = used + MIN(?1, ?2 + remaining), \
-               remaining = remaining + ?2 - MIN(?1, ?2 + remaining), \
-               last_charge = MIN(?1, ?2 + remaining), \
-               reserved = reserved - ?2, \
-               requests = requests + 1, \
-               last_op = 'settle', last_note = ?6, updated_at = ?3 \
-             WHERE platform = ?4 AND user_id = ?5 \
-             RETURNING last_charge, remaining"
-        };
-        let row: Option<(i64, i64)> = crate::on_tx!(
-            tx,
-            |conn, sql| sqlx::query_as(sql)
-                .bind(used)
-                .bind(held)
-                .bind(self.now())
-                .bind(user.platform.as_str())
-                .bind(&user.user)
-                .bind(r.model.as_deref())
-                .fetch_optional(conn)
-                .await,
-            statement
-        )?;
-        let (charged, remaining) = row.ok_or_else(|| sqlx::Error::RowNotFound)?;
-        if charged < used && !late {
-            // Expected now and then (a tokenizer that counts fewer tokens than the server
-            // bills): the excess was charged from what was left, down to 0.
-            tracing::debug!(%user, used, reserved = r.amount, charged, "usage exceeded the hold and the balance; charged what was left");
-        }
-        Ok(Settlement {
-            charged,
-            remaining: (!r.unlimited && (used > r.amount || late)).then_some(remaining),
-        })
     }
 }
