@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::event::SessionKey;
@@ -92,14 +93,23 @@ impl Session {
         struct Version {
             v: Option<u32>,
         }
+        // One parse on the common path; the version alone is read only to say why a value
+        // cannot be used (a newer schema need not parse as this one).
+        let error = match serde_json::from_str::<Session>(raw) {
+            Ok(session) if session.v == SCHEMA_VERSION => return Ok(session),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
         let version: Version =
             serde_json::from_str(raw).map_err(|e| format!("not a session object: {e}"))?;
         match version.v {
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => return Err(format!("unknown schema version {other}")),
-            None => return Err("no schema version".into()),
+            Some(SCHEMA_VERSION) => Err(format!(
+                "malformed session: {}",
+                error.map(|e| e.to_string()).unwrap_or_default()
+            )),
+            Some(other) => Err(format!("unknown schema version {other}")),
+            None => Err("no schema version".into()),
         }
-        serde_json::from_str(raw).map_err(|e| format!("malformed session: {e}"))
     }
 
     pub fn encode(&self) -> String {
@@ -107,19 +117,34 @@ impl Session {
     }
 }
 
-/// Redis' Lua JSON encoder writes an empty array as `{}`; accept both.
+/// Redis' Lua JSON encoder writes an empty array as `{}`; accept both. A visitor, not an
+/// untagged enum: serde buffers an untagged value whole before trying each variant, which
+/// parsed every session's history twice on every message.
 fn vec_or_empty_object<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Turn>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Turns {
-        List(Vec<Turn>),
-        Empty(serde_json::Map<String, serde_json::Value>),
+    struct Turns;
+    impl<'de> Visitor<'de> for Turns {
+        type Value = Vec<Turn>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of turns")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Turn>, A::Error> {
+            let mut turns = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(turn) = seq.next_element()? {
+                turns.push(turn);
+            }
+            Ok(turns)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Turn>, A::Error> {
+            match map.next_key::<IgnoredAny>()? {
+                None => Ok(Vec::new()),
+                Some(_) => Err(de::Error::custom("turns is an object, not a list")),
+            }
+        }
     }
-    match Turns::deserialize(d)? {
-        Turns::List(list) => Ok(list),
-        Turns::Empty(map) if map.is_empty() => Ok(Vec::new()),
-        Turns::Empty(_) => Err(serde::de::Error::custom("turns is an object, not a list")),
-    }
+    d.deserialize_any(Turns)
 }
 
 /// Why the session store failed; the store's own error is kept as the source.
@@ -190,6 +215,8 @@ mod tests {
         );
         assert!(Session::decode(r#"[1,2]"#).is_err());
         assert!(Session::decode(r#"{"v":1,"turns":[{"role":"robot"}]}"#).is_err());
+        assert!(Session::decode(r#"{"v":1,"turns":{"a":1}}"#).is_err());
+        assert!(Session::decode(r#"{"v":1,"turns":"x"}"#).is_err());
         let round = Session {
             v: 1,
             system_prompt: None,
