@@ -1,5 +1,7 @@
 //! In-process session store: the embedded default when no Redis is configured. Same
-//! semantics as Redis (JSON values, sliding expiry, atomic append), lost on restart.
+//! semantics as Redis (sliding expiry, atomic append, bounded history), lost on restart.
+//! Sessions are kept decoded: there is no wire to cross, so a message costs a clone of
+//! the history instead of a JSON decode on load and a decode and encode on append.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,15 +14,15 @@ use tokio::time::Instant;
 use super::{Session, SessionError, SessionStore, Setting, StoreOptions, Turn, append_bounded};
 use crate::core::event::SessionKey;
 
-struct Entry {
-    raw: String,
+struct Entry<T> {
+    value: T,
     expires: Instant,
 }
 
 pub struct MemoryStore {
     options: StoreOptions,
-    entries: Mutex<HashMap<SessionKey, Entry>>,
-    codes: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<SessionKey, Entry<Session>>>,
+    codes: Mutex<HashMap<String, Entry<String>>>,
     writes: AtomicU64,
 }
 
@@ -44,20 +46,21 @@ impl MemoryStore {
             .map(|e| e.expires - now)
     }
 
-    /// Stores a raw value as is, bypassing the encoder (tests of corrupt data).
+    /// Stores a value given as JSON, as a foreign writer would (tests of corrupt data):
+    /// one that does not decode is replaced by an empty session, as Redis' is on load.
     pub fn put_raw(&self, key: &SessionKey, raw: &str) {
         self.lock().insert(
             key.clone(),
             Entry {
-                raw: raw.to_string(),
+                value: decode_or_replace(key, raw),
                 expires: Instant::now() + self.options.ttl,
             },
         );
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
-        // A panic while holding this lock cannot leave an entry half-written, so a
-        // poisoned lock is still consistent.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry<Session>>> {
+        // The changes made under this lock (append, set, clear, expiry) cannot panic
+        // halfway, so a poisoned lock is still consistent.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -72,18 +75,15 @@ impl MemoryStore {
         {
             entries.retain(|_, e| e.expires > now);
         }
-        let mut session = match entries.get(key) {
-            Some(e) if e.expires > now => decode_or_replace(key, &e.raw),
-            _ => Session::default(),
-        };
-        change(&mut session);
-        entries.insert(
-            key.clone(),
-            Entry {
-                raw: session.encode(),
-                expires: now + self.options.ttl,
-            },
-        );
+        let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
+            value: Session::default(),
+            expires: now,
+        });
+        if entry.expires <= now {
+            entry.value = Session::default();
+        }
+        change(&mut entry.value);
+        entry.expires = now + self.options.ttl;
     }
 }
 
@@ -102,7 +102,7 @@ impl SessionStore for MemoryStore {
         match entries.get_mut(key) {
             Some(e) if e.expires > now => {
                 e.expires = now + self.options.ttl;
-                Ok(decode_or_replace(key, &e.raw))
+                Ok(e.value.clone())
             }
             Some(_) => {
                 entries.remove(key);
@@ -143,7 +143,7 @@ impl SessionStore for MemoryStore {
         codes.insert(
             code.to_string(),
             Entry {
-                raw: value.to_string(),
+                value: value.to_string(),
                 expires: now + ttl,
             },
         );
@@ -156,7 +156,7 @@ impl SessionStore for MemoryStore {
         Ok(codes
             .remove(code)
             .filter(|e| e.expires > now)
-            .map(|e| e.raw))
+            .map(|e| e.value))
     }
 
     async fn peek_code(&self, code: &str) -> Result<Option<String>, SessionError> {
@@ -165,7 +165,7 @@ impl SessionStore for MemoryStore {
         Ok(codes
             .get(code)
             .filter(|e| e.expires > now)
-            .map(|e| e.raw.clone()))
+            .map(|e| e.value.clone()))
     }
 
     async fn touch_code(&self, code: &str, ttl: Duration) -> Result<Option<String>, SessionError> {
@@ -173,7 +173,7 @@ impl SessionStore for MemoryStore {
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         Ok(codes.get_mut(code).filter(|e| e.expires > now).map(|e| {
             e.expires = now + ttl;
-            e.raw.clone()
+            e.value.clone()
         }))
     }
 
