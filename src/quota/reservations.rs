@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::{QuotaError, QuotaService, lock};
 use crate::core::error::chain;
 use crate::core::event::UserId;
-use crate::db::{Db, Tx, pg_sql};
+use crate::db::{Db, pg_sql};
 
 /// Tokens held for one model call. Settle or refund it; if it is dropped unresolved (a
 /// task cancelled or panicking mid-call) its lease is no longer renewed and a refund is
@@ -24,8 +24,6 @@ pub struct Reservation {
     amount: i64,
     /// Unlimited users hold nothing; their usage is counted at settlement.
     unlimited: bool,
-    /// The model it is for, written into the ledger entries it makes.
-    model: Option<String>,
     ledger: Option<QuotaService>,
 }
 
@@ -51,12 +49,12 @@ impl Drop for Reservation {
             return;
         };
         ledger.forget(self.id);
-        let (id, user, model) = (self.id, self.user.clone(), self.model.take());
+        let (id, user) = (self.id, self.user.clone());
         let amount = self.held();
         tracing::warn!(%user, amount, hold = id, "reservation dropped unresolved, refunding it");
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(e) = ledger.close_refunded(id, &user, amount, model.as_deref()).await {
+                if let Err(e) = ledger.close_refunded(id).await {
                     tracing::error!(%user, amount, hold = id, error = %chain(&e), "refund of a dropped reservation failed; the sweep returns it when its lease ends");
                 }
             });
@@ -142,7 +140,6 @@ impl QuotaService {
             user: account.clone(),
             amount,
             unlimited,
-            model: model.map(str::to_string),
             ledger: Some(self.clone()),
         }))
     }
@@ -235,13 +232,8 @@ impl QuotaService {
 
     /// Returns the whole reservation (the call failed). Retried like [`Self::settle`].
     pub async fn refund(&self, mut reservation: Reservation) -> Result<(), QuotaError> {
-        let (id, user) = (reservation.id, reservation.user.clone());
-        let amount = reservation.held();
-        let result = self
-            .retrying("refund", || {
-                self.close_refunded(id, &user, amount, reservation.model.as_deref())
-            })
-            .await;
+        let id = reservation.id;
+        let result = self.retrying("refund", || self.close_refunded(id)).await;
         reservation.ledger = None;
         self.forget(id);
         result
@@ -350,64 +342,22 @@ impl QuotaService {
         Ok((charged.unwrap_or(0), remaining))
     }
 
-    /// One attempt at refunding `amount` (what the hold holds: 0 for an unlimited
-    /// account): closes the hold and returns its tokens together. A hold already closed
-    /// (settled, refunded, or swept) is left as it is.
-    pub(super) async fn close_refunded(
-        &self,
-        id: i64,
-        user: &UserId,
-        amount: i64,
-        model: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        if self
-            .mark(&mut tx, id, "held", "refunded", 0, self.now_ms())
-            .await?
-            && amount > 0
-        {
-            crate::on_tx!(
-                &mut tx,
-                |conn, sql| sqlx::query(sql)
-                    .bind(amount)
-                    .bind(self.now())
-                    .bind(user.platform.as_str())
-                    .bind(&user.user)
-                    .bind(model)
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()),
-                "UPDATE quota_accounts SET remaining = remaining + ?1, reserved = reserved - ?1, \
-                 last_op = 'refund', last_note = ?5, updated_at = ?2 WHERE platform = ?3 AND user_id = ?4"
-            )?;
-        }
-        tx.commit().await
-    }
-
-    /// Moves hold `id` from state `from` to `to`; false when it was not in `from`.
-    async fn mark(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        from: &str,
-        to: &str,
-        charged: i64,
-        now: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let done = crate::on_tx!(
-            tx,
-            |conn, sql| sqlx::query(sql)
-                .bind(to)
-                .bind(charged)
-                .bind(now)
+    /// One attempt at refunding hold `id`: closes it as refunded, and its refund trigger
+    /// (migration `…10_refund_trigger`) returns what it holds (nothing for an unlimited
+    /// account) in the same statement. A hold already closed (settled, refunded, or
+    /// swept) is left as it is.
+    pub(super) async fn close_refunded(&self, id: i64) -> Result<(), sqlx::Error> {
+        crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query(sql)
+                .bind(self.now_ms())
                 .bind(id)
-                .bind(from)
-                .execute(conn)
+                .execute(pool)
                 .await
                 .map(|r| r.rows_affected()),
-            "UPDATE quota_holds SET state = ?1, charged = ?2, closed_ms = ?3 \
-             WHERE id = ?4 AND state = ?5"
+            "UPDATE quota_holds SET state = 'refunded', charged = 0, closed_ms = ?1 \
+             WHERE id = ?2 AND state = 'held'"
         )?;
-        Ok(done == 1)
+        Ok(())
     }
 }
