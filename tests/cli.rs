@@ -230,6 +230,11 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
         ("GPTBOT__DISCORD__SHARDS", "2-1/4", "discord.shards"),
         ("GPTBOT__WEB__SESSION_TTL", "0s", "web.session_ttl"),
         ("GPTBOT__WEB__LISTEN", "somewhere", "web.listen"),
+        (
+            "GPTBOT__WEB__TRUSTED_PROXIES",
+            "127.0.0.1,proxy.local",
+            "web.trusted_proxies",
+        ),
         ("GPTBOT_RUNTIME", "threads", "GPTBOT_RUNTIME"),
     ];
     for (var, value, key) in cases {

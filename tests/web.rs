@@ -342,6 +342,56 @@ async fn login_attempts_are_limited_per_user() {
     );
 }
 
+/// The per-address limit (20 attempts a minute) behind a reverse proxy: with the proxy
+/// trusted, visitors are counted apart by the address it forwards; without, a forged
+/// `X-Forwarded-For` changes nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_address_limit_counts_each_visitor() {
+    // Usernames change every attempt so that only the address limit can refuse.
+    async fn exhaust(c: &mut common::web::Client, forwarded_for: &str) {
+        for i in 0..20 {
+            let r = c
+                .login_forwarded(&format!("nobody{i}"), "guess", forwarded_for)
+                .await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let r = c
+            .login_forwarded("nobody-more", "guess", forwarded_for)
+            .await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let w = spawn_web(Options::default().with("GPTBOT__WEB__TRUSTED_PROXIES", "127.0.0.1")).await;
+    w.add_user("ann").await;
+    let mut c = w.client();
+    exhaust(&mut c, "1.1.1.1, 203.0.113.7").await;
+    // Another visitor behind the same proxy logs in; the forged first entry is ignored,
+    // so 203.0.113.7 stays refused whatever it writes there.
+    assert_eq!(
+        c.login_forwarded("ann", PASSWORD, "198.51.100.9")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        c.login_forwarded("ann", PASSWORD, "9.9.9.9, 203.0.113.7")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Not trusted (the default): the header is not believed, the connection counts.
+    let w = spawn_web(Options::default()).await;
+    w.add_user("ann").await;
+    let mut c = w.client();
+    exhaust(&mut c, "203.0.113.7").await;
+    assert_eq!(
+        c.login_forwarded("ann", PASSWORD, "198.51.100.9")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 #[tokio::test]
 async fn sign_up_is_off_unless_enabled() {
     let w = spawn_web(Options::default()).await;

@@ -345,6 +345,7 @@ impl Settings {
                 .with_list_parse_key("access.admins")
                 .with_list_parse_key("access.users")
                 .with_list_parse_key("access.chats")
+                .with_list_parse_key("web.trusted_proxies")
                 .source(Some(layered)),
         );
 

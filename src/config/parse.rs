@@ -225,6 +225,32 @@ pub(super) fn ser_listen<S: serde::Serializer>(
     s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
 }
 
+/// A list of addresses or networks (`10.0.0.0/8`; a bare address is that one host).
+pub(super) fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{t}` is not an address or a network (e.g. 127.0.0.1 or 10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+pub(super) fn ser_networks<S: serde::Serializer>(
+    nets: &[ipnet::IpNet],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(|n| n.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::parse::{self, de_duration, ser_duration};
@@ -24,4 +25,12 @@ pub struct WebSettings {
     /// How long a login lasts without use; every request pushes it forward.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub session_ttl: Duration,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is believed, so
+    /// that behind one the per-address login limit counts visitors, not the proxy.
+    #[serde(
+        default,
+        deserialize_with = "parse::de_networks",
+        serialize_with = "parse::ser_networks"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 }

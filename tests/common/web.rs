@@ -110,6 +110,24 @@ impl Client {
         response
     }
 
+    /// Logs in through a proxy that says the visitor is `forwarded_for`.
+    pub async fn login_forwarded(
+        &mut self,
+        user: &str,
+        password: &str,
+        forwarded_for: &str,
+    ) -> Response {
+        let request = self.with_cookie(self.http.post(format!("{}/login", self.base)));
+        let response = request
+            .header("x-forwarded-for", forwarded_for)
+            .form(&[("username", user), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        self.remember(&response);
+        response
+    }
+
     /// Logs in; returns the response (a 303 to `/` when it worked).
     pub async fn login(&mut self, user: &str, password: &str) -> Response {
         self.post_form("/login", &[("username", user), ("password", password)])

@@ -270,8 +270,10 @@ fn refused(
     if cross_site(headers) {
         return Some(Denied::Forbidden.into_response());
     }
-    if !state.attempts.allow(peer.ip(), username.trim()) {
-        tracing::warn!(address = %peer.ip(), "web login attempts rate-limited");
+    let address =
+        super::client::client_address(peer.ip(), headers, &state.settings.trusted_proxies);
+    if !state.attempts.allow(address, username.trim()) {
+        tracing::warn!(%address, "web login attempts rate-limited");
         let page = page(
             state,
             Some("Too many attempts. Please wait a minute."),

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod client;
 pub mod markdown;
 pub mod pages;
 
