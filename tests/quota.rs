@@ -470,7 +470,50 @@ mod ledger_property {
     }
 }
 
+/// The admin page's listing: most used first, in pages, searched by a part of
+/// `platform:user` ignoring case, with `_` and `%` matching only themselves.
+async fn accounts_are_listed_in_pages_and_found_by_a_part_of_their_name() {
+    let (quota, _dir) = ledger(1000).await;
+    for i in 0..25 {
+        let r = quota.reserve(&user(&format!("u{i:02}")), 10).await.unwrap();
+        quota.settle(r, i).await.unwrap();
+    }
+    for id in ["A_b", "axb", "100%"] {
+        quota.balance(&user(id)).await.unwrap();
+    }
+    let first = quota.accounts("", 0, 10).await.unwrap();
+    assert_eq!(first.total, 28);
+    let names: Vec<String> = first.accounts.iter().map(|(u, _)| u.to_string()).collect();
+    assert_eq!(names[0], "discord:u24", "most used first: {names:?}");
+    assert_eq!(names.len(), 10);
+    let last = quota.accounts("", 20, 10).await.unwrap();
+    assert_eq!((last.accounts.len(), last.total), (8, 28));
+    let all: std::collections::HashSet<String> = [0, 10, 20]
+        .into_iter()
+        .map(|offset| quota.accounts("", offset, 10))
+        .collect::<futures::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .flat_map(|page| page.unwrap().accounts)
+        .map(|(u, _)| u.to_string())
+        .collect();
+    assert_eq!(all.len(), 28, "pages overlap or skip: {all:?}");
+
+    let found = quota.accounts("DISCORD:U1", 0, 10).await.unwrap();
+    assert_eq!(found.total, 10, "u10..u19");
+    let underscore = quota.accounts("a_b", 0, 10).await.unwrap();
+    let names: Vec<String> = underscore
+        .accounts
+        .iter()
+        .map(|(u, _)| u.to_string())
+        .collect();
+    assert_eq!(names, ["discord:A_b"]);
+    assert_eq!(quota.accounts("0%", 0, 10).await.unwrap().total, 1);
+    assert_eq!(quota.accounts("nobody", 0, 10).await.unwrap().total, 0);
+}
+
 both!(
+    accounts_are_listed_in_pages_and_found_by_a_part_of_their_name,
     reserve_settle_and_refund_move_tokens_exactly,
     exhausted_reports_what_is_left_and_changes_nothing,
     a_dropped_reservation_is_refunded,

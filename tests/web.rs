@@ -316,6 +316,68 @@ async fn the_admin_page_is_refused_to_others_and_runs_the_cli_operations_for_adm
     common::ledger::assert_books(&w.t.app.quota, &web_user("ann")).await;
 }
 
+/// More accounts than one page: the admin pages through them and finds one by name.
+#[tokio::test]
+async fn the_admin_page_pages_through_many_accounts_and_finds_one() {
+    let w = spawn_web(Options::default().with("GPTBOT__ACCESS__ADMINS", "web:root")).await;
+    w.add_user("root").await;
+    for i in 0..230 {
+        let user = gptbot::core::event::UserId::new(
+            gptbot::core::event::Platform::Telegram,
+            format!("{}", 5000 + i),
+        );
+        w.t.app.quota.balance(&user).await.unwrap();
+    }
+    let mut root = w.client();
+    root.logged_in("root").await;
+    // Whatever else has an account by now (root's own, opened to show its balance).
+    root.get("/admin").await;
+    let total = w.t.app.quota.accounts("", 0, 1).await.unwrap().total;
+    assert!(total >= 230);
+    let first = root.get("/admin").await.text().await.unwrap();
+    assert!(
+        first.contains(&format!("Accounts 1–200 of {total}.")),
+        "{first}"
+    );
+    assert!(
+        first.contains("href=\"/admin?page=2\""),
+        "a next link: {first}"
+    );
+    let second = root.get("/admin?page=2").await.text().await.unwrap();
+    assert!(
+        second.contains(&format!("Accounts 201–{total} of {total}.")),
+        "{second}"
+    );
+    assert!(second.contains("href=\"/admin?page=1\""), "a previous link");
+    let rows = |page: &str| page.matches("/admin?ledger=").count();
+    assert_eq!((rows(&first) + rows(&second)) as i64, total);
+
+    let found = root
+        .get("/admin?find=telegram%3A5123")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains("Accounts 1–1 of 1."), "{found}");
+    assert!(found.contains("/admin?ledger=telegram:5123"), "{found}");
+    assert!(
+        found.contains("value=\"telegram:5123\""),
+        "the search stays in its box"
+    );
+    let none = root.get("/admin?find=%3Cb%3E").await.text().await.unwrap();
+    assert!(none.contains("No account matches."), "{none}");
+    assert!(!none.contains("<b>"), "the search is escaped on the page");
+    // A page number out of range is a page, not an error.
+    let far = root.get("/admin?page=99").await;
+    assert_eq!(far.status(), StatusCode::OK);
+    assert!(
+        far.text()
+            .await
+            .unwrap()
+            .contains("No accounts on this page.")
+    );
+}
+
 #[tokio::test]
 async fn login_attempts_are_limited_per_user() {
     let w = spawn_web(Options::default()).await;

@@ -29,7 +29,7 @@ pub use crate::core::clock::{Clock, SystemClock};
 use crate::core::event::UserId;
 use crate::db::Db;
 pub use holds::Hold;
-pub use reports::{LedgerEntry, Stats};
+pub use reports::{AccountsPage, LedgerEntry, Stats};
 pub use reservations::{Reservation, Settlement};
 
 #[derive(Debug, thiserror::Error)]

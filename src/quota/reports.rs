@@ -132,8 +132,15 @@ impl QuotaService {
         Ok(entries)
     }
 
-    /// Accounts with their balances, most used first (the admin page).
-    pub async fn accounts(&self, limit: i64) -> Result<Vec<(UserId, super::Balance)>, QuotaError> {
+    /// One page of accounts with their balances, most used first (the admin page), and
+    /// how many accounts match in all. `find` keeps those whose `platform:user` contains
+    /// it, ignoring case.
+    pub async fn accounts(
+        &self,
+        find: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<AccountsPage, QuotaError> {
         #[derive(FromRow)]
         struct Row {
             platform: String,
@@ -141,22 +148,51 @@ impl QuotaService {
             #[sqlx(flatten)]
             balance: super::BalanceRow,
         }
+        // LIKE with its wildcards escaped, so `_` and `%` in a user id match themselves.
+        let pattern = format!(
+            "%{}%",
+            find.trim()
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
         let rows = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query_as::<_, Row>(sql)
+                .bind(&pattern)
                 .bind(limit)
+                .bind(offset)
                 .fetch_all(pool)
                 .await,
             "SELECT platform, user_id, granted, remaining, reserved, used, requests, unlimited, \
-             refill_tokens FROM quota_accounts ORDER BY used DESC, platform, user_id LIMIT ?1"
+             refill_tokens FROM quota_accounts \
+             WHERE LOWER(platform || ':' || user_id) LIKE ?1 ESCAPE '\\' \
+             ORDER BY used DESC, platform, user_id LIMIT ?2 OFFSET ?3"
         )
         .context("listing accounts")?;
-        Ok(rows
+        let (total,): (i64,) = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).bind(&pattern).fetch_one(pool).await,
+            "SELECT COUNT(*) FROM quota_accounts \
+             WHERE LOWER(platform || ':' || user_id) LIKE ?1 ESCAPE '\\'"
+        )
+        .context("counting accounts")?;
+        let accounts = rows
             .into_iter()
             .filter_map(|row| {
                 let platform = crate::core::event::Platform::parse(&row.platform)?;
                 Some((UserId::new(platform, row.user_id), row.balance.into()))
             })
-            .collect())
+            .collect();
+        Ok(AccountsPage { accounts, total })
     }
+}
+
+/// A page of [`QuotaService::accounts`].
+#[derive(Debug)]
+pub struct AccountsPage {
+    pub accounts: Vec<(UserId, super::Balance)>,
+    /// Accounts matching the search, on every page.
+    pub total: i64,
 }

@@ -1,6 +1,7 @@
 //! The admin page, for admins only (`web:<name>` in `access.admins`): every account with
-//! its balance, a user's ledger, and grant / set / refill / allow / deny — the same
-//! operations as `gptbot quota …` and `gptbot access …`, through the same services.
+//! its balance (in pages, searchable), a user's ledger, and grant / set / refill / allow /
+//! deny — the same operations as `gptbot quota …` and `gptbot access …`, through the same
+//! services.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +21,11 @@ const ROWS: i64 = 200;
 pub struct View {
     ledger: Option<String>,
     notice: Option<String>,
+    /// Only accounts whose `platform:user` contains this.
+    #[serde(default)]
+    find: String,
+    /// Which page of accounts, from 1.
+    page: Option<i64>,
 }
 
 async fn admin_login(
@@ -48,14 +54,21 @@ pub async fn page(
         Ok(login) => login,
         Err(response) => return response,
     };
-    let accounts = match state.quota.accounts(ROWS).await {
-        Ok(accounts) => accounts,
+    // Bounded so that the offset cannot overflow whatever the query says.
+    let page = view.page.unwrap_or(1).clamp(1, 1_000_000);
+    let listed = match state
+        .quota
+        .accounts(&view.find, (page - 1) * ROWS, ROWS)
+        .await
+    {
+        Ok(listed) => listed,
         Err(e) => {
             tracing::error!(error = %chain(&e), "could not list accounts");
             return Denied::Unavailable.into_response();
         }
     };
-    let accounts: Vec<(String, crate::quota::Balance)> = accounts
+    let accounts: Vec<(String, crate::quota::Balance)> = listed
+        .accounts
         .into_iter()
         .map(|(user, balance)| (user.to_string(), balance))
         .collect();
@@ -74,6 +87,12 @@ pub async fn page(
             csrf: &login.csrf,
             balance,
             accounts: &accounts,
+            pages: pages::Pages {
+                find: view.find.trim(),
+                page,
+                per_page: ROWS,
+                total: listed.total,
+            },
             web_users: &web_users,
             notice: view.notice.as_deref(),
             ledger: shown.as_deref().map(|u| (u, entries.as_slice())),
@@ -159,7 +178,7 @@ async fn apply(state: &WebState, admin: &str, action: &Action) -> Result<String,
 }
 
 /// Percent-encodes a query value.
-fn url_encode(text: &str) -> String {
+pub(super) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

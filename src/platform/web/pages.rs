@@ -153,10 +153,49 @@ pub struct AdminView<'a> {
     pub csrf: &'a str,
     pub balance: String,
     pub accounts: &'a [(String, Balance)],
+    pub pages: Pages<'a>,
     pub web_users: &'a [(String, i64)],
     pub notice: Option<&'a str>,
     /// A user's ledger, when one was asked for.
     pub ledger: Option<(&'a str, &'a [LedgerEntry])>,
+}
+
+/// Where the accounts table is: the search, the page (from 1) and how many match.
+pub struct Pages<'a> {
+    pub find: &'a str,
+    pub page: i64,
+    pub per_page: i64,
+    pub total: i64,
+}
+
+impl Pages<'_> {
+    /// The admin page showing page `page` of the same search.
+    fn link(&self, page: i64) -> String {
+        let mut link = format!("/admin?page={page}");
+        if !self.find.is_empty() {
+            link.push_str("&find=");
+            link.push_str(&super::admin::url_encode(self.find));
+        }
+        link
+    }
+
+    fn pager(&self) -> Markup {
+        let first = (self.page - 1) * self.per_page + 1;
+        let last = (self.page * self.per_page).min(self.total);
+        html! {
+            p.pager {
+                @if self.total == 0 {
+                    "No account matches."
+                } @else if first > self.total {
+                    "No accounts on this page. " a href=(self.link(1)) { "First page" }
+                } @else {
+                    "Accounts " (first) "–" (last) " of " (self.total) "."
+                    @if self.page > 1 { " " a href=(self.link(self.page - 1)) rel="prev" { "Previous" } }
+                    @if last < self.total { " " a href=(self.link(self.page + 1)) rel="next" { "Next" } }
+                }
+            }
+        }
+    }
 }
 
 fn when(at: i64) -> String {
@@ -189,6 +228,11 @@ pub fn admin(state: &WebState, view: AdminView<'_>) -> Html<String> {
                     button.primary type="submit" { "Apply" }
                 }
                 h2 { "Users" }
+                form.find method="get" action="/admin" {
+                    input type="search" name="find" value=(view.pages.find) placeholder="web:ann, telegram:123" aria-label="Find a user";
+                    button type="submit" { "Find" }
+                }
+                (view.pages.pager())
                 table {
                     thead { tr {
                         th { "user" } th.num { "remaining" } th.num { "reserved" }
