@@ -3,7 +3,8 @@
 //! `stream_floor serve ADDR PER_TOKEN_MS` answers every request with 100 SSE chunks in
 //! OpenAI's shape, PER_TOKEN_MS apart; `stream_floor read URL N MODE [RUNTIME]` reads N
 //! such answers one after another and prints its own CPU per answer. MODE: `std`
-//! (blocking reads of the raw socket, no runtime), `tcp` (tokio's socket), `bytes`
+//! (blocking reads of the raw socket, no runtime), `lowat` (the same with `SO_RCVLOWAT` set
+//! so the kernel wakes the reader only every `HOLD_MS`, default 10), `tcp` (tokio's socket), `bytes`
 //! (reqwest's body), `openai` (async-openai's byot stream: reqwest, SSE, JSON, as the
 //! bot reads an answer). RUNTIME: `multi` (default) or `current`. Figures in BENCHMARKS.md.
 
@@ -89,7 +90,7 @@ async fn read(url: String, n: usize, mode: String) {
         let mode = mode.clone();
         async move {
             match mode.as_str() {
-                "tcp" | "std" => {
+                "tcp" | "std" | "lowat" => {
                     let addr = url
                         .trim_start_matches("http://")
                         .split('/')
@@ -103,10 +104,40 @@ async fn read(url: String, n: usize, mode: String) {
                     );
                     let mut seen = Vec::new();
                     let mut buf = vec![0u8; 16384];
-                    if mode == "std" {
+                    if mode == "std" || mode == "lowat" {
                         use std::io::{Read, Write};
                         let mut s = std::net::TcpStream::connect(&addr).unwrap();
                         s.write_all(request.as_bytes()).unwrap();
+                        if mode == "lowat" {
+                            // The kernel wakes the reader only once 64 KiB are queued (never,
+                            // here) or the hold has passed: chunks pile up in between.
+                            use std::os::fd::AsRawFd;
+                            let hold: u64 =
+                                std::env::var("HOLD_MS").map_or(10, |v| v.parse().unwrap());
+                            let lowat: libc::c_int = 65536;
+                            // SAFETY: setsockopt reads the int it is given.
+                            unsafe {
+                                libc::setsockopt(
+                                    s.as_raw_fd(),
+                                    libc::SOL_SOCKET,
+                                    libc::SO_RCVLOWAT,
+                                    (&lowat as *const libc::c_int).cast(),
+                                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                                )
+                            };
+                            s.set_read_timeout(Some(Duration::from_millis(hold)))
+                                .unwrap();
+                            while !seen.ends_with(b"0\r\n\r\n") {
+                                match s.read(&mut buf) {
+                                    Ok(n) => {
+                                        assert!(n > 0);
+                                        seen.extend_from_slice(&buf[..n]);
+                                    }
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        }
                         while !seen.ends_with(b"0\r\n\r\n") {
                             let n = s.read(&mut buf).unwrap();
                             assert!(n > 0);
