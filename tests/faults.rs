@@ -469,3 +469,77 @@ async fn a_one_megabyte_message_is_refused_without_charge() {
     assert!(t.turns("1").await.is_empty());
     assert_books(&t.app.quota, &kim).await;
 }
+
+/// SIGTERM while an album is being gathered (its first part received, the bot waiting
+/// for the rest): no more parts can come once the bot stops taking updates, so the album
+/// is answered with what it has, within the grace — not refused with "send it again",
+/// which would lose the files the user already sent. The books stay exact.
+#[tokio::test]
+async fn sigterm_while_an_album_is_gathered_answers_it_within_the_grace() {
+    let tg = FakeTelegram::start().await;
+    tg.enforce_flood_limits();
+    let openai = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_env(&openai, None, &dir, &[]);
+    for (key, value) in [
+        ("TELEGRAM_BOT_TOKEN", common::telegram::TOKEN.to_string()),
+        ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+        ("GPTBOT__SHUTDOWN__GRACE", "10s".to_string()),
+    ] {
+        env.insert(key.into(), value);
+    }
+    openai.script([Behavior::text(
+        &["Both ", "files ", "list ", "fruit."],
+        (40, 4),
+    )]);
+    let log = dir.path().join("gptbot.log");
+    let mut child = spawn_gptbot_run(&env, &log);
+    tg.wait_until(20, "getMe from the binary", |calls| {
+        calls.iter().any(|c| c.method == "getme")
+    })
+    .await;
+
+    tg.serve_file("alb-1", b"apples, pears");
+    tg.push_raw_message(serde_json::json!({
+        "date": 1_764_000_000, "chat": private_chat(78), "from": user_json(78, "Ola"),
+        "media_group_id": "album-shutdown",
+        "document": {"file_id": "alb-1", "file_unique_id": "u-alb-1",
+                     "file_name": "fruit.txt", "mime_type": "text/plain", "file_size": 13},
+        "caption": "what do these list?"
+    }));
+    // The part was taken (the next poll asks past it); the album now waits for more.
+    tg.wait_until(10, "the album's first part to be taken", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "getupdates" && c.body["offset"].as_i64() >= Some(2))
+    })
+    .await;
+    signal(&child, "TERM");
+    let status = exit_status(&mut child, 30).await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}\n{logged}");
+
+    let texts = tg.texts_in(78);
+    assert_eq!(
+        texts.last().map(|t| t.trim_end()),
+        Some("Both files list fruit."),
+        "the album was not answered: {texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t.contains("restarting")), "{texts:?}");
+    assert_eq!(openai.request_count(), 1);
+    let request = openai.requests().remove(0);
+    let asked = request["messages"].as_array().unwrap().last().unwrap()["content"].to_string();
+    assert!(
+        asked.contains("what do these list?") && asked.contains("apples, pears"),
+        "{asked}"
+    );
+    let quota = ledger_of(&env).await;
+    assert!(
+        quota.holds().await.unwrap().is_empty(),
+        "a hold was left open"
+    );
+    let ola = UserId::parse("telegram:78").unwrap();
+    let balance = quota.balance(&ola).await.unwrap();
+    assert_eq!((balance.used, balance.requests), (44, 1));
+    assert_books(&quota, &ola).await;
+}

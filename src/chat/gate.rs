@@ -16,8 +16,21 @@ impl Conversation {
     /// Handles one event. Every failure is answered to the user and logged; nothing is
     /// returned as an error because there is nobody else to tell.
     pub async fn handle(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
+        self.handle_admitted(event, adapter, self.admit()).await
+    }
+
+    /// [`Conversation::handle`] for an event taken in earlier with
+    /// [`Conversation::admit`] (`None`: it came after shutdown began, and a chat turn is
+    /// refused with "restarting").
+    pub async fn handle_admitted(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        admission: Option<super::Admission>,
+    ) -> Outcome {
+        let admitted = admission.is_some();
         // Counted until handled, so a graceful shutdown waits for it.
-        let _tracked = self.tasks.token();
+        let _tracked = admission.map_or_else(|| self.tasks.token(), |a| a.0);
         let span = tracing::info_span!(
             "message",
             platform = %event.platform,
@@ -30,7 +43,7 @@ impl Conversation {
         );
         let started = Instant::now();
         async {
-            let outcome = self.dispatch(event, adapter).await;
+            let outcome = self.dispatch(event, adapter, admitted).await;
             let span = tracing::Span::current();
             if let Outcome::Answered { reserved, charged }
             | Outcome::Cancelled { reserved, charged } = &outcome
@@ -62,7 +75,12 @@ impl Conversation {
         limiter.check_key(user).is_ok()
     }
 
-    async fn dispatch(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
+    async fn dispatch(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        admitted: bool,
+    ) -> Outcome {
         if event.sender.is_bot || !event.addressed_to_bot() {
             return Outcome::Ignored;
         }
@@ -89,7 +107,7 @@ impl Conversation {
             return Outcome::Refused(Refusal::Access);
         }
         match &event.content {
-            Content::Text(text) => self.chat(event, adapter, &target, text).await,
+            Content::Text(text) => self.chat(event, adapter, &target, text, admitted).await,
             Content::Command(command) => {
                 if *command != Command::Cancel && !self.command_allowed(&user) {
                     if self.told_to_slow_down.contains_key(&user) {
@@ -103,7 +121,7 @@ impl Conversation {
                     say(adapter, &target, &text).await;
                     return Outcome::Refused(Refusal::RateLimited);
                 }
-                self.command(event, adapter, &target, command.clone(), decision)
+                self.command(event, adapter, &target, command.clone(), decision, admitted)
                     .await
             }
             Content::Unsupported(what) => {

@@ -169,6 +169,9 @@ pub struct Conversation {
     tasks: TaskTracker,
     /// Cancelled when the shutdown grace ran out: answers still running stop.
     restarting: CancellationToken,
+    /// Cancelled when shutdown begins (no new answer starts): what a platform was still
+    /// gathering into one event (an album) is handed over at once.
+    closed: CancellationToken,
     /// How to reach a user privately on each running platform.
     notifiers: RwLock<HashMap<Platform, Arc<dyn Notifier>>>,
     /// /link redemption attempts per user.
@@ -180,6 +183,10 @@ pub struct Conversation {
     /// arrival order.
     answer_permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// An event taken in before shutdown began (see [`Conversation::admit`]); shutdown
+/// waits while it is held.
+pub struct Admission(tokio_util::task::task_tracker::TaskTrackerToken);
 
 /// After the answers stopped for a restart, how long their final writes and settlements
 /// may take before the process exits anyway (the hold leases cover what is left).
@@ -212,6 +219,7 @@ impl Conversation {
             in_flight: inflight::InFlight::default(),
             tasks: TaskTracker::new(),
             restarting: CancellationToken::new(),
+            closed: CancellationToken::new(),
             notifiers: RwLock::new(HashMap::new()),
             link_attempts: RateLimiter::keyed(commands::link::attempts()),
             command_limiter,
@@ -255,6 +263,7 @@ impl Conversation {
     /// restarting)" on their message and settled. Returns how many had to be stopped.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.tasks.close();
+        self.closed.cancel();
         let running = self.tasks.len();
         if running > 0 {
             tracing::info!(running, grace = ?grace, "waiting for answers in progress");
@@ -283,6 +292,19 @@ impl Conversation {
     /// Shutdown has begun: no new answer starts.
     fn closing(&self) -> bool {
         self.tasks.is_closed()
+    }
+
+    /// Takes in an event whose handling a platform must delay (an album's first part,
+    /// while the rest arrive): shutdown waits for it like for an answer, and it is
+    /// answered even if shutdown begins meanwhile, since it arrived before. `None` once
+    /// shutdown has begun.
+    pub fn admit(&self) -> Option<Admission> {
+        (!self.closing()).then(|| Admission(self.tasks.token()))
+    }
+
+    /// Resolves when shutdown begins: a platform stops waiting for the rest of an event.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
     }
 
     pub fn access(&self) -> &AccessService {

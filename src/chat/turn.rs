@@ -53,12 +53,13 @@ impl Conversation {
         adapter: &dyn ChatAdapter,
         target: &ReplyTarget,
         text: &str,
+        admitted: bool,
     ) -> Outcome {
         if text.trim().is_empty() && event.attachments.is_empty() {
             say(adapter, target, notices::EMPTY_PROMPT).await;
             return Outcome::Replied;
         }
-        if self.closing() {
+        if !admitted {
             say(adapter, target, notices::RESTARTING).await;
             return Outcome::Refused(Refusal::Restarting);
         }

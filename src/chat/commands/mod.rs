@@ -49,6 +49,7 @@ impl Conversation {
         target: &ReplyTarget,
         command: Command,
         decision: Decision,
+        admitted: bool,
     ) -> Outcome {
         let answer = match command {
             Command::Admin(_) | Command::AdminUsage(_) if decision != Decision::Admin => {
@@ -60,7 +61,7 @@ impl Conversation {
             Command::Ask(text) if text.trim().is_empty() => {
                 Ok("Usage: /ask <your question>".to_string())
             }
-            Command::Ask(text) => return self.chat(event, adapter, target, &text).await,
+            Command::Ask(text) => return self.chat(event, adapter, target, &text, admitted).await,
             Command::Model(None) => {
                 return self
                     .offer(adapter, target, self.model_offer(event).await)

@@ -41,9 +41,15 @@ impl Albums {
         }
     }
 
-    /// The whole album, once no part came for [`QUIET`] (or [`MAX_WAIT`] passed).
-    pub async fn collect(&self, group: &str) -> Option<IncomingEvent> {
+    /// The whole album, once no part came for [`QUIET`] (or [`MAX_WAIT`] passed) — or
+    /// what has come of it when `closed` resolves (shutdown: no more parts will be taken).
+    pub async fn collect(
+        &self,
+        group: &str,
+        closed: impl std::future::Future<Output = ()>,
+    ) -> Option<IncomingEvent> {
         let started = Instant::now();
+        tokio::pin!(closed);
         loop {
             let quiet_at = {
                 let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
@@ -54,7 +60,13 @@ impl Albums {
                 }
                 quiet_at
             };
-            tokio::time::sleep_until(quiet_at).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(quiet_at) => {}
+                () = &mut closed => {
+                    let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+                    return parts.remove(group).map(|(album, _)| album);
+                }
+            }
         }
     }
 }
@@ -119,12 +131,15 @@ mod tests {
         assert!(albums.add("g", part("", "a")));
         assert!(!albums.add("g", part("compare these", "b")));
         assert!(!albums.add("g", part("", "c")));
-        let album = albums.collect("g").await.unwrap();
+        let album = albums.collect("g", std::future::pending()).await.unwrap();
         assert_eq!(album.content, Content::Text("compare these".into()));
         let files: Vec<&str> = album.attachments.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(files, ["a", "b", "c"]);
         assert_eq!(album.message_id, "a");
-        assert!(albums.collect("g").await.is_none(), "taken once");
+        assert!(
+            albums.collect("g", std::future::pending()).await.is_none(),
+            "taken once"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,8 +154,28 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let album = albums.collect("g").await.unwrap();
+        let album = albums.collect("g", std::future::pending()).await.unwrap();
         assert_eq!(started.elapsed(), MAX_WAIT, "never waits past the limit");
         assert!(album.attachments.len() > 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_hands_over_what_has_come_at_once() {
+        let albums = Albums::default();
+        assert!(albums.add("g", part("these two?", "a")));
+        let closed = tokio::time::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let album = albums.collect("g", closed).await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(100),
+            "not the quiet wait"
+        );
+        assert_eq!(album.attachments.len(), 1);
+        assert_eq!(album.content, Content::Text("these two?".into()));
+        assert!(
+            albums.collect("g", std::future::pending()).await.is_none(),
+            "taken once"
+        );
     }
 }

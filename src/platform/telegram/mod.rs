@@ -367,18 +367,26 @@ async fn handle(bot: Bot, msg: &Message, ctx: &Context, edited: bool) {
     let Some(event) = convert::message_event(msg, &ctx.me, edited) else {
         return;
     };
-    // An album's parts are answered once, together, by the first part's handler.
-    let event = match msg.media_group_id() {
+    // An album's parts are answered once, together, by the first part's handler. It is
+    // taken in at its first part, so a shutdown meanwhile answers what has come of it.
+    let (event, admission) = match msg.media_group_id() {
         Some(group) if !edited => {
             if !ctx.albums.add(&group.0, event) {
                 return;
             }
-            match ctx.albums.collect(&group.0).await {
-                Some(album) => album,
+            let admission = ctx.conversation.admit();
+            match ctx
+                .albums
+                .collect(&group.0, ctx.conversation.closed())
+                .await
+            {
+                Some(album) => (album, admission),
                 None => return,
             }
         }
-        _ => event,
+        _ => (event, ctx.conversation.admit()),
     };
-    ctx.conversation.handle(&event, &ctx.adapter(bot)).await;
+    ctx.conversation
+        .handle_admitted(&event, &ctx.adapter(bot), admission)
+        .await;
 }
