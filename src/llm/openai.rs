@@ -17,8 +17,7 @@ use async_openai::error::OpenAIError;
 use async_trait::async_trait;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::errors::ServerError;
 use super::transport::{Transport, read_api_error};
@@ -71,26 +70,22 @@ impl OpenAiClient {
         })
     }
 
-    fn body(&self, request: &ModelRequest) -> serde_json::Value {
-        let mut body = json!({
-            "model": request.model.as_deref().unwrap_or(&self.model),
-            "messages": request.messages,
-            "stream": true,
-            "stream_options": { "include_usage": true },
-            "temperature": self.temperature,
-        });
-        body[self.max_tokens_field.as_str()] = json!(request.max_tokens);
-        body
+    fn body<'a>(&'a self, request: &'a ModelRequest) -> Body<'a> {
+        Body {
+            model: request.model.as_deref().unwrap_or(&self.model),
+            messages: &request.messages,
+            temperature: self.temperature,
+            max_tokens_field: &self.max_tokens_field,
+            max_tokens: request.max_tokens,
+        }
     }
 
     /// One attempt: opens the stream and waits for the first text (or the end), so the
     /// caller can retry anything that failed before a token was shown.
-    async fn open(&self, body: &serde_json::Value) -> Result<ModelStream, LlmError> {
+    async fn open(&self, body: &Body<'_>) -> Result<ModelStream, LlmError> {
         let raw = tokio::time::timeout(
             self.timeout,
-            self.client
-                .chat()
-                .create_stream_byot::<_, Chunk>(body.clone()),
+            self.client.chat().create_stream_byot::<_, Chunk>(body),
         )
         .await
         .map_err(|_| LlmError::Timeout(self.timeout))?
@@ -149,6 +144,41 @@ impl ModelClient for OpenAiClient {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The chat request as sent, written straight from the prompt: the history is serialized
+/// once per attempt, with no JSON tree built and copied in between (a long history made
+/// that a few per cent of a message's work).
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [crate::core::model::ChatMessage],
+    temperature: f64,
+    /// `max_tokens`, or `max_completion_tokens` for servers that want it.
+    max_tokens_field: &'a str,
+    max_tokens: u32,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct StreamOptions {
+            include_usage: bool,
+        }
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("messages", self.messages)?;
+        map.serialize_entry("stream", &true)?;
+        map.serialize_entry(
+            "stream_options",
+            &StreamOptions {
+                include_usage: true,
+            },
+        )?;
+        map.serialize_entry("temperature", &self.temperature)?;
+        map.serialize_entry(self.max_tokens_field, &self.max_tokens)?;
+        map.end()
     }
 }
 
@@ -244,5 +274,39 @@ fn map_stream_error(e: OpenAIError, timeout: Duration) -> LlmError {
             LlmError::Unavailable(s) => LlmError::Interrupted(s),
             mapped => mapped,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{ChatMessage, MessageRole};
+
+    #[test]
+    fn the_body_names_the_token_limit_as_configured_and_asks_for_usage() {
+        let messages = vec![ChatMessage {
+            role: MessageRole::User,
+            content: "hi \"there\"".into(),
+            images: Vec::new(),
+        }];
+        let body = Body {
+            model: "o4-mini",
+            messages: &messages,
+            temperature: 0.5,
+            max_tokens_field: "max_completion_tokens",
+            max_tokens: 64,
+        };
+        let sent: serde_json::Value = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({
+                "model": "o4-mini",
+                "messages": [{"role": "user", "content": "hi \"there\""}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+                "temperature": 0.5,
+                "max_completion_tokens": 64,
+            })
+        );
     }
 }
