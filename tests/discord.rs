@@ -64,15 +64,15 @@ async fn connects_identifies_and_registers_the_slash_commands() {
     assert_eq!(
         names,
         [
-            "chat", "reset", "cancel", "link", "unlink", "quota", "system", "model", "grant",
-            "setquota", "usage", "stats", "allow", "deny"
+            "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
+            "grant", "setquota", "usage", "stats", "allow", "deny"
         ]
     );
     for command in put.body.as_array().unwrap() {
         let admin_only = command["default_member_permissions"] == "8";
         assert_eq!(
             admin_only,
-            names[8..].contains(&command["name"].as_str().unwrap()),
+            names[9..].contains(&command["name"].as_str().unwrap()),
             "{command}"
         );
     }
@@ -555,4 +555,47 @@ async fn a_global_429_pauses_every_route() {
             c.path
         );
     }
+}
+
+/// `/retry` as a slash command answers the last question anew in the channel (not
+/// ephemerally, like `/chat`), and the new answer replaces the old one in the history.
+#[tokio::test]
+async fn retry_is_a_slash_command_answered_in_the_channel() {
+    let b = spawn_bot(fast()).await;
+    b.t.openai.script([
+        Behavior::text(&["Blue."], (20, 2)),
+        Behavior::text(&["The sky ", "is blue."], (20, 4)),
+    ]);
+    b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "sky colour?"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(&b.dc, "Blue.").await;
+    let token = b.dc.slash("retry", json!([]), CHANNEL, ann(), Some(GUILD));
+    wait_text(&b.dc, "The sky is blue.").await;
+    let callback =
+        b.dc.calls_matching("POST", "/callback")
+            .into_iter()
+            .find(|c| c.path.contains(&token))
+            .expect("the /retry interaction was deferred");
+    assert!(
+        callback.body["data"]["flags"].is_null(),
+        "/retry must not be ephemeral"
+    );
+    let requests = b.t.openai.requests();
+    assert_eq!(requests.len(), 2);
+    let last = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(
+        last.len(),
+        2,
+        "system + the question, without the old answer"
+    );
+    assert_eq!(last[1]["content"], "sky colour?");
+    let ann_id = UserId::parse("discord:4000000000000000001").unwrap();
+    let balance = common::ledger::settled(&b.t.app.quota, &ann_id, 2).await;
+    assert_eq!(balance.requests, 2);
+    common::ledger::assert_books(&b.t.app.quota, &ann_id).await;
 }

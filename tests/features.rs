@@ -678,6 +678,109 @@ async fn an_album_is_answered_once_with_all_its_pictures() {
         b.t.turns("64").await[0].content,
         "[2 images] which is brighter?"
     );
+    // The pictures are not kept: /retry says so instead of asking without them.
+    b.tg.push_message(private_chat(64), user_json(64, "Lu"), "/retry", None);
+    wait_text(&b.tg, 64, "came with pictures").await;
+    assert_eq!(b.t.openai.request_count(), 1);
     common::ledger::settled(&b.t.app.quota, &user(64), 1).await;
     common::ledger::assert_books(&b.t.app.quota, &user(64)).await;
+}
+
+/// The history's texts once they are `expected` (the turn is recorded as its final text
+/// goes out, so a test reading it right after may be a moment early).
+async fn wait_turns(t: &TestApp, chat: &str, expected: &[&str]) {
+    let mut seen = Vec::new();
+    for _ in 0..250 {
+        seen = t.turns(chat).await.into_iter().map(|t| t.content).collect();
+        if seen == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("history {seen:?}, expected {expected:?}");
+}
+
+/// /retry answers the conversation's last question anew: the model gets the history
+/// without the old exchange, the new answer takes the old one's place, and each answer
+/// is charged. A retry that fails leaves the history as it was and is refunded; with
+/// nothing asked yet it is one sentence and no model call.
+#[tokio::test]
+async fn retry_answers_the_last_question_anew_in_place_of_the_old_answer() {
+    let b = spawn_bot(Options::default()).await;
+    let (chat, who) = (private_chat(71), user_json(71, "Rie"));
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    wait_text(&b.tg, 71, "nothing to answer again").await;
+    assert_eq!(b.t.openai.request_count(), 0);
+
+    b.tg.push_message(chat.clone(), who.clone(), "hello", None);
+    wait_text(&b.tg, 71, "Echo: hello").await;
+    b.t.openai.script([Behavior::text(&["Paris."], (30, 2))]);
+    b.tg.push_message(chat.clone(), who.clone(), "capital of France?", None);
+    wait_text(&b.tg, 71, "Paris.").await;
+    b.t.openai
+        .script([Behavior::text(&["It is ", "Paris, on the Seine."], (30, 6))]);
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    wait_text(&b.tg, 71, "It is Paris, on the Seine.").await;
+
+    let requests = b.t.openai.requests();
+    assert_eq!(requests.len(), 3);
+    let asked: Vec<(String, String)> = requests[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let tail: Vec<(&str, &str)> = asked[1..]
+        .iter()
+        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("user", "hello"),
+            ("assistant", "Echo: hello"),
+            ("user", "capital of France?")
+        ],
+        "the old answer is left out of the prompt"
+    );
+    wait_turns(
+        &b.t,
+        "71",
+        &[
+            "hello",
+            "Echo: hello",
+            "capital of France?",
+            "It is Paris, on the Seine.",
+        ],
+    )
+    .await;
+
+    // The server fails: the user is told, the old exchange stays, nothing is charged.
+    b.t.openai
+        .script(std::iter::repeat_n(Behavior::status(500), 3));
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    wait_text(&b.tg, 71, "unavailable").await;
+    wait_turns(
+        &b.t,
+        "71",
+        &[
+            "hello",
+            "Echo: hello",
+            "capital of France?",
+            "It is Paris, on the Seine.",
+        ],
+    )
+    .await;
+    let balance = common::ledger::settled(&b.t.app.quota, &user(71), 3).await;
+    assert_eq!(
+        balance.requests, 3,
+        "three answers charged, the failed one not"
+    );
+    assert_eq!(balance.reserved, 0);
+    common::ledger::assert_books(&b.t.app.quota, &user(71)).await;
 }

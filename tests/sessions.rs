@@ -407,3 +407,58 @@ async fn one_time_codes_are_taken_once_and_expire() {
     })
     .await;
 }
+
+/// /retry's write: the last exchange is replaced while it is still the last one; when
+/// the history moved on meanwhile (cleared, or another turn came), the new exchange is
+/// appended and nothing else is touched. Bounded like an append.
+#[tokio::test]
+async fn replace_last_swaps_the_last_exchange_only_while_it_is_still_last() {
+    both(opts(60_000, 4), |store| async move {
+        let k = key("again");
+        let first = [turn(Role::User, "q1"), turn(Role::Assistant, "a1")];
+        let second = [turn(Role::User, "q2"), turn(Role::Assistant, "a2")];
+        store.append(&k, &first).await.unwrap();
+        store.append(&k, &second).await.unwrap();
+        let again = [turn(Role::User, "q2"), turn(Role::Assistant, "a2, better")];
+        store.replace_last(&k, &second, &again).await.unwrap();
+        let contents = |s: gptbot::core::session::Session| {
+            s.turns
+                .into_iter()
+                .map(|t| t.content)
+                .collect::<Vec<String>>()
+        };
+        assert_eq!(
+            contents(store.load(&k).await.unwrap()),
+            ["q1", "a1", "q2", "a2, better"],
+            "{}",
+            store.backend()
+        );
+        // The history moved on: "second" is no longer last, so nothing is dropped; the
+        // limit of 4 turns then drops the oldest.
+        store.replace_last(&k, &second, &again).await.unwrap();
+        assert_eq!(
+            contents(store.load(&k).await.unwrap()),
+            ["q2", "a2, better", "q2", "a2, better"],
+            "{}",
+            store.backend()
+        );
+        // Cleared meanwhile: the new exchange is the whole history.
+        store.clear_history(&k).await.unwrap();
+        store.replace_last(&k, &second, &again).await.unwrap();
+        assert_eq!(
+            contents(store.load(&k).await.unwrap()),
+            ["q2", "a2, better"],
+            "{}",
+            store.backend()
+        );
+        // Everything replaced: the history is the new exchange alone.
+        store.replace_last(&k, &again, &first).await.unwrap();
+        assert_eq!(
+            contents(store.load(&k).await.unwrap()),
+            ["q1", "a1"],
+            "{}",
+            store.backend()
+        );
+    })
+    .await;
+}

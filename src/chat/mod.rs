@@ -21,6 +21,7 @@ mod notices;
 mod opening;
 mod prompt;
 pub mod reply;
+mod retry;
 pub mod split;
 mod turn;
 

@@ -26,6 +26,14 @@ pub(super) struct Loaded {
     overhead: u32,
 }
 
+impl Loaded {
+    /// Leaves the history's last exchange out of this turn's prompt (/retry asks it
+    /// anew); nothing when the history has moved on since.
+    pub(super) fn leave_out(&mut self, last: &[crate::core::session::Turn]) {
+        self.session.drop_last(last);
+    }
+}
+
 impl Conversation {
     /// Loads the session and counts the system prompt and the new message with the
     /// model's tokenizer.

@@ -34,6 +34,16 @@ enum Ending {
     Refused(String),
 }
 
+/// What a turn answers.
+#[derive(Clone, Copy)]
+pub(super) enum Question<'a> {
+    /// The user's message (with the event's files, pictures, recordings and quote).
+    New(&'a str),
+    /// The conversation's last question, answered anew (/retry): its exchange is left
+    /// out of the prompt and replaced in the history by the new one.
+    Again,
+}
+
 /// What the turn asked: needed to charge and record it.
 struct Asked<'a> {
     key: SessionKey,
@@ -44,6 +54,8 @@ struct Asked<'a> {
     model: &'a ModelChoice,
     /// Ledger tokens charged on top (a transcription).
     extra: i64,
+    /// The exchange this one takes the place of in the history (/retry).
+    replaces: Option<&'a [Turn]>,
 }
 
 impl Conversation {
@@ -55,7 +67,23 @@ impl Conversation {
         text: &str,
         admitted: bool,
     ) -> Outcome {
-        if text.trim().is_empty() && event.attachments.is_empty() {
+        self.turn(event, adapter, target, Question::New(text), admitted)
+            .await
+    }
+
+    /// A chat turn, for a new message or (/retry) the conversation's last question.
+    pub(super) async fn turn(
+        &self,
+        event: &IncomingEvent,
+        adapter: &dyn ChatAdapter,
+        target: &ReplyTarget,
+        question: Question<'_>,
+        admitted: bool,
+    ) -> Outcome {
+        if let Question::New(text) = question
+            && text.trim().is_empty()
+            && event.attachments.is_empty()
+        {
             say(adapter, target, notices::EMPTY_PROMPT).await;
             return Outcome::Replied;
         }
@@ -72,19 +100,30 @@ impl Conversation {
             say(adapter, target, &refusal).await;
             return Outcome::Refused(Refusal::RateLimited);
         }
-        let asking = match self.asking(event, adapter, target, text).await {
-            Ok(asking) => asking,
-            Err(sentence) => {
-                say(adapter, target, &sentence).await;
-                return Outcome::Refused(Refusal::File);
-            }
-        };
-        let text = asking.text.as_str();
         let key = event.session_key();
+        // Read once the slot is taken: the exchange that just finished is recorded.
+        let (asking, again) = match question {
+            Question::New(text) => match self.asking(event, adapter, target, text).await {
+                Ok(asking) => (asking, None),
+                Err(sentence) => {
+                    say(adapter, target, &sentence).await;
+                    return Outcome::Refused(Refusal::File);
+                }
+            },
+            Question::Again => match self.last_exchange(&key).await {
+                Ok(last) => (super::retry::asking_again(&last), Some(last)),
+                Err(refused) => return refused.tell(adapter, target).await,
+            },
+        };
+        let again = again.as_deref();
+        let text = asking.text.as_str();
         let mut loaded = match self.load(&key, text).await {
             Ok(loaded) => loaded,
             Err(refused) => return refused.tell(adapter, target).await,
         };
+        if let Some(last) = again {
+            loaded.leave_out(last);
+        }
         let pictures = match self.pictures(adapter, &loaded.model, &asking.images).await {
             Ok((pictures, tokens)) => {
                 loaded.image_tokens = tokens;
@@ -128,6 +167,7 @@ impl Conversation {
             user_tokens: loaded.user_tokens,
             model: &loaded.model,
             extra: asking.extra,
+            replaces: again,
         };
         let mut reply = ReplyStream::new(adapter, target.clone());
         let request = ModelRequest {
@@ -413,7 +453,8 @@ impl Conversation {
         }
     }
 
-    /// Appends the user's text and the answer (complete or partial) to the history.
+    /// Appends the user's text and the answer (complete or partial) to the history (in
+    /// place of the exchange a /retry answered anew).
     async fn record(&self, asked: &Asked<'_>, answer: String, answer_tokens: u32) {
         let turns = [
             Turn {
@@ -427,7 +468,11 @@ impl Conversation {
                 tokens: answer_tokens,
             },
         ];
-        if let Err(e) = self.sessions.append(&asked.key, &turns).await {
+        let recorded = match asked.replaces {
+            Some(last) => self.sessions.replace_last(&asked.key, last, &turns).await,
+            None => self.sessions.append(&asked.key, &turns).await,
+        };
+        if let Err(e) = recorded {
             tracing::error!(error = %chain(&e), "could not record the turn in the history");
         }
     }

@@ -26,6 +26,9 @@ pub enum Command {
     System(SystemArg),
     /// `/ask <text>` (or `/chat <text>`): a prompt given as a command, as groups need.
     Ask(String),
+    /// `/retry`: the last message of this conversation answered again, the new answer
+    /// taking the old one's place in the history.
+    Retry,
     /// `/model` shows the models on offer; `/model <name>` picks one for this conversation.
     Model(Option<String>),
     /// `/persona` lists the personas; `/persona <name>` uses one, `/persona off` none.
@@ -157,6 +160,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("quota", "Show your remaining and used tokens"),
     ("system", "Show or set this conversation's system prompt"),
     ("cancel", "Stop the answer in progress"),
+    ("retry", "Answer your last message again"),
     (
         "link",
         "Share one token balance with your account on another platform",
@@ -205,6 +209,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
             a => SystemArg::Set(a.to_string()),
         }),
         "ask" | "chat" => Command::Ask(args.to_string()),
+        "retry" | "regenerate" => Command::Retry,
         "model" | "models" => Command::Model((!args.is_empty()).then(|| args.to_string())),
         "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
@@ -234,6 +239,8 @@ mod tests {
         assert_eq!(parse("/start", None), Input::Command(Command::Start));
         assert_eq!(parse("/HELP", None), Input::Command(Command::Help));
         assert_eq!(parse("/reset", None), Input::Command(Command::Reset));
+        assert_eq!(parse("/retry", None), Input::Command(Command::Retry));
+        assert_eq!(parse("/regenerate", None), Input::Command(Command::Retry));
         assert_eq!(parse("/quota", None), Input::Command(Command::Quota));
         assert_eq!(
             parse("/system", None),

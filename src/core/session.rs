@@ -112,6 +112,22 @@ impl Session {
         }
     }
 
+    /// Drops the trailing turns when they are `last` (same roles and texts); true if it
+    /// did. What [`SessionStore::replace_last`] does before appending.
+    pub fn drop_last(&mut self, last: &[Turn]) -> bool {
+        let Some(start) = self.turns.len().checked_sub(last.len()) else {
+            return false;
+        };
+        let same = self.turns[start..]
+            .iter()
+            .zip(last)
+            .all(|(kept, given)| kept.role == given.role && kept.content == given.content);
+        if same {
+            self.turns.truncate(start);
+        }
+        same
+    }
+
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("a session always serializes")
     }
@@ -164,6 +180,16 @@ pub trait SessionStore: Send + Sync {
     async fn load(&self, key: &SessionKey) -> Result<Session, SessionError>;
     /// Appends turns, dropping the oldest beyond the history limit.
     async fn append(&self, key: &SessionKey, turns: &[Turn]) -> Result<(), SessionError>;
+    /// Puts `turns` in place of the history's last exchange (a /retry's new answer): the
+    /// trailing turns are dropped when they are still `last` (same roles and texts) —
+    /// otherwise the history moved on meanwhile (a /reset, another member of a shared
+    /// thread) and `turns` are simply appended. Atomic, like [`SessionStore::append`].
+    async fn replace_last(
+        &self,
+        key: &SessionKey,
+        last: &[Turn],
+        turns: &[Turn],
+    ) -> Result<(), SessionError>;
     /// Sets (or with `None` clears) one of the conversation's choices.
     async fn set(
         &self,

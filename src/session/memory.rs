@@ -118,6 +118,20 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace_last(
+        &self,
+        key: &SessionKey,
+        last: &[Turn],
+        turns: &[Turn],
+    ) -> Result<(), SessionError> {
+        let max = self.options.max_history;
+        self.update(key, |s| {
+            s.drop_last(last);
+            append_bounded(s, turns, max)
+        });
+        Ok(())
+    }
+
     async fn set(
         &self,
         key: &SessionKey,

@@ -47,9 +47,8 @@ end
 if not session then
   session = { v = version, turns = {} }
 end
-local op = ARGV[2]
-if op == 'append' then
-  for _, turn in ipairs(cjson.decode(ARGV[3])) do
+local function append(turns)
+  for _, turn in ipairs(turns) do
     table.insert(session.turns, turn)
   end
   local max = tonumber(ARGV[4])
@@ -61,6 +60,26 @@ if op == 'append' then
     end
     session.turns = kept
   end
+end
+local op = ARGV[2]
+if op == 'append' then
+  append(cjson.decode(ARGV[3]))
+elseif op == 'replace_last' then
+  -- The trailing turns go when they are still the given ones (roles and texts).
+  local given = cjson.decode(ARGV[3])
+  local start = #session.turns - #given.last
+  local same = start >= 0
+  for i, turn in ipairs(given.last) do
+    if not same then break end
+    local kept = session.turns[start + i]
+    same = kept.role == turn.role and kept.content == turn.content
+  end
+  if same then
+    for _ = 1, #given.last do
+      table.remove(session.turns)
+    end
+  end
+  append(given.turns)
 elseif op == 'system_prompt' or op == 'model' or op == 'persona' then
   local value = cjson.decode(ARGV[3])
   if value == cjson.null then value = nil end
@@ -201,6 +220,18 @@ impl SessionStore for RedisStore {
             .context("encoding turns")
             .map_err(SessionError::Failed)?;
         self.update(key, "append", &payload).await
+    }
+
+    async fn replace_last(
+        &self,
+        key: &SessionKey,
+        last: &[Turn],
+        turns: &[Turn],
+    ) -> Result<(), SessionError> {
+        let payload = serde_json::to_string(&serde_json::json!({"last": last, "turns": turns}))
+            .context("encoding turns")
+            .map_err(SessionError::Failed)?;
+        self.update(key, "replace_last", &payload).await
     }
 
     async fn set(

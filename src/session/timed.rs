@@ -22,6 +22,20 @@ impl SessionStore for Timed {
         timed(SESSION_STORE, "append", self.0.append(key, turns)).await
     }
 
+    async fn replace_last(
+        &self,
+        key: &SessionKey,
+        last: &[Turn],
+        turns: &[Turn],
+    ) -> Result<(), SessionError> {
+        timed(
+            SESSION_STORE,
+            "replace_last",
+            self.0.replace_last(key, last, turns),
+        )
+        .await
+    }
+
     async fn set(
         &self,
         key: &SessionKey,

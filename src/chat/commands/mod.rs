@@ -62,6 +62,17 @@ impl Conversation {
                 Ok("Usage: /ask <your question>".to_string())
             }
             Command::Ask(text) => return self.chat(event, adapter, target, &text, admitted).await,
+            Command::Retry => {
+                return self
+                    .turn(
+                        event,
+                        adapter,
+                        target,
+                        super::turn::Question::Again,
+                        admitted,
+                    )
+                    .await;
+            }
             Command::Model(None) => {
                 return self
                     .offer(adapter, target, self.model_offer(event).await)

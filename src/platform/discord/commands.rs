@@ -33,6 +33,7 @@ pub fn slash_commands(
             ),
         CreateCommand::new("reset").description("Forget this conversation's history"),
         CreateCommand::new("cancel").description("Stop the answer in progress"),
+        CreateCommand::new("retry").description("Answer your last message again"),
         CreateCommand::new("link")
             .description("Share one token balance with your account on another platform")
             .add_option(CreateCommandOption::new(
@@ -147,8 +148,8 @@ mod tests {
         assert_eq!(
             names(&BTreeMap::new()),
             [
-                "chat", "reset", "cancel", "link", "unlink", "quota", "system", "model", "grant",
-                "setquota", "usage", "stats", "allow", "deny"
+                "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
+                "grant", "setquota", "usage", "stats", "allow", "deny"
             ]
         );
         let mut personas = BTreeMap::new();

@@ -149,6 +149,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         "chat" => BotCommand::Ask(option("prompt").unwrap_or_default()),
         "reset" => BotCommand::Reset,
         "cancel" => BotCommand::Cancel,
+        "retry" => BotCommand::Retry,
         "link" => BotCommand::Link(option("code").filter(|c| !c.trim().is_empty())),
         "unlink" => BotCommand::Unlink,
         "quota" => BotCommand::Quota,

@@ -139,7 +139,8 @@ impl EventHandler for Handler {
         let Interaction::Command(command) = interaction else {
             return;
         };
-        let ephemeral = command.data.name != "chat";
+        // An answer from the model is for the channel; a command's answer for its sender.
+        let ephemeral = !matches!(command.data.name.as_str(), "chat" | "retry");
         // Defer first, well inside Discord's 3 s deadline, whatever happens next.
         let deferred = if ephemeral {
             command.defer_ephemeral(&ctx.http).await

@@ -1,0 +1,68 @@
+//! /retry: the conversation's last question answered anew — what "regenerate" does in
+//! the chat apps. The new answer is a turn like any other (reserved, charged, cancelled
+//! the same way) whose exchange takes the old one's place in the history; a turn that
+//! fails leaves the old exchange as it was.
+
+use super::Conversation;
+use super::Refusal;
+use super::incoming::Asking;
+use super::prompt::Refused;
+use crate::core::event::SessionKey;
+use crate::core::session::{Role, Turn};
+
+pub(super) const NOTHING_TO_RETRY: &str =
+    "There is nothing to answer again yet: send me a question first.";
+pub(super) const PICTURES_NOT_KEPT: &str = "Your last message came with pictures, which are not kept after the answer. Send them again to get a new answer.";
+
+impl Conversation {
+    /// The history's last exchange: its last user turn and what followed it.
+    pub(super) async fn last_exchange(&self, key: &SessionKey) -> Result<Vec<Turn>, Refused> {
+        let session = self.sessions.load(key).await.map_err(Refused::Store)?;
+        let Some(start) = session.turns.iter().rposition(|t| t.role == Role::User) else {
+            return Err(Refused::Say(Refusal::Command, NOTHING_TO_RETRY.into()));
+        };
+        if had_pictures(&session.turns[start].content) {
+            return Err(Refused::Say(Refusal::Command, PICTURES_NOT_KEPT.into()));
+        }
+        Ok(session.turns[start..].to_vec())
+    }
+}
+
+/// The question of `last` as the turn asks it: its recorded text already holds the
+/// files and the quote it was first asked with.
+pub(super) fn asking_again(last: &[Turn]) -> Asking {
+    let text = last[0].content.clone();
+    Asking {
+        recorded: text.clone(),
+        text,
+        images: Vec::new(),
+        extra: 0,
+    }
+}
+
+/// Whether a recorded question was asked with pictures (marked "[an image] …" or
+/// "[3 images] …" by `incoming`; the pictures themselves are not kept).
+fn had_pictures(recorded: &str) -> bool {
+    if recorded.starts_with("[an image] ") {
+        return true;
+    }
+    recorded
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(" images] "))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::had_pictures;
+
+    #[test]
+    fn a_question_with_pictures_is_recognised_by_its_mark() {
+        assert!(had_pictures("[an image] what is this?"));
+        assert!(had_pictures("[12 images] which is brighter?"));
+        assert!(!had_pictures("[some images] no"));
+        assert!(!had_pictures("[ images] no"));
+        assert!(!had_pictures("what about [2 images] here"));
+        assert!(!had_pictures("plain"));
+    }
+}
