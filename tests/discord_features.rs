@@ -347,3 +347,76 @@ async fn a_channel_discord_will_not_describe_is_asked_about_once_and_answered_in
     assert!(b.dc.threads().is_empty());
     assert_eq!(b.t.openai.request_count(), 1);
 }
+
+/// Slash commands used inside a thread the bot opened act on the thread's shared
+/// conversation, as its messages do: `/retry` answers the thread's last question anew,
+/// `/reset` forgets the thread's history (not some per-member history nobody uses).
+#[tokio::test]
+async fn slash_commands_in_a_bot_thread_act_on_the_threads_conversation() {
+    let b = spawn_bot(threads_on()).await;
+    b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "What is a monad?"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    b.dc.wait_until(15, "a thread opened", |_| !b.dc.threads().is_empty())
+        .await;
+    let thread = b.dc.threads().remove(0);
+    wait_post(&b.dc, &thread.id, "Echo: What is a monad?").await;
+    let shared = gptbot::core::event::SessionKey {
+        platform: Platform::Discord,
+        chat: thread.id.clone(),
+        user: gptbot::core::event::SHARED_SESSION_USER.to_string(),
+    };
+
+    b.t.openai
+        .script([Behavior::text(&["A monoid in ", "endofunctors."], (20, 4))]);
+    b.dc.slash("retry", json!([]), &thread.id, bob(), Some(GUILD));
+    b.dc.wait_text(15, "the retried answer", |t| {
+        t == "A monoid in endofunctors."
+    })
+    .await;
+    let asked = b.t.openai.requests().last().unwrap()["messages"].clone();
+    let contents: Vec<&str> = asked
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        ["What is a monad?"],
+        "the thread's question, asked anew"
+    );
+    let mut history = Vec::new();
+    for _ in 0..250 {
+        history = b.t.app.sessions.load(&shared).await.unwrap().turns;
+        if history.len() == 2 && history[1].content == "A monoid in endofunctors." {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let texts: Vec<&str> = history.iter().map(|t| t.content.as_str()).collect();
+    assert_eq!(texts, ["What is a monad?", "A monoid in endofunctors."]);
+
+    b.dc.slash("reset", json!([]), &thread.id, ann(), Some(GUILD));
+    b.dc.wait_text(15, "the /reset answer", |t| t.contains("history cleared"))
+        .await;
+    assert!(
+        b.t.app
+            .sessions
+            .load(&shared)
+            .await
+            .unwrap()
+            .turns
+            .is_empty(),
+        "the thread's history was not reset"
+    );
+    for who in [ANN, BOB] {
+        common::ledger::settled(&b.t.app.quota, &discord(who), 1).await;
+        common::ledger::assert_books(&b.t.app.quota, &discord(who)).await;
+    }
+}

@@ -177,33 +177,45 @@ const SHOWN_QUESTION_CHARS: usize = 1_800;
 impl Threads {
     /// Where `/chat` is answered: in a text channel the response shows the question,
     /// a thread is opened on it and `true` says the answer goes there (the event now
-    /// names the thread). In a thread the bot opened the command continues it in
-    /// place. Otherwise, or when the thread cannot be opened, the response answers.
+    /// names the thread). In a thread the bot opened, `/chat` continues it in place, and
+    /// the commands that act on a conversation (`/retry`, `/reset`, `/system`, `/model`,
+    /// `/persona`) act on the thread's, as its messages do. Otherwise, or when the thread
+    /// cannot be opened, the response answers.
     pub async fn place_command(
         &self,
         event: &mut IncomingEvent,
         response: &InteractionAdapter,
         channel: u64,
     ) -> bool {
-        let Content::Command(Command::Ask(question)) = &event.content else {
-            return false;
+        let question = match &event.content {
+            Content::Command(Command::Ask(question)) if !question.trim().is_empty() => {
+                Some(question.clone())
+            }
+            Content::Command(
+                Command::Retry
+                | Command::Reset
+                | Command::System(_)
+                | Command::Model(_)
+                | Command::Persona(_),
+            ) => None,
+            _ => return false,
         };
-        if question.trim().is_empty() {
-            return false;
-        }
         match self.channel(channel).await {
             Channel::OurThread => {
                 event.bot_thread = true;
                 false
             }
             Channel::Text => {
+                let Some(question) = question else {
+                    return false;
+                };
                 let shown = format!(
                     "**{}** asked: {}",
                     event.sender.display_name,
-                    crate::core::text::ellipsis(question, SHOWN_QUESTION_CHARS)
+                    crate::core::text::ellipsis(&question, SHOWN_QUESTION_CHARS)
                 );
                 let opened = match response.fill_original(&shown).await {
-                    Ok(message) => self.open(channel, message, question).await,
+                    Ok(message) => self.open(channel, message, &question).await,
                     Err(e) => Err(e),
                 };
                 match opened {
