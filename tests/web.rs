@@ -573,3 +573,37 @@ async fn removing_an_account_or_changing_its_password_ends_its_sessions() {
     accounts.remove("bob").await.unwrap();
     assert_eq!(bob.get("/").await.status(), StatusCode::SEE_OTHER);
 }
+
+/// The Retry button (`/retry`) answers the last question anew: the stream carries the
+/// new answer, and the page, reloaded, shows it in place of the old one.
+#[tokio::test]
+async fn retry_from_the_page_replaces_the_last_answer() {
+    let w = spawn_web(Options::default()).await;
+    w.add_user("ann").await;
+    let mut c = w.client();
+    let csrf = c.logged_in("ann").await;
+    let page = c.get("/").await.text().await.unwrap();
+    assert!(
+        page.contains(r#"data-command="/retry""#),
+        "no Retry button: {page}"
+    );
+    w.t.openai.script([
+        Behavior::text(&["first take"], (12, 2)),
+        Behavior::text(&["second ", "take"], (12, 2)),
+    ]);
+    c.send("a question", Some(&csrf)).await;
+    let (status, stream) = c.send("/retry", Some(&csrf)).await;
+    assert_eq!(status, StatusCode::OK);
+    let said = final_messages(&stream).join("\n");
+    assert!(said.contains("second take"), "{said}");
+    let user = web_user("ann");
+    common::ledger::settled(&w.t.app.quota, &user, 2).await;
+    let page = c.get("/").await.text().await.unwrap();
+    assert!(page.contains("second take"), "{page}");
+    assert!(
+        !page.contains("first take"),
+        "the old answer is still shown: {page}"
+    );
+    assert_eq!(page.matches("a question").count(), 1, "{page}");
+    common::ledger::assert_books(&w.t.app.quota, &user).await;
+}

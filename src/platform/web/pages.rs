@@ -125,6 +125,8 @@ pub fn chat(state: &WebState, view: ChatView<'_>) -> Html<String> {
                     " "
                     button type="button" data-command="/system" { "System prompt" }
                     " "
+                    button type="button" data-command="/retry" { "Retry" }
+                    " "
                     button type="button" data-command="/cancel" { "Stop" }
                 }
                 #log aria-live="polite" {
