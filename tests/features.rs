@@ -700,6 +700,14 @@ async fn wait_turns(t: &TestApp, chat: &str, expected: &[&str]) {
     panic!("history {seen:?}, expected {expected:?}");
 }
 
+/// The history once /retry has answered "capital of France?" anew.
+const AFTER_RETRY: [&str; 4] = [
+    "hello",
+    "Echo: hello",
+    "capital of France?",
+    "It is Paris, on the Seine.",
+];
+
 /// /retry answers the conversation's last question anew: the model gets the history
 /// without the old exchange, the new answer takes the old one's place, and each answer
 /// is charged. A retry that fails leaves the history as it was and is refunded; with
@@ -724,20 +732,9 @@ async fn retry_answers_the_last_question_anew_in_place_of_the_old_answer() {
 
     let requests = b.t.openai.requests();
     assert_eq!(requests.len(), 3);
-    let asked: Vec<(String, String)> = requests[2]["messages"]
-        .as_array()
-        .unwrap()
+    let tail: Vec<(&str, &str)> = requests[2]["messages"].as_array().unwrap()[1..]
         .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_string(),
-                m["content"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let tail: Vec<(&str, &str)> = asked[1..]
-        .iter()
-        .map(|(r, c)| (r.as_str(), c.as_str()))
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
         .collect();
     assert_eq!(
         tail,
@@ -748,34 +745,14 @@ async fn retry_answers_the_last_question_anew_in_place_of_the_old_answer() {
         ],
         "the old answer is left out of the prompt"
     );
-    wait_turns(
-        &b.t,
-        "71",
-        &[
-            "hello",
-            "Echo: hello",
-            "capital of France?",
-            "It is Paris, on the Seine.",
-        ],
-    )
-    .await;
+    wait_turns(&b.t, "71", &AFTER_RETRY).await;
 
     // The server fails: the user is told, the old exchange stays, nothing is charged.
     b.t.openai
         .script(std::iter::repeat_n(Behavior::status(500), 3));
     b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
     wait_text(&b.tg, 71, "unavailable").await;
-    wait_turns(
-        &b.t,
-        "71",
-        &[
-            "hello",
-            "Echo: hello",
-            "capital of France?",
-            "It is Paris, on the Seine.",
-        ],
-    )
-    .await;
+    wait_turns(&b.t, "71", &AFTER_RETRY).await;
     let balance = common::ledger::settled(&b.t.app.quota, &user(71), 3).await;
     assert_eq!(
         balance.requests, 3,
