@@ -599,3 +599,40 @@ async fn retry_is_a_slash_command_answered_in_the_channel() {
     assert_eq!(balance.requests, 2);
     common::ledger::assert_books(&b.t.app.quota, &ann_id).await;
 }
+
+/// A moderator deletes the answer's message while it streams: Discord refuses the
+/// edits (404, Unknown Message), so the rest of the answer goes out as a new message
+/// instead of being lost after it was charged.
+#[tokio::test]
+async fn an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..30).map(|i| format!("word{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 30)),
+    }]);
+    b.dc.send_message(DM, ann(), "go", None);
+    b.dc.wait_until(10, "the answer's first edit", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "PATCH" && c.path.contains(&format!("/channels/{DM}/messages/")))
+    })
+    .await;
+    let edited =
+        b.dc.calls_matching("PATCH", &format!("/channels/{DM}/messages/"))[0]
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+    b.dc.delete_message(&edited);
+
+    let whole = pieces.concat();
+    b.dc.wait_text(15, "the whole answer", |t| t == whole).await;
+    assert_eq!(b.dc.texts(), [whole], "the answer is in the chat once");
+    let user = UserId::new(Platform::Discord, "4000000000000000001");
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 1).await;
+    assert_eq!(balance.used, 50);
+    common::ledger::assert_books(&b.t.app.quota, &user).await;
+}

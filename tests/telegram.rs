@@ -754,3 +754,42 @@ async fn a_replica_stopping_keeps_the_webhook_registered_for_the_others() {
     assert_eq!(status, 200);
     wait_answer(&tg, 71, "Echo: still there?").await;
 }
+
+/// The user deletes the answer's message while it streams: the edits that follow are
+/// refused ("message to edit not found"), so the rest of the answer — at the latest its
+/// final text — goes out as a new message instead of being lost after it was charged.
+#[tokio::test]
+async fn an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..30).map(|i| format!("word{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 30)),
+    }]);
+    b.tg.push_message(private_chat(9), user_json(9, "Di"), "go", None);
+    b.tg.wait_until(10, "the answer's first draft edit", |calls| {
+        calls.iter().any(|c| c.method == "editmessagetext")
+    })
+    .await;
+    let deleted = b.tg.calls_of("editMessageText")[0].body["message_id"]
+        .as_i64()
+        .unwrap();
+    b.tg.delete_message(9, deleted);
+
+    let whole = pieces.concat();
+    // A call with the final text is not enough: the edit carrying it may be refused.
+    b.tg.wait_until(15, "the whole answer in the chat", |_| {
+        b.tg.texts_in(9).last().map(String::as_str) == Some(whole.trim_end())
+    })
+    .await;
+    assert_eq!(
+        b.tg.texts_in(9),
+        [whole.trim_end()],
+        "the answer is in the chat once"
+    );
+    let user = UserId::new(Platform::Telegram, "9");
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 1).await;
+    assert_eq!(balance.used, 50);
+    common::ledger::assert_books(&b.t.app.quota, &user).await;
+}

@@ -226,6 +226,15 @@ impl<'a> ReplyStream<'a> {
                     }
                     return Ok(());
                 }
+                // Deleted in the chat while the answer streams: the text goes on in a
+                // new message (a draft at the next write, a final text now).
+                Err(AdapterError::Gone) if self.live.is_some() => {
+                    tracing::info!("the answer's message was deleted; going on in a new one");
+                    self.live = None;
+                    if !force {
+                        return Ok(());
+                    }
+                }
                 Err(AdapterError::NotNow(wait)) if !force => {
                     self.drafts_blocked_until = Some(Instant::now() + wait);
                     return Ok(());

@@ -79,6 +79,10 @@ pub enum AdapterError {
     /// asked of the platform; a draft may be tried again after this long.
     #[error("draft skipped, budget available in {0:?}")]
     NotNow(Duration),
+    /// The message to edit is gone (deleted in the chat); nothing was changed. What is
+    /// left to show goes out as a new message.
+    #[error("the message to edit no longer exists")]
+    Gone,
     /// A file to fetch is larger than the caller allows; nothing was downloaded past
     /// the limit.
     #[error("the file is larger than {limit} bytes")]

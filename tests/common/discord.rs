@@ -93,6 +93,8 @@ struct DcState {
     hidden: Vec<String>,
     /// Interaction token → (channel, id of its original response message).
     originals: HashMap<String, (String, String)>,
+    /// Messages deleted in the chat: editing one is refused (404, Unknown Message).
+    deleted: Vec<String>,
     /// Attachment path → bytes, served by GET; and the paths fetched.
     files: HashMap<String, Vec<u8>>,
     downloads: Vec<String>,
@@ -568,6 +570,14 @@ impl FakeDiscord {
         .await;
     }
 
+    /// Someone deletes the bot's message `id` (a moderator in a guild, the user in a DM).
+    pub fn delete_message(&self, id: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.texts.remove(id);
+        s.order.retain(|m| m != id);
+        s.deleted.push(id.to_string());
+    }
+
     fn write(&self, key: String, content: &str) {
         let mut s = self.state.lock().unwrap();
         if !s.texts.contains_key(&key) {
@@ -715,6 +725,9 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
             json_response(200, message(&id, channel, bot_user(), &content, None))
         }
         ("PATCH", ["channels", channel, "messages", id]) => {
+            if fake.state.lock().unwrap().deleted.iter().any(|d| d == id) {
+                return json_response(404, json!({"code": 10008, "message": "Unknown Message"}));
+            }
             fake.write(id.to_string(), &content);
             json_response(200, message(id, channel, bot_user(), &content, None))
         }

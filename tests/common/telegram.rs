@@ -768,6 +768,12 @@ impl FakeTelegram {
             .collect()
     }
 
+    /// Someone deletes message `id` in `chat` (a user their own chat's, an admin a
+    /// group's): it is gone, and editing it is refused as Telegram refuses it.
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        self.state.lock().unwrap().texts.remove(&(chat, id));
+    }
+
     /// The current text of every message the bot has in `chat`, oldest first.
     pub fn texts_in(&self, chat: i64) -> Vec<String> {
         let s = self.state.lock().unwrap();

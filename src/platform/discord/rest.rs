@@ -172,6 +172,10 @@ impl Rest {
                 }
                 continue;
             }
+            // Unknown Message: the message to edit was deleted in the chat.
+            if status.as_u16() == 404 && method == Method::PATCH && body["code"] == 10008 {
+                return Err(AdapterError::Gone);
+            }
             if !status.is_success() {
                 return Err(AdapterError::Failed(anyhow::anyhow!(
                     "Discord answered {status} to {}: {} (code {})",

@@ -57,6 +57,7 @@ fn message_id(id: &str) -> Result<MessageId, AdapterError> {
 fn adapter_error(e: RequestError) -> AdapterError {
     match e {
         RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
+        RequestError::Api(ApiError::MessageToEditNotFound) => AdapterError::Gone,
         other => AdapterError::Failed(anyhow::Error::new(other)),
     }
 }
