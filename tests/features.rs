@@ -761,3 +761,84 @@ async fn retry_answers_the_last_question_anew_in_place_of_the_old_answer() {
     assert_eq!(balance.reserved, 0);
     common::ledger::assert_books(&b.t.app.quota, &user(71)).await;
 }
+
+/// A question that got no answer — the model server failed, or the quota ran out — is
+/// what /retry asks (once the server is back, or tokens were granted), as a new
+/// exchange after the last answered one; the failure itself cost nothing.
+#[tokio::test]
+async fn retry_after_a_failure_or_an_empty_quota_asks_the_unanswered_question() {
+    let b = spawn_bot(Options::default()).await;
+    let (chat, who) = (private_chat(72), user_json(72, "Uli"));
+    b.tg.push_message(chat.clone(), who.clone(), "first", None);
+    wait_text(&b.tg, 72, "Echo: first").await;
+
+    b.t.openai
+        .script(std::iter::repeat_n(Behavior::status(500), 3));
+    b.tg.push_message(chat.clone(), who.clone(), "second", None);
+    wait_text(&b.tg, 72, "unavailable").await;
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    wait_text(&b.tg, 72, "Echo: second").await;
+    let asked = b.t.openai.requests().last().unwrap()["messages"].clone();
+    assert_eq!(asked.as_array().unwrap().len(), 4, "{asked}");
+    wait_turns(
+        &b.t,
+        "72",
+        &["first", "Echo: first", "second", "Echo: second"],
+    )
+    .await;
+
+    // Out of tokens: refused before the model; granted more, /retry asks it.
+    let uli = user(72);
+    b.t.app.quota.set_quota(&uli, Some(0)).await.unwrap();
+    b.tg.push_message(chat.clone(), who.clone(), "third", None);
+    wait_text(&b.tg, 72, "Quota exhausted").await;
+    b.t.app.quota.set_quota(&uli, Some(20_000)).await.unwrap();
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    wait_text(&b.tg, 72, "Echo: third").await;
+    wait_turns(
+        &b.t,
+        "72",
+        &[
+            "first",
+            "Echo: first",
+            "second",
+            "Echo: second",
+            "third",
+            "Echo: third",
+        ],
+    )
+    .await;
+    // Then /retry regenerates the last answer again, as usual.
+    b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
+    b.tg.wait_until(15, "a second answer to \"third\"", |calls| {
+        calls
+            .iter()
+            .filter(|c| {
+                c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Echo: third"))
+            })
+            .count()
+            >= 2
+    })
+    .await;
+    wait_turns(
+        &b.t,
+        "72",
+        &[
+            "first",
+            "Echo: first",
+            "second",
+            "Echo: second",
+            "third",
+            "Echo: third",
+        ],
+    )
+    .await;
+    let balance = common::ledger::settled(&b.t.app.quota, &uli, 4).await;
+    assert_eq!(
+        balance.requests, 4,
+        "four answers charged; the failure and the refusal not"
+    );
+    common::ledger::assert_books(&b.t.app.quota, &uli).await;
+}

@@ -462,3 +462,49 @@ async fn replace_last_swaps_the_last_exchange_only_while_it_is_still_last() {
     })
     .await;
 }
+
+/// The question that got no answer is kept beside the history for /retry, and the next
+/// exchange recorded (appended or put in place of the last) clears it.
+#[tokio::test]
+async fn an_unanswered_question_is_kept_until_an_exchange_is_recorded() {
+    both(opts(60_000, 10), |store| async move {
+        let k = key("unanswered");
+        store
+            .set(&k, Setting::Unanswered, Some("why \"is\" the sky blue?"))
+            .await
+            .unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(
+            s.unanswered.as_deref(),
+            Some("why \"is\" the sky blue?"),
+            "{}",
+            store.backend()
+        );
+        store
+            .append(&k, &[turn(Role::User, "q"), turn(Role::Assistant, "a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load(&k).await.unwrap().unanswered,
+            None,
+            "{}",
+            store.backend()
+        );
+        store
+            .set(&k, Setting::Unanswered, Some("again?"))
+            .await
+            .unwrap();
+        store
+            .replace_last(
+                &k,
+                &[turn(Role::User, "q"), turn(Role::Assistant, "a")],
+                &[turn(Role::User, "q"), turn(Role::Assistant, "b")],
+            )
+            .await
+            .unwrap();
+        let s = store.load(&k).await.unwrap();
+        assert_eq!(s.unanswered, None, "{}", store.backend());
+        assert_eq!(s.turns.len(), 2, "{}", store.backend());
+    })
+    .await;
+}

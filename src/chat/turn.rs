@@ -10,7 +10,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::notices::{self, say};
+use super::prompt::Refused;
 use super::reply::ReplyStream;
+use super::retry::Again;
 use super::{Conversation, Outcome, Refusal, measure};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
@@ -110,8 +112,14 @@ impl Conversation {
                     return Outcome::Refused(Refusal::File);
                 }
             },
-            Question::Again => match self.last_exchange(&key).await {
-                Ok(last) => (super::retry::asking_again(&last), Some(last)),
+            Question::Again => match self.again(&key).await {
+                Ok(again) => (
+                    super::retry::asking_again(&again),
+                    match again {
+                        Again::Exchange(last) => Some(last),
+                        Again::Unanswered(_) => None,
+                    },
+                ),
                 Err(refused) => return refused.tell(adapter, target).await,
             },
         };
@@ -158,7 +166,13 @@ impl Conversation {
             .await
         {
             Ok(r) => r,
-            Err(refused) => return refused.tell(adapter, target).await,
+            Err(refused) => {
+                // Once tokens are granted, /retry asks it.
+                if matches!(refused, Refused::Say(Refusal::Quota, _)) && again.is_none() {
+                    self.remember_unanswered(&key, &asking.recorded).await;
+                }
+                return refused.tell(adapter, target).await;
+            }
         };
         let mut asked = Asked {
             key,
@@ -414,6 +428,10 @@ impl Conversation {
             let charged = self.settle_or_refund(reservation, used).await;
             if let Some(tokens) = record {
                 self.record(asked, answer, tokens).await;
+            } else if asked.replaces.is_none() {
+                // Nothing to keep in the history: /retry asks the question again. (A
+                // failed /retry of an exchange leaves that exchange to retry.)
+                self.remember_unanswered(&asked.key, asked.text).await;
             }
             charged
         };

@@ -40,6 +40,11 @@ pub struct Session {
     /// The persona picked with /persona; `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persona: Option<String>,
+    /// The last question that got no answer to keep (the model failed, or it was stopped
+    /// or refused for quota before any text): what /retry asks. Cleared by the next
+    /// exchange recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<String>,
     #[serde(default, deserialize_with = "vec_or_empty_object")]
     pub turns: Vec<Turn>,
 }
@@ -50,6 +55,7 @@ pub enum Setting {
     SystemPrompt,
     Model,
     Persona,
+    Unanswered,
 }
 
 impl Setting {
@@ -59,6 +65,7 @@ impl Setting {
             Setting::SystemPrompt => "system_prompt",
             Setting::Model => "model",
             Setting::Persona => "persona",
+            Setting::Unanswered => "unanswered",
         }
     }
 
@@ -69,6 +76,7 @@ impl Setting {
             Setting::SystemPrompt => session.system_prompt = value,
             Setting::Model => session.model = value,
             Setting::Persona => session.persona = value,
+            Setting::Unanswered => session.unanswered = value,
         }
     }
 }
@@ -80,6 +88,7 @@ impl Default for Session {
             system_prompt: None,
             model: None,
             persona: None,
+            unanswered: None,
             turns: Vec::new(),
         }
     }
@@ -248,6 +257,7 @@ mod tests {
             system_prompt: None,
             model: Some("big".into()),
             persona: None,
+            unanswered: Some("what is 2 + 2?".into()),
             turns: vec![Turn {
                 role: Role::User,
                 content: "héllo \"/\" ✓".into(),

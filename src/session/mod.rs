@@ -20,8 +20,10 @@ pub struct StoreOptions {
     pub max_history: usize,
 }
 
-/// Appends with the history limit applied, as both stores do.
+/// Appends with the history limit applied, as both stores do; an exchange recorded
+/// answers what was left unanswered.
 fn append_bounded(session: &mut Session, turns: &[Turn], max_history: usize) {
+    session.unanswered = None;
     session.turns.extend_from_slice(turns);
     let excess = session.turns.len().saturating_sub(max_history);
     session.turns.drain(..excess);

@@ -23,7 +23,7 @@ local replaced = 0
 local function valid(s)
   if type(s) ~= 'table' or s.v ~= version or type(s.turns) ~= 'table' then return false end
   if #s.turns == 0 and next(s.turns) ~= nil then return false end
-  for _, field in ipairs({'system_prompt', 'model', 'persona'}) do
+  for _, field in ipairs({'system_prompt', 'model', 'persona', 'unanswered'}) do
     local value = s[field]
     if value ~= nil and value ~= cjson.null and type(value) ~= 'string' then return false end
   end
@@ -48,6 +48,8 @@ if not session then
   session = { v = version, turns = {} }
 end
 local function append(turns)
+  -- An exchange recorded answers what was left unanswered.
+  session.unanswered = nil
   for _, turn in ipairs(turns) do
     table.insert(session.turns, turn)
   end
@@ -80,7 +82,7 @@ elseif op == 'replace_last' then
     end
   end
   append(given.turns)
-elseif op == 'system_prompt' or op == 'model' or op == 'persona' then
+elseif op == 'system_prompt' or op == 'model' or op == 'persona' or op == 'unanswered' then
   local value = cjson.decode(ARGV[3])
   if value == cjson.null then value = nil end
   session[op] = value

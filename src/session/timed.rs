@@ -46,6 +46,7 @@ impl SessionStore for Timed {
             Setting::SystemPrompt => "set_system_prompt",
             Setting::Model => "set_model",
             Setting::Persona => "set_persona",
+            Setting::Unanswered => "set_unanswered",
         };
         timed(SESSION_STORE, op, self.0.set(key, setting, value)).await
     }
