@@ -775,7 +775,12 @@ async fn retry_after_a_failure_or_an_empty_quota_asks_the_unanswered_question() 
     b.t.openai
         .script(std::iter::repeat_n(Behavior::status(500), 3));
     b.tg.push_message(chat.clone(), who.clone(), "second", None);
-    wait_text(&b.tg, 72, "unavailable").await;
+    wait_text(
+        &b.tg,
+        72,
+        "unavailable right now. Please try again later (/retry).",
+    )
+    .await;
     b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
     wait_text(&b.tg, 72, "Echo: second").await;
     let asked = b.t.openai.requests().last().unwrap()["messages"].clone();

@@ -151,11 +151,11 @@ impl LlmError {
                 retry_after: Some(wait),
                 ..
             } if *wait >= Duration::from_secs(2) => Cow::Owned(format!(
-                "The model is busy right now. Please try again in about {} s.",
+                "The model is busy right now. Please try again in about {} s (/retry).",
                 wait.as_secs()
             )),
             LlmError::RateLimited { .. } => {
-                "The model is busy right now. Please try again in a moment.".into()
+                "The model is busy right now. Please try again in a moment (/retry).".into()
             }
             LlmError::OutOfCredit(_) => {
                 "The bot cannot reach its model (an operator needs to check its API account). Please try again later.".into()
@@ -170,11 +170,11 @@ impl LlmError {
                 "The model server refused this request. Try rephrasing it, or /reset to start over.".into()
             }
             LlmError::Unavailable(_) | LlmError::Unexpected(_) => {
-                "The model server is unavailable right now. Please try again later.".into()
+                "The model server is unavailable right now. Please try again later (/retry).".into()
             }
-            LlmError::Timeout(_) => "The model took too long to answer. Please try again.".into(),
+            LlmError::Timeout(_) => "The model took too long to answer. Please try again (/retry).".into(),
             LlmError::Interrupted(_) => {
-                "The answer was cut off by the model server. Please try again.".into()
+                "The answer was cut off by the model server. Please try again (/retry).".into()
             }
         }
     }
