@@ -11,6 +11,7 @@
 mod admission;
 pub mod commands;
 pub mod context;
+mod ending;
 pub mod files;
 mod gate;
 pub mod images;
