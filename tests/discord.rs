@@ -636,3 +636,34 @@ async fn an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message() {
     assert_eq!(balance.used, 50);
     common::ledger::assert_books(&b.t.app.quota, &user).await;
 }
+
+/// The user blocks the bot while it answers in a DM: Discord refuses every write (403,
+/// 50007), so the model stream is stopped at the first refusal and only what was
+/// produced is charged.
+#[tokio::test]
+async fn a_user_who_blocks_the_bot_midway_stops_the_answer() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..200).map(|i| format!("part{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(20),
+        usage: Some((20, 200)),
+    }]);
+    b.dc.send_message(DM, ann(), "a long story", None);
+    b.dc.wait_until(10, "the answer's first message", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "POST" && c.path.ends_with(&format!("/channels/{DM}/messages")))
+    })
+    .await;
+    b.dc.close_channel(DM);
+    let user = UserId::new(Platform::Discord, "4000000000000000001");
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 1).await;
+    assert_eq!(balance.reserved, 0);
+    assert!(
+        balance.used > 0 && balance.used < 220,
+        "charged {} for an answer nobody could see",
+        balance.used
+    );
+    common::ledger::assert_books(&b.t.app.quota, &user).await;
+}

@@ -793,3 +793,43 @@ async fn an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message() {
     assert_eq!(balance.used, 50);
     common::ledger::assert_books(&b.t.app.quota, &user).await;
 }
+
+/// The user blocks the bot while it answers: Telegram refuses every write (403), so the
+/// answer can never be shown. The model stream is stopped at the first refusal instead
+/// of running to the end, and only what was produced is charged (the prompt and the
+/// text so far, as the provider billed it).
+#[tokio::test]
+async fn a_user_who_blocks_the_bot_midway_stops_the_answer_and_is_charged_for_what_was_produced() {
+    let b = spawn_bot(fast()).await;
+    let pieces: Vec<String> = (0..200).map(|i| format!("part{i} ")).collect();
+    b.t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(20),
+        usage: Some((20, 200)),
+    }]);
+    b.tg.push_message(private_chat(41), user_json(41, "Bo"), "a long story", None);
+    b.tg.wait_until(10, "the answer's first message", |calls| {
+        calls.iter().any(|c| c.method == "sendmessage")
+    })
+    .await;
+    b.tg.block_bot(41);
+    let user = UserId::new(Platform::Telegram, "41");
+    let balance = common::ledger::settled(&b.t.app.quota, &user, 1).await;
+    assert_eq!(balance.reserved, 0);
+    // Stopped: the model had produced far less than its 200 parts (and the usage figure
+    // it sends only at the end never came), so less than the full answer is charged.
+    let full = 20 + 200;
+    assert!(
+        balance.used > 0 && balance.used < full,
+        "charged {} for an answer nobody could see (full: {full})",
+        balance.used
+    );
+    // Nothing reached the user, so nothing is kept as an exchange.
+    let key = gptbot::core::event::SessionKey {
+        platform: Platform::Telegram,
+        chat: "41".into(),
+        user: "41".into(),
+    };
+    assert!(b.t.app.sessions.load(&key).await.unwrap().turns.is_empty());
+    common::ledger::assert_books(&b.t.app.quota, &user).await;
+}

@@ -25,6 +25,9 @@ pub(super) enum Ending {
     Failed(LlmError),
     /// Nothing was sent that the server could take (the message alone is too long).
     Refused(String),
+    /// The chat cannot be written to any more (blocked, removed): the stream was stopped
+    /// (dropping it closes the connection, so the server stops generating too).
+    Unreachable(String),
 }
 
 /// What the turn asked: needed to charge and record it.
@@ -156,6 +159,11 @@ impl Conversation {
                     Outcome::Failed,
                 )
             }
+            Ending::Unreachable(why) => {
+                tracing::info!(%why, "the chat cannot be written to; the answer was stopped");
+                // Charged as the provider billed it: the prompt and the text produced.
+                (Some(local().1), None, Delivery::Nothing, Outcome::Failed)
+            }
             Ending::Refused(sentence) => (
                 None,
                 None,
@@ -195,6 +203,7 @@ impl Conversation {
                     measure::reply_overhead(model_done.elapsed());
                 }
                 Delivery::Say(text) => say(adapter, target, &text).await,
+                Delivery::Nothing => {}
             }
         };
         let (charged, ()) = tokio::join!(books, show);
@@ -265,4 +274,6 @@ enum Delivery<'a> {
     Final(Box<ReplyStream<'a>>, Option<String>),
     /// A notice instead (nothing was shown).
     Say(String),
+    /// Nothing: the chat cannot be written to.
+    Nothing,
 }

@@ -14,7 +14,7 @@ use super::prompt::Refused;
 use super::reply::ReplyStream;
 use super::retry::Again;
 use super::{Conversation, Outcome, Refusal, measure};
-use crate::core::adapter::{ChatAdapter, ReplyTarget};
+use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::IncomingEvent;
 use crate::core::model::{Image, LlmError, ModelEvent, ModelRequest};
@@ -238,6 +238,9 @@ impl Conversation {
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     if let Err(e) = reply.tick().await {
+                        if let AdapterError::Unreachable(why) = e {
+                            return Ending::Unreachable(why);
+                        }
                         tracing::warn!(error = %chain(&e), "could not show streamed text");
                     }
                     continue;
@@ -252,6 +255,9 @@ impl Conversation {
                 Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(ModelEvent::Delta(delta))) => {
                     if let Err(e) = reply.push(&delta).await {
+                        if let AdapterError::Unreachable(why) = e {
+                            return Ending::Unreachable(why);
+                        }
                         tracing::warn!(error = %chain(&e), "could not show streamed text");
                     }
                 }

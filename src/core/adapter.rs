@@ -79,6 +79,10 @@ pub enum AdapterError {
     /// asked of the platform; a draft may be tried again after this long.
     #[error("draft skipped, budget available in {0:?}")]
     NotNow(Duration),
+    /// The chat cannot be written to any more (the user blocked the bot, the bot was
+    /// removed, the chat is gone): nothing sent there will be seen.
+    #[error("the chat cannot be written to: {0}")]
+    Unreachable(String),
     /// The message to edit is gone (deleted in the chat); nothing was changed. What is
     /// left to show goes out as a new message.
     #[error("the message to edit no longer exists")]

@@ -95,6 +95,8 @@ struct DcState {
     originals: HashMap<String, (String, String)>,
     /// Messages deleted in the chat: editing one is refused (404, Unknown Message).
     deleted: Vec<String>,
+    /// Channels closed to the bot (a DM whose user blocked it): writes answer 403.
+    closed: Vec<String>,
     /// Attachment path → bytes, served by GET; and the paths fetched.
     files: HashMap<String, Vec<u8>>,
     downloads: Vec<String>,
@@ -570,6 +572,12 @@ impl FakeDiscord {
         .await;
     }
 
+    /// The user of DM channel `channel` blocks the bot: every message and edit there is
+    /// refused (403, code 50007), as Discord does.
+    pub fn close_channel(&self, channel: &str) {
+        self.state.lock().unwrap().closed.push(channel.to_string());
+    }
+
     /// Someone deletes the bot's message `id` (a moderator in a guild, the user in a DM).
     pub fn delete_message(&self, id: &str) {
         let mut s = self.state.lock().unwrap();
@@ -719,6 +727,20 @@ fn answer(fake: &FakeDiscord, method: &Method, path: &str, body: &Value) -> Resp
             )
         }
         ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST" | "PATCH", ["channels", channel, "messages", ..])
+            if fake
+                .state
+                .lock()
+                .unwrap()
+                .closed
+                .iter()
+                .any(|c| c == channel) =>
+        {
+            json_response(
+                403,
+                json!({"code": 50007, "message": "Cannot send messages to this user"}),
+            )
+        }
         ("POST", ["channels", channel, "messages"]) => {
             let id = fake.new_id();
             fake.write(id.clone(), &content);

@@ -42,6 +42,8 @@ struct TgState {
     calls: Vec<Call>,
     failures: HashMap<String, VecDeque<(u16, String, Option<u64>)>>,
     reject_html: usize,
+    /// Private chats whose user blocked the bot: every write there answers 403.
+    blocked: Vec<i64>,
     /// (chat id, message id) → current text, as a client would see it.
     texts: HashMap<(i64, i64), String>,
     webhook: String,
@@ -353,6 +355,15 @@ async fn api(
     };
     if let Some((code, description, retry_after)) = failure {
         return error(code, &description, retry_after);
+    }
+    let chat = body["chat_id"].as_i64();
+    if chat.is_some_and(|c| fake.state.lock().unwrap().blocked.contains(&c))
+        && matches!(
+            method.as_str(),
+            "sendmessage" | "editmessagetext" | "sendchataction" | "sendmessagedraft"
+        )
+    {
+        return error(403, "Forbidden: bot was blocked by the user", None);
     }
     match method.as_str() {
         "getme" => ok(json!({
@@ -766,6 +777,12 @@ impl FakeTelegram {
                     && c.body["chat_id"].as_i64() == Some(chat)
             })
             .collect()
+    }
+
+    /// The user of private chat `chat` blocks the bot: from now on every message, edit
+    /// and chat action there is refused with 403, as Telegram does.
+    pub fn block_bot(&self, chat: i64) {
+        self.state.lock().unwrap().blocked.push(chat);
     }
 
     /// Someone deletes message `id` in `chat` (a user their own chat's, an admin a

@@ -176,6 +176,18 @@ impl Rest {
             if status.as_u16() == 404 && method == Method::PATCH && body["code"] == 10008 {
                 return Err(AdapterError::Gone);
             }
+            // Writing to a chat that is closed to the bot: a user who blocked it or
+            // left every shared server (50007), a channel it lost access to (50001,
+            // 50013) or that was deleted (10003).
+            if method != Method::GET
+                && path.contains("/messages")
+                && matches!(body["code"].as_u64(), Some(50007 | 50001 | 50013 | 10003))
+            {
+                return Err(AdapterError::Unreachable(format!(
+                    "Discord answered {status}: {}",
+                    body["message"].as_str().unwrap_or("no message")
+                )));
+            }
             if !status.is_success() {
                 return Err(AdapterError::Failed(anyhow::anyhow!(
                     "Discord answered {status} to {}: {} (code {})",

@@ -58,6 +58,14 @@ fn adapter_error(e: RequestError) -> AdapterError {
     match e {
         RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
         RequestError::Api(ApiError::MessageToEditNotFound) => AdapterError::Gone,
+        RequestError::Api(
+            e @ (ApiError::BotBlocked
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::BotKickedFromChannel
+            | ApiError::UserDeactivated
+            | ApiError::ChatNotFound),
+        ) => AdapterError::Unreachable(e.to_string()),
         other => AdapterError::Failed(anyhow::Error::new(other)),
     }
 }
