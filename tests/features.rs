@@ -794,25 +794,21 @@ async fn retry_after_a_failure_or_an_empty_quota_asks_the_unanswered_question() 
 
     // Out of tokens: refused before the model; granted more, /retry asks it.
     let uli = user(72);
+    let all_three = [
+        "first",
+        "Echo: first",
+        "second",
+        "Echo: second",
+        "third",
+        "Echo: third",
+    ];
     b.t.app.quota.set_quota(&uli, Some(0)).await.unwrap();
     b.tg.push_message(chat.clone(), who.clone(), "third", None);
     wait_text(&b.tg, 72, "Quota exhausted").await;
     b.t.app.quota.set_quota(&uli, Some(20_000)).await.unwrap();
     b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
     wait_text(&b.tg, 72, "Echo: third").await;
-    wait_turns(
-        &b.t,
-        "72",
-        &[
-            "first",
-            "Echo: first",
-            "second",
-            "Echo: second",
-            "third",
-            "Echo: third",
-        ],
-    )
-    .await;
+    wait_turns(&b.t, "72", &all_three).await;
     // Then /retry regenerates the last answer again, as usual.
     b.tg.push_message(chat.clone(), who.clone(), "/retry", None);
     b.tg.wait_until(15, "a second answer to \"third\"", |calls| {
@@ -827,19 +823,7 @@ async fn retry_after_a_failure_or_an_empty_quota_asks_the_unanswered_question() 
             >= 2
     })
     .await;
-    wait_turns(
-        &b.t,
-        "72",
-        &[
-            "first",
-            "Echo: first",
-            "second",
-            "Echo: second",
-            "third",
-            "Echo: third",
-        ],
-    )
-    .await;
+    wait_turns(&b.t, "72", &all_three).await;
     let balance = common::ledger::settled(&b.t.app.quota, &uli, 4).await;
     assert_eq!(
         balance.requests, 4,
