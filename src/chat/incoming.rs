@@ -76,6 +76,7 @@ impl Conversation {
         if let Some(quoted) = &event.quoted {
             text = quoted.with_question(&text);
         }
+        // The mark `had_pictures` reads.
         let recorded = match images.len() {
             0 => text.clone(),
             1 => format!("[an image] {text}"),
@@ -196,5 +197,32 @@ impl Conversation {
             self.settings.file_max_bytes,
         )
         .await
+    }
+}
+
+/// Whether a recorded question was asked with pictures (marked "[an image] …" or
+/// "[3 images] …" by [`Conversation::asking`]; the pictures themselves are not kept).
+pub(super) fn had_pictures(recorded: &str) -> bool {
+    if recorded.starts_with("[an image] ") {
+        return true;
+    }
+    recorded
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(" images] "))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::had_pictures;
+
+    #[test]
+    fn a_question_with_pictures_is_recognised_by_its_mark() {
+        assert!(had_pictures("[an image] what is this?"));
+        assert!(had_pictures("[12 images] which is brighter?"));
+        assert!(!had_pictures("[some images] no"));
+        assert!(!had_pictures("[ images] no"));
+        assert!(!had_pictures("what about [2 images] here"));
+        assert!(!had_pictures("plain"));
     }
 }

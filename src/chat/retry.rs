@@ -6,7 +6,7 @@
 
 use super::Conversation;
 use super::Refusal;
-use super::incoming::Asking;
+use super::incoming::{Asking, had_pictures};
 use super::prompt::Refused;
 use crate::core::event::SessionKey;
 use crate::core::session::{Role, Setting, Turn};
@@ -73,32 +73,5 @@ pub(super) fn asking_again(again: &Again) -> Asking {
         text,
         images: Vec::new(),
         extra: 0,
-    }
-}
-
-/// Whether a recorded question was asked with pictures (marked "[an image] …" or
-/// "[3 images] …" by `incoming`; the pictures themselves are not kept).
-fn had_pictures(recorded: &str) -> bool {
-    if recorded.starts_with("[an image] ") {
-        return true;
-    }
-    recorded
-        .strip_prefix('[')
-        .and_then(|rest| rest.split_once(" images] "))
-        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::had_pictures;
-
-    #[test]
-    fn a_question_with_pictures_is_recognised_by_its_mark() {
-        assert!(had_pictures("[an image] what is this?"));
-        assert!(had_pictures("[12 images] which is brighter?"));
-        assert!(!had_pictures("[some images] no"));
-        assert!(!had_pictures("[ images] no"));
-        assert!(!had_pictures("what about [2 images] here"));
-        assert!(!had_pictures("plain"));
     }
 }
