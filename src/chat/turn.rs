@@ -237,11 +237,8 @@ impl Conversation {
                 () = &mut restarting => return Ending::Restarting,
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
-                    if let Err(e) = reply.tick().await {
-                        if let AdapterError::Unreachable(why) = e {
-                            return Ending::Unreachable(why);
-                        }
-                        tracing::warn!(error = %chain(&e), "could not show streamed text");
+                    if let Some(ending) = after_write(reply.tick().await) {
+                        return ending;
                     }
                     continue;
                 }
@@ -254,14 +251,24 @@ impl Conversation {
                 Some(Err(e)) => return Ending::Failed(e),
                 Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(ModelEvent::Delta(delta))) => {
-                    if let Err(e) = reply.push(&delta).await {
-                        if let AdapterError::Unreachable(why) = e {
-                            return Ending::Unreachable(why);
-                        }
-                        tracing::warn!(error = %chain(&e), "could not show streamed text");
+                    if let Some(ending) = after_write(reply.push(&delta).await) {
+                        return ending;
                     }
                 }
             }
+        }
+    }
+}
+
+/// What a failed write of streamed text means for the turn: a chat that cannot be
+/// written to ends it; anything else is a missed frame (the final text follows), logged.
+fn after_write(written: Result<(), AdapterError>) -> Option<Ending> {
+    match written {
+        Ok(()) => None,
+        Err(AdapterError::Unreachable(why)) => Some(Ending::Unreachable(why)),
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "could not show streamed text");
+            None
         }
     }
 }
