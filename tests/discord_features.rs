@@ -48,6 +48,21 @@ async fn wait_post(dc: &FakeDiscord, channel: &str, text: &str) {
     .await;
 }
 
+/// Ann asks `question` with `/chat` in the channel; returns the interaction's token and
+/// the thread opened for it.
+async fn ask_in_a_thread(dc: &FakeDiscord, question: &str) -> (String, Thread) {
+    let token = dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": question}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    dc.wait_until(15, "a thread opened", |_| !dc.threads().is_empty())
+        .await;
+    (token, dc.threads().remove(0))
+}
+
 fn posts_in(dc: &FakeDiscord, channel: &str) -> Vec<Value> {
     dc.calls_matching("POST", &format!("/channels/{channel}/messages"))
         .into_iter()
@@ -59,16 +74,7 @@ fn posts_in(dc: &FakeDiscord, channel: &str) -> Vec<Value> {
 #[tokio::test]
 async fn a_chat_command_opens_a_thread_and_members_continue_it_there_without_a_mention() {
     let b = spawn_bot(threads_on()).await;
-    let token = b.dc.slash(
-        "chat",
-        json!([{"name": "prompt", "type": 3, "value": "What is a monad?\nIn short."}]),
-        CHANNEL,
-        ann(),
-        Some(GUILD),
-    );
-    b.dc.wait_until(15, "a thread opened", |_| !b.dc.threads().is_empty())
-        .await;
-    let thread = b.dc.threads().remove(0);
+    let (token, thread) = ask_in_a_thread(&b.dc, "What is a monad?\nIn short.").await;
     assert_eq!(thread.parent, CHANNEL);
     assert_eq!(thread.name, "What is a monad?", "named after the question");
     assert_eq!(thread.owner, BOT_ID);
@@ -354,16 +360,7 @@ async fn a_channel_discord_will_not_describe_is_asked_about_once_and_answered_in
 #[tokio::test]
 async fn slash_commands_in_a_bot_thread_act_on_the_threads_conversation() {
     let b = spawn_bot(threads_on()).await;
-    b.dc.slash(
-        "chat",
-        json!([{"name": "prompt", "type": 3, "value": "What is a monad?"}]),
-        CHANNEL,
-        ann(),
-        Some(GUILD),
-    );
-    b.dc.wait_until(15, "a thread opened", |_| !b.dc.threads().is_empty())
-        .await;
-    let thread = b.dc.threads().remove(0);
+    let (_, thread) = ask_in_a_thread(&b.dc, "What is a monad?").await;
     wait_post(&b.dc, &thread.id, "Echo: What is a monad?").await;
     let shared = gptbot::core::event::SessionKey {
         platform: Platform::Discord,
