@@ -142,6 +142,16 @@ impl AccessService {
         })
     }
 
+    /// Whether `user` is spoken of by the configuration (an admin, a listed user) or
+    /// by a stored rule: such a name carries rights (or a ban) a newcomer must not get.
+    pub async fn names(&self, user: &UserId) -> Result<bool, AccessError> {
+        let subject = user.to_string();
+        if self.admins.contains(&subject) || self.users.contains(&subject) {
+            return Ok(true);
+        }
+        Ok(self.rules().await?.contains_key(&subject))
+    }
+
     /// Records an admin's `/allow` or `/deny` of a user or group subject.
     pub async fn set_rule(
         &self,

@@ -19,6 +19,13 @@ pub enum AccountError {
     Exists(String),
     #[error("there is no web user named {0}")]
     Unknown(String),
+    /// The name belongs to someone else: a configured admin or user, an access rule, or
+    /// an account that was removed (its balance and history stay with the name).
+    #[error("the name {0} is taken; please choose another")]
+    Taken(String),
+    /// Every password check slot is busy (a flood of logins).
+    #[error("the server is busy checking passwords; please try again in a few seconds")]
+    Busy,
     #[error("the accounts database failed")]
     Db(#[source] anyhow::Error),
 }
@@ -58,9 +65,30 @@ fn check_password(password: &SecretString) -> Result<(), AccountError> {
     Ok(())
 }
 
+/// Password hashes computed at once, process-wide: one per core. Each takes 19 MiB and
+/// tens of milliseconds, so a flood of logins from many addresses queues here instead
+/// of taking every core and hundreds of MiB.
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
+/// How long an attempt waits for a hashing slot before it is told the server is busy.
+const HASH_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn hash_permit() -> Result<tokio::sync::SemaphorePermit<'static>, AccountError> {
+    match tokio::time::timeout(HASH_QUEUE_WAIT, hashing().acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(AccountError::Busy),
+    }
+}
+
 /// argon2id with the crate's defaults (OWASP's recommended 19 MiB, 2 passes), off the
 /// async threads: it is meant to be slow.
 async fn hash(password: SecretString) -> Result<String, AccountError> {
+    let _permit = hash_permit().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -72,8 +100,9 @@ async fn hash(password: SecretString) -> Result<String, AccountError> {
     .map_err(|e| AccountError::Db(anyhow::Error::new(e).context("the hashing task")))?
 }
 
-async fn verify(stored: String, password: SecretString) -> bool {
-    tokio::task::spawn_blocking(move || {
+async fn verify(stored: String, password: SecretString) -> Result<bool, AccountError> {
+    let _permit = hash_permit().await?;
+    Ok(tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.expose_secret().as_bytes(), &parsed)
@@ -81,7 +110,7 @@ async fn verify(stored: String, password: SecretString) -> bool {
         })
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(false))
 }
 
 /// The web front's accounts.
@@ -174,9 +203,64 @@ impl WebAccounts {
         Ok(())
     }
 
-    /// Deletes an account (its quota account and ledger stay, for the books).
-    pub async fn remove(&self, name: &str) -> Result<(), AccountError> {
+    /// A visitor's own account (`/signup`): as [`Self::add`], but a name that belonged
+    /// to a removed account stays refused (it would inherit its balance and history)
+    /// until an operator frees it with `gptbot web user remove --forget`.
+    pub async fn sign_up(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<(String, i64), AccountError> {
         let name = username(name)?;
+        if self.retired(&name).await? {
+            return Err(AccountError::Taken(name));
+        }
+        self.add(&name, password).await
+    }
+
+    /// Whether `name` belonged to an account that was removed and not forgotten.
+    pub async fn retired(&self, name: &str) -> Result<bool, AccountError> {
+        let row: Option<(String,)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql).bind(name).fetch_optional(pool).await,
+            "SELECT username FROM web_users_retired WHERE username = ?1"
+        )
+        .context("reading retired web user names")
+        .map_err(AccountError::Db)?;
+        Ok(row.is_some())
+    }
+
+    /// Deletes an account (its quota account and ledger stay, for the books). Its name
+    /// is retired — sign-up refuses it — unless `forget`, which frees the name (of an
+    /// account, or one removed before): whoever takes it next inherits its balance.
+    pub async fn remove(&self, name: &str, forget: bool) -> Result<(), AccountError> {
+        let name = username(name)?;
+        let retired = if forget {
+            crate::on_db!(
+                &self.db,
+                |pool, sql| sqlx::query(sql)
+                    .bind(&name)
+                    .execute(pool)
+                    .await
+                    .map(|r| crate::db::Done(r.rows_affected())),
+                "DELETE FROM web_users_retired WHERE username = ?1"
+            )
+        } else {
+            crate::on_db!(
+                &self.db,
+                |pool, sql| sqlx::query(sql)
+                    .bind(&name)
+                    .bind(chrono::Utc::now().timestamp())
+                    .execute(pool)
+                    .await
+                    .map(|r| crate::db::Done(r.rows_affected())),
+                "INSERT INTO web_users_retired (username, removed_at) \
+                 SELECT username, ?2 FROM web_users WHERE username = ?1 \
+                 ON CONFLICT (username) DO NOTHING"
+            )
+        }
+        .context("retiring a web user's name")
+        .map_err(AccountError::Db)?;
         let done = crate::on_db!(
             &self.db,
             |pool, sql| sqlx::query(sql)
@@ -188,7 +272,7 @@ impl WebAccounts {
         )
         .context("removing a web user")
         .map_err(AccountError::Db)?;
-        if done.0 == 0 {
+        if done.0 == 0 && !(forget && retired.0 > 0) {
             return Err(AccountError::Unknown(name));
         }
         Ok(())
@@ -241,10 +325,10 @@ impl WebAccounts {
         let fits = password.expose_secret().len() <= MAX_PASSWORD_BYTES;
         match stored {
             Some((stored, version)) if fits => Ok(verify(stored, password.clone())
-                .await
+                .await?
                 .then_some((name, version))),
             _ => {
-                verify(self.decoy().await?, SecretString::from("not the decoy")).await;
+                verify(self.decoy().await?, SecretString::from("not the decoy")).await?;
                 Ok(None)
             }
         }

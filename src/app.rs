@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::{AccessError, AccessService};
 use crate::chat::{Conversation, ConversationSettings};
@@ -69,6 +69,7 @@ impl AppError {
             | AppError::Account(
                 crate::accounts::AccountError::Invalid(_)
                 | crate::accounts::AccountError::Exists(_)
+                | crate::accounts::AccountError::Taken(_)
                 | crate::accounts::AccountError::Unknown(_),
             )
             | AppError::NoPlatform
@@ -202,6 +203,12 @@ impl App {
                 personas: settings.personas.clone(),
                 file_max_chars: settings.files.max_chars,
                 file_max_bytes: settings.files.max_bytes,
+                pdfs: crate::chat::pdf::PdfReader::from_settings(&settings.files).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "files.reader",
+                        message: format!("cannot find this executable to read PDFs with: {e}"),
+                    }
+                })?,
                 image_detail: settings.model.image_detail.clone(),
                 transcriber: crate::llm::audio::Transcriber::from_settings(&settings, http.clone()),
             },
@@ -237,118 +244,135 @@ impl App {
         Ok(())
     }
 
-    /// Connects every configured platform and serves it until `shutdown` turns true.
-    pub async fn run_until_stopped(&self, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+    /// Connects every configured platform and serves it until `shutdown` is cancelled.
+    pub async fn run_until_stopped(&self, shutdown: CancellationToken) -> Result<(), AppError> {
         self.start(shutdown).await?.wait().await
     }
 
     /// Connects every configured platform (their start-up errors come back here) and
     /// returns them running; [`Running::wait`] waits until they stop.
-    pub async fn start(&self, shutdown: watch::Receiver<bool>) -> Result<Running, AppError> {
+    ///
+    /// Everything started here hangs off one child of `shutdown`: a start-up failure
+    /// cancels it, stopping whatever already runs, and a cancellation while a platform
+    /// connects abandons start-up — what started is returned, stopping, so
+    /// [`Running::wait`] ends at once.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, AppError> {
         App::check_platforms(&self.settings)?;
-        let telegram = self.settings.telegram.token.is_some();
-        let discord = self.settings.discord.token.is_some();
-        // A platform that fails stops the others: they all follow this inner signal.
-        let (stop, inner) = watch::channel(false);
-        // Renews this process's holds and returns expired ones (its first sweep is the
-        // start-up recovery: holds of a killed process, once their lease ran out).
-        self.quota.spawn_keeper(inner.clone());
-        // Once the platforms stop taking updates, answers in progress get the grace.
-        let drained = {
-            let conversation = self.conversation.clone();
-            let grace = self.settings.shutdown.grace;
-            let mut stopping = inner.clone();
-            tokio::spawn(async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-                conversation.drain(grace).await;
-            })
-        };
-        let relay = stop.clone();
-        let mut outer = shutdown;
-        tokio::spawn(async move {
-            let _ = outer.wait_for(|stop| *stop).await;
-            let _ = relay.send(true);
-        });
-        // Not ready until every platform is connected.
-        let started = Arc::new(Started::default());
-        self.readiness.add(started.clone());
-        let ops_addr = match self.settings.http.listen {
-            Some(addr) => Some(
-                crate::ops::serve(addr, self.readiness.clone(), inner.clone())
-                    .await
-                    .map_err(|e| ConfigError::Invalid {
-                        key: "http.listen",
-                        message: format!("cannot listen on {addr}: {e}"),
-                    })?,
-            ),
-            None => None,
-        };
-        let web = match self.settings.web.listen {
-            Some(addr) => {
-                let state = crate::platform::web::WebState::new(
-                    self.conversation.clone(),
-                    self.sessions.clone(),
-                    self.quota.clone(),
-                    crate::accounts::WebAccounts::new(self.db.clone()),
-                    self.settings.web.clone(),
-                    self.settings.bot.name.clone(),
-                );
-                let served = crate::platform::web::serve(addr, state, inner.clone()).await;
-                match served {
-                    Ok(served) => Some(served),
-                    Err(e) => {
-                        let _ = stop.send(true);
-                        return Err(ConfigError::Invalid {
-                            key: "web.listen",
-                            message: format!("cannot listen on {addr}: {e}"),
-                        }
-                        .into());
-                    }
-                }
-            }
-            None => None,
-        };
+        let stop = shutdown.child_token();
+        // Until start-up succeeds, leaving this function (an error, or the caller
+        // dropping it) stops everything started so far.
+        let guard = stop.clone().drop_guard();
         let mut running = Running {
             telegram: None,
             discord: None,
-            web_addr: web.as_ref().map(|(addr, _)| *addr),
-            web: web.map(|(_, task)| task),
-            ops_addr,
-            stop,
-            drained,
+            web_addr: None,
+            web: None,
+            ops_addr: None,
+            stop: stop.clone(),
+            drained: None,
         };
-        if telegram {
-            let handle = crate::platform::telegram::start(
+        // Renews this process's holds and returns expired ones (its first sweep is the
+        // start-up recovery: holds of a killed process, once their lease ran out).
+        self.quota.spawn_keeper(stop.clone());
+        // Not ready until every platform is connected.
+        let started = Arc::new(Started::default());
+        self.readiness.add(started.clone());
+        if let Some(addr) = self.settings.http.listen {
+            let served = crate::ops::serve(addr, self.readiness.clone(), stop.clone()).await;
+            running.ops_addr = Some(served.map_err(|e| ConfigError::Invalid {
+                key: "http.listen",
+                message: format!("cannot listen on {addr}: {e}"),
+            })?);
+        }
+        if let Some(addr) = self.settings.web.listen {
+            let state = crate::platform::web::WebState::new(
+                self.conversation.clone(),
+                self.sessions.clone(),
+                self.quota.clone(),
+                crate::accounts::WebAccounts::new(self.db.clone()),
+                self.settings.web.clone(),
+                self.settings.bot.name.clone(),
+            );
+            let served = until(
+                &stop,
+                crate::platform::web::serve(addr, state, stop.clone()),
+            )
+            .await;
+            match served {
+                None => return Ok(running.stopping(guard)),
+                Some(Ok((bound, task))) => {
+                    running.drained.get_or_insert_with(|| self.drain_on(&stop));
+                    running.web_addr = Some(bound);
+                    running.web = Some(task);
+                }
+                Some(Err(e)) => {
+                    return Err(ConfigError::Invalid {
+                        key: "web.listen",
+                        message: format!("cannot listen on {addr}: {e}"),
+                    }
+                    .into());
+                }
+            }
+        }
+        if self.settings.telegram.token.is_some() {
+            let starting = crate::platform::telegram::start(
                 self.conversation.clone(),
                 &self.settings.telegram,
-                inner.clone(),
-            )
-            .await?;
+                stop.clone(),
+            );
+            let Some(handle) = until(&stop, starting).await.transpose()? else {
+                return Ok(running.stopping(guard));
+            };
+            running.drained.get_or_insert_with(|| self.drain_on(&stop));
             tracing::info!(username = %handle.username, "serving Telegram");
             self.readiness.add(handle.probe.clone());
             running.telegram = Some(handle);
         }
-        if discord {
-            let handle = crate::platform::discord::start(
+        if self.settings.discord.token.is_some() {
+            let starting = crate::platform::discord::start(
                 self.conversation.clone(),
                 &self.settings.discord,
-                inner,
-            )
-            .await;
-            let handle = match handle {
-                Ok(handle) => handle,
-                Err(e) => {
-                    let _ = running.stop.send(true);
-                    return Err(e.into());
-                }
+                stop.clone(),
+            );
+            // Cancelled while the gateway connects, `start` stops its shards itself.
+            let Some(handle) = until(&stop, starting).await.transpose()? else {
+                return Ok(running.stopping(guard));
             };
+            running.drained.get_or_insert_with(|| self.drain_on(&stop));
             tracing::info!(username = %handle.username, "serving Discord");
             self.readiness.add(handle.probe.clone());
             running.discord = Some(handle);
         }
+        guard.disarm();
         started.0.store(true, std::sync::atomic::Ordering::Release);
         tracing::info!("gptbot is running; Ctrl-C to stop");
         Ok(running)
+    }
+
+    /// Once `stop` is cancelled (the platforms stop taking updates), the answers in
+    /// progress get the grace; the task ends when they are done or were stopped. Set up
+    /// once a platform runs: a start-up that failed before any did leaves the
+    /// conversation (which another start may be serving) alone.
+    fn drain_on(&self, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let conversation = self.conversation.clone();
+        let grace = self.settings.shutdown.grace;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            conversation.drain(grace).await;
+        })
+    }
+}
+
+/// `work`, unless `stop` is cancelled first (`None`: start-up was abandoned).
+async fn until<T>(
+    stop: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        done = work => Some(done),
     }
 }
 
@@ -380,12 +404,26 @@ pub struct Running {
     /// Where the web front is served (`web.listen`).
     pub web_addr: Option<std::net::SocketAddr>,
     web: Option<tokio::task::JoinHandle<()>>,
-    stop: watch::Sender<bool>,
-    /// Ends when the answers in progress at shutdown have finished or were stopped.
-    drained: tokio::task::JoinHandle<()>,
+    /// Cancelled to stop everything this app started.
+    stop: CancellationToken,
+    /// Ends when the answers in progress at shutdown have finished or were stopped
+    /// (none before a platform runs).
+    drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// Start-up abandoned for a shutdown: what started is stopping.
+    fn stopping(self, guard: tokio_util::sync::DropGuard) -> Running {
+        tracing::info!("stopped during start-up");
+        drop(guard);
+        self
+    }
+
+    /// Whether start-up was abandoned, or the platforms are stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     /// Waits until every platform has stopped (after the shutdown signal, or after one
     /// of them failed, which stops the others) and the answers in progress have finished
     /// or been stopped (`shutdown.grace`).
@@ -397,16 +435,23 @@ impl Running {
             .chain(self.discord.map(|h| h.task))
             .chain(self.web)
             .collect();
-        let (first, _, rest) = futures::future::select_all(tasks).await;
-        if first.is_err() {
-            let _ = self.stop.send(true);
-        }
-        for task in rest {
-            let _ = task.await;
+        let mut first = Ok(());
+        if !tasks.is_empty() {
+            let (done, _, rest) = futures::future::select_all(tasks).await;
+            // A platform that failed stops the others.
+            if done.is_err() {
+                self.stop.cancel();
+            }
+            for task in rest {
+                let _ = task.await;
+            }
+            first = done;
         }
         // Every platform has stopped: answers still in progress get their grace.
-        let _ = self.stop.send(true);
-        let _ = self.drained.await;
+        self.stop.cancel();
+        if let Some(drained) = self.drained {
+            let _ = drained.await;
+        }
         first.map_err(AppError::Task)
     }
 }

@@ -473,4 +473,22 @@ async fn web_users_are_managed_from_the_command_line_and_passwords_never_echoed(
         "{}",
         missing.stderr
     );
+    // The name stays retired (sign-up refuses it) until an operator frees it.
+    assert!(
+        gone.stdout.contains("sign-up keeps refusing the name"),
+        "{}",
+        gone.stdout
+    );
+    let settings = gptbot::config::Settings::load(None, &env).unwrap();
+    let accounts =
+        gptbot::accounts::WebAccounts::new(gptbot::app::open_db(&settings).await.unwrap());
+    assert!(accounts.retired("ann").await.unwrap());
+    let forgot = gptbot(&["web", "user", "remove", "ann", "--forget"], &env, "").await;
+    assert_eq!(forgot.code, 0, "{}", forgot.stderr);
+    assert!(
+        forgot.stdout.contains("the name is free"),
+        "{}",
+        forgot.stdout
+    );
+    assert!(!accounts.retired("ann").await.unwrap());
 }

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use common::telegram::*;
 use common::*;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 struct Bot {
     t: TestApp,
     tg: FakeTelegram,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 /// The bot, booted as `gptbot run` boots it, against a fake that enforces the limits.
@@ -28,7 +27,7 @@ async fn spawn(options: Options) -> Bot {
             .with("GPTBOT__LIMITS__PER_USER_PER_MINUTE", 0),
     )
     .await;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = stopper();
     t.app.start(rx).await.expect("the bot starts");
     Bot { t, tg, _stop: stop }
 }

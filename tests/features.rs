@@ -8,12 +8,11 @@ use common::telegram::*;
 use common::*;
 use gptbot::core::event::{Platform, UserId};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 struct Bot {
     t: TestApp,
     tg: FakeTelegram,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 const CHOICES: &str = r#"
@@ -45,7 +44,7 @@ async fn spawn_bot(options: Options) -> Bot {
             .with("GPTBOT__TELEGRAM__FIRST_MESSAGE_DELAY", "0ms"),
     )
     .await;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = stopper();
     t.app.start(rx).await.expect("the bot starts");
     Bot { t, tg, _stop: stop }
 }

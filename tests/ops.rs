@@ -10,9 +10,8 @@ use std::time::Duration;
 use common::ledger::assert_books;
 use common::ops::{Ops, get, readyz_becomes, spawn};
 use common::telegram::{FakeTelegram, TOKEN, private_chat, user_json};
-use common::{Options, spawn_app_with};
+use common::{Options, spawn_app_with, stopper};
 use gptbot::core::event::{Platform, UserId};
-use tokio::sync::watch;
 
 fn user(id: &str) -> UserId {
     UserId::new(Platform::Telegram, id)
@@ -84,7 +83,7 @@ async fn an_address_in_use_is_a_start_up_error_naming_the_key() {
             .with("GPTBOT__HTTP__LISTEN", format!("127.0.0.1:{port}")),
     )
     .await;
-    let (_stop, rx) = watch::channel(false);
+    let (_stop, rx) = stopper();
     let Err(e) = t.app.start(rx).await else {
         panic!("started on a taken port");
     };

@@ -12,7 +12,6 @@ use common::*;
 use gptbot::app::App;
 use gptbot::config::Settings;
 use gptbot::core::event::{Platform, SessionKey, UserId};
-use tokio::sync::watch;
 
 const SECRET: &str = "replica-secret_1";
 
@@ -43,7 +42,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
             ("GPTBOT__TELEGRAM__EDIT_INTERVAL".into(), "50ms".into()),
         ],
     );
-    let (_stop, rx) = watch::channel(false);
+    let (_stop, rx) = stopper();
     let mut replicas = Vec::new();
     let mut hooks = Vec::new();
     for _ in 0..2 {

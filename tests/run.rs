@@ -91,7 +91,7 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
             .with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms"),
     )
     .await;
-    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let (_stop, rx) = stopper();
     // Both platforms from one app, as `gptbot run` serves them.
     let running = t.app.start(rx).await.unwrap();
     assert!(running.telegram.is_some() && running.discord.is_some());

@@ -12,20 +12,19 @@ use gptbot::app::AppError;
 use gptbot::core::event::{Platform, UserId};
 use gptbot::platform::telegram::{TelegramError, TelegramHandle};
 use serde_json::{Value, json};
-use tokio::sync::watch;
 
 struct Bot {
     t: TestApp,
     tg: FakeTelegram,
     handle: TelegramHandle,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 async fn spawn_bot(options: Options) -> Bot {
     let tg = FakeTelegram::start().await;
     tg.set_webhook_state("https://old.example.test/hook");
     let t = spawn_app_with(options.telegram(&tg)).await;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = stopper();
     // Booted as `gptbot run` boots it.
     let handle = t
         .app
@@ -613,7 +612,7 @@ async fn a_wrong_token_fails_at_start_with_a_clear_error() {
             .with("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
     )
     .await;
-    let (_stop, rx) = watch::channel(false);
+    let (_stop, rx) = stopper();
     let err = t
         .app
         .start(rx)
@@ -678,7 +677,7 @@ async fn a_second_process_polling_the_same_token_stops_with_a_clear_error() {
     })
     .await;
     // A second bot on the same token and Bot API, as a second replica would be.
-    let (_stop, rx) = watch::channel(false);
+    let (_stop, rx) = stopper();
     let err =
         b.t.app
             .start(rx)
@@ -719,8 +718,8 @@ async fn a_replica_stopping_keeps_the_webhook_registered_for_the_others() {
     };
     let a = spawn_app_with(options()).await;
     let b = spawn_app_with(options()).await;
-    let (stop_a, rx_a) = watch::channel(false);
-    let (_stop_b, rx_b) = watch::channel(false);
+    let (stop_a, rx_a) = stopper();
+    let (_stop_b, rx_b) = stopper();
     let running_a = a.app.start(rx_a).await.unwrap();
     let running_b = b.app.start(rx_b).await.unwrap();
     let addr_b = running_b.telegram.as_ref().unwrap().webhook_addr.unwrap();
@@ -731,7 +730,7 @@ async fn a_replica_stopping_keeps_the_webhook_registered_for_the_others() {
     );
 
     // Replica A is shut down (SIGTERM in a rolling deploy).
-    stop_a.send(true).unwrap();
+    drop(stop_a);
     tokio::time::timeout(Duration::from_secs(20), running_a.wait())
         .await
         .expect("replica A stops")

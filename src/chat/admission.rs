@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
+use crate::core::limiter::Limited;
 use tokio::sync::watch;
 
 use super::Conversation;
@@ -56,17 +56,16 @@ impl Conversation {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        if let Err(not_until) = limiter.check_key(user) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(format!(
+        match limiter.check(user) {
+            Ok(()) => Ok(()),
+            Err(Limited::Wait(wait)) => Err(format!(
                 "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
                 self.settings.per_user_per_minute,
                 wait.as_secs().max(1)
-            ));
+            )),
+            Err(Limited::Full) => {
+                Err("The bot is very busy right now. Please try again in a minute.".to_string())
+            }
         }
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        Ok(())
     }
 }

@@ -38,8 +38,6 @@ pub(super) struct Asked<'a> {
     pub(super) user_tokens: u32,
     /// Its price turns model tokens into ledger tokens.
     pub(super) model: &'a ModelChoice,
-    /// Ledger tokens charged on top (a transcription).
-    pub(super) extra: i64,
     /// The exchange this one takes the place of in the history (/retry).
     pub(super) replaces: Option<&'a [Turn]>,
 }
@@ -184,7 +182,7 @@ impl Conversation {
                 )
             }
         };
-        let used = used.map(|tokens| asked.model.ledger_tokens(tokens) + asked.extra);
+        let used = used.map(|tokens| asked.model.ledger_tokens(tokens));
         let books = async {
             let charged = self.settle_or_refund(reservation, used).await;
             if let Some(tokens) = record {

@@ -1,8 +1,9 @@
 //! Documents sent with a message: fetched through the platform, read as text (text
-//! files and source code as they are, PDFs through `pdf-extract`), cut at
-//! `files.max_chars` with a note, and put before the user's text with their names.
-//! Anything else gets one sentence and no model call.
+//! files and source code as they are, PDFs in a child process under a memory and time
+//! budget, see [`super::pdf`]), cut at `files.max_chars` with a note, and put before the
+//! user's text with their names. Anything else gets one sentence and no model call.
 
+use super::pdf::{PdfError, PdfReader};
 use crate::core::adapter::{AdapterError, ChatAdapter};
 use crate::core::error::chain;
 use crate::core::event::Attachment;
@@ -46,24 +47,31 @@ pub fn kind_of(file: &Attachment) -> Kind {
     }
 }
 
-/// The text of a file's bytes, or why it cannot be read.
-pub fn read(kind: Kind, bytes: &[u8]) -> Result<String, &'static str> {
-    match kind {
-        Kind::Text => {
-            if bytes.contains(&0) {
-                return Err("it looks like a binary file, not text");
-            }
-            Ok(String::from_utf8_lossy(bytes).into_owned())
+/// The text of a text file's bytes, or why it cannot be read.
+pub fn read_text(bytes: &[u8]) -> Result<String, &'static str> {
+    if bytes.contains(&0) {
+        return Err("it looks like a binary file, not text");
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The sentence for a PDF that could not be read.
+fn pdf_refusal(name: &str, error: &PdfError, max_pages: u32) -> String {
+    match error {
+        PdfError::TooManyPages { pages } => format!(
+            "{name} has {pages} pages; I read PDFs of up to {max_pages} pages. Please send only the pages you need."
+        ),
+        PdfError::TooLarge => format!(
+            "{name} is too large to read: this PDF needs more memory or time than I may use. Please send a smaller PDF, or paste the text you need."
+        ),
+        PdfError::NoText => format!(
+            "I could not read {name}: the PDF has no text to read (a scan needs OCR first)."
+        ),
+        PdfError::Unreadable => format!("I could not read {name}: the PDF could not be read."),
+        PdfError::Spawn(e) => {
+            tracing::error!(error = %chain(e), "could not run the PDF reader");
+            format!("I could not read {name} right now. Please try again later.")
         }
-        Kind::Pdf => {
-            // A malformed PDF can make the parser panic: that is a refusal, not a crash.
-            match std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes)) {
-                Ok(Ok(text)) if !text.trim().is_empty() => Ok(text),
-                Ok(Ok(_)) => Err("the PDF has no text to read (a scan needs OCR first)"),
-                Ok(Err(_)) | Err(_) => Err("the PDF could not be read"),
-            }
-        }
-        Kind::Unsupported => Err("unsupported"),
     }
 }
 
@@ -90,6 +98,7 @@ pub async fn with_files(
     question: &str,
     max_chars: usize,
     max_bytes: u64,
+    pdfs: &PdfReader,
 ) -> Result<String, String> {
     let mut prompt = String::new();
     for file in files {
@@ -116,17 +125,18 @@ pub async fn with_files(
                 ));
             }
         };
-        // Reading a PDF is CPU work (up to hundreds of ms): done on the blocking pool, not
-        // on the scheduler thread, which serves every chat.
-        let text = tokio::task::spawn_blocking(move || read(kind, &bytes))
-            .await
-            .unwrap_or(Err("the file could not be read"))
-            .map_err(|why| format!("I could not read {}: {why}.", file.name))?;
-        prompt.push_str(&format!(
-            "File: {}\n```\n{}\n```\n\n",
-            file.name,
-            cut(&text, max_chars)
-        ));
+        let text = match kind {
+            Kind::Pdf => pdfs
+                .read(bytes, max_chars)
+                .await
+                .map_err(|e| pdf_refusal(&file.name, &e, pdfs.max_pages()))?,
+            _ => cut(
+                &read_text(&bytes)
+                    .map_err(|why| format!("I could not read {}: {why}.", file.name))?,
+                max_chars,
+            ),
+        };
+        prompt.push_str(&format!("File: {}\n```\n{}\n```\n\n", file.name, text));
     }
     prompt.push_str(question);
     Ok(prompt.trim_end().to_string())
@@ -174,8 +184,7 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
         let cut_text = cut("ééééé", 3);
         assert!(cut_text.starts_with("ééé\n[… cut here: the file has 5 characters"));
-        assert!(read(Kind::Text, b"a\0b").is_err());
-        assert!(read(Kind::Pdf, b"%PDF-1.4 not really").is_err());
-        assert_eq!(read(Kind::Text, "héllo".as_bytes()).unwrap(), "héllo");
+        assert!(read_text(b"a\0b").is_err());
+        assert_eq!(read_text("héllo".as_bytes()).unwrap(), "héllo");
     }
 }

@@ -69,10 +69,7 @@ impl Conversation {
         let Some(limiter) = &self.command_limiter else {
             return true;
         };
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        limiter.check_key(user).is_ok()
+        limiter.check(user).is_ok()
     }
 
     async fn dispatch(

@@ -10,6 +10,8 @@ use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::{Attachment, IncomingEvent};
 use crate::core::model::Image;
+use crate::llm::audio::Transcriber;
+use crate::quota::QuotaError;
 
 /// The user's message as the prompt takes it.
 pub(super) struct Asking {
@@ -19,9 +21,21 @@ pub(super) struct Asking {
     /// with it (the images themselves are not kept).
     pub recorded: String,
     pub images: Vec<Attachment>,
-    /// Ledger tokens for what was done before the model call (transcription), charged
-    /// with the answer.
-    pub extra: i64,
+}
+
+/// The sentence for a transcription the ledger refused.
+fn transcription_refusal(e: QuotaError) -> String {
+    match e {
+        QuotaError::Exhausted { remaining, needed } => format!(
+            "Quota exhausted: transcribing this recording costs {needed} tokens and {remaining} are left."
+        ),
+        QuotaError::Limit(sentence) => sentence.to_string(),
+        e => {
+            tracing::error!(error = %chain(&e), "could not check the balance for a transcription");
+            "Sorry, I can't check your token balance right now. Please try again in a moment."
+                .to_string()
+        }
+    }
 }
 
 /// Longest transcript shown back to the user.
@@ -42,13 +56,11 @@ impl Conversation {
             .partition(|a| a.image.is_some());
         let (recordings, documents): (Vec<Attachment>, Vec<Attachment>) =
             others.into_iter().partition(|a| a.audio_seconds.is_some());
-        let mut extra = 0;
         let mut question = question.to_string();
         for recording in &recordings {
-            let (transcript, cost) = self.transcribe(event, adapter, recording).await?;
+            let transcript = self.transcribe(event, adapter, recording).await?;
             let shown = crate::core::text::ellipsis(&transcript, SHOWN_TRANSCRIPT_CHARS);
             say(adapter, target, &format!("🎤 “{shown}”")).await;
-            extra += cost;
             question = if question.trim().is_empty() {
                 transcript
             } else {
@@ -65,6 +77,7 @@ impl Conversation {
                 question,
                 self.settings.file_max_chars,
                 self.settings.file_max_bytes,
+                &self.settings.pdfs,
             )
             .await?
         };
@@ -86,75 +99,81 @@ impl Conversation {
             text,
             recorded,
             images,
-            extra,
         })
     }
 
-    /// A recording's transcript and what it costs; refused (for nothing) when voice is
-    /// off, the user cannot pay for it, or the server fails.
+    /// A recording's transcript, charged as its own ledger entry once it is made. The
+    /// user must afford what the client says it lasts before it is fetched; its length
+    /// is then measured from the audio, that cost held, and settled as soon as the
+    /// server has transcribed it — whatever becomes of the answer after. Refused (for
+    /// nothing) when voice is off, the user cannot pay, or the server fails.
     async fn transcribe(
         &self,
         event: &IncomingEvent,
         adapter: &dyn ChatAdapter,
         recording: &Attachment,
-    ) -> Result<(String, i64), String> {
+    ) -> Result<String, String> {
         let Some(transcriber) = &self.settings.transcriber else {
             return Err(
                 "Voice messages are not enabled on this bot. Please type your question.".into(),
             );
         };
-        let cost = transcriber.cost(recording.audio_seconds.unwrap_or(0));
-        let balance = self
-            .quota
-            .balance(&event.quota_user())
+        let user = event.quota_user();
+        let declared = recording.audio_seconds.unwrap_or(0);
+        self.quota
+            .can_afford(&user, transcriber.cost(declared))
             .await
-            .map_err(|e| {
-                tracing::error!(error = %chain(&e), "could not read the balance before a transcription");
-                "Sorry, I can't check your token balance right now. Please try again in a moment.".to_string()
-            })?;
-        if !balance.unlimited && balance.remaining < cost {
-            return Err(format!(
-                "Quota exhausted: transcribing this recording costs {cost} tokens and {} are left.",
-                balance.remaining
-            ));
-        }
+            .map_err(transcription_refusal)?;
+        let too_large = || {
+            format!(
+                "That recording is too large: files up to {} KB are read.",
+                self.settings.file_max_bytes / 1024
+            )
+        };
         if recording
             .size
             .is_some_and(|size| size > self.settings.file_max_bytes)
         {
-            return Err(format!(
-                "That recording is too large: files up to {} KB are read.",
-                self.settings.file_max_bytes / 1024
-            ));
+            return Err(too_large());
         }
         let audio = adapter
             .download(recording, self.settings.file_max_bytes)
             .await
             .map_err(|e| match e {
-                AdapterError::TooLarge { .. } => format!(
-                    "That recording is too large: files up to {} KB are read.",
-                    self.settings.file_max_bytes / 1024
-                ),
+                AdapterError::TooLarge { .. } => too_large(),
                 e => {
                     tracing::warn!(error = %chain(&e), "could not fetch a recording");
                     "I could not fetch that recording from the platform. Please try sending it again."
                         .to_string()
                 }
             })?;
-        let transcript = transcriber
-            .transcribe(audio, &recording.name)
+        let cost = transcriber.cost(Transcriber::seconds(&audio, declared));
+        let hold = self
+            .quota
+            .reserve_for(&user, cost, Some(&transcriber.model))
             .await
-            .map_err(|e| {
+            .map_err(transcription_refusal)?;
+        let transcript = match transcriber.transcribe(audio, &recording.name).await {
+            Ok(transcript) => transcript,
+            Err(e) => {
                 tracing::warn!(error = %chain(&e), "transcription failed");
-                format!(
+                if let Err(e) = self.quota.refund(hold).await {
+                    tracing::error!(error = %chain(&e), "could not refund a failed transcription");
+                }
+                return Err(format!(
                     "I could not transcribe that recording. {}",
                     e.user_message()
-                )
-            })?;
+                ));
+            }
+        };
+        // Performed: charged now, once, whatever happens to the answer.
+        if let Err(e) = self.quota.settle(hold, cost).await {
+            tracing::error!(error = %chain(&e), cost, "could not charge a transcription");
+        }
         if transcript.is_empty() {
             return Err("I could not make out any words in that recording.".into());
         }
-        Ok((transcript, cost))
+        Ok(transcript)
     }
 
     /// The images fetched for `model`, with their tokens; refused when the model does

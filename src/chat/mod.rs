@@ -20,6 +20,7 @@ mod inflight;
 mod measure;
 mod notices;
 mod opening;
+pub mod pdf;
 mod prompt;
 pub mod reply;
 mod retry;
@@ -31,7 +32,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +41,7 @@ use crate::config::{ModelChoice, Persona};
 use crate::core::adapter::Notifier;
 use crate::core::error::chain;
 use crate::core::event::{Platform, UserId};
+use crate::core::limiter::Keyed;
 use crate::core::model::ModelClient;
 use crate::core::session::SessionStore;
 use crate::llm::tokens::TokenCounter;
@@ -69,6 +71,8 @@ pub struct ConversationSettings {
     /// `files.max_chars`, `files.max_bytes`.
     pub file_max_chars: usize,
     pub file_max_bytes: u64,
+    /// Reads PDFs in a child process under `files.parse_memory` and `files.parse_timeout`.
+    pub pdfs: pdf::PdfReader,
     /// `model.image_detail`: low, high or auto.
     pub image_detail: String,
     /// Speech to text for voice messages (`model.transcription`); `None`: off.
@@ -165,7 +169,7 @@ pub struct Conversation {
     model: Arc<dyn ModelClient>,
     counter: TokenCounter,
     settings: ConversationSettings,
-    limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+    limiter: Option<Keyed<UserId>>,
     in_flight: inflight::InFlight,
     /// Every event being handled, whichever platform task runs it: shutdown waits here.
     tasks: TaskTracker,
@@ -177,9 +181,9 @@ pub struct Conversation {
     /// How to reach a user privately on each running platform.
     notifiers: RwLock<HashMap<Platform, Arc<dyn Notifier>>>,
     /// /link redemption attempts per user.
-    link_attempts: DefaultKeyedRateLimiter<UserId>,
+    link_attempts: Keyed<UserId>,
     /// Commands per user (`limits.commands_per_minute`), and who was told so this minute.
-    command_limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+    command_limiter: Option<Keyed<UserId>>,
     told_to_slow_down: moka::sync::Cache<UserId, ()>,
     /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
     /// arrival order.
@@ -189,6 +193,10 @@ pub struct Conversation {
 /// An event taken in before shutdown began (see [`Conversation::admit`]); shutdown
 /// waits while it is held.
 pub struct Admission(tokio_util::task::task_tracker::TaskTrackerToken);
+
+/// Users a rate limiter keeps track of at once (each takes tens of bytes); past it,
+/// requests of users it does not know are refused until it is pruned.
+const LIMITER_KEYS: usize = 200_000;
 
 /// After the answers stopped for a restart, how long their final writes and settlements
 /// may take before the process exits anyway (the hold leases cover what is left).
@@ -204,12 +212,12 @@ impl Conversation {
         settings: ConversationSettings,
     ) -> Conversation {
         let command_limiter = NonZeroU32::new(settings.commands_per_minute)
-            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+            .map(|n| Keyed::new(Quota::per_minute(n), LIMITER_KEYS));
         let answer_permits = Arc::new(tokio::sync::Semaphore::new(
             settings.max_concurrent_answers.max(1) as usize,
         ));
         let limiter = NonZeroU32::new(settings.per_user_per_minute)
-            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+            .map(|n| Keyed::new(Quota::per_minute(n), LIMITER_KEYS));
         Conversation {
             access,
             sessions,
@@ -223,7 +231,7 @@ impl Conversation {
             restarting: CancellationToken::new(),
             closed: CancellationToken::new(),
             notifiers: RwLock::new(HashMap::new()),
-            link_attempts: RateLimiter::keyed(commands::link::attempts()),
+            link_attempts: Keyed::new(commands::link::attempts(), LIMITER_KEYS),
             command_limiter,
             told_to_slow_down: moka::sync::Cache::builder()
                 .max_capacity(50_000)

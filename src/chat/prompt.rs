@@ -112,6 +112,26 @@ impl Conversation {
         }
     }
 
+    /// Before the files of a message are fetched or read: the user must be able to pay
+    /// for the smallest answer (the longest answer at the price of the conversation's
+    /// model), or nothing is downloaded or parsed.
+    pub(super) async fn afford_reading(
+        &self,
+        user: &UserId,
+        key: &SessionKey,
+    ) -> Result<(), Refused> {
+        let session = self.sessions.load(key).await.map_err(Refused::Store)?;
+        let model = self.settings.model_for(session.model.as_deref());
+        let minimum = model.ledger_tokens(i64::from(self.settings.max_tokens));
+        self.quota.can_afford(user, minimum).await.map_err(|e| match e {
+            QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),
+            QuotaError::Exhausted { remaining, needed } => Refused::Say(Refusal::Quota, format!(
+                "Quota exhausted: {remaining} tokens left, and a question needs at least {needed} (room for the longest answer), so your file was not read. Ask the bot's operator for more tokens."
+            )),
+            e => Refused::Quota(e),
+        })
+    }
+
     /// Holds the prompt (with the tokenizer's margin) plus the longest possible answer
     /// before the model is called, in ledger tokens at the model's price.
     pub(super) async fn reserve(
@@ -119,12 +139,10 @@ impl Conversation {
         user: &UserId,
         prompt: &Prompt,
         model: &ModelChoice,
-        extra: i64,
     ) -> Result<Reservation, Refused> {
         let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
         let needed = model
-            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens))
-            + extra;
+            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens));
         let reserving = self.quota.reserve_for(user, needed, Some(&model.name));
         crate::core::metrics::timed(QUOTA_DB, "reserve", reserving)
             .await

@@ -72,6 +72,5 @@ pub(super) fn asking_again(again: &Again) -> Asking {
         recorded: text.clone(),
         text,
         images: Vec::new(),
-        extra: 0,
     }
 }

@@ -73,6 +73,14 @@ impl Conversation {
             return Outcome::Refused(Refusal::RateLimited);
         }
         let key = event.session_key();
+        // Files (documents, pictures) are fetched and read only for a user who can pay
+        // for an answer; a recording is checked against its own cost.
+        if matches!(question, Question::New(_))
+            && event.attachments.iter().any(|a| a.audio_seconds.is_none())
+            && let Err(refused) = self.afford_reading(&user, &key).await
+        {
+            return refused.tell(adapter, target).await;
+        }
         // Read once the slot is taken: the exchange that just finished is recorded.
         let (asking, again) = match question {
             Question::New(text) => match self.asking(event, adapter, target, text).await {
@@ -131,10 +139,7 @@ impl Conversation {
                 };
             }
         };
-        let reservation = match self
-            .reserve(&user, &prompt, &loaded.model, asking.extra)
-            .await
-        {
+        let reservation = match self.reserve(&user, &prompt, &loaded.model).await {
             Ok(r) => r,
             Err(refused) => {
                 // Once tokens are granted, /retry asks it.
@@ -150,7 +155,6 @@ impl Conversation {
             prompt_tokens: prompt.tokens,
             user_tokens: loaded.user_tokens,
             model: &loaded.model,
-            extra: asking.extra,
             replaces: again,
         };
         let mut reply = ReplyStream::new(adapter, target.clone());

@@ -168,6 +168,12 @@ pub enum ConfigCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Re-run by the bot to read one PDF under rlimits (see `chat::pdf`): no
+    // configuration, no logging, no runtime.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(crate::chat::pdf::CHILD_COMMAND) {
+        return ExitCode::from(crate::chat::pdf::child_main(&args[1..]));
+    }
     let cli = Cli::parse();
     let settings = match Settings::load_from_process(cli.config.as_deref()) {
         Ok(s) => s,
@@ -426,7 +432,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             let user = user.unwrap_or_else(os_user);
             let adapter =
                 ConsoleAdapter::new(std::io::stdout(), app.settings.chat.console_edit_interval);
-            let (_tx, shutdown) = shutdown_signal();
+            let shutdown = shutdown_signal();
             app.quota.spawn_keeper(shutdown.clone());
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             run_console(&app.conversation, &user, stdin, &adapter, shutdown)
@@ -436,11 +442,18 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
         CliCommand::Run => {
             // Say so before opening anything: nothing would be served.
             App::check_platforms(&settings)?;
-            let (_stop, shutdown) = shutdown_signal();
-            App::build(settings)
-                .await?
-                .run_until_stopped(shutdown)
-                .await
+            // Listening from the start: a signal while the database migrates or a
+            // platform connects stops start-up and exits 0.
+            let shutdown = shutdown_signal();
+            let app = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    tracing::info!("stopped during start-up");
+                    return Ok(());
+                }
+                app = App::build(settings) => app?,
+            };
+            app.run_until_stopped(shutdown).await
         }
     }
 }

@@ -1,35 +1,40 @@
-//! The shutdown signal every long-running loop selects on: Ctrl-C or SIGTERM.
+//! The root of the app's one cancellation tree: cancelled on Ctrl-C or SIGTERM. Every
+//! long-running part (start-up included) holds a child of it, so no path can miss it.
 
-/// A watch channel that flips to `true` on Ctrl-C / SIGTERM; every loop selects on it.
-pub fn shutdown_signal() -> (
-    tokio::sync::watch::Sender<bool>,
-    tokio::sync::watch::Receiver<bool>,
-) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let signal_tx = tx.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        let _ = signal_tx.send(true);
-                        return;
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first Ctrl-C or SIGTERM. Both handlers are registered
+/// before this returns (not when a task first runs), so a signal at any later moment —
+/// while the database migrates, say — is seen rather than killing the process.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        tokio::spawn(async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
                     }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+            tracing::info!("shutting down");
+            cancel.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
-        let _ = signal_tx.send(true);
+        cancel.cancel();
     });
-    (tx, rx)
+    token
 }

@@ -35,8 +35,15 @@ pub enum WebUserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Delete an account (its balance and ledger stay).
-    Remove { name: String },
+    /// Delete an account (its balance and ledger stay). Its name is kept from sign-up,
+    /// which would hand a stranger its balance and history, unless --forget.
+    Remove {
+        name: String,
+        /// Free the name (also of an account removed before): whoever signs up with it
+        /// next gets its balance and history.
+        #[arg(long)]
+        forget: bool,
+    },
     /// List the accounts.
     List,
 }
@@ -61,9 +68,14 @@ pub async fn run(settings: &Settings, command: WebCommand) -> Result<(), AppErro
             accounts.set_password(&name, &password).await?;
             println!("password of {} changed", name.trim().to_ascii_lowercase());
         }
-        WebUserCommand::Remove { name } => {
-            accounts.remove(&name).await?;
-            println!("web user {} removed", name.trim().to_ascii_lowercase());
+        WebUserCommand::Remove { name, forget } => {
+            accounts.remove(&name, forget).await?;
+            let name = name.trim().to_ascii_lowercase();
+            if forget {
+                println!("web user {name} removed; the name is free to sign up with");
+            } else {
+                println!("web user {name} removed; sign-up keeps refusing the name");
+            }
         }
         WebUserCommand::List => {
             for (name, created) in accounts.list().await? {

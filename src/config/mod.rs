@@ -100,6 +100,17 @@ pub struct FileSettings {
     pub max_chars: usize,
     /// Larger files are refused before they are downloaded.
     pub max_bytes: u64,
+    /// PDFs with more pages are refused before their text is read.
+    pub max_pdf_pages: u32,
+    /// How long reading one PDF may take (it runs in a child process, killed then).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub parse_timeout: Duration,
+    /// Address space of the child process that reads a PDF, in bytes: a PDF whose
+    /// streams inflate past it is refused.
+    pub parse_memory: u64,
+    /// The executable re-run as `<reader> read-pdf` to read a PDF; unset: this binary.
+    #[serde(default)]
+    pub reader: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -36,6 +36,18 @@ impl Settings {
         if self.files.max_bytes == 0 {
             return Err(invalid("files.max_bytes", "must be at least 1"));
         }
+        if self.files.max_pdf_pages == 0 {
+            return Err(invalid("files.max_pdf_pages", "must be at least 1"));
+        }
+        if self.files.parse_timeout < Duration::from_millis(100) {
+            return Err(invalid("files.parse_timeout", "must be at least 100ms"));
+        }
+        if self.files.parse_memory < 64 << 20 {
+            return Err(invalid(
+                "files.parse_memory",
+                "must be at least 67108864 (64 MiB): the reader itself needs that much",
+            ));
+        }
         if self.session.ttl < Duration::from_millis(1) {
             return Err(invalid("session.ttl", "must be at least 1ms"));
         }
@@ -47,6 +59,12 @@ impl Settings {
             return Err(invalid(
                 "web.listen",
                 "is the same address as http.listen (the operations listener); give the web front its own port",
+            ));
+        }
+        if self.web.login_attempts_per_second == 0 {
+            return Err(invalid(
+                "web.login_attempts_per_second",
+                "must be at least 1",
             ));
         }
         if self.session.max_history < 2 {

@@ -33,4 +33,7 @@ pub struct WebSettings {
         serialize_with = "parse::ser_networks"
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// Login and sign-up attempts the whole web front takes per second (each costs an
+    /// argon2 hash: 19 MiB and tens of ms); past it, visitors are asked to retry.
+    pub login_attempts_per_second: u32,
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod health;
+pub mod limiter;
 pub mod metrics;
 pub mod model;
 pub mod session;

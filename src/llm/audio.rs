@@ -50,6 +50,19 @@ impl Transcriber {
         i64::from(seconds.max(1)) * i64::from(self.tokens_per_second)
     }
 
+    /// The seconds charged for `audio`: what the file itself says it lasts (an Ogg
+    /// stream's last granule, a WAV header), and never less than the client declared nor
+    /// than its size at a low speech bitrate — a forged header cannot make a long
+    /// recording cheap.
+    pub fn seconds(audio: &[u8], declared: u32) -> u32 {
+        let measured = super::duration::ogg_seconds(audio)
+            .or_else(|| super::duration::wav_seconds(audio))
+            .unwrap_or(0.0);
+        let by_size = audio.len() as f64 / super::duration::BYTES_PER_SECOND_FLOOR;
+        let seconds = measured.max(by_size).ceil().min(f64::from(u32::MAX)) as u32;
+        seconds.max(declared)
+    }
+
     /// The text spoken in `audio` (a file called `file_name`).
     pub async fn transcribe(&self, audio: Vec<u8>, file_name: &str) -> Result<String, LlmError> {
         let model = self.model.as_str();

@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod bpe;
+pub mod duration;
 pub mod errors;
 pub mod openai;
 pub mod probe;

@@ -114,6 +114,10 @@ fn describe() {
         MODEL_ERRORS,
         "Model server failures, by kind (auth, misconfigured, rate_limited, out_of_credit, context_overflow, bad_request, unavailable, timeout, interrupted, unexpected)."
     );
+    describe_counter!(
+        WEB_LOGINS_REFUSED,
+        "Web login and sign-up attempts refused by a limit before any password was checked, by reason (address, busy, account)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
     describe_gauge!(READY, "1 when the last readiness check passed, by check.");
 }

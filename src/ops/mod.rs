@@ -2,6 +2,7 @@
 //! (alive), `/readyz` (the database, the session store and each platform answer) and
 //! `/metrics` (Prometheus), and the metrics themselves ([`metrics`]).
 
+pub mod http;
 pub mod metrics;
 pub mod readiness;
 pub mod server;

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::readiness::Readiness;
 
@@ -24,7 +24,7 @@ struct Ops {
 pub async fn serve(
     addr: SocketAddr,
     readiness: Arc<Readiness>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -37,17 +37,11 @@ pub async fn serve(
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics))
         .with_state(state);
-    tokio::spawn(async move {
-        let stopped = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %crate::core::error::chain(&e), "operations listener failed");
-        }
-    });
+    tokio::spawn(super::http::serve(
+        listener,
+        router,
+        shutdown.cancelled_owned(),
+    ));
     tracing::info!(addr = %bound, "operations endpoint: /healthz /readyz /metrics");
     Ok(bound)
 }

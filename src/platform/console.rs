@@ -113,7 +113,7 @@ pub async fn run_console<R, W>(
     user: &str,
     input: R,
     adapter: &ConsoleAdapter<W>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()>
 where
     R: AsyncBufRead + Unpin,
@@ -128,7 +128,7 @@ where
         }
         let line = tokio::select! {
             line = lines.next_line() => line?,
-            _ = shutdown.changed() => None,
+            () = shutdown.cancelled() => None,
         };
         let Some(line) = line else { break };
         let text = line.trim();
@@ -164,7 +164,7 @@ where
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {
             _ = conversation.handle(&event, adapter) => {}
-            _ = shutdown.changed() => break,
+            () = shutdown.cancelled() => break,
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! turns its own updates into [`crate::core::event::IncomingEvent`]s and implements the
 //! [`crate::core::adapter::ChatAdapter`] port for its replies.
 
+pub mod capped;
 pub mod console;
 pub mod discord;
 pub mod pacer;

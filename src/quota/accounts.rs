@@ -47,6 +47,27 @@ impl QuotaService {
             .ok_or_else(|| QuotaError::Invalid(format!("no account for {user}")))
     }
 
+    /// Fails as [`Self::reserve`] would if `user` (or the account it is linked to)
+    /// cannot hold `amount` now, without holding anything: checked before work only a
+    /// paying question justifies (downloading and reading its files).
+    pub async fn can_afford(&self, user: &UserId, amount: i64) -> Result<(), QuotaError> {
+        self.check_budget().await?;
+        let own = self.balance(user).await?;
+        if own.unlimited || own.remaining >= amount {
+            return Ok(());
+        }
+        if let Some(owner) = self.linked_to(user).await? {
+            let theirs = self.balance(&owner).await?;
+            if theirs.unlimited || theirs.remaining >= amount {
+                return Ok(());
+            }
+        }
+        Err(QuotaError::Exhausted {
+            remaining: own.remaining,
+            needed: amount,
+        })
+    }
+
     async fn read_balance(&self, user: &UserId) -> Result<Option<Balance>, QuotaError> {
         let balance = crate::on_db!(
             &self.db,

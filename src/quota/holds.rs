@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::FromRow;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{QuotaError, QuotaService, lock};
 use crate::core::error::chain;
@@ -33,7 +33,7 @@ pub struct Hold {
 impl QuotaService {
     /// Renews this process's live holds and sweeps expired ones every quarter lease
     /// until `shutdown` turns true. The first sweep runs at once (start-up recovery).
-    pub fn spawn_keeper(&self, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_keeper(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let quota = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval((quota.lease / 4).max(Duration::from_millis(50)));
@@ -41,7 +41,7 @@ impl QuotaService {
             loop {
                 tokio::select! {
                     _ = every.tick() => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return,
+                    () = shutdown.cancelled() => return,
                 }
                 if let Err(e) = quota.renew().await {
                     tracing::warn!(error = %chain(&e), "could not renew the leases of open holds");

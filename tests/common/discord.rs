@@ -27,7 +27,7 @@ pub struct Bot {
     pub t: super::TestApp,
     pub dc: FakeDiscord,
     pub handle: gptbot::platform::discord::DiscordHandle,
-    _stop: tokio::sync::watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 pub async fn spawn_bot(options: super::Options) -> Bot {
@@ -38,7 +38,7 @@ pub async fn spawn_bot(options: super::Options) -> Bot {
             .with("GPTBOT__DISCORD__API_URL", dc.api_url()),
     )
     .await;
-    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (stop, rx) = super::stopper();
     let handle = t
         .app
         .start(rx)
@@ -80,6 +80,8 @@ struct DcState {
     /// Gateway frames received from the bot (IDENTIFY, RESUME, heartbeats).
     gateway_in: Vec<Value>,
     connections: usize,
+    /// IDENTIFY is not answered with READY (a gateway that hangs mid-connect).
+    hold_ready: bool,
     /// Message id → content, for every message and interaction response the bot wrote.
     texts: HashMap<String, String>,
     order: VecDeque<String>,
@@ -100,6 +102,8 @@ struct DcState {
     /// Attachment path → bytes, served by GET; and the paths fetched.
     files: HashMap<String, Vec<u8>>,
     downloads: Vec<String>,
+    /// Attachment path → where its GET redirects to.
+    redirects: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +269,7 @@ impl FakeDiscord {
                     self.state.lock().unwrap().gateway_in.push(payload.clone());
                     let reply = match payload["op"].as_u64() {
                         Some(1) => Some(json!({"op": 11, "d": null, "s": null, "t": null})),
+                        Some(2) if self.state.lock().unwrap().hold_ready => None,
                         Some(2) => Some(self.dispatch_frame("READY", json!({
                             "v": 10, "user": bot_user(), "guilds": [],
                             "session_id": "fake-session-1",
@@ -448,6 +453,11 @@ impl FakeDiscord {
     }
 
     /// Thread creation is refused with 403 (the bot lacks Create Public Threads).
+    /// From now on IDENTIFY gets no READY: the bot stays connecting.
+    pub fn hold_ready(&self) {
+        self.state.lock().unwrap().hold_ready = true;
+    }
+
     pub fn refuse_threads(&self) {
         self.state.lock().unwrap().refuse_threads = true;
     }
@@ -465,6 +475,21 @@ impl FakeDiscord {
         let url = format!("http://127.0.0.1:{}{path}?ex=1&is=2&hm=3", self.port);
         json!({"id": id, "filename": filename, "size": bytes.len(), "url": url,
                "proxy_url": url, "content_type": content_type})
+    }
+
+    /// An attachment whose URL (on the CDN's host) answers with a redirect to `to`.
+    pub fn attachment_redirecting(&self, filename: &str, content_type: &str, to: &str) -> Value {
+        let attachment = self.attachment(filename, content_type, b"");
+        let path = format!(
+            "/attachments/{}/{filename}",
+            attachment["id"].as_str().unwrap()
+        );
+        self.state
+            .lock()
+            .unwrap()
+            .redirects
+            .insert(path, to.to_string());
+        attachment
     }
 
     /// The attachment paths the bot fetched.
@@ -609,6 +634,10 @@ async fn rest_api(
     if method == Method::GET && path.starts_with("/attachments/") {
         let mut s = fake.state.lock().unwrap();
         let file = s.files.get(&path).cloned();
+        if let Some(to) = s.redirects.get(&path).cloned() {
+            s.downloads.push(path);
+            return (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response();
+        }
         s.downloads.push(path);
         return match file {
             Some(bytes) => (StatusCode::OK, bytes).into_response(),

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod multipart;
 pub mod openai;
 pub mod ops;
+pub mod pdf;
 pub mod postgres;
 pub mod telegram;
 pub mod web;
@@ -222,6 +223,16 @@ pub async fn exit_status(child: &mut tokio::process::Child, secs: u64) -> std::p
         .await
         .unwrap_or_else(|_| panic!("gptbot did not exit within {secs} s"))
         .unwrap()
+}
+
+/// What stops a started app: cancelling the token, or dropping the guard (at the end
+/// of a test).
+pub fn stopper() -> (
+    tokio_util::sync::DropGuard,
+    tokio_util::sync::CancellationToken,
+) {
+    let token = tokio_util::sync::CancellationToken::new();
+    (token.clone().drop_guard(), token)
 }
 
 pub fn free_port() -> u16 {
@@ -493,6 +504,11 @@ pub fn test_env(
     env.insert("GPTBOT__MODEL__MAX_TOKENS".into(), "100".into());
     // Tests run side by side: each operations listener on a port of its own.
     env.insert("GPTBOT__HTTP__LISTEN".into(), "127.0.0.1:0".into());
+    // PDFs are read by the bot's binary re-run; a test's own executable is not it.
+    env.insert(
+        "GPTBOT__FILES__READER".into(),
+        env!("CARGO_BIN_EXE_gptbot").into(),
+    );
     for (k, v) in extra {
         env.insert(k.clone(), v.clone());
     }

@@ -5,17 +5,16 @@ use std::time::Duration;
 
 use gptbot::app::Running;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use super::telegram::FakeTelegram;
-use super::{Options, TestApp, spawn_app_with};
+use super::{Options, TestApp, spawn_app_with, stopper};
 
 pub struct Ops {
     pub t: TestApp,
     pub tg: FakeTelegram,
     pub running: Running,
     pub base: String,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 /// The bot with Telegram (polling, flood limits on), served as `gptbot run` serves it.
@@ -23,7 +22,7 @@ pub async fn spawn(options: Options) -> Ops {
     let tg = FakeTelegram::start().await;
     tg.enforce_flood_limits();
     let t = spawn_app_with(options.telegram(&tg)).await;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = stopper();
     let running = t.app.start(rx).await.expect("the bot starts");
     let base = format!("http://{}", running.ops_addr.expect("http.listen is set"));
     Ops {

@@ -59,6 +59,10 @@ struct TgState {
     files: HashMap<String, (String, Vec<u8>)>,
     /// File downloads served, by path.
     downloads: Vec<String>,
+    /// Methods that never answer (a Bot API that hangs), recorded as called.
+    stalled: Vec<String>,
+    /// file_id → the size getFile states instead of the real one.
+    claimed_sizes: HashMap<String, usize>,
 }
 
 /// Telegram's flood rules, as token buckets.
@@ -356,6 +360,9 @@ async fn api(
     if let Some((code, description, retry_after)) = failure {
         return error(code, &description, retry_after);
     }
+    if fake.state.lock().unwrap().stalled.contains(&method) {
+        std::future::pending::<()>().await;
+    }
     let chat = body["chat_id"].as_i64();
     if chat.is_some_and(|c| fake.state.lock().unwrap().blocked.contains(&c))
         && matches!(
@@ -438,10 +445,12 @@ async fn api(
         "sendchataction" | "setmycommands" | "answercallbackquery" => ok(json!(true)),
         "getfile" => {
             let id = body["file_id"].as_str().unwrap_or("").to_string();
-            match fake.state.lock().unwrap().files.get(&id) {
+            let s = fake.state.lock().unwrap();
+            let claimed = s.claimed_sizes.get(&id).copied();
+            match s.files.get(&id) {
                 Some((path, bytes)) => ok(json!({
                     "file_id": id, "file_unique_id": format!("u-{id}"),
-                    "file_size": bytes.len(), "file_path": path
+                    "file_size": claimed.unwrap_or(bytes.len()), "file_path": path
                 })),
                 None => error(400, "Bad Request: invalid file_id", None),
             }
@@ -635,6 +644,16 @@ impl FakeTelegram {
         );
     }
 
+    /// As [`Self::serve_file`], with getFile stating `claimed` bytes instead.
+    pub fn serve_file_claiming(&self, file_id: &str, bytes: &[u8], claimed: usize) {
+        self.serve_file(file_id, bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .claimed_sizes
+            .insert(file_id.to_string(), claimed);
+    }
+
     /// The file paths the bot downloaded.
     pub fn downloads(&self) -> Vec<String> {
         self.state.lock().unwrap().downloads.clone()
@@ -677,6 +696,15 @@ impl FakeTelegram {
         json!({"update_id": s.next_update_id, "message": {
             "message_id": s.next_message_id, "date": now(), "chat": chat, "from": from, "text": text
         }})
+    }
+
+    /// From now on `method` is recorded but never answered.
+    pub fn stall(&self, method: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .stalled
+            .push(method.to_ascii_lowercase());
     }
 
     pub fn fail_next(&self, method: &str, code: u16, description: &str, retry_after: Option<u64>) {

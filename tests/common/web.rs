@@ -10,9 +10,8 @@ use gptbot::core::event::{Platform, UserId};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
-use tokio::sync::watch;
 
-use super::{Options, TestApp, spawn_app_with};
+use super::{Options, TestApp, spawn_app_with, stopper};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -20,7 +19,7 @@ pub struct Web {
     pub t: TestApp,
     pub addr: SocketAddr,
     _running: gptbot::app::Running,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 pub fn web_user(name: &str) -> UserId {
@@ -29,7 +28,7 @@ pub fn web_user(name: &str) -> UserId {
 
 pub async fn spawn_web(options: Options) -> Web {
     let t = spawn_app_with(options.with("GPTBOT__WEB__LISTEN", "127.0.0.1:0")).await;
-    let (stop, rx) = watch::channel(false);
+    let (stop, rx) = stopper();
     let running = t.app.start(rx).await.expect("the web front starts");
     let addr = running.web_addr.expect("web.listen is set");
     Web {
@@ -60,6 +59,7 @@ impl Web {
                 .unwrap(),
             base: self.url(""),
             cookie: None,
+            device: None,
             set_cookies: Vec::new(),
         }
     }
@@ -71,6 +71,8 @@ pub struct Client {
     base: String,
     /// The session cookie's value, as the browser would send it.
     pub cookie: Option<String>,
+    /// The device cookie (set at a login), as the browser would send it to /login.
+    pub device: Option<String>,
     /// Every `Set-Cookie` received, in order.
     pub set_cookies: Vec<String>,
 }
@@ -85,14 +87,25 @@ impl Client {
                 let expired = text.contains("Max-Age=0");
                 self.cookie = (!expired && !value.is_empty()).then(|| value.to_string());
             }
+            if name == "gptbot_device" {
+                self.device = Some(value.to_string());
+            }
             self.set_cookies.push(text);
         }
     }
 
     fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.cookie {
-            Some(c) => request.header(COOKIE, format!("gptbot_session={c}")),
-            None => request,
+        let mut cookies = Vec::new();
+        if let Some(c) = &self.cookie {
+            cookies.push(format!("gptbot_session={c}"));
+        }
+        if let Some(d) = &self.device {
+            cookies.push(format!("gptbot_device={d}"));
+        }
+        if cookies.is_empty() {
+            request
+        } else {
+            request.header(COOKIE, cookies.join("; "))
         }
     }
 

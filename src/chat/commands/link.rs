@@ -68,10 +68,7 @@ impl Conversation {
 
     async fn redeem_link_code(&self, event: &IncomingEvent, code: &str) -> Answer {
         let me = event.quota_user();
-        if self.link_attempts.len() > 10_000 {
-            self.link_attempts.retain_recent();
-        }
-        if self.link_attempts.check_key(&me).is_err() {
+        if self.link_attempts.check(&me).is_err() {
             return Err(Failure::Refused(
                 "Too many link attempts. Please wait a few minutes and try again.".into(),
             ));

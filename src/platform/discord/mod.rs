@@ -22,6 +22,7 @@ use serenity::all::{
     Interaction, Message, Ready, ResumedEvent, UserId,
 };
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use adapter::{ChannelAdapter, InteractionAdapter};
 pub use commands::slash_commands;
@@ -221,11 +222,12 @@ impl crate::core::health::Probe for DiscordProbe {
 }
 
 /// Checks the token, connects to the gateway, registers the slash commands and serves
-/// events until `shutdown` turns true.
+/// events until `shutdown` is cancelled. Cancelled while the gateway connects, it stops
+/// the shards it started and returns the handle of a client that is ending.
 pub async fn start(
     conversation: Arc<Conversation>,
     settings: &DiscordSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<DiscordHandle, DiscordError> {
     let token = settings.token.as_ref().ok_or(DiscordError::NoToken)?;
     let api_url = settings.api_url.as_str().trim_end_matches('/').to_string();
@@ -305,20 +307,21 @@ pub async fn start(
             tracing::error!(error = %chain(&e), "Discord client stopped");
         }
     });
-    tokio::spawn(async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-        shard_manager.shutdown_all().await;
-    });
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            shard_manager.shutdown_all().await;
+        });
+    }
     // Wait for READY so a broken gateway shows up here rather than as silence.
-    let ready =
-        tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(Option::is_some)).await;
+    let ready = tokio::select! {
+        ready = tokio::time::timeout(Duration::from_secs(30), ready_rx.wait_for(Option::is_some)) => Some(ready),
+        () = shutdown.cancelled() => None,
+    };
     match ready {
-        Ok(Ok(_)) => {}
-        _ => {
+        None | Some(Ok(Ok(_))) => {}
+        Some(_) => {
             return Err(DiscordError::Unreachable {
                 url: api_url,
                 message: "the gateway did not become ready within 30 s".into(),

@@ -49,6 +49,25 @@ const CDN_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
 
 impl Rest {
     pub fn new(api_url: &str, token: SecretString) -> Result<Rest, reqwest::Error> {
+        let file_hosts: Vec<String> = CDN_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(host_of(api_url))
+            .collect();
+        // A redirect is followed only to another of the allowed hosts: an attachment
+        // URL that passed the check must not lead anywhere else (the metadata address,
+        // a private service).
+        let allowed = file_hosts.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            let host = host_of(attempt.url().as_str()).unwrap_or_default();
+            if attempt.previous().len() >= 5 {
+                attempt.error("too many redirects")
+            } else if allowed.contains(&host) {
+                attempt.follow()
+            } else {
+                attempt.error(format!("redirect to {host}, which is not Discord's CDN"))
+            }
+        });
         Ok(Rest {
             http: reqwest::Client::builder()
                 .user_agent(concat!(
@@ -57,15 +76,12 @@ impl Rest {
                     ")"
                 ))
                 .timeout(Duration::from_secs(30))
+                .redirect(redirects)
                 .build()?,
             base: format!("{}/api/v10", api_url.trim_end_matches('/')),
             token,
             limits: Mutex::new(Limits::default()),
-            file_hosts: CDN_HOSTS
-                .iter()
-                .map(|h| h.to_string())
-                .chain(host_of(api_url))
-                .collect(),
+            file_hosts,
         })
     }
 

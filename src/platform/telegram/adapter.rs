@@ -24,6 +24,7 @@ use crate::core::adapter::{
 };
 use crate::core::error::chain;
 use crate::core::event::Attachment;
+use crate::platform::capped::Capped;
 use crate::platform::pacer::{Pacer, Priority, Write};
 
 /// Sending side for one Telegram chat; every write goes through the bot's [`Pacer`].
@@ -380,7 +381,8 @@ impl ChatAdapter for TelegramAdapter {
         .map(drop)
     }
 
-    /// `getFile`, then the file from `<api_url>/file/bot<token>/<file_path>`.
+    /// `getFile`, then the file from `<api_url>/file/bot<token>/<file_path>`, counted
+    /// as it streams: the size `getFile` states is only a first refusal.
     async fn download(&self, file: &Attachment, max_bytes: u64) -> Result<Vec<u8>, AdapterError> {
         let info = self.bot.get_file(FileId(file.id.clone())).await;
         crate::core::metrics::platform_call("telegram", "getFile", status_of(&info));
@@ -388,14 +390,15 @@ impl ChatAdapter for TelegramAdapter {
         if u64::from(info.size) > max_bytes {
             return Err(AdapterError::TooLarge { limit: max_bytes });
         }
-        let mut bytes = Vec::with_capacity(info.size as usize);
-        self.bot
-            .download_file(&info.path, &mut bytes)
-            .await
-            .map_err(|e| {
-                AdapterError::Failed(anyhow::Error::new(e).context("downloading a file"))
-            })?;
-        Ok(bytes)
+        let mut bytes = Capped::new(max_bytes, u64::from(info.size));
+        let fetched = self.bot.download_file(&info.path, &mut bytes).await;
+        if bytes.over() {
+            return Err(AdapterError::TooLarge { limit: max_bytes });
+        }
+        fetched.map_err(|e| {
+            AdapterError::Failed(anyhow::Error::new(e).context("downloading a file"))
+        })?;
+        Ok(bytes.into_bytes())
     }
 
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {

@@ -27,7 +27,7 @@ use teloxide::prelude::*;
 use teloxide::types::{BotCommand, BotCommandScope, Me, Recipient};
 use teloxide::update_listeners::{Polling, webhooks};
 use teloxide::{ApiError, RequestError};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::chat::Conversation;
 use crate::config::{TelegramMode, TelegramSettings};
@@ -114,11 +114,13 @@ impl crate::core::health::Probe for TelegramProbe {
 /// polls again after the 409 this poll causes it.
 const CONFLICT_PROBE_SECS: u32 = 3;
 
-/// Connects (getMe, setMyCommands), then serves updates until `shutdown` turns true.
+/// Connects (getMe, setMyCommands), then serves updates until `shutdown` is
+/// cancelled. Dropping the returned future before it resolves leaves nothing running:
+/// the dispatcher is spawned in its last step.
 pub async fn start(
     conversation: Arc<Conversation>,
     settings: &TelegramSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<TelegramHandle, TelegramError> {
     let bot = webhook::bot(settings)?;
     let probe_bot = bot.clone();
@@ -204,6 +206,8 @@ pub async fn start(
         .build();
     let stop = dispatcher.shutdown_token();
     let allowed = webhook::allowed_updates();
+    // Cancelled when the dispatcher's task ends, however it ends.
+    let done = CancellationToken::new();
 
     let (task, webhook_addr) = match settings.mode {
         TelegramMode::Polling => {
@@ -258,7 +262,9 @@ pub async fn start(
                     }
                 }
             });
+            let ended = done.clone().drop_guard();
             let task = tokio::spawn(async move {
+                let _ended = ended;
                 dispatcher.dispatch_with_listener(listener, on_error).await;
             });
             (task, None)
@@ -297,15 +303,10 @@ pub async fn start(
                     webhook::guard,
                 ))
                 .route("/healthz", axum::routing::get(|| async { "ok" }));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(tcp, router)
-                    .with_graceful_shutdown(stop_flag)
-                    .await
-                {
-                    tracing::error!(error = %crate::core::error::chain(&e), "webhook server failed");
-                }
-            });
+            tokio::spawn(crate::ops::http::serve(tcp, router, stop_flag));
+            let ended = done.clone().drop_guard();
             let task = tokio::spawn(async move {
+                let _ended = ended;
                 dispatcher
                     .dispatch_with_listener(
                         listener,
@@ -317,22 +318,40 @@ pub async fn start(
         }
     };
 
-    tokio::spawn(async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-        if let Ok(done) = stop.shutdown() {
-            done.await;
-        }
-    });
+    tokio::spawn(stop_when_cancelled(stop, shutdown, done));
     Ok(TelegramHandle {
         probe: Arc::new(TelegramProbe(probe_bot)),
         username,
         webhook_addr,
         task,
     })
+}
+
+/// Stops the dispatcher once `shutdown` is cancelled. teloxide refuses a shutdown while
+/// its dispatcher is idle — not yet started, at the very moment it was spawned — and
+/// that refusal was once dropped, so a signal in the first seconds was lost for good:
+/// here the request is repeated until the dispatcher takes it or has ended.
+async fn stop_when_cancelled(
+    stop: teloxide::dispatching::ShutdownToken,
+    shutdown: CancellationToken,
+    done: CancellationToken,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = done.cancelled() => return,
+    }
+    loop {
+        match stop.shutdown() {
+            Ok(stopped) => return stopped.await,
+            Err(_) if done.is_cancelled() => return,
+            Err(_) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    () = done.cancelled() => return,
+                }
+            }
+        }
+    }
 }
 
 async fn on_message(bot: Bot, msg: Message, ctx: Arc<Context>) -> ResponseResult<()> {

@@ -1,22 +1,22 @@
 //! Logging in and staying logged in: the login and sign-up forms, the session cookie, the
 //! login session kept in the session store (Redis or in-process) with an expiry that
 //! slides on every request, CSRF tokens bound to the session, and login attempts limited
-//! per address and per username.
+//! (see [`super::attempts`]).
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Form, State};
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::attempts::{self, Refusal};
 use super::{WebState, pages};
 use crate::core::error::chain;
+use crate::core::metrics::WEB_LOGINS_REFUSED;
 
 /// The session cookie.
 pub const COOKIE_NAME: &str = "gptbot_session";
@@ -211,32 +211,6 @@ impl WebState {
     }
 }
 
-/// Login attempts: per address and per username, so neither one address nor many
-/// addresses can try passwords quickly.
-pub struct Attempts {
-    by_address: DefaultKeyedRateLimiter<IpAddr>,
-    by_user: DefaultKeyedRateLimiter<String>,
-}
-
-impl Default for Attempts {
-    fn default() -> Attempts {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).expect("not zero"));
-        Attempts {
-            by_address: RateLimiter::keyed(per_minute(20)),
-            by_user: RateLimiter::keyed(per_minute(5)),
-        }
-    }
-}
-
-impl Attempts {
-    fn allow(&self, address: IpAddr, user: &str) -> bool {
-        // Both are counted, so a refused address does not spare the user's budget.
-        let address_ok = self.by_address.check_key(&address).is_ok();
-        let user_ok = self.by_user.check_key(&user.to_ascii_lowercase()).is_ok();
-        address_ok && user_ok
-    }
-}
-
 #[derive(Deserialize)]
 pub struct Credentials {
     #[serde(default)]
@@ -258,13 +232,17 @@ pub async fn login_page(State(state): State<WebState>, headers: HeaderMap) -> Re
 /// A login or sign-up form's page (with an error, and the name typed so far).
 type FormPage = fn(&WebState, Option<&str>, &str) -> axum::response::Html<String>;
 
+/// Longest form body taken on /login and /signup: a username, a password and a CSRF
+/// token fit in far less; anything larger is refused (413) before it is read.
+pub const FORM_LIMIT: usize = 4096;
+
 /// What every credentials form checks first: it comes from this site, and neither its
-/// address nor its username is trying too often. `Some` is the refusal.
+/// address nor the whole front is trying too often. `Some` is the refusal. Nothing here
+/// is keyed on or echoes what the form said.
 fn refused(
     state: &WebState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    username: &str,
     page: FormPage,
 ) -> Option<Response> {
     if cross_site(headers) {
@@ -272,25 +250,44 @@ fn refused(
     }
     let address =
         super::client::client_address(peer.ip(), headers, &state.settings.trusted_proxies);
-    if !state.attempts.allow(address, username.trim()) {
-        tracing::warn!(%address, "web login attempts rate-limited");
-        let page = page(
-            state,
-            Some("Too many attempts. Please wait a minute."),
-            username,
-        );
-        return Some((StatusCode::TOO_MANY_REQUESTS, page).into_response());
-    }
-    None
+    state
+        .gate
+        .admit(address)
+        .err()
+        .map(|refusal| too_many(state, refusal, page, ""))
+}
+
+/// The page for an attempt refused by a limit (429, or 503 when the front is busy).
+fn too_many(state: &WebState, refusal: Refusal, page: FormPage, name: &str) -> Response {
+    metrics::counter!(WEB_LOGINS_REFUSED, "reason" => refusal.label()).increment(1);
+    tracing::debug!(
+        reason = refusal.label(),
+        "web login attempt refused by a limit"
+    );
+    let status = match refusal {
+        Refusal::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    (status, page(state, Some(refusal.sentence()), name)).into_response()
 }
 
 /// Opens a session for `user` (at account version `since`) and sends the browser to
-/// the chat with its cookie.
-async fn logged_in(state: &WebState, user: &str, since: i64, how: &str) -> Response {
+/// the chat with its cookie, and the device cookie when there is one.
+async fn logged_in(
+    state: &WebState,
+    user: &str,
+    since: i64,
+    how: &str,
+    device: Option<HeaderValue>,
+) -> Response {
     match state.open(user, since).await {
         Ok(id) => {
             tracing::info!(user = %user, how, "web session opened");
-            redirect("/", Some(set_cookie(state, Some(&id))))
+            let mut response = redirect("/", Some(set_cookie(state, Some(&id))));
+            if let Some(device) = device {
+                response.headers_mut().append(SET_COOKIE, device);
+            }
+            response
         }
         Err(denied) => denied.into_response(),
     }
@@ -302,17 +299,38 @@ pub async fn login_submit(
     headers: HeaderMap,
     Form(form): Form<Credentials>,
 ) -> Response {
-    if let Some(refusal) = refused(&state, peer, &headers, &form.username, pages::login) {
+    if let Some(refusal) = refused(&state, peer, &headers, pages::login) {
         return refusal;
     }
-    let password = SecretString::from(form.password);
-    match state.accounts.login(&form.username, &password).await {
-        Ok(Some((user, since))) => logged_in(&state, &user, since, "login").await,
-        Ok(None) => (
+    // A name no account can have is a wrong login, and is neither keyed on nor echoed.
+    let Ok(name) = crate::accounts::username(&form.username) else {
+        return (
             StatusCode::UNAUTHORIZED,
-            pages::login(&state, Some(WRONG), &form.username),
+            pages::login(&state, Some(WRONG), ""),
         )
-            .into_response(),
+            .into_response();
+    };
+    // Others' failures lock the account out, but not a browser that logged in to it.
+    if state.gate.locked(&name) && !attempts::known_device(&state, &headers, &name).await {
+        return too_many(&state, Refusal::Account, pages::login, &name);
+    }
+    let password = SecretString::from(form.password);
+    match state.accounts.login(&name, &password).await {
+        Ok(Some((user, since))) => {
+            let device = attempts::remember_device(&state, &user).await;
+            logged_in(&state, &user, since, "login", device).await
+        }
+        Ok(None) => {
+            state.gate.failed(&name);
+            (
+                StatusCode::UNAUTHORIZED,
+                pages::login(&state, Some(WRONG), &name),
+            )
+                .into_response()
+        }
+        Err(crate::accounts::AccountError::Busy) => {
+            too_many(&state, Refusal::Busy, pages::login, &name)
+        }
         Err(e) => {
             tracing::error!(error = %chain(&e), "web login failed");
             Denied::Unavailable.into_response()
@@ -360,19 +378,50 @@ pub async fn signup_submit(
     if !state.settings.signup {
         return StatusCode::NOT_FOUND.into_response();
     }
-    if let Some(refusal) = refused(&state, peer, &headers, &form.username, pages::signup) {
+    if let Some(refusal) = refused(&state, peer, &headers, pages::signup) {
         return refusal;
     }
+    let name = match crate::accounts::username(&form.username) {
+        Ok(name) => name,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                pages::signup(&state, Some(&e.to_string()), ""),
+            )
+                .into_response();
+        }
+    };
+    // A name the configuration or an access rule speaks of (an admin, an allowed user)
+    // is not for a stranger to take: it would come with its rights.
+    let subject = crate::core::event::UserId::new(crate::core::event::Platform::Web, &name);
+    let taken = match state.conversation.access().names(&subject).await {
+        Ok(named) => named,
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "web sign-up could not read the access rules");
+            return Denied::Unavailable.into_response();
+        }
+    };
     let password = SecretString::from(form.password);
-    match state.accounts.add(&form.username, &password).await {
-        Ok((user, since)) => logged_in(&state, &user, since, "sign-up").await,
+    let added = if taken {
+        Err(crate::accounts::AccountError::Taken(name.clone()))
+    } else {
+        state.accounts.sign_up(&name, &password).await
+    };
+    match added {
+        Ok((user, since)) => {
+            let device = attempts::remember_device(&state, &user).await;
+            logged_in(&state, &user, since, "sign-up", device).await
+        }
         Err(crate::accounts::AccountError::Db(e)) => {
             tracing::error!(error = %chain(&*e), "web sign-up failed");
             Denied::Unavailable.into_response()
         }
+        Err(crate::accounts::AccountError::Busy) => {
+            too_many(&state, Refusal::Busy, pages::signup, &name)
+        }
         Err(e) => (
             StatusCode::BAD_REQUEST,
-            pages::signup(&state, Some(&e.to_string()), &form.username),
+            pages::signup(&state, Some(&e.to_string()), &name),
         )
             .into_response(),
     }

@@ -5,6 +5,7 @@
 //! are served by the binary. Every response carries the security headers.
 
 pub mod admin;
+pub mod attempts;
 pub mod auth;
 pub mod chat;
 pub mod client;
@@ -16,11 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::accounts::WebAccounts;
 use crate::chat::Conversation;
@@ -39,7 +41,7 @@ pub struct WebState {
     pub accounts: WebAccounts,
     pub settings: WebSettings,
     pub bot_name: String,
-    attempts: Arc<auth::Attempts>,
+    pub gate: Arc<attempts::Gate>,
     next_message: Arc<AtomicU64>,
 }
 
@@ -57,9 +59,9 @@ impl WebState {
             sessions,
             quota,
             accounts,
+            gate: Arc::new(attempts::Gate::new(settings.login_attempts_per_second)),
             settings,
             bot_name,
-            attempts: Default::default(),
             next_message: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -122,8 +124,18 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(chat::page))
         .route("/api/send", post(chat::send))
-        .route("/login", get(auth::login_page).post(auth::login_submit))
-        .route("/signup", get(auth::signup_page).post(auth::signup_submit))
+        .route(
+            "/login",
+            get(auth::login_page)
+                .post(auth::login_submit)
+                .layer(DefaultBodyLimit::max(auth::FORM_LIMIT)),
+        )
+        .route(
+            "/signup",
+            get(auth::signup_page)
+                .post(auth::signup_submit)
+                .layer(DefaultBodyLimit::max(auth::FORM_LIMIT)),
+        )
         .route("/logout", post(auth::logout))
         .route("/admin", get(admin::page))
         .route("/admin/action", post(admin::act))
@@ -149,7 +161,7 @@ pub fn router(state: WebState) -> Router {
 pub async fn serve(
     addr: SocketAddr,
     state: WebState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -161,18 +173,11 @@ pub async fn serve(
             "the web front has no accounts yet and web.signup is off: add one with `gptbot web user add <name>`"
         );
     }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     tracing::info!(addr = %bound, "serving the web front");
-    let task = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %chain(&e), "the web front stopped");
-        }
-    });
+    let task = tokio::spawn(crate::ops::http::serve(
+        listener,
+        router(state),
+        shutdown.cancelled_owned(),
+    ));
     Ok((bound, task))
 }
