@@ -58,6 +58,12 @@ pub enum AppError {
     Task(#[source] tokio::task::JoinError),
     #[error("not healthy: {0}")]
     Unhealthy(String),
+    /// The command line was used wrongly (a malformed user id, amount or password
+    /// input); the text says how.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 impl AppError {
@@ -73,6 +79,7 @@ impl AppError {
                 | crate::accounts::AccountError::Unknown(_),
             )
             | AppError::NoPlatform
+            | AppError::Usage(_)
             | AppError::Telegram(
                 TelegramError::BadToken(_) | TelegramError::NoToken | TelegramError::Conflict,
             )
@@ -169,15 +176,11 @@ impl App {
         }
         let counter = TokenCounter::resolve(
             &settings.model.name,
-            &settings.model.tokenizer,
+            settings.model.tokenizer,
             settings.openai.base_url.as_str(),
             http.clone(),
         )
-        .await
-        .map_err(|message| ConfigError::Invalid {
-            key: "model.tokenizer",
-            message,
-        })?;
+        .await;
         let reserve_margin = settings
             .model
             .reserve_margin
@@ -209,7 +212,7 @@ impl App {
                         message: format!("cannot find this executable to read PDFs with: {e}"),
                     }
                 })?,
-                image_detail: settings.model.image_detail.clone(),
+                image_detail: settings.model.image_detail,
                 transcriber: crate::llm::audio::Transcriber::from_settings(&settings, http.clone()),
             },
         ));

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod chat;
 pub mod cli;

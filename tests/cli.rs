@@ -235,7 +235,7 @@ async fn bad_configuration_fails_at_start_with_the_key_and_exit_code_2() {
             "127.0.0.1,proxy.local",
             "web.trusted_proxies",
         ),
-        ("GPTBOT_RUNTIME", "threads", "GPTBOT_RUNTIME"),
+        ("GPTBOT_RUNTIME", "threads", "runtime.flavor"),
     ];
     for (var, value, key) in cases {
         let mut env = base.clone();

@@ -311,7 +311,7 @@ async fn a_stream_cut_midway_charges_what_was_shown_and_records_the_partial_turn
     assert!(shown.starts_with("The answer is"), "{shown}");
     assert!(shown.contains("cut off"), "{shown}");
     let b = t.app.quota.balance(&user("1")).await.unwrap();
-    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini");
     let completion = i64::from(counter.count("The answer is").await);
     assert_eq!(b.reserved, 0);
     assert!(
@@ -424,7 +424,7 @@ async fn history_is_trimmed_to_the_context_window() {
     }
     let requests = t.openai.requests();
     let last = roles_and_contents(requests.last().unwrap());
-    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini");
     let mut prompt = 3;
     for (_, content) in &last {
         prompt += counter.message(content).await;

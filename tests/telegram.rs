@@ -476,7 +476,7 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer() {
     assert!(partial.starts_with("part0 part1 part2"));
     assert!(!partial.contains("part39"));
     // Charged: the prompt and the partial answer, as counted locally (no usage came).
-    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini");
     let system = &b.t.app.settings.bot.system_prompt;
     let fitting = gptbot::chat::context::Fitting {
         system,

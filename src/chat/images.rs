@@ -4,6 +4,7 @@
 
 use base64::Engine;
 
+use crate::config::ImageDetail;
 use crate::core::adapter::{AdapterError, ChatAdapter};
 use crate::core::error::chain;
 use crate::core::event::Attachment;
@@ -14,8 +15,8 @@ pub const MAX_IMAGES: usize = 4;
 
 /// Tokens of an image by OpenAI's rule: 85 for `low`; otherwise scaled into 2048×2048,
 /// then its shorter side to 768, and 170 per 512-pixel tile on top of the 85.
-pub fn tokens(detail: &str, width: u32, height: u32) -> u32 {
-    if detail == "low" {
+pub fn tokens(detail: ImageDetail, width: u32, height: u32) -> u32 {
+    if detail == ImageDetail::Low {
         return 85;
     }
     if width == 0 || height == 0 {
@@ -62,7 +63,7 @@ fn mime_of(bytes: &[u8]) -> &'static str {
 pub async fn fetch(
     adapter: &dyn ChatAdapter,
     images: &[&Attachment],
-    detail: &str,
+    detail: ImageDetail,
     max_bytes: u64,
 ) -> Result<(Vec<Image>, u32), String> {
     if images.len() > MAX_IMAGES {
@@ -101,7 +102,7 @@ pub async fn fetch(
                 mime_of(&bytes),
                 base64::engine::general_purpose::STANDARD.encode(&bytes)
             ),
-            detail: detail.to_string(),
+            detail: detail.as_str(),
         });
     }
     Ok((fetched, total))
@@ -113,13 +114,13 @@ mod tests {
 
     #[test]
     fn tokens_follow_openais_tile_rule() {
-        assert_eq!(tokens("low", 4096, 4096), 85);
+        assert_eq!(tokens(ImageDetail::Low, 4096, 4096), 85);
         // 1024×1024: shorter side to 768 → 768×768 → 4 tiles.
-        assert_eq!(tokens("high", 1024, 1024), 85 + 170 * 4);
+        assert_eq!(tokens(ImageDetail::High, 1024, 1024), 85 + 170 * 4);
         // 2048×4096: into 2048 → 1024×2048, shorter side to 768 → 768×1536 → 2×3 tiles.
-        assert_eq!(tokens("high", 2048, 4096), 85 + 170 * 6);
+        assert_eq!(tokens(ImageDetail::High, 2048, 4096), 85 + 170 * 6);
         // Small images are not scaled up: 300×200 is one tile.
-        assert_eq!(tokens("auto", 300, 200), 85 + 170);
+        assert_eq!(tokens(ImageDetail::Auto, 300, 200), 85 + 170);
         assert_eq!(mime_of(b"\x89PNG...."), "image/png");
         assert_eq!(mime_of(b"\xff\xd8\xff"), "image/jpeg");
     }

@@ -212,7 +212,7 @@ impl Conversation {
         images::fetch(
             adapter,
             &refs,
-            &self.settings.image_detail,
+            self.settings.image_detail,
             self.settings.file_max_bytes,
         )
         .await

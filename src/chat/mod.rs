@@ -74,7 +74,7 @@ pub struct ConversationSettings {
     /// Reads PDFs in a child process under `files.parse_memory` and `files.parse_timeout`.
     pub pdfs: pdf::PdfReader,
     /// `model.image_detail`: low, high or auto.
-    pub image_detail: String,
+    pub image_detail: crate::config::ImageDetail,
     /// Speech to text for voice messages (`model.transcription`); `None`: off.
     pub transcriber: Option<crate::llm::audio::Transcriber>,
 }
@@ -319,6 +319,11 @@ impl Conversation {
 
     pub fn access(&self) -> &AccessService {
         &self.access
+    }
+
+    /// The operators' service on this conversation's ledger and access rules.
+    pub fn admin_service(&self) -> crate::admin::AdminService {
+        crate::admin::AdminService::new(self.quota.clone(), self.access.clone())
     }
 
     pub fn settings(&self) -> &ConversationSettings {

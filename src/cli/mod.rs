@@ -3,6 +3,7 @@
 //! failure, 2 bad configuration or usage ([`AppError::exit_code`]).
 
 mod signal;
+mod table;
 pub mod web;
 
 pub use signal::shutdown_signal;
@@ -13,12 +14,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::access::AccessService;
+use crate::admin::{AdminService, Done, Operator};
 use crate::app::{App, AppError, open_db, quota_service};
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, RuntimeFlavor, Settings};
+use crate::core::admin::{Account, AdminCommand, Subject};
 use crate::core::error::chain;
 use crate::core::event::UserId;
 use crate::platform::console::{ConsoleAdapter, os_user, run_console};
-use crate::quota::QuotaService;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -203,24 +205,11 @@ pub fn main() -> ExitCode {
     // One scheduler thread by default: the bot waits on the network, and with two
     // workers most of its CPU went on waking one another for each streamed token
     // (BENCHMARKS.md). CPU-heavy steps (PDFs, long token counts, password hashes) run on
-    // the blocking pool. GPTBOT_RUNTIME=multi-thread brings back one worker per core.
-    let mut builder = match std::env::var("GPTBOT_RUNTIME").as_deref() {
-        Ok("multi-thread") => tokio::runtime::Builder::new_multi_thread(),
-        Ok("current-thread" | "") | Err(std::env::VarError::NotPresent) => {
-            tokio::runtime::Builder::new_current_thread()
-        }
-        Ok(other) => {
-            eprintln!(
-                "error: GPTBOT_RUNTIME is `{other}`; it takes `current-thread` (the default) or `multi-thread`"
-            );
-            return ExitCode::from(2);
-        }
-        Err(std::env::VarError::NotUnicode(_)) => {
-            eprintln!(
-                "error: GPTBOT_RUNTIME is not valid Unicode; it takes `current-thread` or `multi-thread`"
-            );
-            return ExitCode::from(2);
-        }
+    // the blocking pool. `runtime.flavor = "multi-thread"` (GPTBOT_RUNTIME) brings back one
+    // worker per core.
+    let mut builder = match settings.runtime.flavor {
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -259,33 +248,25 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Stats => {
-            let quota = open_quota(&settings).await?;
-            let s = quota.stats().await?;
-            println!("users {}", s.users);
-            println!("tokens_used_today {}", s.used_today);
-            println!("tokens_used_total {}", s.used);
-            println!("requests_today {}", s.requests_today);
-            println!("requests_total {}", s.requests);
-            println!("errors_today {}", s.errors_today);
-            println!("errors_total {}", s.errors);
+            print!(
+                "{}",
+                table::render(admin(&settings, AdminCommand::Stats).await?)
+            );
             Ok(())
         }
         CliCommand::Access { command } => {
-            let access = AccessService::new(open_db(&settings).await?, &settings.access);
-            let (subject, allowed) = match command {
-                AccessCommand::List => {
-                    for (subject, allowed, by) in access.list_rules().await? {
-                        let decision = if allowed { "allowed" } else { "denied" };
-                        println!("{subject} {decision} (by {by})");
-                    }
-                    return Ok(());
-                }
-                AccessCommand::Allow { subject } => (subject, true),
-                AccessCommand::Deny { subject } => (subject, false),
+            let command = match command {
+                AccessCommand::List => AdminCommand::Rules,
+                AccessCommand::Allow { subject } => AdminCommand::Rule {
+                    subject: parse_subject(&subject)?,
+                    allowed: true,
+                },
+                AccessCommand::Deny { subject } => AdminCommand::Rule {
+                    subject: parse_subject(&subject)?,
+                    allowed: false,
+                },
             };
-            let subject = parse_subject(&subject)?;
-            access.set_rule(&subject, allowed, "cli").await?;
-            println!("{subject} {}", if allowed { "allowed" } else { "denied" });
+            print!("{}", table::render(admin(&settings, command).await?));
             Ok(())
         }
         CliCommand::Web { command } => web::run(&settings, command).await,
@@ -294,121 +275,32 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             println!("database migrated");
             Ok(())
         }
-        CliCommand::Quota {
-            command: QuotaCommand::Holds,
-        } => {
-            let quota = open_quota(&settings).await?;
-            let now = chrono::Utc::now().timestamp_millis();
-            println!(
-                "{:>8} {:<28} {:>8} {:>8} {:>10}  owner",
-                "id", "user", "tokens", "age", "expires in"
-            );
-            for h in quota.holds().await? {
-                let user = format!("{}:{}", h.platform, h.user_id);
-                let age = format!("{}s", (now - h.created_ms).max(0) / 1000);
-                let expires = match h.expires_ms - now {
-                    left if left > 0 => format!("{}s", left / 1000),
-                    _ => "expired".into(),
-                };
-                println!(
-                    "{:>8} {user:<28} {:>8} {age:>8} {expires:>10}  {}",
-                    h.id, h.amount, h.owner
-                );
-            }
-            Ok(())
-        }
-        CliCommand::Quota {
-            command: QuotaCommand::Release { id },
-        } => {
-            let quota = open_quota(&settings).await?;
-            if !quota.release(id).await? {
-                return Err(AppError::Quota(crate::quota::QuotaError::Invalid(format!(
-                    "no open hold with id {id} (see `gptbot quota holds`)"
-                ))));
-            }
-            println!("hold {id} released: its tokens are back in the balance");
-            Ok(())
-        }
-        CliCommand::Quota {
-            command: QuotaCommand::History { user, limit },
-        } => {
-            let quota = open_quota(&settings).await?;
-            let user = parse_user(&user)?;
-            let entries = quota.history(&user, limit.max(1)).await?;
-            println!(
-                "{:<20} {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}  model",
-                "time (UTC)", "kind", "granted", "remaining", "reserved", "used", "balance"
-            );
-            for e in entries {
-                let at = chrono::DateTime::from_timestamp(e.at, 0)
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| e.at.to_string());
-                println!(
-                    "{at:<20} {:<8} {:>+10} {:>+10} {:>+10} {:>+10} {:>10}  {}",
-                    e.kind,
-                    e.d_granted,
-                    e.d_remaining,
-                    e.d_reserved,
-                    e.d_used,
-                    e.remaining,
-                    e.note.as_deref().unwrap_or("")
-                );
-            }
-            Ok(())
-        }
         CliCommand::Quota { command } => {
-            let quota = open_quota(&settings).await?;
-            let mut today = None;
-            let (user, balance) = match command {
-                QuotaCommand::Show { user } => {
-                    let user = parse_user(&user)?;
-                    let balance = quota.balance(&user).await?;
-                    today = Some(quota.used_today(&user).await?);
-                    (user, balance)
-                }
-                QuotaCommand::Grant { user, tokens } => {
-                    let user = parse_user(&user)?;
-                    let balance = quota.grant(&user, tokens).await?;
-                    (user, balance)
-                }
-                QuotaCommand::Set { user, tokens } => {
-                    let user = parse_user(&user)?;
-                    let tokens = parse_amount(&tokens, "unlimited")?;
-                    let balance = quota.set_quota(&user, tokens).await?;
-                    (user, balance)
-                }
-                QuotaCommand::Refill { user, tokens } => {
-                    let user = parse_user(&user)?;
-                    let tokens = parse_amount(&tokens, "default")?;
-                    let balance = quota.set_refill(&user, tokens).await?;
-                    (user, balance)
-                }
-                QuotaCommand::History { .. }
-                | QuotaCommand::Holds
-                | QuotaCommand::Release { .. } => {
-                    unreachable!("handled above")
-                }
-            };
-            println!(
-                "{user}: remaining {} used {} reserved {} granted {} requests {}{}{}",
-                balance.remaining,
-                balance.used,
-                balance.reserved,
-                balance.granted,
-                balance.requests,
-                if balance.unlimited {
-                    " (unlimited)"
-                } else {
-                    ""
+            let command = match command {
+                QuotaCommand::Show { user } => AdminCommand::Usage {
+                    user: parse_user(&user)?,
                 },
-                balance
-                    .refill_tokens
-                    .map(|n| format!(" (own refill {n})"))
-                    .unwrap_or_default(),
-            );
-            if let Some(today) = today {
-                println!("{user}: used today {today}");
-            }
+                QuotaCommand::Grant { user, tokens } => AdminCommand::Grant {
+                    user: parse_user(&user)?,
+                    tokens,
+                    reason: None,
+                },
+                QuotaCommand::Set { user, tokens } => AdminCommand::SetQuota {
+                    user: parse_user(&user)?,
+                    tokens: parse_amount(&tokens, "unlimited")?,
+                },
+                QuotaCommand::Refill { user, tokens } => AdminCommand::Refill {
+                    user: parse_user(&user)?,
+                    tokens: parse_amount(&tokens, "default")?,
+                },
+                QuotaCommand::Holds => AdminCommand::Holds,
+                QuotaCommand::Release { id } => AdminCommand::Release { hold: id },
+                QuotaCommand::History { user, limit } => AdminCommand::History {
+                    user: parse_user(&user)?,
+                    limit,
+                },
+            };
+            print!("{}", table::render(admin(&settings, command).await?));
             Ok(())
         }
         CliCommand::Telegram {
@@ -458,36 +350,37 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
     }
 }
 
-/// Opens the database and the quota ledger, for the one-shot commands.
-async fn open_quota(settings: &Settings) -> Result<QuotaService, AppError> {
-    Ok(quota_service(&open_db(settings).await?, settings))
+/// Applies one operator command with the admin service, on the configured database.
+async fn admin(settings: &Settings, command: AdminCommand) -> Result<Done, AppError> {
+    let db = open_db(settings).await?;
+    let service = AdminService::new(
+        quota_service(&db, settings),
+        std::sync::Arc::new(AccessService::new(db, &settings.access)),
+    );
+    Ok(service.apply(&Operator::cli(), command).await?)
 }
 
 /// A token amount, or the `keyword` standing for "none" (`unlimited`, `default`).
 fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, AppError> {
-    crate::quota::parse_amount(text, keyword).map_err(|message| {
-        AppError::Config(crate::config::ConfigError::Invalid {
-            key: "tokens",
-            message,
-        })
-    })
+    crate::core::admin::parse_amount(text, keyword).map_err(AppError::Usage)
 }
 
 /// A rule subject: `platform:user` or `group:platform:id`.
-fn parse_subject(text: &str) -> Result<String, AppError> {
-    crate::access::parse_subject(text).map_err(|message| {
-        AppError::Config(crate::config::ConfigError::Invalid {
-            key: "user",
-            message,
-        })
-    })
+fn parse_subject(text: &str) -> Result<Subject, AppError> {
+    match Subject::parse(text).map_err(AppError::Usage)? {
+        Subject::Account(account) => account
+            .on(None)
+            .map(|user| Subject::Account(Account::Id(user)))
+            .map_err(AppError::Usage),
+        Subject::ThisChat => Err(AppError::Usage(
+            "`chat` means a group in a chat; name it as group:platform:id".into(),
+        )),
+        group => Ok(group),
+    }
 }
 
-fn parse_user(text: &str) -> Result<UserId, AppError> {
-    UserId::parse(text).map_err(|message| {
-        AppError::Config(crate::config::ConfigError::Invalid {
-            key: "user",
-            message,
-        })
-    })
+fn parse_user(text: &str) -> Result<Account, AppError> {
+    UserId::parse(text)
+        .map(Account::Id)
+        .map_err(AppError::Usage)
 }

@@ -128,8 +128,5 @@ fn echo(on: bool) {
 }
 
 fn usage(message: &str) -> AppError {
-    AppError::Config(crate::config::ConfigError::Invalid {
-        key: "password",
-        message: message.to_string(),
-    })
+    AppError::Usage(message.to_string())
 }

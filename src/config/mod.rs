@@ -8,6 +8,7 @@
 //! [`Settings::load_from_process`].
 
 mod choices;
+mod model;
 mod parse;
 mod types;
 mod validate;
@@ -23,6 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use choices::{MAX_CHOICE_NAME_BYTES, ModelChoice, Persona};
+pub use model::{Encoding, ImageDetail, MaxTokensField, Tokenizer};
 use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
@@ -42,6 +44,7 @@ pub const CONVENTIONAL_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("TELEGRAM_BOT_TOKEN", "telegram.token"),
     ("DISCORD_TOKEN", "discord.token"),
+    ("GPTBOT_RUNTIME", "runtime.flavor"),
 ];
 
 /// Why the configuration could not be used; the message always names the key at fault.
@@ -75,6 +78,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub files: FileSettings,
     pub web: WebSettings,
+    pub runtime: RuntimeSettings,
     /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
     #[serde(default)]
     pub personas: std::collections::BTreeMap<String, Persona>,
@@ -129,7 +133,7 @@ pub struct ModelSettings {
     pub temperature: f64,
     pub context_tokens: u32,
     /// "auto", "server", "estimate" or "tiktoken:<encoding>" (see `llm::tokens`).
-    pub tokenizer: String,
+    pub tokenizer: Tokenizer,
     /// Share of the prompt held on top of its count; unset: 0 for an exact tokenizer,
     /// 10 % for an estimate or a tiktoken encoding chosen by hand.
     #[serde(default)]
@@ -143,7 +147,7 @@ pub struct ModelSettings {
     pub transcription: String,
     /// How closely a vision model looks at images: "low" (85 tokens each), "high" or
     /// "auto" (counted by OpenAI's tile rule).
-    pub image_detail: String,
+    pub image_detail: ImageDetail,
 }
 
 impl ModelSettings {
@@ -167,7 +171,7 @@ pub struct OpenAiSettings {
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     pub max_retries: u32,
-    pub max_tokens_field: String,
+    pub max_tokens_field: MaxTokensField,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -290,6 +294,20 @@ pub struct ShutdownSettings {
     /// On SIGTERM / Ctrl-C, how long answers in progress may run before they are stopped.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// The async scheduler: one thread (the default) or one worker per core.
+    pub flavor: RuntimeFlavor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeFlavor {
+    CurrentThread,
+    MultiThread,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -21,15 +21,6 @@ impl Settings {
         self.validate_model()?;
         super::choices::validate_models(&self.model.available)?;
         super::choices::validate_personas(&self.personas)?;
-        if !matches!(self.model.image_detail.as_str(), "low" | "high" | "auto") {
-            return Err(invalid(
-                "model.image_detail",
-                format!(
-                    "must be \"low\", \"high\" or \"auto\", got {:?}",
-                    self.model.image_detail
-                ),
-            ));
-        }
         if self.files.max_chars == 0 {
             return Err(invalid("files.max_chars", "must be at least 1"));
         }
@@ -123,8 +114,6 @@ impl Settings {
                 ),
             ));
         }
-        crate::llm::tokens::TokenCounter::local(&self.model.name, &self.model.tokenizer)
-            .map_err(|message| invalid("model.tokenizer", message))?;
         if let Some(margin) = self.model.reserve_margin
             && !(0.0..=1.0).contains(&margin)
         {
@@ -135,18 +124,6 @@ impl Settings {
         }
         if self.openai.timeout.is_zero() {
             return Err(invalid("openai.timeout", "must be more than 0"));
-        }
-        if !matches!(
-            self.openai.max_tokens_field.as_str(),
-            "max_tokens" | "max_completion_tokens"
-        ) {
-            return Err(invalid(
-                "openai.max_tokens_field",
-                format!(
-                    "must be \"max_tokens\" or \"max_completion_tokens\", got {:?}",
-                    self.openai.max_tokens_field
-                ),
-            ));
         }
         Ok(())
     }

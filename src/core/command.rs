@@ -1,6 +1,10 @@
 //! The command language: what a user can ask of the bot besides a chat turn, and the
 //! parsing of typed text into it. Pure, no I/O: adapters parse at the edge (Telegram
-//! and terminal text) or build a [`Command`] directly (Discord slash options).
+//! and terminal text) or build a [`Command`] directly (Discord slash options). The
+//! operators' commands are in [`super::admin`].
+
+use super::admin::parse_admin;
+pub use super::admin::{ADMIN_COMMANDS, Account, AdminCommand, Subject, admin_usage};
 
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,112 +41,10 @@ pub enum Command {
     Admin(AdminCommand),
     /// An admin command with wrong arguments: the usage line to show.
     AdminUsage(&'static str),
+    /// An admin command naming an account or a group that is not one, and why.
+    AdminInvalid(String),
     /// Anything else starting with `/`; the name is kept for the helpful answer.
     Unknown(String),
-}
-
-/// Commands for operators. Users are `platform:id`, or a bare id on the admin's own
-/// platform; `chat` in /allow and /deny means the group the command is sent in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminCommand {
-    /// `reason` goes into the audit log and the answer (e.g. "beta bonus").
-    Grant {
-        user: String,
-        tokens: i64,
-        reason: Option<String>,
-    },
-    SetQuota {
-        user: String,
-        tokens: Option<i64>,
-    },
-    Usage {
-        user: String,
-    },
-    Stats,
-    Allow {
-        subject: String,
-    },
-    Deny {
-        subject: String,
-    },
-}
-
-/// Admin commands with their usage, for /help (to admins) and the platforms' menus.
-pub const ADMIN_COMMANDS: &[(&str, &str)] = &[
-    (
-        "grant",
-        "/grant <user> <tokens> [reason] — add tokens (negative takes away)",
-    ),
-    (
-        "setquota",
-        "/setquota <user> <tokens|unlimited> — set what is left",
-    ),
-    (
-        "usage",
-        "/usage <user> — a user's balance and today's usage",
-    ),
-    (
-        "stats",
-        "/stats — users, tokens today and in total, requests, errors",
-    ),
-    (
-        "allow",
-        "/allow <user|chat> — let a user (or this group) use the bot",
-    ),
-    (
-        "deny",
-        "/deny <user|chat> — stop a user (or this group) from using the bot",
-    ),
-];
-
-pub fn admin_usage(name: &str) -> &'static str {
-    ADMIN_COMMANDS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, usage)| *usage)
-        .unwrap_or("")
-}
-
-fn parse_admin(name: &str, args: &str) -> Option<Command> {
-    let words: Vec<&str> = args.split_whitespace().collect();
-    let command = match (name, words.as_slice()) {
-        ("grant", [user, n, reason @ ..]) => n.parse().ok().map(|tokens| AdminCommand::Grant {
-            user: user.to_string(),
-            tokens,
-            reason: (!reason.is_empty()).then(|| reason.join(" ")),
-        }),
-        ("setquota", [user, n]) if n.eq_ignore_ascii_case("unlimited") => {
-            Some(AdminCommand::SetQuota {
-                user: user.to_string(),
-                tokens: None,
-            })
-        }
-        ("setquota", [user, n]) => {
-            n.parse()
-                .ok()
-                .filter(|n: &i64| *n >= 0)
-                .map(|n| AdminCommand::SetQuota {
-                    user: user.to_string(),
-                    tokens: Some(n),
-                })
-        }
-        ("usage", [user]) => Some(AdminCommand::Usage {
-            user: user.to_string(),
-        }),
-        ("stats", []) => Some(AdminCommand::Stats),
-        ("allow", [subject]) => Some(AdminCommand::Allow {
-            subject: subject.to_string(),
-        }),
-        ("deny", [subject]) => Some(AdminCommand::Deny {
-            subject: subject.to_string(),
-        }),
-        ("grant" | "setquota" | "usage" | "stats" | "allow" | "deny", _) => None,
-        _ => return None,
-    };
-    Some(match command {
-        Some(c) => Command::Admin(c),
-        None => Command::AdminUsage(admin_usage(name)),
-    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,58 +175,6 @@ mod tests {
             parse("/frobnicate x", None),
             Input::Command(Command::Unknown("frobnicate".into()))
         );
-    }
-
-    #[test]
-    fn admin_commands_parse_or_explain_their_usage() {
-        assert_eq!(
-            parse("/grant telegram:5 -300", None),
-            Input::Command(Command::Admin(AdminCommand::Grant {
-                user: "telegram:5".into(),
-                tokens: -300,
-                reason: None,
-            }))
-        );
-        assert_eq!(
-            parse("/grant 5 100 beta   bonus", None),
-            Input::Command(Command::Admin(AdminCommand::Grant {
-                user: "5".into(),
-                tokens: 100,
-                reason: Some("beta bonus".into()),
-            }))
-        );
-        assert_eq!(
-            parse("/setquota 42 unlimited", None),
-            Input::Command(Command::Admin(AdminCommand::SetQuota {
-                user: "42".into(),
-                tokens: None
-            }))
-        );
-        assert_eq!(
-            parse("/stats", None),
-            Input::Command(Command::Admin(AdminCommand::Stats))
-        );
-        assert_eq!(
-            parse("/deny chat", None),
-            Input::Command(Command::Admin(AdminCommand::Deny {
-                subject: "chat".into()
-            }))
-        );
-        for bad in [
-            "/grant 5",
-            "/grant 5 lots",
-            "/setquota 5 -1",
-            "/usage",
-            "/stats now",
-            "/allow a b",
-        ] {
-            match parse(bad, None) {
-                Input::Command(Command::AdminUsage(usage)) => {
-                    assert!(usage.starts_with('/'), "{bad}")
-                }
-                other => panic!("{bad}: {other:?}"),
-            }
-        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! depends on it.
 
 pub mod adapter;
+pub mod admin;
 pub mod clock;
 pub mod command;
 pub mod error;

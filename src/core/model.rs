@@ -31,7 +31,7 @@ pub struct ChatMessage {
 pub struct Image {
     pub data_url: String,
     /// OpenAI's `detail`: "low", "high" or "auto".
-    pub detail: String,
+    pub detail: &'static str,
 }
 
 impl ChatMessage {

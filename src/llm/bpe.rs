@@ -1,10 +1,11 @@
-//! Exact o200k_base token counts (GPT-4o, GPT-4.1, the o-series, GPT-5) from a compact
-//! vocabulary: the tokens' bytes stay in the binary (written by `build.rs` from
-//! tiktoken-rs's own table) and one open-addressing index of ranks points into them.
-//! Why not tiktoken-rs's `CoreBPE` for this encoding: it holds the vocabulary as two hash
-//! maps of 200,000 separately allocated byte vectors, ~45 MiB resident — two thirds of
-//! the bot's memory. This holds ~3 MiB and counts the same (tested token for token
-//! against tiktoken-rs).
+//! Exact tiktoken counts — o200k_base (GPT-4o, GPT-4.1, the o-series, GPT-5) and
+//! cl100k_base (GPT-4, GPT-3.5) — from compact vocabularies: the tokens' bytes stay in
+//! the binary (written by `build.rs` from tiktoken-rs's own tables) and one
+//! open-addressing index of ranks points into them. Why not tiktoken-rs's `CoreBPE`: it
+//! holds a vocabulary as two hash maps of separately allocated byte vectors (~45 MiB
+//! resident for o200k, two thirds of the bot's memory) and embeds every encoding as
+//! base64 text (7.4 MB of the binary). This holds ~3 MiB and counts the same (tested
+//! token for token against tiktoken-rs).
 
 use std::hash::Hasher;
 use std::sync::OnceLock;
@@ -12,9 +13,32 @@ use std::sync::OnceLock;
 use fancy_regex::Regex;
 
 /// Every ordinary token's bytes in rank order, each after its u16 length.
-static BLOB: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.bin"));
+static O200K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.bin"));
+static CL100K: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.bin"));
+
+/// o200k_base's pre-tokenizing pattern (tiktoken-rs's `O200K_BASE_PAT_STR`).
+pub const O200K_PATTERN: &str = concat!(
+    r#"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"#,
+    "|",
+    r#"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"#,
+    "|",
+    r#"\p{N}{1,3}"#,
+    "|",
+    r#" ?[^\s\p{L}\p{N}]+[\r\n/]*"#,
+    "|",
+    r#"\s*[\r\n]+"#,
+    "|",
+    r#"\s+(?!\S)"#,
+    "|",
+    r#"\s+"#
+);
+
+/// cl100k_base's pre-tokenizing pattern (as tiktoken-rs writes it).
+pub const CL100K_PATTERN: &str = "'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}++|\\p{N}{1,3}+| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*+|\\s++$|\\s*[\\r\\n]|\\s+(?!\\S)|\\s";
 
 pub struct CompactBpe {
+    /// The vocabulary: every ordinary token's bytes after its u16 length.
+    blob: &'static [u8],
     /// Where each rank's bytes start in [`BLOB`] (the length is in the two bytes before).
     starts: Vec<u32>,
     /// Open addressing: rank + 1, or 0 for an empty slot.
@@ -33,7 +57,13 @@ impl CompactBpe {
     /// The o200k_base counter, built once.
     pub fn o200k() -> &'static CompactBpe {
         static BPE: OnceLock<CompactBpe> = OnceLock::new();
-        BPE.get_or_init(|| CompactBpe::build(BLOB, tiktoken_rs::O200K_BASE_PAT_STR))
+        BPE.get_or_init(|| CompactBpe::build(O200K, O200K_PATTERN))
+    }
+
+    /// The cl100k_base counter, built once (only when a model uses it).
+    pub fn cl100k() -> &'static CompactBpe {
+        static BPE: OnceLock<CompactBpe> = OnceLock::new();
+        BPE.get_or_init(|| CompactBpe::build(CL100K, CL100K_PATTERN))
     }
 
     fn build(blob: &'static [u8], pattern: &str) -> CompactBpe {
@@ -46,10 +76,11 @@ impl CompactBpe {
         }
         let slots = (starts.len() * 2).next_power_of_two();
         let mut bpe = CompactBpe {
+            blob,
             starts,
             index: vec![0; slots],
             mask: slots - 1,
-            pattern: Regex::new(pattern).expect("tiktoken's o200k pattern compiles"),
+            pattern: Regex::new(pattern).expect("tiktoken's patterns compile"),
         };
         for rank in 0..bpe.starts.len() {
             let token = bpe.token(rank);
@@ -67,8 +98,8 @@ impl CompactBpe {
 
     fn token(&self, rank: usize) -> &'static [u8] {
         let start = self.starts[rank] as usize;
-        let len = u16::from_le_bytes([BLOB[start - 2], BLOB[start - 1]]) as usize;
-        &BLOB[start..start + len]
+        let len = u16::from_le_bytes([self.blob[start - 2], self.blob[start - 1]]) as usize;
+        &self.blob[start..start + len]
     }
 
     fn rank(&self, bytes: &[u8]) -> Option<u32> {
@@ -139,10 +170,21 @@ mod tests {
 
     /// Token for token the same counts as tiktoken-rs, on text of every kind the bot
     /// sees: prose in several scripts, code, numbers, whitespace runs, emoji, Markdown.
+    /// Both encodings, each beside tiktoken-rs's own.
+    fn pairs() -> [(&'static CompactBpe, &'static tiktoken_rs::CoreBPE); 2] {
+        [
+            (CompactBpe::o200k(), tiktoken_rs::o200k_base_singleton()),
+            (CompactBpe::cl100k(), tiktoken_rs::cl100k_base_singleton()),
+        ]
+    }
+
+    #[test]
+    fn the_o200k_pattern_is_tiktokens() {
+        assert_eq!(O200K_PATTERN, tiktoken_rs::O200K_BASE_PAT_STR);
+    }
+
     #[test]
     fn counts_exactly_as_tiktoken_does() {
-        let tiktoken = tiktoken_rs::o200k_base_singleton();
-        let compact = CompactBpe::o200k();
         let mut samples: Vec<String> = vec![
             String::new(),
             "Hello, world!".into(),
@@ -164,20 +206,20 @@ mod tests {
         samples.push("The quick brown fox jumps over the lazy dog. ".repeat(40));
         samples.push((0..300).map(|i| format!("{i} ")).collect());
         samples.push("x".repeat(5000));
-        for text in &samples {
-            assert_eq!(
-                compact.count(text),
-                tiktoken.encode_ordinary(text).len(),
-                "{text:?}"
-            );
+        for (compact, tiktoken) in pairs() {
+            for text in &samples {
+                assert_eq!(
+                    compact.count(text),
+                    tiktoken.encode_ordinary(text).len(),
+                    "{text:?}"
+                );
+            }
         }
     }
 
     /// And on random mixtures of everything above.
     #[test]
     fn counts_random_text_exactly_as_tiktoken_does() {
-        let tiktoken = tiktoken_rs::o200k_base_singleton();
-        let compact = CompactBpe::o200k();
         let alphabet: Vec<char> =
             "aeiou tnrsl THE 0123456789 \n\t\r.,;:!?'\"-_/()[]{}<>@#$%^&*+=~`|\\ éüßñ Жжщ 日本語中文 한국 ع ש 😀👍🏽 ∑√"
                 .chars()
@@ -194,20 +236,24 @@ mod tests {
             let text: String = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
-            assert_eq!(
-                compact.count(&text),
-                tiktoken.encode_ordinary(&text).len(),
-                "{text:?}"
-            );
+            for (compact, tiktoken) in pairs() {
+                assert_eq!(
+                    compact.count(&text),
+                    tiktoken.encode_ordinary(&text).len(),
+                    "{text:?}"
+                );
+            }
         }
     }
 
     #[test]
     fn the_whole_vocabulary_is_indexed() {
-        let compact = CompactBpe::o200k();
-        assert!(compact.starts.len() > 190_000);
-        for rank in [0usize, 1, 255, 1000, 100_000, compact.starts.len() - 1] {
-            assert_eq!(compact.rank(compact.token(rank)), Some(rank as u32));
+        assert!(CompactBpe::o200k().starts.len() > 190_000);
+        assert!(CompactBpe::cl100k().starts.len() > 100_000);
+        for (compact, _) in pairs() {
+            for rank in [0usize, 1, 255, 1000, 90_000, compact.starts.len() - 1] {
+                assert_eq!(compact.rank(compact.token(rank)), Some(rank as u32));
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct OpenAiClient {
     client: Client<OpenAIConfig>,
     model: String,
     temperature: f64,
-    max_tokens_field: String,
+    max_tokens_field: &'static str,
     timeout: Duration,
     max_retries: u32,
 }
@@ -64,7 +64,7 @@ impl OpenAiClient {
                 .with_http_service(Transport::new(http, openai.max_retries)),
             model: settings.model.name.clone(),
             temperature: settings.model.temperature,
-            max_tokens_field: openai.max_tokens_field.clone(),
+            max_tokens_field: openai.max_tokens_field.as_str(),
             timeout: openai.timeout,
             max_retries: openai.max_retries,
         })
@@ -75,7 +75,7 @@ impl OpenAiClient {
             model: request.model.as_deref().unwrap_or(&self.model),
             messages: &request.messages,
             temperature: self.temperature,
-            max_tokens_field: &self.max_tokens_field,
+            max_tokens_field: self.max_tokens_field,
             max_tokens: request.max_tokens,
         }
     }

@@ -117,12 +117,11 @@ pub async fn report(settings: &Settings) -> Result<(), LlmError> {
     }
     let counter = super::tokens::TokenCounter::resolve(
         &settings.model.name,
-        &settings.model.tokenizer,
+        settings.model.tokenizer,
         settings.openai.base_url.as_str(),
         http.clone(),
     )
-    .await
-    .map_err(|e| LlmError::Unexpected(anyhow::anyhow!(e)))?;
+    .await;
     println!("token counts: {}", counter.describe());
     let client = super::openai::OpenAiClient::new(settings, http)?;
     let started = std::time::Instant::now();

@@ -12,9 +12,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{Encoding, Tokenizer};
 use serde_json::{Value, json};
-use tiktoken_rs::CoreBPE;
-use tiktoken_rs::tokenizer::Tokenizer;
 
 use super::bpe::CompactBpe;
 
@@ -36,26 +35,9 @@ pub struct TokenCounter {
 /// Texts longer than this (bytes) are counted on the blocking pool (about 1 ms of CPU).
 const BLOCKING_COUNT_BYTES: usize = 16 * 1024;
 
-/// A tiktoken encoding: o200k_base from the compact table, the older ones from
-/// tiktoken-rs (loaded only when a model uses them).
-#[derive(Clone, Copy)]
-enum Bpe {
-    Compact(&'static CompactBpe),
-    Tiktoken(&'static CoreBPE),
-}
-
-impl Bpe {
-    fn count(self, text: &str) -> usize {
-        match self {
-            Bpe::Compact(bpe) => bpe.count(text),
-            Bpe::Tiktoken(bpe) => bpe.encode_ordinary(text).len(),
-        }
-    }
-}
-
 enum Method {
     Tiktoken {
-        bpe: Bpe,
+        bpe: &'static CompactBpe,
         name: &'static str,
         /// Chosen from an OpenAI model name: the count is the server's.
         exact: bool,
@@ -87,53 +69,40 @@ pub fn tokenize_url(base_url: &str) -> String {
 }
 
 impl TokenCounter {
-    /// The counters that need no server: `tiktoken:<encoding>` (or the bare encoding
-    /// name), `estimate`, and `auto` for a model tiktoken knows. `Ok(None)` for `server`
-    /// and for `auto` with a model tiktoken does not know: see [`TokenCounter::resolve`].
-    pub fn local(model: &str, tokenizer: &str) -> Result<Option<TokenCounter>, String> {
-        let encoding = tokenizer.strip_prefix("tiktoken:").unwrap_or(tokenizer);
-        let tiktoken = |bpe, name, exact| {
-            Ok(Some(TokenCounter {
+    /// The counters that need no server: a tiktoken encoding, `estimate`, and `auto`
+    /// for an OpenAI model name. `None` for `server` and for `auto` with another model:
+    /// see [`TokenCounter::resolve`].
+    pub fn local(model: &str, tokenizer: Tokenizer) -> Option<TokenCounter> {
+        let tiktoken = |encoding: Encoding, name, exact| {
+            let bpe = match encoding {
+                Encoding::O200kBase => CompactBpe::o200k(),
+                Encoding::Cl100kBase => CompactBpe::cl100k(),
+            };
+            Some(TokenCounter {
                 method: Arc::new(Method::Tiktoken { bpe, name, exact }),
-            }))
+            })
         };
-        match encoding {
-            "auto" => match tiktoken_rs::tokenizer::get_tokenizer(model) {
-                Some(Tokenizer::O200kBase | Tokenizer::O200kHarmony) => tiktoken(
-                    Bpe::Compact(CompactBpe::o200k()),
-                    "tiktoken (from the model name)",
-                    true,
-                ),
-                Some(_) => match tiktoken_rs::bpe_for_model(model) {
-                    Ok(bpe) => tiktoken(Bpe::Tiktoken(bpe), "tiktoken (from the model name)", true),
-                    Err(_) => Ok(None),
-                },
-                None => Ok(None),
-            },
-            "o200k_base" => tiktoken(
-                Bpe::Compact(CompactBpe::o200k()),
-                "tiktoken:o200k_base",
-                false,
-            ),
-            "cl100k_base" => tiktoken(
-                Bpe::Tiktoken(tiktoken_rs::cl100k_base_singleton()),
-                "tiktoken:cl100k_base",
-                false,
-            ),
-            "estimate" => Ok(Some(TokenCounter::estimate())),
-            "server" => Ok(None),
-            other => Err(format!(
-                "unknown tokenizer `{other}` (use auto, server, estimate, tiktoken:o200k_base or tiktoken:cl100k_base)"
-            )),
+        match tokenizer {
+            Tokenizer::Auto => Encoding::for_model(model)
+                .and_then(|e| tiktoken(e, "tiktoken (from the model name)", true)),
+            Tokenizer::Tiktoken(Encoding::O200kBase) => {
+                tiktoken(Encoding::O200kBase, "tiktoken:o200k_base", false)
+            }
+            Tokenizer::Tiktoken(Encoding::Cl100kBase) => {
+                tiktoken(Encoding::Cl100kBase, "tiktoken:cl100k_base", false)
+            }
+            Tokenizer::Estimate => Some(TokenCounter::estimate()),
+            Tokenizer::Server => None,
         }
     }
 
-    /// tiktoken for an OpenAI model name; tests and tools that know their model use it.
-    pub fn for_model(model: &str, tokenizer: &str) -> Result<TokenCounter, String> {
-        match TokenCounter::local(model, tokenizer)? {
-            Some(counter) => Ok(counter),
-            None => TokenCounter::local(model, "tiktoken:o200k_base").map(Option::unwrap),
-        }
+    /// tiktoken for an OpenAI model name (o200k_base for another); tests and tools that
+    /// know their model use it.
+    pub fn for_model(model: &str) -> TokenCounter {
+        TokenCounter::local(model, Tokenizer::Auto).unwrap_or_else(|| {
+            TokenCounter::local(model, Tokenizer::Tiktoken(Encoding::O200kBase))
+                .expect("a tiktoken encoding is local")
+        })
     }
 
     pub fn estimate() -> TokenCounter {
@@ -147,27 +116,27 @@ impl TokenCounter {
     /// estimate); `auto` uses the server only if it answers the probe now.
     pub async fn resolve(
         model: &str,
-        tokenizer: &str,
+        tokenizer: Tokenizer,
         base_url: &str,
         http: reqwest::Client,
-    ) -> Result<TokenCounter, String> {
-        if let Some(counter) = TokenCounter::local(model, tokenizer)? {
-            return Ok(counter);
+    ) -> TokenCounter {
+        if let Some(counter) = TokenCounter::local(model, tokenizer) {
+            return counter;
         }
         let url = tokenize_url(base_url);
         let probe = probe(&http, &url, model).await;
         let vllm = match (probe, tokenizer) {
             (Ok(vllm), _) => vllm,
-            (Err(e), "server") => {
+            (Err(e), Tokenizer::Server) => {
                 tracing::warn!(error = %e, "the model server's tokenize endpoint did not answer; estimating until it does");
                 false
             }
             (Err(e), _) => {
                 tracing::info!(reason = %e, "no tokenize endpoint on the model server; token counts are a conservative estimate");
-                return Ok(TokenCounter::estimate());
+                return TokenCounter::estimate();
             }
         };
-        Ok(TokenCounter {
+        TokenCounter {
             method: Arc::new(Method::Server(Server {
                 http,
                 url,
@@ -178,7 +147,7 @@ impl TokenCounter {
                     .time_to_idle(Duration::from_secs(3600))
                     .build(),
             })),
-        })
+        }
     }
 
     /// Which method counts, for logs and `config check`.
@@ -196,7 +165,7 @@ impl TokenCounter {
             // Counting a long text (a file's contents) takes milliseconds: off the
             // scheduler thread, which serves every chat.
             Method::Tiktoken { bpe, .. } if text.len() > BLOCKING_COUNT_BYTES => {
-                let (bpe, owned) = (*bpe, text.to_owned());
+                let (bpe, owned): (&'static CompactBpe, String) = (bpe, text.to_owned());
                 match tokio::task::spawn_blocking(move || bpe.count(&owned)).await {
                     Ok(n) => n as u32,
                     Err(_) => estimate(text),
@@ -323,18 +292,15 @@ mod tests {
 
     #[tokio::test]
     async fn counts_real_tokens_not_characters() {
-        let c = TokenCounter::for_model("gpt-4o-mini", "auto").unwrap();
+        let c = TokenCounter::for_model("gpt-4o-mini");
         assert_eq!(c.count("hello world").await, 2);
         assert!(c.count(&"tokenization ".repeat(4)).await <= 10);
-        assert!(TokenCounter::local("x", "sentencepiece").is_err());
-        assert!(
-            TokenCounter::local("llama3.1:8b", "auto")
-                .unwrap()
-                .is_none()
-        );
+        assert!(TokenCounter::local("llama3.1:8b", Tokenizer::Auto).is_none());
+        let gpt4 = TokenCounter::local("gpt-4-turbo", Tokenizer::Auto).unwrap();
+        assert_eq!(gpt4.describe(), "tiktoken (from the model name)");
+        assert_eq!(gpt4.count("hello world").await, 2);
         assert_eq!(
-            TokenCounter::local("x", "tiktoken:cl100k_base")
-                .unwrap()
+            TokenCounter::local("x", Tokenizer::Tiktoken(Encoding::Cl100kBase))
                 .unwrap()
                 .overhead(),
             PER_MESSAGE_OVERHEAD

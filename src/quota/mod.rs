@@ -111,23 +111,6 @@ pub const NEW_ACCOUNTS_CLOSED: &str = "This bot is not taking new users today: i
 pub const BUDGET_SPENT: &str =
     "This bot has used up its token budget for today. It will answer again after midnight UTC.";
 
-/// An operator's token amount: a number (0 or more), or `keyword` standing for "none"
-/// (`unlimited` for a balance, `default` for a refill). Shared by the command line and
-/// the web admin page.
-pub fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, String> {
-    let text = text.trim();
-    if text.eq_ignore_ascii_case(keyword) {
-        return Ok(None);
-    }
-    text.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .map(Some)
-        .ok_or_else(|| {
-            format!("`{text}` is neither a number of tokens (0 or more) nor `{keyword}`")
-        })
-}
-
 impl QuotaPlan {
     pub fn fixed(default_tokens: i64) -> QuotaPlan {
         QuotaPlan {

@@ -13,7 +13,7 @@ use super::{Conversation, Outcome};
 use crate::access::Decision;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::command::{COMMANDS, Command};
-use crate::core::event::{IncomingEvent, UserId};
+use crate::core::event::IncomingEvent;
 use crate::core::session::SessionError;
 use crate::quota::QuotaError;
 
@@ -52,12 +52,15 @@ impl Conversation {
         admitted: bool,
     ) -> Outcome {
         let answer = match command {
-            Command::Admin(_) | Command::AdminUsage(_) if decision != Decision::Admin => {
+            Command::Admin(_) | Command::AdminUsage(_) | Command::AdminInvalid(_)
+                if decision != Decision::Admin =>
+            {
                 tracing::warn!(user = %event.quota_user(), ?command, "a non-admin tried an admin command");
                 Err(Failure::Refused(notices::ADMINS_ONLY.into()))
             }
             Command::Admin(admin) => self.admin(event, admin).await,
             Command::AdminUsage(usage) => Ok(format!("Usage: {usage}")),
+            Command::AdminInvalid(why) => Ok(format!("Could not do that: {why}")),
             Command::Ask(text) if text.trim().is_empty() => {
                 Ok("Usage: /ask <your question>".to_string())
             }
@@ -164,16 +167,5 @@ impl Conversation {
             .map(|(n, _)| format!("/{n}"))
             .collect();
         format!("Available commands: {}.", names.join(" "))
-    }
-}
-
-/// A user named in an admin command: `platform:id`, or a bare id on the admin's platform.
-fn resolve_user(event: &IncomingEvent, arg: &str) -> Result<UserId, String> {
-    if arg.contains(':') {
-        UserId::parse(arg)
-    } else if arg.is_empty() || arg.chars().any(char::is_whitespace) {
-        Err(format!("`{arg}` is not a user id"))
-    } else {
-        Ok(UserId::new(event.platform, arg))
     }
 }

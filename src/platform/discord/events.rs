@@ -6,6 +6,7 @@ use serenity::all::{
     ChannelId, CommandDataOptionValue, CommandInteraction, GuildId, Message, UserId,
 };
 
+use crate::core::admin::{Account, Subject, parse_amount};
 use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
 use crate::core::event::{Attachment, ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
@@ -118,34 +119,30 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
             })
     };
     let user = || option("user").unwrap_or_default();
+    // An admin command whose user is not an id says why.
+    let admin = |command: Result<AdminCommand, String>| match command {
+        Ok(command) => BotCommand::Admin(command),
+        Err(why) => BotCommand::AdminInvalid(why),
+    };
+    let account = || Account::parse(&user());
     let parsed = match command.data.name.as_str() {
-        "grant" => BotCommand::Admin(AdminCommand::Grant {
-            user: user(),
+        "grant" => admin(account().map(|user| AdminCommand::Grant {
+            user,
             tokens: integer("tokens").unwrap_or_default(),
             reason: option("reason").filter(|r| !r.is_empty()),
-        }),
-        "setquota" => {
-            let tokens = option("tokens").unwrap_or_default();
-            let tokens = tokens.trim();
-            if tokens.eq_ignore_ascii_case("unlimited") {
-                BotCommand::Admin(AdminCommand::SetQuota {
-                    user: user(),
-                    tokens: None,
-                })
-            } else {
-                match tokens.parse::<i64>() {
-                    Ok(n) if n >= 0 => BotCommand::Admin(AdminCommand::SetQuota {
-                        user: user(),
-                        tokens: Some(n),
-                    }),
-                    _ => BotCommand::AdminUsage(admin_usage("setquota")),
-                }
-            }
-        }
-        "usage" => BotCommand::Admin(AdminCommand::Usage { user: user() }),
+        })),
+        "setquota" => match parse_amount(&option("tokens").unwrap_or_default(), "unlimited") {
+            Ok(tokens) => admin(account().map(|user| AdminCommand::SetQuota { user, tokens })),
+            Err(_) => BotCommand::AdminUsage(admin_usage("setquota")),
+        },
+        "usage" => admin(account().map(|user| AdminCommand::Usage { user })),
         "stats" => BotCommand::Admin(AdminCommand::Stats),
-        "allow" => BotCommand::Admin(AdminCommand::Allow { subject: user() }),
-        "deny" => BotCommand::Admin(AdminCommand::Deny { subject: user() }),
+        name @ ("allow" | "deny") => {
+            admin(Subject::parse(&user()).map(|subject| AdminCommand::Rule {
+                subject,
+                allowed: name == "allow",
+            }))
+        }
         "chat" => BotCommand::Ask(option("prompt").unwrap_or_default()),
         "reset" => BotCommand::Reset,
         "cancel" => BotCommand::Cancel,

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use super::auth::Denied;
 use super::chat::user_id;
 use super::{WebState, pages};
+use crate::admin::{AdminError, Done, Operator};
+use crate::core::admin::{Account, AdminCommand, Subject, parse_amount};
 use crate::core::error::chain;
 use crate::core::event::UserId;
 
@@ -131,49 +133,67 @@ pub async fn act(
     (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response()
 }
 
+/// The form's operation as the one admin command; `Err` is the notice for a form that
+/// does not make one.
+fn command(action: &Action) -> Result<AdminCommand, String> {
+    let user = || Account::parse(&action.user).and_then(|a| a.on(None).map(Account::Id));
+    Ok(match action.op.as_str() {
+        op @ ("allow" | "deny") => AdminCommand::Rule {
+            subject: match Subject::parse(&action.user)? {
+                // A bare id names no platform here.
+                Subject::Account(a) => Subject::Account(Account::Id(a.on(None)?)),
+                Subject::ThisChat => {
+                    return Err(
+                        "`chat` means a group in a chat; name it as group:platform:id".into(),
+                    );
+                }
+                group => group,
+            },
+            allowed: op == "allow",
+        },
+        "grant" => AdminCommand::Grant {
+            user: user()?,
+            tokens: action
+                .amount
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("`{}` is not a number of tokens", action.amount.trim()))?,
+            reason: None,
+        },
+        "set" => AdminCommand::SetQuota {
+            user: user()?,
+            tokens: parse_amount(&action.amount, "unlimited")?,
+        },
+        "refill" => AdminCommand::Refill {
+            user: user()?,
+            tokens: parse_amount(&action.amount, "default")?,
+        },
+        other => return Err(format!("unknown operation `{other}`")),
+    })
+}
+
 async fn apply(state: &WebState, admin: &str, action: &Action) -> Result<String, String> {
-    let subject = action.user.trim();
-    let fail = |e: &(dyn std::error::Error + 'static)| {
-        tracing::error!(error = %chain(e), "web admin action failed");
-        "That did not work; the log says why.".to_string()
+    let command = command(action)?;
+    let by = Operator {
+        name: format!("web:{admin}"),
+        platform: None,
+        group: None,
     };
-    match action.op.as_str() {
-        "allow" | "deny" => {
-            let allowed = action.op == "allow";
-            let subject = crate::access::parse_subject(subject)?;
-            state
-                .conversation
-                .access()
-                .set_rule(&subject, allowed, &format!("web:{admin}"))
-                .await
-                .map_err(|e| fail(&e))?;
-            Ok(format!(
-                "{subject} {}",
-                if allowed { "allowed" } else { "denied" }
-            ))
-        }
-        op @ ("grant" | "set" | "refill") => {
-            let user = UserId::parse(subject)?;
-            let balance = match op {
-                "grant" => {
-                    let tokens = action.amount.trim().parse::<i64>().map_err(|_| {
-                        format!("`{}` is not a number of tokens", action.amount.trim())
-                    })?;
-                    state.quota.grant(&user, tokens).await
-                }
-                "set" => {
-                    let tokens = crate::quota::parse_amount(&action.amount, "unlimited")?;
-                    state.quota.set_quota(&user, tokens).await
-                }
-                _ => {
-                    let tokens = crate::quota::parse_amount(&action.amount, "default")?;
-                    state.quota.set_refill(&user, tokens).await
-                }
-            }
-            .map_err(|e| fail(&e))?;
+    let service = state.conversation.admin_service();
+    match service.apply(&by, command).await {
+        Ok(Done::Balance { user, balance, .. }) => {
             Ok(format!("{user}: {}", pages::balance_text(&balance)))
         }
-        other => Err(format!("unknown operation `{other}`")),
+        Ok(Done::Rule { subject, allowed }) => Ok(format!(
+            "{subject} {}",
+            if allowed { "allowed" } else { "denied" }
+        )),
+        Ok(other) => Ok(format!("{other:?}")),
+        Err(AdminError::Refused(why)) => Err(why),
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "web admin action failed");
+            Err("That did not work; the log says why.".to_string())
+        }
     }
 }
 

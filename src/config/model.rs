@@ -1,0 +1,207 @@
+//! The model settings that are choices, parsed into enums once at load time, so no other
+//! part of the bot compares strings or can meet a value the configuration did not allow.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A tiktoken encoding the bot carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// GPT-4o, GPT-4.1, the o-series, GPT-5.
+    O200kBase,
+    /// GPT-4, GPT-3.5.
+    Cl100kBase,
+}
+
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    /// The encoding OpenAI's model `name` uses, if it is one of OpenAI's.
+    pub fn for_model(name: &str) -> Option<Encoding> {
+        let name = name.trim().to_ascii_lowercase();
+        let name = name.strip_prefix("openai/").unwrap_or(&name);
+        const O200K: &[&str] = &[
+            "gpt-5",
+            "gpt-4.5",
+            "gpt-4.1",
+            "gpt-4o",
+            "chatgpt-4o",
+            "o1",
+            "o3",
+            "o4",
+            "gpt-oss",
+            "ft:gpt-4o",
+        ];
+        const CL100K: &[&str] = &[
+            "gpt-4",
+            "gpt-3.5",
+            "gpt-35",
+            "ft:gpt-4",
+            "ft:gpt-3.5",
+            "text-embedding-ada-002",
+            "text-embedding-3",
+        ];
+        let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
+        if starts(O200K) {
+            Some(Encoding::O200kBase)
+        } else if starts(CL100K) {
+            Some(Encoding::Cl100kBase)
+        } else {
+            None
+        }
+    }
+}
+
+/// `model.tokenizer`: how prompts are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokenizer {
+    /// tiktoken when the model name is OpenAI's, else the server's tokenizer if it
+    /// answers, else the estimate.
+    Auto,
+    /// The model server's `POST /tokenize` (llama.cpp, vLLM).
+    Server,
+    /// A conservative count from the text's characters.
+    Estimate,
+    /// This tiktoken encoding, whatever the model.
+    Tiktoken(Encoding),
+}
+
+impl FromStr for Tokenizer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Tokenizer, String> {
+        let text = text.trim();
+        let encoding = text.strip_prefix("tiktoken:").unwrap_or(text);
+        Ok(match encoding {
+            "auto" => Tokenizer::Auto,
+            "server" => Tokenizer::Server,
+            "estimate" => Tokenizer::Estimate,
+            "o200k_base" => Tokenizer::Tiktoken(Encoding::O200kBase),
+            "cl100k_base" => Tokenizer::Tiktoken(Encoding::Cl100kBase),
+            other => {
+                return Err(format!(
+                    "unknown tokenizer `{other}` (use auto, server, estimate, tiktoken:o200k_base or tiktoken:cl100k_base)"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tokenizer::Auto => f.write_str("auto"),
+            Tokenizer::Server => f.write_str("server"),
+            Tokenizer::Estimate => f.write_str("estimate"),
+            Tokenizer::Tiktoken(e) => write!(f, "tiktoken:{}", e.name()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tokenizer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokenizer, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Tokenizer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `model.image_detail`: how closely a vision model looks at images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDetail {
+    /// 85 tokens an image.
+    Low,
+    High,
+    Auto,
+}
+
+impl ImageDetail {
+    /// The value of the request's `detail` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageDetail::Low => "low",
+            ImageDetail::High => "high",
+            ImageDetail::Auto => "auto",
+        }
+    }
+}
+
+/// `openai.max_tokens_field`: the request field that limits the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    /// Understood by nearly every compatible server.
+    MaxTokens,
+    /// OpenAI's reasoning models.
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizers_parse_once_and_print_back() {
+        for text in [
+            "auto",
+            "server",
+            "estimate",
+            "tiktoken:o200k_base",
+            "tiktoken:cl100k_base",
+        ] {
+            assert_eq!(text.parse::<Tokenizer>().unwrap().to_string(), text);
+        }
+        assert_eq!(
+            "o200k_base".parse::<Tokenizer>(),
+            Ok(Tokenizer::Tiktoken(Encoding::O200kBase))
+        );
+        let refused = "tiktoken:p50k_base".parse::<Tokenizer>().unwrap_err();
+        assert!(
+            refused.contains("unknown tokenizer `p50k_base`"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn openai_model_names_name_their_encoding() {
+        assert_eq!(
+            Encoding::for_model("gpt-4o-mini"),
+            Some(Encoding::O200kBase)
+        );
+        assert_eq!(Encoding::for_model("gpt-5"), Some(Encoding::O200kBase));
+        assert_eq!(Encoding::for_model("o3-mini"), Some(Encoding::O200kBase));
+        assert_eq!(
+            Encoding::for_model("gpt-4-turbo"),
+            Some(Encoding::Cl100kBase)
+        );
+        assert_eq!(
+            Encoding::for_model("gpt-3.5-turbo"),
+            Some(Encoding::Cl100kBase)
+        );
+        assert_eq!(Encoding::for_model("gemma3-270m"), None);
+        assert_eq!(Encoding::for_model("llama-3.1-8b"), None);
+    }
+}
