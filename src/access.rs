@@ -30,22 +30,6 @@ pub enum Decision {
 }
 
 /// The rule subject for a group: `group:telegram:-100…` or `group:discord:<guild>`.
-/// A rule subject as operators write it: `platform:user` or `group:platform:id`. Shared
-/// by the command line and the web admin page.
-pub fn parse_subject(text: &str) -> Result<String, String> {
-    let text = text.trim();
-    let (group, rest) = match text.strip_prefix("group:") {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let id = UserId::parse(rest)?;
-    Ok(if group {
-        format!("group:{id}")
-    } else {
-        id.to_string()
-    })
-}
-
 pub fn group_subject(platform: Platform, group: &str) -> String {
     format!("group:{platform}:{group}")
 }

@@ -112,7 +112,7 @@ impl AdminService {
 
     pub async fn apply(&self, by: &Operator, command: AdminCommand) -> Result<Done, AdminError> {
         tracing::info!(admin = %by.name, ?command, "admin operation");
-        let account = |a: &Account| a.on(by.platform).map_err(AdminError::Refused);
+        let account = |a: &Account| a.on(by.platform).map_err(|e| AdminError::Refused(e.0));
         let balance = |user: UserId, balance: Balance, change: Change| Done::Balance {
             user,
             balance,
@@ -184,7 +184,9 @@ impl AdminService {
             },
             Subject::Group(group) => Ok(format!("group:{group}")),
             Subject::Account(account) => {
-                let user = account.on(by.platform).map_err(AdminError::Refused)?;
+                let user = account
+                    .on(by.platform)
+                    .map_err(|e| AdminError::Refused(e.0))?;
                 if !allowed && self.access.is_admin(&user) {
                     return Err(AdminError::Refused(format!(
                         "{user} is an admin and cannot be denied"

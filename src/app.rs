@@ -57,11 +57,11 @@ pub enum AppError {
     #[error("a platform task failed")]
     Task(#[source] tokio::task::JoinError),
     #[error("not healthy: {0}")]
-    Unhealthy(String),
+    Unhealthy(#[from] crate::ops::server::NotHealthy),
     /// The command line was used wrongly (a malformed user id, amount or password
     /// input); the text says how.
-    #[error("{0}")]
-    Usage(String),
+    #[error(transparent)]
+    Usage(#[from] crate::core::error::Invalid),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
 }
@@ -389,7 +389,7 @@ impl crate::core::health::Probe for Started {
         "startup"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), crate::core::health::Unready> {
         if self.0.load(std::sync::atomic::Ordering::Acquire) {
             Ok(())
         } else {

@@ -8,9 +8,18 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::LogFormat;
 
+/// The log file cannot be opened (the text names `log.file` and the path).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LogFileError(String);
+
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset;
 /// with `file`, logs are appended there instead of going to stderr.
-pub fn init(format: LogFormat, default_level: &str, file: Option<&Path>) -> Result<(), String> {
+pub fn init(
+    format: LogFormat,
+    default_level: &str,
+    file: Option<&Path>,
+) -> Result<(), LogFileError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(default_level).unwrap_or_else(|_| EnvFilter::new("info"))
     });
@@ -21,7 +30,9 @@ pub fn init(format: LogFormat, default_level: &str, file: Option<&Path>) -> Resu
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| format!("log.file: cannot open {}: {e}", path.display()))?;
+                .map_err(|e| {
+                    LogFileError(format!("log.file: cannot open {}: {e}", path.display()))
+                })?;
             BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
     };

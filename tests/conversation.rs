@@ -816,9 +816,13 @@ async fn one_answer_in_flight_per_user_and_cancel_charges_only_what_was_used() {
         let (t, a) = (t.clone(), a.clone());
         tokio::spawn(async move { t.send(&a, &dm("1", "long answer please")).await })
     };
-    while !a.messages().iter().any(|m| m.contains("w3")) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        10,
+        "w3 shown",
+        || a.messages().iter().any(|m| m.contains("w3")),
+        || format!("{:?}", a.messages()),
+    )
+    .await;
     // Another user is not held up; the same user is told to wait.
     assert!(matches!(
         t.send(&a, &dm("2", "me too")).await,

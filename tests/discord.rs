@@ -419,8 +419,15 @@ async fn a_dropped_gateway_connection_is_resumed_and_the_bot_keeps_serving() {
     assert_eq!(resume["d"]["session_id"], "fake-session-1");
     assert!(resume["d"]["seq"].as_u64().unwrap() >= 2);
     assert_eq!(b.dc.connections(), 2);
-    // Give the shard a moment to process RESUMED, then talk to it again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the shard has taken RESUMED (connected again), talk to it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.handle.probe.check().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shard did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.dc.send_message(DM, ann(), "after", None);
     wait_text(&b.dc, "Echo: after").await;
 }

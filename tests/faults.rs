@@ -349,12 +349,20 @@ async fn redis_killed_mid_conversation_then_restarted() {
         usage: Some((20, 10)),
     }]);
     let mut redis = t.redis.take().unwrap();
+    let sent_before = t.openai.chunks_sent();
     let t = std::sync::Arc::new(t);
     let streaming = {
         let (t, a) = (t.clone(), a.clone());
         tokio::spawn(async move { t.send(&a, &dm("1", "a longer one")).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed mid-answer: once the first words are out.
+    eventually(
+        10,
+        "the answer under way",
+        || t.openai.chunks_sent() >= sent_before + 3,
+        String::new,
+    )
+    .await;
     redis.kill();
     let outcome = streaming.await.unwrap();
     assert!(
@@ -422,10 +430,19 @@ async fn postgres_restarted_mid_answer_settles_once_it_is_back() {
         delay: Duration::from_millis(100),
         usage: Some((20, 20)),
     }]);
+    let sent_before = t.openai.chunks_sent();
+    let t = std::sync::Arc::new(t);
     let restart = {
-        let pg = pg.clone();
+        let (pg, t) = (pg.clone(), t.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Restarted mid-answer: once a few words are out.
+            eventually(
+                20,
+                "the answer under way",
+                || t.openai.chunks_sent() >= sent_before + 5,
+                String::new,
+            )
+            .await;
             tokio::task::spawn_blocking(move || pg.lock().unwrap().restart())
                 .await
                 .unwrap();

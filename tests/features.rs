@@ -662,9 +662,13 @@ async fn an_album_is_answered_once_with_all_its_pictures() {
         b.tg.push_raw_message(part);
     }
     wait_text(&b.tg, 64, "Echo: which is brighter?").await;
-    // Give a second answer the time it would need to show up.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(b.t.openai.request_count(), 1, "one answer for the album");
+    // A second answer would show up within the album's 0.8 s gathering window.
+    stays(
+        std::time::Duration::from_millis(1500),
+        "one answer for the album",
+        || b.t.openai.request_count() == 1,
+    )
+    .await;
     let requests = b.t.openai.requests();
     let content = &requests[0]["messages"].as_array().unwrap().last().unwrap()["content"];
     let parts = content.as_array().unwrap();

@@ -96,7 +96,40 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
         finals >= 40
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The books are written while the final text goes out: wait until every answer's
+    // hold is closed and its exchange recorded.
+    let answers_of = |user: i64| {
+        tg.calls()
+            .into_iter()
+            .filter(|c| c.body["chat_id"] == user && c.body["parse_mode"] == "HTML")
+            .filter(|c| {
+                c.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Echo: "))
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    'books: loop {
+        let mut done = replicas[0].0.quota.holds().await.unwrap().is_empty();
+        for user in 1..=5i64 {
+            let key = SessionKey {
+                platform: Platform::Telegram,
+                chat: user.to_string(),
+                user: user.to_string(),
+            };
+            let turns = replicas[1].0.sessions.load(&key).await.unwrap().turns.len();
+            done &= turns == 2 * answers_of(user);
+        }
+        if done {
+            break 'books;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the books were not written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let quota = &replicas[0].0.quota;
     let mut answered_total = 0;

@@ -490,6 +490,7 @@ async fn stop_cancels_the_answer_in_progress_and_charges_what_was_shown() {
         delay: Duration::from_millis(50),
         usage: Some((10, 200)),
     }]);
+    let sent_before = w.t.openai.chunks_sent();
     let mut asking = w.client();
     asking.cookie = c.cookie.clone();
     let csrf2 = csrf.clone();
@@ -501,7 +502,14 @@ async fn stop_cancels_the_answer_in_progress_and_charges_what_was_shown() {
         String::new,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Stopped once some of it was shown.
+    eventually(
+        10,
+        "the answer under way",
+        || w.t.openai.chunks_sent() >= sent_before + 8,
+        String::new,
+    )
+    .await;
     let (status, stopped) = c.send("/cancel", Some(&csrf)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -560,8 +568,16 @@ async fn removing_an_account_or_changing_its_password_ends_its_sessions() {
     ann.logged_in("ann").await;
     let mut bob = w.client();
     bob.logged_in("bob").await;
-    // A new password: sessions opened with the old one end; a new login works.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A new password: sessions opened with the old one end; a new login works. (The
+    // account's version is its change time in ms: the change lands in a later one.)
+    let opened = chrono::Utc::now().timestamp_millis();
+    eventually(
+        1,
+        "the next millisecond",
+        || chrono::Utc::now().timestamp_millis() > opened,
+        String::new,
+    )
+    .await;
     accounts
         .set_password("ann", &secrecy::SecretString::from("another good password"))
         .await

@@ -8,7 +8,7 @@ use crate::core::limiter::Limited;
 use tokio::sync::watch;
 
 use super::Conversation;
-use super::notices::{self, say};
+use super::notices::{self, Sentence, say};
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::event::UserId;
 
@@ -52,19 +52,19 @@ impl Conversation {
     }
 
     /// The per-user rate limit: `Err` holds the sentence to say.
-    pub(super) fn check_rate(&self, user: &UserId) -> Result<(), String> {
+    pub(super) fn check_rate(&self, user: &UserId) -> Result<(), Sentence> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         match limiter.check(user) {
             Ok(()) => Ok(()),
-            Err(Limited::Wait(wait)) => Err(format!(
+            Err(Limited::Wait(wait)) => Err(Sentence(format!(
                 "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
                 self.settings.per_user_per_minute,
                 wait.as_secs().max(1)
-            )),
+            ))),
             Err(Limited::Full) => {
-                Err("The bot is very busy right now. Please try again in a minute.".to_string())
+                Err("The bot is very busy right now. Please try again in a minute.".into())
             }
         }
     }

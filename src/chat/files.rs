@@ -3,6 +3,7 @@
 //! budget, see [`super::pdf`]), cut at `files.max_chars` with a note, and put before the
 //! user's text with their names. Anything else gets one sentence and no model call.
 
+use super::notices::Sentence;
 use super::pdf::{PdfError, PdfReader};
 use crate::core::adapter::{AdapterError, ChatAdapter};
 use crate::core::error::chain;
@@ -99,30 +100,30 @@ pub async fn with_files(
     max_chars: usize,
     max_bytes: u64,
     pdfs: &PdfReader,
-) -> Result<String, String> {
+) -> Result<String, Sentence> {
     let mut prompt = String::new();
     for file in files {
         let kind = kind_of(file);
         if kind == Kind::Unsupported {
-            return Err(format!(
+            return Err(Sentence::from(format!(
                 "I can read text files (txt, md, csv, json, source code) and PDFs; {} is neither.",
                 file.name
-            ));
+            )));
         }
         if file.size.is_some_and(|size| size > max_bytes) {
-            return Err(too_large(file, max_bytes));
+            return Err(Sentence::from(too_large(file, max_bytes)));
         }
         let bytes = match adapter.download(file, max_bytes).await {
             Ok(bytes) => bytes,
             Err(AdapterError::TooLarge { .. }) => {
-                return Err(too_large(file, max_bytes));
+                return Err(Sentence::from(too_large(file, max_bytes)));
             }
             Err(e) => {
                 tracing::warn!(file = %file.name, error = %chain(&e), "could not fetch a file");
-                return Err(format!(
+                return Err(Sentence::from(format!(
                     "I could not fetch {} from the platform. Please try sending it again.",
                     file.name
-                ));
+                )));
             }
         };
         let text = match kind {

@@ -4,6 +4,7 @@
 
 use base64::Engine;
 
+use super::notices::Sentence;
 use crate::config::ImageDetail;
 use crate::core::adapter::{AdapterError, ChatAdapter};
 use crate::core::error::chain;
@@ -65,20 +66,20 @@ pub async fn fetch(
     images: &[&Attachment],
     detail: ImageDetail,
     max_bytes: u64,
-) -> Result<(Vec<Image>, u32), String> {
+) -> Result<(Vec<Image>, u32), Sentence> {
     if images.len() > MAX_IMAGES {
-        return Err(format!(
+        return Err(Sentence::from(format!(
             "Please send at most {MAX_IMAGES} images with one message."
-        ));
+        )));
     }
     let mut fetched = Vec::with_capacity(images.len());
     let mut total = 0;
     for image in images {
         if image.size.is_some_and(|size| size > max_bytes) {
-            return Err(format!(
+            return Err(Sentence::from(format!(
                 "That image is too large: images up to {} KB are read.",
                 max_bytes / 1024
-            ));
+            )));
         }
         let bytes = adapter
             .download(image, max_bytes)

@@ -3,7 +3,7 @@
 //! checked against the model and fetched. Every refusal here is one sentence and costs
 //! nothing.
 
-use super::notices::say;
+use super::notices::{Sentence, say};
 use super::{Conversation, files, images};
 use crate::config::ModelChoice;
 use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
@@ -48,7 +48,7 @@ impl Conversation {
         adapter: &dyn ChatAdapter,
         target: &ReplyTarget,
         question: &str,
-    ) -> Result<Asking, String> {
+    ) -> Result<Asking, Sentence> {
         let (images, others): (Vec<Attachment>, Vec<Attachment>) = event
             .attachments
             .iter()
@@ -112,11 +112,11 @@ impl Conversation {
         event: &IncomingEvent,
         adapter: &dyn ChatAdapter,
         recording: &Attachment,
-    ) -> Result<String, String> {
+    ) -> Result<String, Sentence> {
         let Some(transcriber) = &self.settings.transcriber else {
-            return Err(
-                "Voice messages are not enabled on this bot. Please type your question.".into(),
-            );
+            return Err(Sentence::from(
+                "Voice messages are not enabled on this bot. Please type your question.",
+            ));
         };
         let user = event.quota_user();
         let declared = recording.audio_seconds.unwrap_or(0);
@@ -134,7 +134,7 @@ impl Conversation {
             .size
             .is_some_and(|size| size > self.settings.file_max_bytes)
         {
-            return Err(too_large());
+            return Err(Sentence::from(too_large()));
         }
         let audio = adapter
             .download(recording, self.settings.file_max_bytes)
@@ -160,10 +160,10 @@ impl Conversation {
                 if let Err(e) = self.quota.refund(hold).await {
                     tracing::error!(error = %chain(&e), "could not refund a failed transcription");
                 }
-                return Err(format!(
+                return Err(Sentence::from(format!(
                     "I could not transcribe that recording. {}",
                     e.user_message()
-                ));
+                )));
             }
         };
         // Performed: charged now, once, whatever happens to the answer.
@@ -171,7 +171,9 @@ impl Conversation {
             tracing::error!(error = %chain(&e), cost, "could not charge a transcription");
         }
         if transcript.is_empty() {
-            return Err("I could not make out any words in that recording.".into());
+            return Err(Sentence::from(
+                "I could not make out any words in that recording.",
+            ));
         }
         Ok(transcript)
     }
@@ -183,7 +185,7 @@ impl Conversation {
         adapter: &dyn ChatAdapter,
         model: &ModelChoice,
         attached: &[Attachment],
-    ) -> Result<(Vec<Image>, u32), String> {
+    ) -> Result<(Vec<Image>, u32), Sentence> {
         if attached.is_empty() {
             return Ok((Vec::new(), 0));
         }
@@ -195,7 +197,7 @@ impl Conversation {
                 .filter(|m| m.vision)
                 .map(|m| m.name.as_str())
                 .collect();
-            return Err(if seeing.is_empty() {
+            return Err(Sentence::from(if seeing.is_empty() {
                 format!(
                     "Sorry, {} cannot see images. Please describe it in words.",
                     model.label()
@@ -206,7 +208,7 @@ impl Conversation {
                     model.label(),
                     seeing.join(", ")
                 )
-            });
+            }));
         }
         let refs: Vec<&Attachment> = attached.iter().collect();
         images::fetch(

@@ -1,6 +1,23 @@
 //! Sending complete texts (commands' answers, refusals, failures) and the sentences the
 //! bot says when something it depends on fails.
 
+/// A refusal as the one sentence the user is told; nothing was charged for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Sentence(pub String);
+
+impl From<String> for Sentence {
+    fn from(text: String) -> Sentence {
+        Sentence(text)
+    }
+}
+
+impl From<&str> for Sentence {
+    fn from(text: &str) -> Sentence {
+        Sentence(text.to_string())
+    }
+}
+
 use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget, Stage};
 use crate::core::error::chain;
 use crate::core::session::SessionError;

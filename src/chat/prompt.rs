@@ -3,7 +3,7 @@
 //! after all, the shorter prompt to retry with. Every refusal here costs the user nothing.
 
 use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
-use super::notices::{self, say};
+use super::notices::{self, Sentence, say};
 use super::{Conversation, Refusal};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
@@ -97,7 +97,7 @@ impl Conversation {
         text: &str,
         sent: &Prompt,
         overflow: &Overflow,
-    ) -> Result<Prompt, String> {
+    ) -> Result<Prompt, Sentence> {
         match refit(&self.fitting(loaded, text), sent, overflow) {
             Ok(prompt) => {
                 tracing::info!(
@@ -108,7 +108,7 @@ impl Conversation {
                 );
                 Ok(prompt)
             }
-            Err(too_long) => Err(too_long_sentence(&too_long)),
+            Err(too_long) => Err(Sentence(too_long_sentence(&too_long))),
         }
     }
 

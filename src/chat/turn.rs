@@ -69,7 +69,7 @@ impl Conversation {
             return Outcome::Refused(Refusal::Busy);
         };
         if let Err(refusal) = self.check_rate(&user) {
-            say(adapter, target, &refusal).await;
+            say(adapter, target, &refusal.0).await;
             return Outcome::Refused(Refusal::RateLimited);
         }
         let key = event.session_key();
@@ -86,7 +86,7 @@ impl Conversation {
             Question::New(text) => match self.asking(event, adapter, target, text).await {
                 Ok(asking) => (asking, None),
                 Err(sentence) => {
-                    say(adapter, target, &sentence).await;
+                    say(adapter, target, &sentence.0).await;
                     return Outcome::Refused(Refusal::File);
                 }
             },
@@ -116,7 +116,7 @@ impl Conversation {
                 pictures
             }
             Err(sentence) => {
-                say(adapter, target, &sentence).await;
+                say(adapter, target, &sentence.0).await;
                 return Outcome::Refused(Refusal::File);
             }
         };
@@ -184,7 +184,7 @@ impl Conversation {
                     self.stream_answer(request, &mut reply, &mut slot.cancelled, target)
                         .await
                 }
-                Err(sentence) => Ending::Refused(sentence),
+                Err(sentence) => Ending::Refused(sentence.0),
             };
         }
         // The model is done: from now on a new message from this user waits for this

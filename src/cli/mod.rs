@@ -18,7 +18,7 @@ use crate::admin::{AdminService, Done, Operator};
 use crate::app::{App, AppError, open_db, quota_service};
 use crate::config::{LogFormat, RuntimeFlavor, Settings};
 use crate::core::admin::{Account, AdminCommand, Subject};
-use crate::core::error::chain;
+use crate::core::error::{Invalid, chain};
 use crate::core::event::UserId;
 use crate::platform::console::{ConsoleAdapter, os_user, run_console};
 
@@ -241,9 +241,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Health { ready } => {
-            let answer = crate::ops::server::ask(settings.http.listen, ready)
-                .await
-                .map_err(AppError::Unhealthy)?;
+            let answer = crate::ops::server::ask(settings.http.listen, ready).await?;
             println!("{answer}");
             Ok(())
         }
@@ -362,25 +360,20 @@ async fn admin(settings: &Settings, command: AdminCommand) -> Result<Done, AppEr
 
 /// A token amount, or the `keyword` standing for "none" (`unlimited`, `default`).
 fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, AppError> {
-    crate::core::admin::parse_amount(text, keyword).map_err(AppError::Usage)
+    Ok(crate::core::admin::parse_amount(text, keyword)?)
 }
 
 /// A rule subject: `platform:user` or `group:platform:id`.
 fn parse_subject(text: &str) -> Result<Subject, AppError> {
-    match Subject::parse(text).map_err(AppError::Usage)? {
-        Subject::Account(account) => account
-            .on(None)
-            .map(|user| Subject::Account(Account::Id(user)))
-            .map_err(AppError::Usage),
-        Subject::ThisChat => Err(AppError::Usage(
+    match Subject::parse(text)? {
+        Subject::Account(account) => Ok(Subject::Account(Account::Id(account.on(None)?))),
+        Subject::ThisChat => Err(AppError::Usage(Invalid(
             "`chat` means a group in a chat; name it as group:platform:id".into(),
-        )),
+        ))),
         group => Ok(group),
     }
 }
 
 fn parse_user(text: &str) -> Result<Account, AppError> {
-    UserId::parse(text)
-        .map(Account::Id)
-        .map_err(AppError::Usage)
+    Ok(Account::Id(UserId::parse(text)?))
 }

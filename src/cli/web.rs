@@ -128,5 +128,5 @@ fn echo(on: bool) {
 }
 
 fn usage(message: &str) -> AppError {
-    AppError::Usage(message.to_string())
+    AppError::Usage(crate::core::error::Invalid(message.to_string()))
 }

@@ -25,11 +25,11 @@ use serde::{Deserialize, Serialize};
 
 pub use choices::{MAX_CHOICE_NAME_BYTES, ModelChoice, Persona};
 pub use model::{Encoding, ImageDetail, MaxTokensField, Tokenizer};
+pub use parse::{BadValue, parse_duration, parse_http_url, redact_url_str};
 use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
 };
-pub use parse::{parse_duration, parse_http_url, redact_url_str};
 pub use types::{AccessMode, AccessSettings, LogFormat, Refill, ShardRange, TelegramMode};
 pub use web::WebSettings;
 

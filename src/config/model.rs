@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::parse::BadValue;
+
 /// A tiktoken encoding the bot carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -74,9 +76,9 @@ pub enum Tokenizer {
 }
 
 impl FromStr for Tokenizer {
-    type Err = String;
+    type Err = BadValue;
 
-    fn from_str(text: &str) -> Result<Tokenizer, String> {
+    fn from_str(text: &str) -> Result<Tokenizer, BadValue> {
         let text = text.trim();
         let encoding = text.strip_prefix("tiktoken:").unwrap_or(text);
         Ok(match encoding {
@@ -86,9 +88,9 @@ impl FromStr for Tokenizer {
             "o200k_base" => Tokenizer::Tiktoken(Encoding::O200kBase),
             "cl100k_base" => Tokenizer::Tiktoken(Encoding::Cl100kBase),
             other => {
-                return Err(format!(
+                return Err(BadValue(format!(
                     "unknown tokenizer `{other}` (use auto, server, estimate, tiktoken:o200k_base or tiktoken:cl100k_base)"
-                ));
+                )));
             }
         })
     }
@@ -180,7 +182,7 @@ mod tests {
         );
         let refused = "tiktoken:p50k_base".parse::<Tokenizer>().unwrap_err();
         assert!(
-            refused.contains("unknown tokenizer `p50k_base`"),
+            refused.0.contains("unknown tokenizer `p50k_base`"),
             "{refused}"
         );
     }

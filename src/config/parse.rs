@@ -14,16 +14,23 @@ use super::types::ShardRange;
 /// The longest duration any setting takes: ten years.
 const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86400.0;
 
+/// A setting's value that cannot be used, and why (the key is added by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
 /// Parses "90", "1500ms", "30s", "10m", "24h", "7d" into a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try \"30s\", \"10m\", \"24h\")"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        BadValue(format!(
+            "`{text}` is not a duration (try \"30s\", \"10m\", \"24h\")"
+        ))
+    })?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -31,9 +38,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86400.0,
         other => {
-            return Err(format!(
+            return Err(BadValue(format!(
                 "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ));
+            )));
         }
     };
     seconds_to_duration(seconds, text)
@@ -41,11 +48,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// A number of seconds as a duration, refusing what no setting could mean (negative,
 /// not finite, more than ten years) instead of panicking on it.
-fn seconds_to_duration(seconds: f64, shown: &str) -> Result<Duration, String> {
+fn seconds_to_duration(seconds: f64, shown: &str) -> Result<Duration, BadValue> {
     if !seconds.is_finite() || !(0.0..=MAX_DURATION_SECS).contains(&seconds) {
-        return Err(format!(
+        return Err(BadValue(format!(
             "`{shown}` is out of range (a duration from 0 to 10 years)"
-        ));
+        )));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -75,14 +82,17 @@ pub(super) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 }
 
 /// An http(s) URL.
-pub fn parse_http_url(text: &str) -> Result<Url, String> {
+pub fn parse_http_url(text: &str) -> Result<Url, BadValue> {
     match Url::parse(text.trim()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
-        Ok(url) => Err(format!(
+        Ok(url) => Err(BadValue(format!(
             "must be an http(s) URL, got scheme `{}`",
             url.scheme()
-        )),
-        Err(e) => Err(format!("`{}` is not a URL: {e}", redact_url_str(text))),
+        ))),
+        Err(e) => Err(BadValue(format!(
+            "`{}` is not a URL: {e}",
+            redact_url_str(text)
+        ))),
     }
 }
 

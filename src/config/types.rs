@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::parse::BadValue;
+
 /// How often balances are topped up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,12 +59,16 @@ pub struct ShardRange {
 
 impl ShardRange {
     /// Parses `discord.shards`: "" (one shard, the default), "0-1/4", "2/4".
-    pub fn parse(text: &str) -> Result<Option<ShardRange>, String> {
+    pub fn parse(text: &str) -> Result<Option<ShardRange>, BadValue> {
         let text = text.trim();
         if text.is_empty() {
             return Ok(None);
         }
-        let bad = || format!("`{text}` is not a shard range like \"0-1/4\" or \"2/4\"");
+        let bad = || {
+            BadValue(format!(
+                "`{text}` is not a shard range like \"0-1/4\" or \"2/4\""
+            ))
+        };
         let (range, total) = text.split_once('/').ok_or_else(bad)?;
         let total: u32 = total.trim().parse().map_err(|_| bad())?;
         let (first, last) = match range.split_once('-') {
@@ -76,9 +82,9 @@ impl ShardRange {
             }
         };
         if total == 0 || first > last || last >= total {
-            return Err(format!(
+            return Err(BadValue(format!(
                 "`{text}`: shards must satisfy first <= last < total"
-            ));
+            )));
         }
         Ok(Some(ShardRange { first, last, total }))
     }
@@ -94,17 +100,19 @@ impl std::fmt::Display for ShardRange {
 const PLATFORMS: &[&str] = &["telegram", "tg", "discord", "web", "console"];
 
 /// Checks one `platform:id` entry of an access list.
-pub(crate) fn check_platform_id(entry: &str) -> Result<(), String> {
+pub(crate) fn check_platform_id(entry: &str) -> Result<(), BadValue> {
     let (platform, id) = entry.split_once(':').ok_or_else(|| {
-        format!("`{entry}` is not of the form platform:user (e.g. telegram:12345)")
+        BadValue(format!(
+            "`{entry}` is not of the form platform:user (e.g. telegram:12345)"
+        ))
     })?;
     if !PLATFORMS.contains(&platform.to_ascii_lowercase().as_str()) {
-        return Err(format!(
+        return Err(BadValue(format!(
             "`{entry}`: unknown platform `{platform}` (use telegram, discord, web or console)"
-        ));
+        )));
     }
     if id.is_empty() || id.chars().any(char::is_whitespace) {
-        return Err(format!("`{entry}` has an empty or blank id"));
+        return Err(BadValue(format!("`{entry}` has an empty or blank id")));
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ impl Settings {
             ("access.chats", &self.access.chats),
         ] {
             for entry in list {
-                check_platform_id(entry).map_err(|e| invalid(key, e))?;
+                check_platform_id(entry).map_err(|e| invalid(key, e.0))?;
             }
         }
         for (key, token) in [

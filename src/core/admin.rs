@@ -4,6 +4,7 @@
 //! and resolved (a bare id is on the admin's own platform) by whoever runs them.
 
 use super::command::Command;
+use super::error::Invalid;
 use super::event::{Platform, UserId};
 
 /// An account an admin command names: `platform:id`, or a bare id meaning the admin's
@@ -15,25 +16,25 @@ pub enum Account {
 }
 
 impl Account {
-    pub fn parse(text: &str) -> Result<Account, String> {
+    pub fn parse(text: &str) -> Result<Account, Invalid> {
         let text = text.trim();
         if text.contains(':') {
             UserId::parse(text).map(Account::Id)
         } else if text.is_empty() || text.chars().any(char::is_whitespace) {
-            Err(format!("`{text}` is not a user id"))
+            Err(Invalid(format!("`{text}` is not a user id")))
         } else {
             Ok(Account::Bare(text.to_string()))
         }
     }
 
     /// The account, a bare id taken on `platform` (none: it must be `platform:id`).
-    pub fn on(&self, platform: Option<Platform>) -> Result<UserId, String> {
+    pub fn on(&self, platform: Option<Platform>) -> Result<UserId, Invalid> {
         match (self, platform) {
             (Account::Id(id), _) => Ok(id.clone()),
             (Account::Bare(id), Some(platform)) => Ok(UserId::new(platform, id)),
-            (Account::Bare(id), None) => Err(format!(
+            (Account::Bare(id), None) => Err(Invalid(format!(
                 "`{id}` is not of the form platform:user (e.g. telegram:12345)"
-            )),
+            ))),
         }
     }
 }
@@ -48,7 +49,7 @@ pub enum Subject {
 }
 
 impl Subject {
-    pub fn parse(text: &str) -> Result<Subject, String> {
+    pub fn parse(text: &str) -> Result<Subject, Invalid> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("chat") {
             return Ok(Subject::ThisChat);
@@ -147,16 +148,16 @@ pub fn admin_usage(name: &str) -> &'static str {
 }
 
 /// A token amount, or `keyword` (`unlimited`, `default`) for "none"; never negative.
-pub fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, String> {
+pub fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, Invalid> {
     let text = text.trim();
     if text.eq_ignore_ascii_case(keyword) {
         return Ok(None);
     }
     match text.parse::<i64>() {
         Ok(n) if n >= 0 => Ok(Some(n)),
-        _ => Err(format!(
+        _ => Err(Invalid(format!(
             "`{text}` is neither a number of tokens (0 or more) nor `{keyword}`"
-        )),
+        ))),
     }
 }
 
@@ -165,7 +166,7 @@ pub fn parse_amount(text: &str, keyword: &str) -> Result<Option<i64>, String> {
 pub(super) fn parse_admin(name: &str, args: &str) -> Option<Command> {
     let words: Vec<&str> = args.split_whitespace().collect();
     // `Err(None)`: the usage line; `Err(Some(why))`: what is wrong with a name.
-    let account = |text: &str| Account::parse(text).map_err(Some);
+    let account = |text: &str| Account::parse(text).map_err(|e| Some(e.0));
     let number = |text: &str| text.parse::<i64>().map_err(|_| None);
     let amount = |text: &str, keyword| parse_amount(text, keyword).map_err(|_| None);
     let command: Result<AdminCommand, Option<String>> = match (name, words.as_slice()) {
@@ -197,7 +198,7 @@ pub(super) fn parse_admin(name: &str, args: &str) -> Option<Command> {
                 subject,
                 allowed: name == "allow",
             })
-            .map_err(Some),
+            .map_err(|e| Some(e.0)),
         (
             "grant" | "setquota" | "refill" | "usage" | "stats" | "holds" | "release" | "allow"
             | "deny",

@@ -3,6 +3,12 @@
 
 use std::fmt;
 
+/// Input that cannot be used — a malformed id, amount or name — and why, in words for
+/// whoever typed it. What every pure parser of the crate fails with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
 /// Displays `error` and each of its sources, joined by `: `.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 

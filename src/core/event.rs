@@ -1,6 +1,7 @@
 //! The platform-neutral incoming event: what every adapter (Telegram, Discord, terminal)
 //! turns its own update into, so the conversation core never sees platform types.
 
+use super::error::Invalid;
 use std::fmt;
 
 use super::command::{Command, Input};
@@ -212,15 +213,19 @@ impl UserId {
     }
 
     /// Parses `platform:user`, the form used on the command line.
-    pub fn parse(text: &str) -> Result<UserId, String> {
+    pub fn parse(text: &str) -> Result<UserId, Invalid> {
         let (platform, user) = text.split_once(':').ok_or_else(|| {
-            format!("`{text}` is not of the form platform:user (e.g. telegram:12345)")
+            Invalid(format!(
+                "`{text}` is not of the form platform:user (e.g. telegram:12345)"
+            ))
         })?;
         let platform = Platform::parse(platform).ok_or_else(|| {
-            format!("unknown platform `{platform}` (use telegram, discord, web or console)")
+            Invalid(format!(
+                "unknown platform `{platform}` (use telegram, discord, web or console)"
+            ))
         })?;
         if user.is_empty() || user.chars().any(char::is_whitespace) {
-            return Err(format!("`{text}` has an empty or blank user id"));
+            return Err(Invalid(format!("`{text}` has an empty or blank user id")));
         }
         Ok(UserId::new(platform, user))
     }

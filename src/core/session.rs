@@ -94,10 +94,15 @@ impl Default for Session {
     }
 }
 
+/// Why a stored session value cannot be used (it is then replaced by an empty one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Undecodable(pub String);
+
 impl Session {
     /// Decodes a stored value; `Err` describes why it cannot be used (corrupt JSON,
     /// unknown schema version).
-    pub fn decode(raw: &str) -> Result<Session, String> {
+    pub fn decode(raw: &str) -> Result<Session, Undecodable> {
         #[derive(Deserialize)]
         struct Version {
             v: Option<u32>,
@@ -109,16 +114,16 @@ impl Session {
             Ok(_) => None,
             Err(e) => Some(e),
         };
-        let version: Version =
-            serde_json::from_str(raw).map_err(|e| format!("not a session object: {e}"))?;
-        match version.v {
-            Some(SCHEMA_VERSION) => Err(format!(
+        let version: Version = serde_json::from_str(raw)
+            .map_err(|e| Undecodable(format!("not a session object: {e}")))?;
+        Err(Undecodable(match version.v {
+            Some(SCHEMA_VERSION) => format!(
                 "malformed session: {}",
                 error.map(|e| e.to_string()).unwrap_or_default()
-            )),
-            Some(other) => Err(format!("unknown schema version {other}")),
-            None => Err("no schema version".into()),
-        }
+            ),
+            Some(other) => format!("unknown schema version {other}"),
+            None => "no schema version".into(),
+        }))
     }
 
     /// Drops the trailing turns when they are `last` (same roles and texts); true if it
@@ -246,6 +251,7 @@ mod tests {
         assert!(
             Session::decode(r#"{"v":99,"turns":[]}"#)
                 .unwrap_err()
+                .0
                 .contains("version")
         );
         assert!(Session::decode(r#"[1,2]"#).is_err());

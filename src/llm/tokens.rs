@@ -221,14 +221,19 @@ impl Server {
     }
 }
 
+/// Why the server's tokenize endpoint gave no count.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct TokenizeError(String);
+
 /// Tries llama.cpp's body shape, then vLLM's; `Ok(true)` when vLLM's worked.
-async fn probe(http: &reqwest::Client, url: &str, model: &str) -> Result<bool, String> {
+async fn probe(http: &reqwest::Client, url: &str, model: &str) -> Result<bool, TokenizeError> {
     match tokenize(http, url, model, "probe", false).await {
         Ok(_) => Ok(false),
         Err(first) => tokenize(http, url, model, "probe", true)
             .await
             .map(|_| true)
-            .map_err(|second| format!("{first}; {second}")),
+            .map_err(|second| TokenizeError(format!("{first}; {second}"))),
     }
 }
 
@@ -238,7 +243,7 @@ async fn tokenize(
     model: &str,
     text: &str,
     vllm: bool,
-) -> Result<u32, String> {
+) -> Result<u32, TokenizeError> {
     let body = if vllm {
         json!({ "model": model, "prompt": text, "add_special_tokens": false })
     } else {
@@ -250,20 +255,23 @@ async fn tokenize(
         .timeout(TOKENIZE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {}", crate::core::error::chain(&e)))?;
+        .map_err(|e| TokenizeError(format!("POST {url}: {}", crate::core::error::chain(&e))))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("POST {url}: HTTP {}", status.as_u16()));
+        return Err(TokenizeError(format!(
+            "POST {url}: HTTP {}",
+            status.as_u16()
+        )));
     }
     let value: Value = response
         .json()
         .await
-        .map_err(|e| format!("POST {url}: unreadable answer ({e})"))?;
+        .map_err(|e| TokenizeError(format!("POST {url}: unreadable answer ({e})")))?;
     value["count"]
         .as_u64()
         .or_else(|| value["tokens"].as_array().map(|t| t.len() as u64))
         .map(|n| n as u32)
-        .ok_or_else(|| format!("POST {url}: no `tokens` in the answer"))
+        .ok_or_else(|| TokenizeError(format!("POST {url}: no `tokens` in the answer")))
 }
 
 /// A count that real tokenizers rarely exceed: a token per digit, symbol and non-Latin

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::core::health::Probe;
+use crate::core::health::{Probe, Unready};
 use crate::core::session::SessionStore;
 use crate::db::Db;
 
@@ -44,7 +44,7 @@ impl Readiness {
         let results = futures::future::join_all(probes.iter().map(|probe| async move {
             let result = match tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await {
                 Ok(result) => result,
-                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+                Err(_) => Err(Unready(format!("no answer within {PROBE_TIMEOUT:?}"))),
             };
             (probe.name(), result)
         }))
@@ -63,7 +63,7 @@ impl Readiness {
             report.ready &= up;
             report
                 .checks
-                .insert(name, result.err().unwrap_or_else(|| "ok".into()));
+                .insert(name, result.err().map_or_else(|| "ok".into(), |e| e.0));
         }
         report
     }
@@ -78,10 +78,10 @@ impl Probe for DatabaseProbe {
         "database"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unready> {
         self.0.ping().await.map_err(|e| match e {
-            sqlx::Error::PoolTimedOut => "no connection available".to_string(),
-            e => format!("unreachable ({})", short(&e.to_string())),
+            sqlx::Error::PoolTimedOut => "no connection available".into(),
+            e => format!("unreachable ({})", short(&e.to_string())).into(),
         })
     }
 }
@@ -95,12 +95,12 @@ impl Probe for SessionsProbe {
         "sessions"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unready> {
         self.0.ping().await.map_err(|e| {
-            format!(
+            Unready(format!(
                 "unreachable ({})",
                 short(&crate::core::error::chain(&e).to_string())
-            )
+            ))
         })
     }
 }

@@ -74,11 +74,17 @@ async fn metrics(State(ops): State<Ops>) -> Response {
     }
 }
 
+/// What `gptbot health` found wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotHealthy(pub String);
+
 /// `gptbot health`: asks `/healthz` (or `/readyz`) of the listener at `listen` (an
 /// unspecified address such as 0.0.0.0 is asked on loopback). The body on success, what
 /// went wrong otherwise.
-pub async fn ask(listen: Option<SocketAddr>, ready: bool) -> Result<String, String> {
-    let mut addr = listen.ok_or("http.listen is empty: the operations listener is off")?;
+pub async fn ask(listen: Option<SocketAddr>, ready: bool) -> Result<String, NotHealthy> {
+    let mut addr = listen
+        .ok_or_else(|| NotHealthy("http.listen is empty: the operations listener is off".into()))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -92,16 +98,16 @@ pub async fn ask(listen: Option<SocketAddr>, ready: bool) -> Result<String, Stri
         .timeout(std::time::Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", crate::core::error::chain(&e)))?;
+        .map_err(|e| NotHealthy(format!("{url}: {}", crate::core::error::chain(&e))))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
         Ok(body.trim().to_string())
     } else {
-        Err(format!(
+        Err(NotHealthy(format!(
             "{url} answered {}: {}",
             status.as_u16(),
             body.trim()
-        ))
+        )))
     }
 }

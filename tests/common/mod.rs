@@ -151,6 +151,18 @@ pub async fn eventually(
     }
 }
 
+/// Asserts that `holds` stays true for all of `period` (polled every 20 ms): for what
+/// must *not* happen — a second answer, a second charge — where no event marks its
+/// absence.
+pub async fn stays(period: Duration, what: &str, holds: impl Fn() -> bool) {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        assert!(holds(), "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(holds(), "{what} stopped holding");
+}
+
 /// What a one-shot run of the `gptbot` binary printed.
 pub struct Run {
     pub code: i32,

@@ -235,6 +235,9 @@ fn prompt_tokens(local: bool, model: &str, messages: &[Value]) -> u32 {
 
 #[derive(Default)]
 struct FakeOpenAiState {
+    /// Streamed chunks written so far (of every answer), so a test can wait until an
+    /// answer is under way.
+    chunks_sent: Arc<std::sync::atomic::AtomicUsize>,
     /// With a context size, prompts are counted with [`local_model_tokens`] and refused
     /// past it as llama.cpp does.
     context: Option<u32>,
@@ -376,6 +379,15 @@ impl FakeOpenAi {
         self.state.lock().unwrap().tokenized.clone()
     }
 
+    /// Streamed chunks written so far, over every answer.
+    pub fn chunks_sent(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .chunks_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn request_count(&self) -> usize {
         self.state.lock().unwrap().requests.len()
     }
@@ -515,7 +527,7 @@ async fn completions(
                 ));
             }
             events.push((Duration::ZERO, Ok("data: [DONE]\n\n".to_string())));
-            sse_response(events)
+            sse_response(events, state.lock().unwrap().chunks_sent.clone())
         }
         Behavior::Cut { pieces } => {
             let mut events = opening_events(&model, &pieces, Duration::from_millis(5));
@@ -523,7 +535,7 @@ async fn completions(
                 Duration::from_millis(5),
                 Err(std::io::Error::other("connection cut by the fake")),
             ));
-            sse_response(events)
+            sse_response(events, state.lock().unwrap().chunks_sent.clone())
         }
     }
 }
@@ -682,12 +694,16 @@ fn opening_events(model: &str, pieces: &[String], delay: Duration) -> Vec<Event>
     events
 }
 
-fn sse_response(events: Vec<Event>) -> Response {
-    let stream = futures::stream::iter(events).then(|(delay, item)| async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+fn sse_response(events: Vec<Event>, sent: Arc<std::sync::atomic::AtomicUsize>) -> Response {
+    let stream = futures::stream::iter(events).then(move |(delay, item)| {
+        let sent = sent.clone();
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            item
         }
-        item
     });
     Response::builder()
         .status(200)

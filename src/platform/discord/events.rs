@@ -8,6 +8,7 @@ use serenity::all::{
 
 use crate::core::admin::{Account, Subject, parse_amount};
 use crate::core::command::{AdminCommand, Command as BotCommand, SystemArg, admin_usage};
+use crate::core::error::Invalid;
 use crate::core::event::{Attachment, ChatKind, Content, IncomingEvent, Platform, Quoted, Sender};
 
 /// Strips `<@id>` / `<@!id>` mentions of the bot; says whether there was one.
@@ -120,9 +121,9 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
     };
     let user = || option("user").unwrap_or_default();
     // An admin command whose user is not an id says why.
-    let admin = |command: Result<AdminCommand, String>| match command {
+    let admin = |command: Result<AdminCommand, Invalid>| match command {
         Ok(command) => BotCommand::Admin(command),
-        Err(why) => BotCommand::AdminInvalid(why),
+        Err(why) => BotCommand::AdminInvalid(why.0),
     };
     let account = || Account::parse(&user());
     let parsed = match command.data.name.as_str() {

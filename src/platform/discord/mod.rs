@@ -203,7 +203,7 @@ impl crate::core::health::Probe for DiscordProbe {
         "discord"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), crate::core::health::Unready> {
         let runners = self.0.runners.lock().await;
         if runners.is_empty() {
             return Err("no shard is running".into());
@@ -216,7 +216,7 @@ impl crate::core::health::Probe for DiscordProbe {
         if down.is_empty() {
             Ok(())
         } else {
-            Err(down.join(", "))
+            Err(down.join(", ").into())
         }
     }
 }

@@ -101,9 +101,9 @@ impl crate::core::health::Probe for TelegramProbe {
         "telegram"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), crate::core::health::Unready> {
         self.0.get_me().await.map(drop).map_err(|e| match e {
-            RequestError::Api(e) => format!("the Bot API refused getMe: {e}"),
+            RequestError::Api(e) => format!("the Bot API refused getMe: {e}").into(),
             RequestError::RetryAfter(_) => "rate limited by the Bot API".into(),
             _ => "the Bot API does not answer".into(),
         })

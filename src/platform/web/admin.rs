@@ -13,7 +13,7 @@ use super::chat::user_id;
 use super::{WebState, pages};
 use crate::admin::{AdminError, Done, Operator};
 use crate::core::admin::{Account, AdminCommand, Subject, parse_amount};
-use crate::core::error::chain;
+use crate::core::error::{Invalid, chain};
 use crate::core::event::UserId;
 
 /// Rows of the accounts table, and of a ledger.
@@ -122,30 +122,26 @@ pub async fn act(
         Ok(login) => login,
         Err(response) => return response,
     };
-    let notice = match apply(&state, &login.user, &action).await {
-        Ok(notice) => {
-            tracing::info!(admin = %login.user, op = %action.op, user = %action.user, "web admin action");
-            notice
-        }
-        Err(message) => message,
-    };
+    let (notice, done) = apply(&state, &login.user, &action).await;
+    if done {
+        tracing::info!(admin = %login.user, op = %action.op, user = %action.user, "web admin action");
+    }
     let to = format!("/admin?notice={}", url_encode(&notice));
     (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response()
 }
 
-/// The form's operation as the one admin command; `Err` is the notice for a form that
-/// does not make one.
-fn command(action: &Action) -> Result<AdminCommand, String> {
-    let user = || Account::parse(&action.user).and_then(|a| a.on(None).map(Account::Id));
+/// The form's operation as the one admin command, or why the form does not make one.
+fn command(action: &Action) -> Result<AdminCommand, Invalid> {
+    let user = || Ok::<_, Invalid>(Account::Id(Account::parse(&action.user)?.on(None)?));
     Ok(match action.op.as_str() {
         op @ ("allow" | "deny") => AdminCommand::Rule {
             subject: match Subject::parse(&action.user)? {
                 // A bare id names no platform here.
                 Subject::Account(a) => Subject::Account(Account::Id(a.on(None)?)),
                 Subject::ThisChat => {
-                    return Err(
+                    return Err(Invalid(
                         "`chat` means a group in a chat; name it as group:platform:id".into(),
-                    );
+                    ));
                 }
                 group => group,
             },
@@ -153,11 +149,12 @@ fn command(action: &Action) -> Result<AdminCommand, String> {
         },
         "grant" => AdminCommand::Grant {
             user: user()?,
-            tokens: action
-                .amount
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| format!("`{}` is not a number of tokens", action.amount.trim()))?,
+            tokens: action.amount.trim().parse::<i64>().map_err(|_| {
+                Invalid(format!(
+                    "`{}` is not a number of tokens",
+                    action.amount.trim()
+                ))
+            })?,
             reason: None,
         },
         "set" => AdminCommand::SetQuota {
@@ -168,31 +165,34 @@ fn command(action: &Action) -> Result<AdminCommand, String> {
             user: user()?,
             tokens: parse_amount(&action.amount, "default")?,
         },
-        other => return Err(format!("unknown operation `{other}`")),
+        other => return Err(Invalid(format!("unknown operation `{other}`"))),
     })
 }
 
-async fn apply(state: &WebState, admin: &str, action: &Action) -> Result<String, String> {
-    let command = command(action)?;
+/// Applies the form's operation; the notice to show, and whether it was done.
+async fn apply(state: &WebState, admin: &str, action: &Action) -> (String, bool) {
+    let command = match command(action) {
+        Ok(command) => command,
+        Err(why) => return (why.0, false),
+    };
     let by = Operator {
         name: format!("web:{admin}"),
         platform: None,
         group: None,
     };
-    let service = state.conversation.admin_service();
-    match service.apply(&by, command).await {
+    match state.conversation.admin_service().apply(&by, command).await {
         Ok(Done::Balance { user, balance, .. }) => {
-            Ok(format!("{user}: {}", pages::balance_text(&balance)))
+            (format!("{user}: {}", pages::balance_text(&balance)), true)
         }
-        Ok(Done::Rule { subject, allowed }) => Ok(format!(
-            "{subject} {}",
-            if allowed { "allowed" } else { "denied" }
-        )),
-        Ok(other) => Ok(format!("{other:?}")),
-        Err(AdminError::Refused(why)) => Err(why),
+        Ok(Done::Rule { subject, allowed }) => (
+            format!("{subject} {}", if allowed { "allowed" } else { "denied" }),
+            true,
+        ),
+        Ok(other) => (format!("{other:?}"), true),
+        Err(AdminError::Refused(why)) => (why, false),
         Err(e) => {
             tracing::error!(error = %chain(&e), "web admin action failed");
-            Err("That did not work; the log says why.".to_string())
+            ("That did not work; the log says why.".to_string(), false)
         }
     }
 }
