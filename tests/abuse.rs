@@ -163,8 +163,7 @@ async fn a_pdf_bomb_is_refused_in_one_sentence_while_the_bot_stays_small_and_ans
     signal(&child, "TERM");
     assert!(exit_status(&mut child, 30).await.success());
     let settings = gptbot::config::Settings::load(None, &env).unwrap();
-    let db = gptbot::app::open_db(&settings).await.unwrap();
-    let quota = gptbot::app::quota_service(&db, &settings);
+    let quota = common::ledger::ledger_of(&env).await;
     let books = quota.balance(&user(71)).await.unwrap();
     assert_eq!((books.used, books.reserved, books.requests), (0, 0, 0));
     assert_eq!(books.remaining, settings.quota.default_tokens);

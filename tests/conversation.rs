@@ -92,8 +92,7 @@ async fn history_survives_a_restart_of_the_app() {
     let a = adapter();
     t.send(&a, &dm("7", "remember me")).await;
 
-    let settings = gptbot::config::Settings::load(None, &t.env).unwrap();
-    let again = gptbot::app::App::build(settings).await.unwrap();
+    let again = t.replica().await;
     again
         .conversation
         .handle(&common::typed(&dm("7", "still there?")).unwrap(), &a)
@@ -891,16 +890,10 @@ async fn the_per_user_rate_limit_refuses_before_the_model_is_called() {
     assert_eq!((b.requests, b.reserved), (2, 0));
 }
 
-/// A second process on the same Redis and SQLite, as a replica would be.
-async fn replica(t: &TestApp) -> gptbot::app::App {
-    let settings = gptbot::config::Settings::load(None, &t.env).unwrap();
-    gptbot::app::App::build(settings).await.unwrap()
-}
-
 #[tokio::test]
 async fn concurrent_turns_of_one_user_on_two_replicas_are_all_kept() {
     let t = spawn_app().await;
-    let other = replica(&t).await;
+    let other = t.replica().await;
     let a = adapter();
     t.openai.script((0..2).map(|i| Behavior::Stream {
         pieces: vec![format!("answer {i}")],
@@ -965,7 +958,7 @@ async fn replicas_racing_for_one_small_quota_never_overspend() {
     let t = spawn_app_with(Options::default().with("GPTBOT__QUOTA__DEFAULT_TOKENS", 400)).await;
     let mut replicas = vec![t.app.conversation.clone()];
     for _ in 0..4 {
-        replicas.push(replica(&t).await.conversation.clone());
+        replicas.push(t.replica().await.conversation.clone());
     }
     let a = adapter();
     t.openai.script((0..50).map(|_| Behavior::Stream {

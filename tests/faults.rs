@@ -6,25 +6,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::discord::FakeDiscord;
-use common::ledger::assert_books;
+use common::ledger::{assert_books, ledger_of};
 use common::telegram::{FakeTelegram, private_chat, user_json};
 use common::*;
 use gptbot::core::event::UserId;
-use gptbot::quota::QuotaService;
 
 fn words(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("word{i} ")).collect()
-}
-
-/// The ledger the process used, opened after it exited.
-async fn ledger_of(env: &HashMap<String, String>) -> QuotaService {
-    let settings = gptbot::config::Settings::load(None, env).unwrap();
-    let db = gptbot::app::open_db(&settings).await.unwrap();
-    gptbot::app::quota_service(&db, &settings)
 }
 
 /// SIGTERM while two answers stream: the one that ends within `shutdown.grace` is

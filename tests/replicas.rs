@@ -9,8 +9,6 @@ use std::time::Duration;
 use common::postgres::PostgresServer;
 use common::telegram::{FakeTelegram, private_chat, user_json};
 use common::*;
-use gptbot::app::App;
-use gptbot::config::Settings;
 use gptbot::core::event::{Platform, SessionKey, UserId};
 
 const SECRET: &str = "replica-secret_1";
@@ -46,9 +44,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
     let mut replicas = Vec::new();
     let mut hooks = Vec::new();
     for _ in 0..2 {
-        let app = App::build(Settings::load(None, &env).unwrap())
-            .await
-            .unwrap();
+        let app = replica_of(&env).await;
         let handle = app.start(rx.clone()).await.unwrap().telegram.unwrap();
         hooks.push(format!("http://{}/hook", handle.webhook_addr.unwrap()));
         replicas.push((app, handle));

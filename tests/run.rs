@@ -56,9 +56,7 @@ async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
 
     // One ledger: both users were charged in the same database.
-    let settings = gptbot::config::Settings::load(None, &env).unwrap();
-    let db = gptbot::app::open_db(&settings).await.unwrap();
-    let quota = gptbot::app::quota_service(&db, &settings);
+    let quota = common::ledger::ledger_of(&env).await;
     for user in ["telegram:77", "discord:4000000000000000077"] {
         let balance = quota
             .balance(&gptbot::core::event::UserId::parse(user).unwrap())

@@ -1,4 +1,4 @@
-//! The token quota ledger (SQLite through sqlx): every user's granted, remaining,
+//! The token quota ledger (SQLite, or PostgreSQL for replicas, through sqlx): every user's granted, remaining,
 //! reserved and used tokens. Tokens are reserved before a model call, settled with the
 //! real usage after it, refunded on failure; `granted = remaining + reserved + used`
 //! holds at every instant (the schema enforces it) and `remaining` never goes below 0.

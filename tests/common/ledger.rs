@@ -49,6 +49,14 @@ pub async fn ledger_on(url: &str, plan: QuotaPlan, busy_timeout: Duration) -> Qu
     QuotaService::new(db, plan)
 }
 
+/// The ledger a `gptbot` process was configured with by `env` (its database, migrated,
+/// and its plan), opened again by the test — after the process exited, or beside it.
+pub async fn ledger_of(env: &std::collections::HashMap<String, String>) -> QuotaService {
+    let settings = gptbot::config::Settings::load(None, env).unwrap();
+    let db = gptbot::app::open_db(&settings).await.unwrap();
+    gptbot::app::quota_service(&db, &settings)
+}
+
 /// A fresh, migrated ledger on the backend the test runs on.
 pub async fn open(plan: QuotaPlan) -> (QuotaService, Guard) {
     let (url, guard) = database().await;

@@ -3,6 +3,7 @@
 //! recording chat adapter, and `spawn_app()` booting the real `App` against them.
 #![allow(dead_code)]
 
+pub mod chats;
 pub mod discord;
 pub mod ledger;
 pub mod multipart;
@@ -558,7 +559,19 @@ pub async fn spawn_app_on(openai: FakeOpenAi, options: Options) -> TestApp {
     }
 }
 
+/// Another process's app on the same configuration (the same database and Redis), as
+/// a replica, or this one restarted, would be: booted the way `gptbot run` boots.
+pub async fn replica_of(env: &HashMap<String, String>) -> App {
+    let settings = Settings::load(None, env).expect("test settings are valid");
+    App::build(settings).await.expect("the replica builds")
+}
+
 impl TestApp {
+    /// A second app on this one's database, Redis and settings (see [`replica_of`]).
+    pub async fn replica(&self) -> App {
+        replica_of(&self.env).await
+    }
+
     /// The history of telegram user `user`'s private chat with the bot.
     pub async fn turns(&self, user: &str) -> Vec<gptbot::core::session::Turn> {
         self.app

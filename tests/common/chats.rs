@@ -1,0 +1,205 @@
+//! One scenario, both platforms: a small trait the Telegram and Discord fakes implement
+//! (a user's private chat with the bot), so a test body is written once and run on each
+//! — what the bot promises a user does not depend on the platform.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use gptbot::core::event::{Platform, SessionKey, UserId};
+
+use super::discord::FakeDiscord;
+use super::telegram::{FakeTelegram, private_chat, user_json};
+use super::{Options, TestApp, spawn_app_with, stopper};
+
+/// A platform's fake with the bot started against it, seen from one user's private chat.
+#[async_trait]
+pub trait PrivateChat: Send + Sync + Sized {
+    /// Boots the bot (as `gptbot run` does) against a fresh fake.
+    async fn start(options: Options) -> (Self, TestApp, tokio_util::sync::DropGuard);
+    /// The user, as the ledger knows them.
+    fn user(&self) -> UserId;
+    /// Their conversation's key in the session store.
+    fn session(&self) -> SessionKey;
+    /// The user writes `text` to the bot.
+    fn say(&self, text: &str);
+    /// Waits until the bot has sent the answer's first message; returns its id.
+    async fn first_message(&self) -> String;
+    /// Waits until the answer's message has been edited once; returns its id.
+    async fn first_edit(&self) -> String;
+    /// The message is deleted in the chat (by the user, a moderator).
+    fn delete(&self, id: &str);
+    /// The user blocks the bot: every write to the chat is refused.
+    fn block(&self);
+    /// The texts the chat shows now, oldest first.
+    fn texts(&self) -> Vec<String>;
+    /// Waits until the chat's last text is `text`.
+    async fn wait_last(&self, text: &str);
+}
+
+const TG_USER: i64 = 9;
+
+pub struct Telegram(pub FakeTelegram);
+
+#[async_trait]
+impl PrivateChat for Telegram {
+    async fn start(options: Options) -> (Telegram, TestApp, tokio_util::sync::DropGuard) {
+        let tg = FakeTelegram::start().await;
+        tg.enforce_flood_limits();
+        let t = spawn_app_with(
+            options
+                .telegram(&tg)
+                .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms"),
+        )
+        .await;
+        let (stop, token) = stopper();
+        t.app.start(token).await.expect("the bot starts");
+        (Telegram(tg), t, stop)
+    }
+
+    fn user(&self) -> UserId {
+        UserId::new(Platform::Telegram, TG_USER.to_string())
+    }
+
+    fn session(&self) -> SessionKey {
+        SessionKey {
+            platform: Platform::Telegram,
+            chat: TG_USER.to_string(),
+            user: TG_USER.to_string(),
+        }
+    }
+
+    fn say(&self, text: &str) {
+        self.0
+            .push_message(private_chat(TG_USER), user_json(TG_USER, "Di"), text, None);
+    }
+
+    async fn first_message(&self) -> String {
+        self.0
+            .wait_until(10, "the answer's first message", |calls| {
+                calls.iter().any(|c| c.method == "sendmessage")
+            })
+            .await;
+        let sent = self.0.delivered_to(TG_USER);
+        sent.first()
+            .map(|c| c.body["text"].to_string())
+            .unwrap_or_default()
+    }
+
+    async fn first_edit(&self) -> String {
+        self.0
+            .wait_until(10, "the answer's first edit", |calls| {
+                calls.iter().any(|c| c.method == "editmessagetext")
+            })
+            .await;
+        self.0.calls_of("editMessageText")[0].body["message_id"].to_string()
+    }
+
+    fn delete(&self, id: &str) {
+        self.0
+            .delete_message(TG_USER, id.parse().expect("a message id"));
+    }
+
+    fn block(&self) {
+        self.0.block_bot(TG_USER);
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.0.texts_in(TG_USER)
+    }
+
+    async fn wait_last(&self, text: &str) {
+        self.0
+            .wait_until(15, &format!("{text:?} last in the chat"), |_| {
+                self.0.texts_in(TG_USER).last().map(|t| t.trim_end()) == Some(text.trim_end())
+            })
+            .await;
+    }
+}
+
+const DC_USER: &str = "4000000000000000001";
+const DC_DM: &str = "3000000000000000011";
+
+pub struct Discord(pub FakeDiscord);
+
+#[async_trait]
+impl PrivateChat for Discord {
+    async fn start(options: Options) -> (Discord, TestApp, tokio_util::sync::DropGuard) {
+        let dc = FakeDiscord::start().await;
+        dc.enforce_rate_limits();
+        let t = spawn_app_with(
+            options
+                .with("DISCORD_TOKEN", super::discord::TOKEN)
+                .with("GPTBOT__DISCORD__API_URL", dc.api_url())
+                .with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms"),
+        )
+        .await;
+        let (stop, token) = stopper();
+        t.app.start(token).await.expect("the bot connects");
+        (Discord(dc), t, stop)
+    }
+
+    fn user(&self) -> UserId {
+        UserId::new(Platform::Discord, DC_USER)
+    }
+
+    fn session(&self) -> SessionKey {
+        SessionKey {
+            platform: Platform::Discord,
+            chat: DC_DM.to_string(),
+            user: DC_USER.to_string(),
+        }
+    }
+
+    fn say(&self, text: &str) {
+        self.0
+            .send_message(DC_DM, super::discord::user(DC_USER, "ann"), text, None);
+    }
+
+    async fn first_message(&self) -> String {
+        let created = format!("/channels/{DC_DM}/messages");
+        self.0
+            .wait_until(10, "the answer's first message", |calls| {
+                calls
+                    .iter()
+                    .any(|c| c.method == "POST" && c.path.ends_with(&created))
+            })
+            .await;
+        String::new()
+    }
+
+    async fn first_edit(&self) -> String {
+        let edits = format!("/channels/{DC_DM}/messages/");
+        self.0
+            .wait_until(10, "the answer's first edit", |calls| {
+                calls
+                    .iter()
+                    .any(|c| c.method == "PATCH" && c.path.contains(&edits))
+            })
+            .await;
+        self.0.calls_matching("PATCH", &edits)[0]
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn delete(&self, id: &str) {
+        self.0.delete_message(id);
+    }
+
+    fn block(&self) {
+        self.0.close_channel(DC_DM);
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.0.texts()
+    }
+
+    async fn wait_last(&self, text: &str) {
+        self.0
+            .wait_text(15, &format!("{text:?} in the chat"), |t| {
+                t.trim_end() == text.trim_end()
+            })
+            .await;
+    }
+}
