@@ -30,7 +30,10 @@ use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
 };
-pub use types::{AccessMode, AccessSettings, LogFormat, Refill, ShardRange, TelegramMode};
+pub use types::{
+    AccessMode, AccessSettings, LogFormat, LogSettings, Refill, RuntimeFlavor, RuntimeSettings,
+    ShardRange, TelegramMode,
+};
 pub use web::WebSettings;
 
 /// The documented defaults, compiled in so the binary runs without any file next to it.
@@ -294,30 +297,6 @@ pub struct ShutdownSettings {
     /// On SIGTERM / Ctrl-C, how long answers in progress may run before they are stopped.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub grace: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeSettings {
-    /// The async scheduler: one thread (the default) or one worker per core.
-    pub flavor: RuntimeFlavor,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuntimeFlavor {
-    CurrentThread,
-    MultiThread,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub level: String,
-    pub format: LogFormat,
-    /// Logs go to this file (appended) instead of stderr.
-    #[serde(default)]
-    pub file: Option<std::path::PathBuf>,
 }
 
 impl Settings {

@@ -117,6 +117,30 @@ pub(crate) fn check_platform_id(entry: &str) -> Result<(), BadValue> {
     Ok(())
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// The async scheduler: one thread (the default) or one worker per core.
+    pub flavor: RuntimeFlavor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeFlavor {
+    CurrentThread,
+    MultiThread,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+    /// Logs go to this file (appended) instead of stderr.
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
