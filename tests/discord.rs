@@ -289,29 +289,6 @@ async fn a_3500_character_answer_fills_the_response_then_a_follow_up() {
     }
 }
 
-#[tokio::test]
-async fn a_429_on_an_edit_pauses_edits_and_the_final_text_arrives() {
-    let b = spawn_bot(fast()).await;
-    let pieces: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
-    b.t.openai.script([Behavior::Stream {
-        pieces: pieces.clone(),
-        delay: Duration::from_millis(40),
-        usage: Some((10, 20)),
-    }]);
-    // Discord's retry_after is fractional: it is waited exactly, not rounded to a
-    // fixed pause.
-    b.dc.rate_limit_next("PATCH", &format!("/api/v10/channels/{DM}/messages/"), 2.5);
-    b.dc.send_message(DM, ann(), "go", None);
-    wait_text(&b.dc, &pieces.concat()).await;
-    let patches =
-        b.dc.calls_matching("PATCH", &format!("/channels/{DM}/messages/"));
-    let gap = patches[1].at - patches[0].at;
-    assert!(
-        gap >= Duration::from_millis(2500) && gap < Duration::from_millis(2900),
-        "edited again {gap:?} after a 429 with retry_after 2.5"
-    );
-}
-
 /// With Discord's per-route buckets on, the bot reads `X-RateLimit-Remaining` and
 /// `X-RateLimit-Reset-After` and never runs into a 429, while the final text still
 /// arrives as soon as its bucket allows.

@@ -83,6 +83,40 @@ async fn a_user_who_blocks_the_bot_midway_stops_the_answer<P: PrivateChat>() {
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// An edit refused with a 429 (Telegram's flood control, Discord's route bucket): the
+/// refused write is tried again exactly when the pause ends, nothing is written to the
+/// chat meanwhile, and the final text arrives whole.
+async fn a_429_on_an_edit_is_waited_exactly_and_the_final_text_arrives<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    let pieces: Vec<String> = (0..20).map(|i| format!("word{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(50),
+        usage: Some((20, 20)),
+    }]);
+    chat.refuse_next_edit();
+    chat.say("go");
+    chat.wait_last(&pieces.concat()).await;
+    let edits = chat.edits();
+    assert!(edits.len() >= 2, "{} edits", edits.len());
+    let (refused, next) = (edits[0], edits[1]);
+    let gap = next - refused;
+    assert!(
+        gap >= P::EDIT_PAUSE && gap < P::EDIT_PAUSE + Duration::from_millis(400),
+        "edited again {gap:?} after a retry_after of {:?}",
+        P::EDIT_PAUSE
+    );
+    assert!(
+        chat.writes()
+            .iter()
+            .all(|&at| at <= refused || at - refused >= P::EDIT_PAUSE),
+        "something was written to the chat during the pause"
+    );
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(balance.used, 40);
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod telegram {
@@ -107,4 +141,5 @@ macro_rules! on_both {
 on_both!(
     an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message,
     a_user_who_blocks_the_bot_midway_stops_the_answer,
+    a_429_on_an_edit_is_waited_exactly_and_the_final_text_arrives,
 );

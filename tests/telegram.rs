@@ -209,50 +209,6 @@ async fn groups_are_answered_only_when_the_bot_is_addressed() {
 }
 
 #[tokio::test]
-async fn flood_control_on_an_edit_is_honoured_and_the_final_text_arrives() {
-    let b = spawn_bot(fast()).await;
-    let pieces: Vec<String> = (0..20).map(|i| format!("word{i} ")).collect();
-    b.t.openai.script([Behavior::Stream {
-        pieces: pieces.clone(),
-        delay: Duration::from_millis(50),
-        usage: Some((20, 20)),
-    }]);
-    b.tg.fail_next(
-        "editMessageText",
-        429,
-        "Too Many Requests: retry after 1",
-        Some(1),
-    );
-    b.tg.push_message(private_chat(7), user_json(7, "Cy"), "go", None);
-    wait_answer(&b.tg, 7, pieces.concat().trim_end()).await;
-
-    // The refused write is tried again exactly when the pause ends.
-    b.tg.wait_until(10, "the write after the pause", |calls| {
-        calls
-            .iter()
-            .filter(|c| c.method == "editmessagetext")
-            .count()
-            >= 2
-    })
-    .await;
-    let edits = b.tg.calls_of("editMessageText");
-    let refused = &edits[0];
-    let next = &edits[1];
-    assert!(
-        next.at - refused.at >= Duration::from_millis(1000)
-            && next.at - refused.at < Duration::from_millis(1300),
-        "edited again {:?} after a retry_after of 1 s",
-        next.at - refused.at
-    );
-    // Nothing at all was written to the chat during the pause.
-    assert!(
-        b.tg.writes_to(7)
-            .iter()
-            .all(|c| c.at <= refused.at || c.at - refused.at >= Duration::from_millis(1000))
-    );
-}
-
-#[tokio::test]
 async fn a_6000_character_answer_is_split_with_code_blocks_balanced() {
     let b = spawn_bot(fast()).await;
     let mut answer = String::from("Here is a long walk-through.\n\n");

@@ -3,8 +3,11 @@
 //! — what the bot promises a user does not depend on the platform.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use gptbot::core::event::{Platform, SessionKey, UserId};
+use tokio::time::Instant;
 
 use super::discord::FakeDiscord;
 use super::telegram::{FakeTelegram, private_chat, user_json};
@@ -33,6 +36,15 @@ pub trait PrivateChat: Send + Sync + Sized {
     fn texts(&self) -> Vec<String>;
     /// Waits until the chat's last text is `text`.
     async fn wait_last(&self, text: &str);
+    /// How long the platform makes a refused edit wait (Telegram says whole seconds,
+    /// Discord fractions).
+    const EDIT_PAUSE: Duration;
+    /// The next edit of a message in the chat is refused with a 429 and `EDIT_PAUSE`.
+    fn refuse_next_edit(&self);
+    /// When each edit was asked for (refused or not), in order.
+    fn edits(&self) -> Vec<Instant>;
+    /// When each write to the chat (message or edit) was asked for, in order.
+    fn writes(&self) -> Vec<Instant>;
 }
 
 const TG_USER: i64 = 9;
@@ -104,6 +116,30 @@ impl PrivateChat for Telegram {
 
     fn texts(&self) -> Vec<String> {
         self.0.texts_in(TG_USER)
+    }
+
+    const EDIT_PAUSE: Duration = Duration::from_secs(1);
+
+    fn refuse_next_edit(&self) {
+        let secs = Self::EDIT_PAUSE.as_secs();
+        self.0.fail_next(
+            "editMessageText",
+            429,
+            &format!("Too Many Requests: retry after {secs}"),
+            Some(secs),
+        );
+    }
+
+    fn edits(&self) -> Vec<Instant> {
+        self.0
+            .calls_of("editMessageText")
+            .iter()
+            .map(|c| c.at)
+            .collect()
+    }
+
+    fn writes(&self) -> Vec<Instant> {
+        self.0.writes_to(TG_USER).iter().map(|c| c.at).collect()
     }
 
     async fn wait_last(&self, text: &str) {
@@ -193,6 +229,34 @@ impl PrivateChat for Discord {
 
     fn texts(&self) -> Vec<String> {
         self.0.texts()
+    }
+
+    const EDIT_PAUSE: Duration = Duration::from_millis(2500);
+
+    fn refuse_next_edit(&self) {
+        self.0.rate_limit_next(
+            "PATCH",
+            &format!("/api/v10/channels/{DC_DM}/messages/"),
+            Self::EDIT_PAUSE.as_secs_f64(),
+        );
+    }
+
+    fn edits(&self) -> Vec<Instant> {
+        self.0
+            .calls_matching("PATCH", &format!("/channels/{DC_DM}/messages/"))
+            .iter()
+            .map(|c| c.at)
+            .collect()
+    }
+
+    fn writes(&self) -> Vec<Instant> {
+        let chat = format!("/channels/{DC_DM}/messages");
+        self.0
+            .calls()
+            .iter()
+            .filter(|c| c.method != "GET" && c.path.contains(&chat))
+            .map(|c| c.at)
+            .collect()
     }
 
     async fn wait_last(&self, text: &str) {
