@@ -31,6 +31,28 @@ fn with_telegram(env: &mut HashMap<String, String>, tg: &FakeTelegram) {
     env.insert("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url());
 }
 
+/// `gptbot run` against the Telegram fake; the process and its log file.
+async fn run_on_telegram(
+    openai: &FakeOpenAi,
+    tg: &FakeTelegram,
+    dir: &tempfile::TempDir,
+) -> (tokio::process::Child, std::path::PathBuf) {
+    let mut env = env_for(openai, dir).await;
+    with_telegram(&mut env, tg);
+    let log = dir.path().join("gptbot.log");
+    (spawn_gptbot_run(&env, &log), log)
+}
+
+/// Waits for the start-up conflict probe: the first getUpdates, a 3 s long poll.
+async fn conflict_probe(tg: &FakeTelegram) {
+    tg.wait_until(20, "the conflict probe", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "getupdates" && c.body["timeout"] == 3)
+    })
+    .await;
+}
+
 /// Sends SIGTERM and asserts a clean exit within the grace; returns the log.
 async fn terminate(
     mut child: tokio::process::Child,
@@ -110,20 +132,13 @@ async fn sigterm_while_telegram_get_me_hangs_exits_within_the_grace() {
 
 #[tokio::test]
 async fn sigterm_during_the_telegram_conflict_probe_exits_within_the_grace() {
-    let openai = FakeOpenAi::start().await;
-    let tg = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut env = env_for(&openai, &dir).await;
-    with_telegram(&mut env, &tg);
-    let log = dir.path().join("gptbot.log");
-    let child = spawn_gptbot_run(&env, &log);
-    // The probe is the first getUpdates, a 3 s long poll.
-    tg.wait_until(20, "the conflict probe", |calls| {
-        calls
-            .iter()
-            .any(|c| c.method == "getupdates" && c.body["timeout"] == 3)
-    })
-    .await;
+    let (openai, tg, dir) = (
+        FakeOpenAi::start().await,
+        FakeTelegram::start().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let (child, log) = run_on_telegram(&openai, &tg, &dir).await;
+    conflict_probe(&tg).await;
     let logged = terminate(child, &log, "conflict probe").await;
     assert!(!logged.contains("gptbot is running"), "{logged}");
 }
@@ -137,20 +152,14 @@ async fn sigterm_as_the_telegram_dispatcher_starts_exits_within_the_grace() {
         Duration::from_millis(5),
         Duration::from_millis(50),
     ] {
-        let openai = FakeOpenAi::start().await;
-        let tg = FakeTelegram::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut env = env_for(&openai, &dir).await;
-        with_telegram(&mut env, &tg);
-        let log = dir.path().join("gptbot.log");
-        let child = spawn_gptbot_run(&env, &log);
+        let (openai, tg, dir) = (
+            FakeOpenAi::start().await,
+            FakeTelegram::start().await,
+            tempfile::tempdir().unwrap(),
+        );
+        let (child, log) = run_on_telegram(&openai, &tg, &dir).await;
         // The probe ends after its 3 s; the dispatcher starts right after it.
-        tg.wait_until(20, "the conflict probe", |calls| {
-            calls
-                .iter()
-                .any(|c| c.method == "getupdates" && c.body["timeout"] == 3)
-        })
-        .await;
+        conflict_probe(&tg).await;
         tokio::time::sleep(Duration::from_secs(3) + after).await;
         terminate(child, &log, &format!("dispatcher start + {after:?}")).await;
     }

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
@@ -121,15 +120,7 @@ fn device_key(token: &str) -> String {
 }
 
 fn device_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == DEVICE_COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
+    super::auth::cookie_value(headers, DEVICE_COOKIE)
 }
 
 /// Whether this browser logged in to `name` before (its device cookie names it).

@@ -77,14 +77,16 @@ fn key(id: &str) -> String {
     format!("web-session:{id}")
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` the browser sent, if it has the shape of our tokens (at
+/// most 64 bytes).
+pub(super) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
         .filter(|v| !v.is_empty() && v.len() <= 64)
 }
@@ -132,7 +134,7 @@ impl WebState {
     /// The logged-in visitor, their session's expiry pushed forward; with the cookie to
     /// send back (its `Max-Age` pushed forward too).
     pub async fn login(&self, headers: &HeaderMap) -> Result<(String, Login), Denied> {
-        let id = cookie_value(headers).ok_or(Denied::NotLoggedIn)?;
+        let id = cookie_value(headers, COOKIE_NAME).ok_or(Denied::NotLoggedIn)?;
         let raw = self
             .sessions
             .touch_code(&key(&id), self.settings.session_ttl)
@@ -451,8 +453,11 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("a=1; gptbot_session=abc_DEF-1; b=2"),
         );
-        assert_eq!(cookie_value(&headers).as_deref(), Some("abc_DEF-1"));
-        assert_eq!(cookie_value(&HeaderMap::new()), None);
+        assert_eq!(
+            cookie_value(&headers, COOKIE_NAME).as_deref(),
+            Some("abc_DEF-1")
+        );
+        assert_eq!(cookie_value(&HeaderMap::new(), COOKIE_NAME), None);
     }
 
     #[test]
