@@ -422,11 +422,6 @@ impl Running {
         self
     }
 
-    /// Whether start-up was abandoned, or the platforms are stopping.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
     /// Waits until every platform has stopped (after the shutdown signal, or after one
     /// of them failed, which stops the others) and the answers in progress have finished
     /// or been stopped (`shutdown.grace`).

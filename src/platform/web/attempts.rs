@@ -96,11 +96,6 @@ impl Gate {
     pub fn failed(&self, name: &str) {
         self.failures.count(&name.to_string());
     }
-
-    /// Addresses and accounts held (for the memory bound's test).
-    pub fn keys(&self) -> u64 {
-        self.by_address.len() + self.failures.len()
-    }
 }
 
 /// An address as the limits count it: IPv6 by its /64, IPv4 (and IPv4-mapped) as is.
