@@ -6,12 +6,17 @@
 
 use std::sync::Arc;
 
+mod running;
+pub use running::{Running, Serving};
+use running::{Started, until};
+
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{AccessError, AccessService};
 use crate::chat::{Conversation, ConversationSettings};
 use crate::config::{ConfigError, Settings};
+use crate::core::event::Platform;
 use crate::core::model::{LlmError, ModelClient};
 use crate::core::session::{SessionError, SessionStore};
 use crate::db::{Db, DbError};
@@ -19,8 +24,8 @@ use crate::llm::openai::OpenAiClient;
 use crate::llm::tokens::TokenCounter;
 use crate::ops::Readiness;
 use crate::ops::readiness::{DatabaseProbe, SessionsProbe};
-use crate::platform::discord::{DiscordError, DiscordHandle};
-use crate::platform::telegram::{TelegramError, TelegramHandle};
+use crate::platform::discord::DiscordError;
+use crate::platform::telegram::TelegramError;
 use crate::quota::{QuotaError, QuotaPlan, QuotaService};
 use crate::session::StoreOptions;
 use crate::session::memory::MemoryStore;
@@ -265,15 +270,7 @@ impl App {
         // Until start-up succeeds, leaving this function (an error, or the caller
         // dropping it) stops everything started so far.
         let guard = stop.clone().drop_guard();
-        let mut running = Running {
-            telegram: None,
-            discord: None,
-            web_addr: None,
-            web: None,
-            ops_addr: None,
-            stop: stop.clone(),
-            drained: None,
-        };
+        let mut running = Running::new(stop.clone());
         // Renews this process's holds and returns expired ones (its first sweep is the
         // start-up recovery: holds of a killed process, once their lease ran out).
         self.quota.spawn_keeper(stop.clone());
@@ -306,7 +303,7 @@ impl App {
                 Some(Ok((bound, task))) => {
                     running.drained.get_or_insert_with(|| self.drain_on(&stop));
                     running.web_addr = Some(bound);
-                    running.web = Some(task);
+                    running.serve(None, task);
                 }
                 Some(Err(e)) => {
                     return Err(ConfigError::Invalid {
@@ -329,7 +326,13 @@ impl App {
             running.drained.get_or_insert_with(|| self.drain_on(&stop));
             tracing::info!(username = %handle.username, "serving Telegram");
             self.readiness.add(handle.probe.clone());
-            running.telegram = Some(handle);
+            let serving = Serving {
+                platform: Platform::Telegram,
+                username: handle.username,
+                webhook_addr: handle.webhook_addr,
+                probe: handle.probe,
+            };
+            running.serve(Some(serving), handle.task);
         }
         if self.settings.discord.token.is_some() {
             let starting = crate::platform::discord::start(
@@ -344,7 +347,13 @@ impl App {
             running.drained.get_or_insert_with(|| self.drain_on(&stop));
             tracing::info!(username = %handle.username, "serving Discord");
             self.readiness.add(handle.probe.clone());
-            running.discord = Some(handle);
+            let serving = Serving {
+                platform: Platform::Discord,
+                username: handle.username,
+                webhook_addr: None,
+                probe: handle.probe,
+            };
+            running.serve(Some(serving), handle.task);
         }
         guard.disarm();
         started.0.store(true, std::sync::atomic::Ordering::Release);
@@ -364,92 +373,5 @@ impl App {
             stop.cancelled().await;
             conversation.drain(grace).await;
         })
-    }
-}
-
-/// `work`, unless `stop` is cancelled first (`None`: start-up was abandoned).
-async fn until<T>(
-    stop: &CancellationToken,
-    work: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    tokio::select! {
-        biased;
-        () = stop.cancelled() => None,
-        done = work => Some(done),
-    }
-}
-
-/// Readiness until start-up has connected every platform.
-#[derive(Default)]
-struct Started(std::sync::atomic::AtomicBool);
-
-#[async_trait::async_trait]
-impl crate::core::health::Probe for Started {
-    fn name(&self) -> &'static str {
-        "startup"
-    }
-
-    async fn check(&self) -> Result<(), crate::core::health::Unready> {
-        if self.0.load(std::sync::atomic::Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err("connecting the platforms".into())
-        }
-    }
-}
-
-/// The platforms of a started [`App`].
-pub struct Running {
-    pub telegram: Option<TelegramHandle>,
-    pub discord: Option<DiscordHandle>,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served (`http.listen`).
-    pub ops_addr: Option<std::net::SocketAddr>,
-    /// Where the web front is served (`web.listen`).
-    pub web_addr: Option<std::net::SocketAddr>,
-    web: Option<tokio::task::JoinHandle<()>>,
-    /// Cancelled to stop everything this app started.
-    stop: CancellationToken,
-    /// Ends when the answers in progress at shutdown have finished or were stopped
-    /// (none before a platform runs).
-    drained: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Running {
-    /// Start-up abandoned for a shutdown: what started is stopping.
-    fn stopping(self, guard: tokio_util::sync::DropGuard) -> Running {
-        tracing::info!("stopped during start-up");
-        drop(guard);
-        self
-    }
-
-    /// Waits until every platform has stopped (after the shutdown signal, or after one
-    /// of them failed, which stops the others) and the answers in progress have finished
-    /// or been stopped (`shutdown.grace`).
-    pub async fn wait(self) -> Result<(), AppError> {
-        let tasks: Vec<_> = self
-            .telegram
-            .map(|h| h.task)
-            .into_iter()
-            .chain(self.discord.map(|h| h.task))
-            .chain(self.web)
-            .collect();
-        let mut first = Ok(());
-        if !tasks.is_empty() {
-            let (done, _, rest) = futures::future::select_all(tasks).await;
-            // A platform that failed stops the others.
-            if done.is_err() {
-                self.stop.cancel();
-            }
-            for task in rest {
-                let _ = task.await;
-            }
-            first = done;
-        }
-        // Every platform has stopped: answers still in progress get their grace.
-        self.stop.cancel();
-        if let Some(drained) = self.drained {
-            let _ = drained.await;
-        }
-        first.map_err(AppError::Task)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::core::limiter::Limited;
 use tokio::sync::watch;
 
-use super::Conversation;
+use super::answers::Answers;
 use super::notices::{self, Sentence, say};
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::event::UserId;
@@ -18,7 +18,7 @@ const QUEUE_NOTICE: Duration = Duration::from_secs(5);
 /// Telegram shows "typing…" for about 5 s; refresh a little sooner.
 pub(super) const TYPING_REFRESH: Duration = Duration::from_secs(4);
 
-impl Conversation {
+impl Answers {
     /// Waits for a model-call permit, in arrival order, showing "typing…" and, past
     /// [`QUEUE_NOTICE`], saying once that the question is in line. `None` if the user
     /// cancelled or the bot is stopping.
@@ -28,10 +28,10 @@ impl Conversation {
         target: &ReplyTarget,
         cancel: &mut watch::Receiver<bool>,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if let Ok(permit) = self.answer_permits.clone().try_acquire_owned() {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let acquire = self.answer_permits.clone().acquire_owned();
+        let acquire = self.permits.clone().acquire_owned();
         tokio::pin!(acquire);
         let notice = tokio::time::sleep(QUEUE_NOTICE);
         tokio::pin!(notice);

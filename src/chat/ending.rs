@@ -1,10 +1,11 @@
 //! How a turn ends, however it ended (complete, cancelled, failed, refused): what is
 //! charged, what the history keeps (or the question /retry will ask), and what the user
-//! sees — in [`Conversation::finish`], the one place that decides all three.
+//! sees — in [`Answers::finish`], the one place that decides all three.
 
+use super::answers::Answers;
 use super::notices::{self, say};
 use super::reply::ReplyStream;
-use super::{Conversation, Outcome, Refusal, measure};
+use super::{Outcome, Refusal, measure};
 use crate::config::ModelChoice;
 use crate::core::adapter::ReplyTarget;
 use crate::core::error::chain;
@@ -42,7 +43,7 @@ pub(super) struct Asked<'a> {
     pub(super) replaces: Option<&'a [Turn]>,
 }
 
-impl Conversation {
+impl Answers {
     /// Ends a turn, however it ended: charges what was used (the server's usage, or the
     /// prompt plus the text produced — also when the stream was cut or stopped after some
     /// text), or refunds everything when nothing was produced; records

@@ -1,6 +1,10 @@
 //! The entrance: every event is logged in one span, events not for us are ignored,
 //! access is decided, and the rest goes to a command or to a chat turn.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::Quota;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -11,6 +15,41 @@ use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::command::Command;
 use crate::core::error::chain;
 use crate::core::event::{ChatKind, Content, IncomingEvent, UserId};
+use crate::core::limiter::Keyed;
+
+/// `limits.commands_per_minute`, and who was told so this minute (told once, then
+/// ignored, so a flood of commands is not answered by a flood of notices).
+pub(super) struct CommandLimit {
+    limiter: Option<Keyed<UserId>>,
+    told: moka::sync::Cache<UserId, ()>,
+}
+
+impl CommandLimit {
+    pub(super) fn new(per_minute: u32) -> CommandLimit {
+        CommandLimit {
+            limiter: NonZeroU32::new(per_minute)
+                .map(|n| Keyed::new(Quota::per_minute(n), super::LIMITER_KEYS)),
+            told: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// `None`: the command may run; `Some(tell)`: refused, and whether to say so (the
+    /// first refusal of the minute).
+    fn refuse(&self, user: &UserId) -> Option<bool> {
+        let limiter = self.limiter.as_ref()?;
+        if limiter.check(user).is_ok() {
+            return None;
+        }
+        if self.told.contains_key(user) {
+            return Some(false);
+        }
+        self.told.insert(user.clone(), ());
+        Some(true)
+    }
+}
 
 impl Conversation {
     /// Handles one event. Every failure is answered to the user and logged; nothing is
@@ -30,7 +69,7 @@ impl Conversation {
     ) -> Outcome {
         let admitted = admission.is_some();
         // Counted until handled, so a graceful shutdown waits for it.
-        let _tracked = admission.map_or_else(|| self.tasks.token(), |a| a.0);
+        let _tracked = admission.map_or_else(|| self.lifecycle.track(), |a| a.0);
         let span = tracing::info_span!(
             "message",
             platform = %event.platform,
@@ -62,14 +101,6 @@ impl Conversation {
         }
         .instrument(span)
         .await
-    }
-
-    /// `limits.commands_per_minute`.
-    fn command_allowed(&self, user: &UserId) -> bool {
-        let Some(limiter) = &self.command_limiter else {
-            return true;
-        };
-        limiter.check(user).is_ok()
     }
 
     async fn dispatch(
@@ -104,18 +135,22 @@ impl Conversation {
             return Outcome::Refused(Refusal::Access);
         }
         match &event.content {
-            Content::Text(text) => self.chat(event, adapter, &target, text, admitted).await,
+            Content::Text(text) => {
+                self.answers
+                    .chat(event, adapter, &target, text, admitted)
+                    .await
+            }
             Content::Command(command) => {
-                if *command != Command::Cancel && !self.command_allowed(&user) {
-                    if self.told_to_slow_down.contains_key(&user) {
-                        return Outcome::Refused(Refusal::RateLimited);
+                if *command != Command::Cancel
+                    && let Some(tell) = self.commands.refuse(&user)
+                {
+                    if tell {
+                        let text = format!(
+                            "You're sending commands faster than this bot allows ({} per minute). I'll ignore commands from you for a minute.",
+                            self.answers.settings.commands_per_minute
+                        );
+                        say(adapter, &target, &text).await;
                     }
-                    self.told_to_slow_down.insert(user.clone(), ());
-                    let text = format!(
-                        "You're sending commands faster than this bot allows ({} per minute). I'll ignore commands from you for a minute.",
-                        self.settings.commands_per_minute
-                    );
-                    say(adapter, &target, &text).await;
                     return Outcome::Refused(Refusal::RateLimited);
                 }
                 self.command(event, adapter, &target, command.clone(), decision, admitted)

@@ -3,8 +3,9 @@
 //! checked against the model and fetched. Every refusal here is one sentence and costs
 //! nothing.
 
+use super::answers::Answers;
 use super::notices::{Sentence, say};
-use super::{Conversation, files, images};
+use super::{files, images};
 use crate::config::ModelChoice;
 use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
@@ -41,7 +42,7 @@ fn transcription_refusal(e: QuotaError) -> String {
 /// Longest transcript shown back to the user.
 const SHOWN_TRANSCRIPT_CHARS: usize = 300;
 
-impl Conversation {
+impl Answers {
     pub(super) async fn asking(
         &self,
         event: &IncomingEvent,
@@ -222,7 +223,7 @@ impl Conversation {
 }
 
 /// Whether a recorded question was asked with pictures (marked "[an image] …" or
-/// "[3 images] …" by [`Conversation::asking`]; the pictures themselves are not kept).
+/// "[3 images] …" by [`Answers::asking`]; the pictures themselves are not kept).
 pub(super) fn had_pictures(recorded: &str) -> bool {
     if recorded.starts_with("[an image] ") {
         return true;

@@ -9,6 +9,7 @@
 //! its reservation, and a turn is recorded only once the answer is complete.
 
 mod admission;
+mod answers;
 pub mod commands;
 pub mod context;
 mod ending;
@@ -17,8 +18,10 @@ mod gate;
 pub mod images;
 mod incoming;
 mod inflight;
+mod lifecycle;
 mod measure;
 mod notices;
+mod notifiers;
 mod opening;
 pub mod pdf;
 mod prompt;
@@ -27,19 +30,13 @@ mod retry;
 pub mod split;
 mod turn;
 
-use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
-
-use governor::Quota;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::access::AccessService;
 use crate::config::{ModelChoice, Persona};
 use crate::core::adapter::Notifier;
-use crate::core::error::chain;
 use crate::core::event::{Platform, UserId};
 use crate::core::limiter::Keyed;
 use crate::core::model::ModelClient;
@@ -161,33 +158,18 @@ impl Outcome {
     }
 }
 
-/// The services one conversation needs, shared by every platform of the process.
+/// The services one conversation needs, shared by every platform of the process. Each
+/// use case holds what it needs: [`answers::Answers`] the chat turn's parts,
+/// [`gate::CommandLimit`] the commands' rate, [`lifecycle::Lifecycle`] shutdown.
 pub struct Conversation {
     access: Arc<AccessService>,
-    sessions: Arc<dyn SessionStore>,
-    quota: QuotaService,
-    model: Arc<dyn ModelClient>,
-    counter: TokenCounter,
-    settings: ConversationSettings,
-    limiter: Option<Keyed<UserId>>,
-    in_flight: inflight::InFlight,
-    /// Every event being handled, whichever platform task runs it: shutdown waits here.
-    tasks: TaskTracker,
-    /// Cancelled when the shutdown grace ran out: answers still running stop.
-    restarting: CancellationToken,
-    /// Cancelled when shutdown begins (no new answer starts): what a platform was still
-    /// gathering into one event (an album) is handed over at once.
-    closed: CancellationToken,
+    answers: answers::Answers,
+    lifecycle: lifecycle::Lifecycle,
+    commands: gate::CommandLimit,
     /// How to reach a user privately on each running platform.
-    notifiers: RwLock<HashMap<Platform, Arc<dyn Notifier>>>,
+    notifiers: notifiers::Notifiers,
     /// /link redemption attempts per user.
     link_attempts: Keyed<UserId>,
-    /// Commands per user (`limits.commands_per_minute`), and who was told so this minute.
-    command_limiter: Option<Keyed<UserId>>,
-    told_to_slow_down: moka::sync::Cache<UserId, ()>,
-    /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
-    /// arrival order.
-    answer_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// An event taken in before shutdown began (see [`Conversation::admit`]); shutdown
@@ -198,10 +180,6 @@ pub struct Admission(tokio_util::task::task_tracker::TaskTrackerToken);
 /// requests of users it does not know are refused until it is pruned.
 const LIMITER_KEYS: usize = 200_000;
 
-/// After the answers stopped for a restart, how long their final writes and settlements
-/// may take before the process exits anyway (the hold leases cover what is left).
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
 impl Conversation {
     pub fn new(
         access: Arc<AccessService>,
@@ -211,97 +189,37 @@ impl Conversation {
         counter: TokenCounter,
         settings: ConversationSettings,
     ) -> Conversation {
-        let command_limiter = NonZeroU32::new(settings.commands_per_minute)
-            .map(|n| Keyed::new(Quota::per_minute(n), LIMITER_KEYS));
-        let answer_permits = Arc::new(tokio::sync::Semaphore::new(
-            settings.max_concurrent_answers.max(1) as usize,
-        ));
-        let limiter = NonZeroU32::new(settings.per_user_per_minute)
-            .map(|n| Keyed::new(Quota::per_minute(n), LIMITER_KEYS));
-        Conversation {
-            access,
+        let lifecycle = lifecycle::Lifecycle::default();
+        let commands = gate::CommandLimit::new(settings.commands_per_minute);
+        let answers = answers::Answers::new(
             sessions,
             quota,
             model,
             counter,
             settings,
-            limiter,
-            in_flight: inflight::InFlight::default(),
-            tasks: TaskTracker::new(),
-            restarting: CancellationToken::new(),
-            closed: CancellationToken::new(),
-            notifiers: RwLock::new(HashMap::new()),
+            lifecycle.restarting.clone(),
+        );
+        Conversation {
+            access,
+            answers,
+            lifecycle,
+            commands,
+            notifiers: notifiers::Notifiers::default(),
             link_attempts: Keyed::new(commands::link::attempts(), LIMITER_KEYS),
-            command_limiter,
-            told_to_slow_down: moka::sync::Cache::builder()
-                .max_capacity(50_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-            answer_permits,
         }
     }
 
     /// Lets the conversation reach users of `platform` privately (a platform calls this
     /// when it starts).
     pub fn register_notifier(&self, platform: Platform, notifier: Arc<dyn Notifier>) {
-        self.notifiers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(platform, notifier);
-    }
-
-    /// Sends `text` to `user` privately, if their platform is running here; failures are
-    /// logged (the user may have blocked the bot).
-    async fn notify(&self, user: &UserId, text: &str) {
-        let notifier = self
-            .notifiers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&user.platform)
-            .cloned();
-        let Some(notifier) = notifier else {
-            tracing::info!(%user, "cannot notify: the platform is not served by this process");
-            return;
-        };
-        if let Err(e) = notifier.notify(&user.user, text).await {
-            tracing::warn!(%user, error = %chain(&e), "could not notify the user");
-        }
+        self.notifiers.register(platform, notifier);
     }
 
     /// Graceful shutdown, once the platforms stopped taking updates: answers in progress
     /// may finish for up to `grace`; then the rest are stopped with "(stopped: the bot is
     /// restarting)" on their message and settled. Returns how many had to be stopped.
     pub async fn drain(&self, grace: Duration) -> usize {
-        self.tasks.close();
-        self.closed.cancel();
-        let running = self.tasks.len();
-        if running > 0 {
-            tracing::info!(running, grace = ?grace, "waiting for answers in progress");
-        }
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
-            return 0;
-        }
-        let stopped = self.tasks.len();
-        tracing::warn!(
-            stopped,
-            "shutdown grace ran out: stopping the answers still running"
-        );
-        self.restarting.cancel();
-        if tokio::time::timeout(STOP_TIMEOUT, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                left = self.tasks.len(),
-                "answers did not stop in time; their holds return when their lease runs out"
-            );
-        }
-        stopped
-    }
-
-    /// Shutdown has begun: no new answer starts.
-    fn closing(&self) -> bool {
-        self.tasks.is_closed()
+        self.lifecycle.drain(grace).await
     }
 
     /// Takes in an event whose handling a platform must delay (an album's first part,
@@ -309,12 +227,12 @@ impl Conversation {
     /// answered even if shutdown begins meanwhile, since it arrived before. `None` once
     /// shutdown has begun.
     pub fn admit(&self) -> Option<Admission> {
-        (!self.closing()).then(|| Admission(self.tasks.token()))
+        (!self.lifecycle.closing()).then(|| Admission(self.lifecycle.track()))
     }
 
     /// Resolves when shutdown begins: a platform stops waiting for the rest of an event.
     pub async fn closed(&self) {
-        self.closed.cancelled().await
+        self.lifecycle.closed().await
     }
 
     pub fn access(&self) -> &AccessService {
@@ -323,10 +241,10 @@ impl Conversation {
 
     /// The operators' service on this conversation's ledger and access rules.
     pub fn admin_service(&self) -> crate::admin::AdminService {
-        crate::admin::AdminService::new(self.quota.clone(), self.access.clone())
+        crate::admin::AdminService::new(self.answers.quota.clone(), self.access.clone())
     }
 
     pub fn settings(&self) -> &ConversationSettings {
-        &self.settings
+        &self.answers.settings
     }
 }

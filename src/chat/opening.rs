@@ -3,14 +3,14 @@
 
 use tokio::sync::watch;
 
-use super::Conversation;
 use super::admission::TYPING_REFRESH;
+use super::answers::Answers;
 use super::reply::ReplyStream;
 use crate::core::adapter::{AdapterError, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::model::{LlmError, ModelRequest, ModelStream};
 
-impl Conversation {
+impl Answers {
     /// Opens the model's stream, showing "typing…" meanwhile; `None` if cancelled.
     pub(super) async fn open_stream(
         &self,

@@ -2,9 +2,10 @@
 //! context window, the tokens reserved — and, when the server says a prompt did not fit
 //! after all, the shorter prompt to retry with. Every refusal here costs the user nothing.
 
+use super::Refusal;
+use super::answers::Answers;
 use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
 use super::notices::{self, Sentence, say};
-use super::{Conversation, Refusal};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::event::{SessionKey, UserId};
@@ -34,7 +35,7 @@ impl Loaded {
     }
 }
 
-impl Conversation {
+impl Answers {
     /// Loads the session and counts the system prompt and the new message with the
     /// model's tokenizer.
     pub(super) async fn load(&self, key: &SessionKey, text: &str) -> Result<Loaded, Refused> {

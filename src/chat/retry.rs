@@ -4,8 +4,8 @@
 //! fails leaves the old exchange as it was. A last question that got no answer (the
 //! model failed, or quota ran out) is the one asked, as a new exchange.
 
-use super::Conversation;
 use super::Refusal;
+use super::answers::Answers;
 use super::incoming::{Asking, had_pictures};
 use super::prompt::Refused;
 use crate::core::event::SessionKey;
@@ -33,7 +33,7 @@ impl Again {
     }
 }
 
-impl Conversation {
+impl Answers {
     /// What /retry asks in this conversation.
     pub(super) async fn again(&self, key: &SessionKey) -> Result<Again, Refused> {
         let session = self.sessions.load(key).await.map_err(Refused::Store)?;

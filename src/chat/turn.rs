@@ -8,12 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use super::answers::Answers;
 use super::ending::{Asked, Ending};
 use super::notices::{self, say};
 use super::prompt::Refused;
 use super::reply::ReplyStream;
 use super::retry::Again;
-use super::{Conversation, Outcome, Refusal, measure};
+use super::{Outcome, Refusal, measure};
 use crate::core::adapter::{AdapterError, ChatAdapter, ReplyTarget};
 use crate::core::error::chain;
 use crate::core::event::IncomingEvent;
@@ -30,7 +31,7 @@ pub(super) enum Question<'a> {
     Again,
 }
 
-impl Conversation {
+impl Answers {
     pub(super) async fn chat(
         &self,
         event: &IncomingEvent,

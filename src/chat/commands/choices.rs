@@ -15,9 +15,9 @@ pub(in crate::chat) struct Offer {
 impl Conversation {
     /// `/model`: the models on offer (the current one marked), with a button for each.
     pub(super) async fn model_offer(&self, event: &IncomingEvent) -> Result<Offer, Failure> {
-        let session = self.sessions.load(&event.session_key()).await?;
-        let current = self.settings.model_for(session.model.as_deref());
-        if self.settings.models.is_empty() {
+        let session = self.answers.sessions.load(&event.session_key()).await?;
+        let current = self.answers.settings.model_for(session.model.as_deref());
+        if self.answers.settings.models.is_empty() {
             return Ok(Offer {
                 text: format!("This chat is answered by {}.", current.name),
                 choices: Vec::new(),
@@ -25,7 +25,7 @@ impl Conversation {
         }
         let mut text = String::from("Models (price: your tokens per model token):\n");
         let mut choices = Vec::new();
-        for model in &self.settings.models {
+        for model in &self.answers.settings.models {
             let mark = if model.name == current.name {
                 " ← current"
             } else {
@@ -43,7 +43,13 @@ impl Conversation {
                 model.price
             ));
         }
-        if !self.settings.models.iter().any(|m| m.name == current.name) {
+        if !self
+            .answers
+            .settings
+            .models
+            .iter()
+            .any(|m| m.name == current.name)
+        {
             text.push_str(&format!("Now answering: {} (the default).\n", current.name));
         }
         text.push_str("Choose with /model <name>.");
@@ -53,10 +59,11 @@ impl Conversation {
     /// `/model <name>`: picks a listed model for this conversation.
     pub(super) async fn pick_model(&self, event: &IncomingEvent, wanted: &str) -> Answer {
         let wanted = wanted.trim();
-        let Some(model) = self.settings.models.iter().find(|m| {
+        let Some(model) = self.answers.settings.models.iter().find(|m| {
             m.name.eq_ignore_ascii_case(wanted) || m.label().eq_ignore_ascii_case(wanted)
         }) else {
             let names: Vec<&str> = self
+                .answers
                 .settings
                 .models
                 .iter()
@@ -65,7 +72,7 @@ impl Conversation {
             return Err(Failure::Refused(if names.is_empty() {
                 format!(
                     "This bot offers no choice of model: {} answers.",
-                    self.settings.model
+                    self.answers.settings.model
                 )
             } else {
                 format!(
@@ -76,8 +83,9 @@ impl Conversation {
         };
         // The default is stored as no choice, so the conversation follows the
         // operator's default should it change.
-        let stored = (model.name != self.settings.model).then_some(model.name.as_str());
-        self.sessions
+        let stored = (model.name != self.answers.settings.model).then_some(model.name.as_str());
+        self.answers
+            .sessions
             .set(&event.session_key(), Setting::Model, stored)
             .await?;
         let price = if model.price == 1.0 {
@@ -93,20 +101,21 @@ impl Conversation {
 
     /// `/persona`: the personas on offer, the current one marked.
     pub(super) async fn persona_offer(&self, event: &IncomingEvent) -> Result<Offer, Failure> {
-        if self.settings.personas.is_empty() {
+        if self.answers.settings.personas.is_empty() {
             return Ok(Offer {
                 text: "This bot has no personas configured.".into(),
                 choices: Vec::new(),
             });
         }
-        let session = self.sessions.load(&event.session_key()).await?;
+        let session = self.answers.sessions.load(&event.session_key()).await?;
         let current = self
+            .answers
             .settings
             .persona_for(session.persona.as_deref())
             .map(|(name, _)| name);
         let mut text = String::from("Personas:\n");
         let mut choices = Vec::new();
-        for (name, persona) in &self.settings.personas {
+        for (name, persona) in &self.answers.settings.personas {
             let label = persona.label.as_deref().unwrap_or(name);
             let mark = if current == Some(name.as_str()) {
                 " ← current"
@@ -134,16 +143,26 @@ impl Conversation {
         let wanted = wanted.trim();
         let key = event.session_key();
         if wanted.eq_ignore_ascii_case("off") {
-            self.sessions.set(&key, Setting::Persona, None).await?;
+            self.answers
+                .sessions
+                .set(&key, Setting::Persona, None)
+                .await?;
             return Ok("Persona off: the default system prompt applies again.".into());
         }
         let Some((name, persona)) = self
+            .answers
             .settings
             .personas
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
         else {
-            let names: Vec<&str> = self.settings.personas.keys().map(String::as_str).collect();
+            let names: Vec<&str> = self
+                .answers
+                .settings
+                .personas
+                .keys()
+                .map(String::as_str)
+                .collect();
             return Err(Failure::Refused(if names.is_empty() {
                 "This bot has no personas configured.".into()
             } else {
@@ -153,8 +172,9 @@ impl Conversation {
                 )
             }));
         };
-        let session = self.sessions.load(&key).await?;
-        self.sessions
+        let session = self.answers.sessions.load(&key).await?;
+        self.answers
+            .sessions
             .set(&key, Setting::Persona, Some(name))
             .await?;
         let mut text = format!(

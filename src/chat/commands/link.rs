@@ -53,6 +53,7 @@ impl Conversation {
         let value = format!("{} {expires}", event.quota_user());
         Ok(
             if self
+                .answers
                 .sessions
                 .put_code(&format!("link:{code}"), &value, LINK_CODE_TTL)
                 .await?
@@ -74,7 +75,12 @@ impl Conversation {
             ));
         }
         let key = format!("link:{}", code.trim().to_ascii_uppercase());
-        let Some((origin, expires)) = self.sessions.peek_code(&key).await?.and_then(|v| parse(&v))
+        let Some((origin, expires)) = self
+            .answers
+            .sessions
+            .peek_code(&key)
+            .await?
+            .and_then(|v| parse(&v))
         else {
             return Ok(
                 "That code is unknown or has expired. Send /link on your other account to get a new one.".to_string(),
@@ -87,15 +93,15 @@ impl Conversation {
             ));
         }
         // Checks passed: use the code up (once, even against a concurrent redemption).
-        let Some(taken) = self.sessions.take_code(&key).await? else {
+        let Some(taken) = self.answers.sessions.take_code(&key).await? else {
             return Ok(
                 "That code was just used. Send /link on your other account to get a new one."
                     .into(),
             );
         };
-        match self.quota.link(&me, &origin).await {
+        match self.answers.quota.link(&me, &origin).await {
             Ok(()) => {
-                self.notify(
+                self.notifiers.notify(
                     &origin,
                     &format!("Your link code was used: {me} now uses this account's tokens when its own run out. If that was not you, send /unlink here."),
                 )
@@ -109,6 +115,7 @@ impl Conversation {
                 let left = expires - chrono::Utc::now().timestamp_millis();
                 if left > 0 {
                     let _ = self
+                        .answers
                         .sessions
                         .put_code(&key, &taken, Duration::from_millis(left as u64))
                         .await;
@@ -122,7 +129,7 @@ impl Conversation {
     }
 
     pub(super) async fn unlink(&self, event: &IncomingEvent) -> Answer {
-        Ok(match self.quota.unlink(&event.quota_user()).await? {
+        Ok(match self.answers.quota.unlink(&event.quota_user()).await? {
             0 => "This account is not linked to another one.".to_string(),
             _ => "Unlinked: each account uses only its own tokens again (no tokens moved either way).".to_string(),
         })

@@ -64,9 +64,15 @@ impl Conversation {
             Command::Ask(text) if text.trim().is_empty() => {
                 Ok("Usage: /ask <your question>".to_string())
             }
-            Command::Ask(text) => return self.chat(event, adapter, target, &text, admitted).await,
+            Command::Ask(text) => {
+                return self
+                    .answers
+                    .chat(event, adapter, target, &text, admitted)
+                    .await;
+            }
             Command::Retry => {
                 return self
+                    .answers
                     .turn(
                         event,
                         adapter,
@@ -155,7 +161,7 @@ impl Conversation {
     pub fn commands(&self) -> Vec<(&'static str, &'static str)> {
         COMMANDS
             .iter()
-            .filter(|(name, _)| *name != "persona" || !self.settings.personas.is_empty())
+            .filter(|(name, _)| *name != "persona" || !self.answers.settings.personas.is_empty())
             .copied()
             .collect()
     }

@@ -10,7 +10,7 @@ impl Conversation {
         format!(
             "Hi {}! I'm {}, an AI assistant. Just send me a message and I'll answer.\n\n{}",
             event.sender.display_name,
-            self.settings.bot_name,
+            self.answers.settings.bot_name,
             self.help_text(event)
         )
     }
@@ -30,12 +30,15 @@ impl Conversation {
     }
 
     pub(super) async fn reset(&self, event: &IncomingEvent) -> Answer {
-        self.sessions.clear_history(&event.session_key()).await?;
+        self.answers
+            .sessions
+            .clear_history(&event.session_key())
+            .await?;
         Ok("Conversation history cleared. Let's start over! (Your /system prompt, if you set one, is kept.)".into())
     }
 
     pub(super) async fn quota_report(&self, event: &IncomingEvent) -> Answer {
-        let b = self.quota.balance(&event.quota_user()).await?;
+        let b = self.answers.quota.balance(&event.quota_user()).await?;
         if b.unlimited {
             return Ok(format!(
                 "Tokens: unlimited. {} used so far ({} requests).",
@@ -52,8 +55,8 @@ impl Conversation {
                 b.reserved
             ));
         }
-        if let Some(owner) = self.quota.linked_to(&event.quota_user()).await? {
-            let theirs = self.quota.balance(&owner).await?;
+        if let Some(owner) = self.answers.quota.linked_to(&event.quota_user()).await? {
+            let theirs = self.answers.quota.balance(&owner).await?;
             text.push_str(&format!(
                 "\nLinked to {owner}: when yours run out, its tokens pay ({} left there).",
                 theirs.remaining
@@ -61,13 +64,13 @@ impl Conversation {
         }
         text.push_str(&format!(
             "\nA message costs its prompt (your text plus the history kept) plus up to {} tokens of answer; unused tokens are returned.",
-            self.settings.max_tokens
+            self.answers.settings.max_tokens
         ));
         Ok(text)
     }
 
     pub(super) fn cancel(&self, event: &IncomingEvent) -> String {
-        if self.in_flight.cancel(&event.quota_user()) {
+        if self.answers.in_flight.cancel(&event.quota_user()) {
             "Stopped.".to_string()
         } else {
             "Nothing to stop: no answer is in progress.".to_string()

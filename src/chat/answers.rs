@@ -1,0 +1,66 @@
+//! What a chat turn needs, and nothing else: the history, the books, the model, the
+//! counter, the settings, and the limits on answering (one answer per user, the
+//! per-user rate, the model calls in flight). The turn's steps (`turn`, `opening`,
+//! `incoming`, `prompt`, `retry`, `admission`, `ending`) are its methods; the commands
+//! reach it for /retry, /cancel and what they read of the history.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::Quota;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::ConversationSettings;
+use super::inflight::InFlight;
+use crate::core::event::UserId;
+use crate::core::limiter::Keyed;
+use crate::core::model::ModelClient;
+use crate::core::session::SessionStore;
+use crate::llm::tokens::TokenCounter;
+use crate::quota::QuotaService;
+
+pub(super) struct Answers {
+    pub(super) sessions: Arc<dyn SessionStore>,
+    pub(super) quota: QuotaService,
+    pub(super) model: Arc<dyn ModelClient>,
+    pub(super) counter: TokenCounter,
+    pub(super) settings: ConversationSettings,
+    /// The answer in progress per user, with the switch /cancel flips.
+    pub(super) in_flight: InFlight,
+    /// `limits.per_user_per_minute`.
+    pub(super) limiter: Option<Keyed<UserId>>,
+    /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
+    /// arrival order.
+    pub(super) permits: Arc<Semaphore>,
+    /// Cancelled when the shutdown grace ran out: answers still running stop.
+    pub(super) restarting: CancellationToken,
+}
+
+impl Answers {
+    pub(super) fn new(
+        sessions: Arc<dyn SessionStore>,
+        quota: QuotaService,
+        model: Arc<dyn ModelClient>,
+        counter: TokenCounter,
+        settings: ConversationSettings,
+        restarting: CancellationToken,
+    ) -> Answers {
+        let limiter = NonZeroU32::new(settings.per_user_per_minute)
+            .map(|n| Keyed::new(Quota::per_minute(n), super::LIMITER_KEYS));
+        let permits = Arc::new(Semaphore::new(
+            settings.max_concurrent_answers.max(1) as usize
+        ));
+        Answers {
+            sessions,
+            quota,
+            model,
+            counter,
+            settings,
+            in_flight: InFlight::default(),
+            limiter,
+            permits,
+            restarting,
+        }
+    }
+}
