@@ -158,31 +158,6 @@ async fn chat_is_deferred_before_any_token_then_streamed_into_the_response() {
 }
 
 #[tokio::test]
-async fn a_dm_conversation_keeps_its_history_per_discord_user() {
-    let b = spawn_bot(fast()).await;
-    b.dc.send_message(DM, ann(), "hello there", None);
-    wait_text(&b.dc, "Echo: hello there").await;
-    b.dc.send_message(DM, ann(), "and again", None);
-    wait_text(&b.dc, "Echo: and again").await;
-    let requests = b.t.openai.requests();
-    let second = requests[1]["messages"].as_array().unwrap();
-    assert_eq!(second.len(), 4);
-    assert_eq!(second[2]["content"], "Echo: hello there");
-    let posts =
-        b.dc.calls_matching("POST", &format!("/channels/{DM}/messages"));
-    assert_eq!(posts.len(), 2);
-    assert_eq!(posts[0].body["allowed_mentions"]["parse"], json!([]));
-    assert!(
-        !b.dc
-            .calls_matching("POST", &format!("/channels/{DM}/typing"))
-            .is_empty()
-    );
-    let user = UserId::new(Platform::Discord, "4000000000000000001");
-    let balance = common::ledger::settled(&b.t.app.quota, &user, 2).await;
-    assert_eq!(balance.requests, 2);
-}
-
-#[tokio::test]
 async fn guild_messages_need_a_mention_or_a_reply_and_bots_are_ignored() {
     let b = spawn_bot(fast()).await;
     b.dc.send_message(CHANNEL, ann(), "talking among ourselves", Some(GUILD));
@@ -287,28 +262,6 @@ async fn a_3500_character_answer_fills_the_response_then_a_follow_up() {
                 .any(|t| t.contains(&format!("let value_{i} = compute({i});")))
         );
     }
-}
-
-/// With Discord's per-route buckets on, the bot reads `X-RateLimit-Remaining` and
-/// `X-RateLimit-Reset-After` and never runs into a 429, while the final text still
-/// arrives as soon as its bucket allows.
-#[tokio::test]
-async fn streaming_stays_within_discords_route_buckets() {
-    let b = spawn_bot(fast()).await;
-    b.dc.enforce_rate_limits();
-    let pieces: Vec<String> = (0..60).map(|i| format!("w{i} ")).collect();
-    b.t.openai.script([Behavior::Stream {
-        pieces: pieces.clone(),
-        delay: Duration::from_millis(40),
-        usage: Some((10, 60)),
-    }]);
-    b.dc.send_message(DM, ann(), "go", None);
-    wait_text(&b.dc, &pieces.concat()).await;
-    assert!(
-        b.dc.rate_limit_refusals().is_empty(),
-        "{:?}",
-        b.dc.rate_limit_refusals()
-    );
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! What the bot promises a user whatever the platform, each scenario written once over
 //! [`common::chats::PrivateChat`] and run against the Telegram fake (flood limits on) and
-//! the Discord fake (rate limits on): an answer whose message is deleted while it streams
-//! still arrives whole, and a user who blocks the bot mid-answer stops it and is charged
-//! only for what was produced. The books are asserted after each.
+//! the Discord fake (rate limits on): history per user, a long answer split within the
+//! platform's limit, drafts that keep the edit interval and meet no 429, a 429 waited
+//! exactly, "still answering" and /cancel, a message deleted mid-answer, a user who
+//! blocks the bot mid-answer. The books are asserted after each.
 
 mod common;
 
@@ -117,6 +118,176 @@ async fn a_429_on_an_edit_is_waited_exactly_and_the_final_text_arrives<P: Privat
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// Two questions in a row: the second is asked with the first exchange as history, the
+/// chat showed "typing…", and the books and the history are keyed by this platform's
+/// user.
+async fn a_conversation_keeps_its_history_per_user_and_shows_typing<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    chat.say("hello bot");
+    chat.wait_last("Echo: hello bot").await;
+    assert!(chat.typing_shown(), "no typing indicator");
+    chat.say("and again");
+    chat.wait_last("Echo: and again").await;
+    let requests = t.openai.requests();
+    assert_eq!(requests.len(), 2);
+    let messages = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "system, question, answer, question");
+    assert_eq!(messages[1]["content"], "hello bot");
+    assert_eq!(messages[2]["content"], "Echo: hello bot");
+    assert_eq!(messages[3]["content"], "and again");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.requests, 2);
+    assert!(balance.used > 0);
+    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    assert_eq!(turns.len(), 4, "{turns:?}");
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+/// An answer longer than a message (prose, then a long code block): split into messages
+/// the platform takes, each within its limit, no code block left open across a split,
+/// nothing lost, special characters intact.
+async fn a_long_answer_is_split_within_the_limit_with_code_blocks_closed<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    let mut answer = String::from("Here is a long walk-through.\n\n");
+    for i in 0..35 {
+        answer.push_str(&format!(
+            "Paragraph {i}: {}\n\n",
+            "lorem ipsum dolor sit amet ".repeat(4)
+        ));
+    }
+    answer.push_str("```python\n");
+    for i in 0..60 {
+        answer.push_str(&format!("print('line {i} of the program < 10 & done')\n"));
+    }
+    answer.push_str("```\n\nThat is all.");
+    assert!(answer.chars().count() > 6000);
+    let pieces: Vec<String> = answer
+        .as_bytes()
+        .chunks(250)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(5),
+        usage: Some((30, 1800)),
+    }]);
+    chat.say("explain at length");
+    chat.wait_last_ending("That is all.").await;
+
+    let texts = chat.texts();
+    assert!(texts.len() >= 2, "{} messages", texts.len());
+    let mut visible = String::new();
+    for (i, raw) in texts.iter().enumerate() {
+        let shown = P::shown(raw).unwrap_or_else(|e| panic!("message {i}: {e}:\n{raw}"));
+        assert!(
+            shown.encode_utf16().count() <= P::MAX_CHARS,
+            "message {i} is too long"
+        );
+        visible.push_str(&shown);
+    }
+    for i in [0, 34] {
+        assert!(
+            visible.contains(&format!("Paragraph {i}:")),
+            "paragraph {i} lost"
+        );
+    }
+    for i in [0, 30, 59] {
+        assert!(
+            visible.contains(&format!("print('line {i} of the program < 10 & done')")),
+            "line {i} lost"
+        );
+    }
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(balance.used, 1830);
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+/// With the platform's limits on and a slow edit interval: the drafts of a streamed
+/// answer keep the interval (the final text does not wait for it) and no write meets a
+/// 429.
+async fn streaming_keeps_the_edit_interval_and_meets_no_429<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default().with(P::EDIT_INTERVAL, "1500ms")).await;
+    let pieces: Vec<String> = (0..100).map(|i| format!("t{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces: pieces.clone(),
+        delay: Duration::from_millis(30),
+        usage: Some((10, 100)),
+    }]);
+    chat.say("stream");
+    chat.wait_last(&pieces.concat()).await;
+    let writes = chat.writes();
+    assert!(writes.len() >= 3, "{} writes", writes.len());
+    // Every write but the final text is a draft.
+    for pair in writes[..writes.len() - 1].windows(2) {
+        let gap = pair[1] - pair[0];
+        // Measured at the fake, so allow for a little network jitter.
+        assert!(
+            gap >= Duration::from_millis(1480),
+            "two drafts {gap:?} apart"
+        );
+    }
+    assert_eq!(chat.rate_limited(), 0, "a write met a 429");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(balance.used, 110);
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+/// While an answer streams, a second message is refused with "still answering" (it never
+/// reaches the model), and /cancel stops the answer: its message says so, the partial
+/// answer is kept as the exchange, and only the prompt and what was produced are charged.
+async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    let pieces: Vec<String> = (0..40).map(|i| format!("part{i} ")).collect();
+    t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(150),
+        usage: Some((10, 40)),
+    }]);
+    chat.say("tell me a long story");
+    chat.wait_any("the answer's first parts", &|t| t.contains("part2"))
+        .await;
+    chat.say("and another thing");
+    chat.wait_any("the still-answering notice", &|t| {
+        t == "Still answering your previous message — send /cancel to stop it."
+    })
+    .await;
+    chat.command("cancel");
+    chat.wait_any("the confirmation", &|t| t == "Stopped.")
+        .await;
+    chat.wait_any("the stopped answer", &|t| t.ends_with("(stopped)"))
+        .await;
+    assert_eq!(
+        t.openai.request_count(),
+        1,
+        "the second message reached the model"
+    );
+
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    let session = t.app.sessions.load(&chat.session()).await.unwrap();
+    assert_eq!(session.turns.len(), 2);
+    let partial = &session.turns[1].content;
+    assert!(partial.starts_with("part0 part1 part2"), "{partial}");
+    assert!(!partial.contains("part39"));
+    // Charged: the prompt and the partial answer, as counted locally (no usage came).
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini");
+    let system = &t.app.settings.bot.system_prompt;
+    let fitting = gptbot::chat::context::Fitting {
+        system,
+        system_tokens: counter.count(system).await,
+        history: &[],
+        user: "tell me a long story",
+        user_tokens: counter.count("tell me a long story").await,
+        overhead: counter.overhead(),
+        max_tokens: 100,
+    };
+    let prompt = gptbot::chat::context::build_prompt(&fitting, 16384).unwrap();
+    assert_eq!(
+        balance.used,
+        i64::from(prompt.tokens + counter.count(partial).await)
+    );
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod telegram {
@@ -142,4 +313,8 @@ on_both!(
     an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message,
     a_user_who_blocks_the_bot_midway_stops_the_answer,
     a_429_on_an_edit_is_waited_exactly_and_the_final_text_arrives,
+    a_conversation_keeps_its_history_per_user_and_shows_typing,
+    a_long_answer_is_split_within_the_limit_with_code_blocks_closed,
+    streaming_keeps_the_edit_interval_and_meets_no_429,
+    a_second_message_gets_a_notice_and_cancel_stops_the_answer,
 );

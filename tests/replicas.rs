@@ -45,7 +45,8 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
     let mut hooks = Vec::new();
     for _ in 0..2 {
         let app = replica_of(&env).await;
-        let handle = app.start(rx.clone()).await.unwrap().telegram.unwrap();
+        let handle = app.start(rx.clone()).await.unwrap();
+        let handle = handle.platform(Platform::Telegram).cloned().unwrap();
         hooks.push(format!("http://{}/hook", handle.webhook_addr.unwrap()));
         replicas.push((app, handle));
     }

@@ -7,6 +7,7 @@ mod common;
 use common::discord::FakeDiscord;
 use common::telegram::{FakeTelegram, private_chat, user_json};
 use common::*;
+use gptbot::core::event::Platform;
 
 #[tokio::test]
 async fn one_process_serves_telegram_and_discord_and_stops_on_sigterm() {
@@ -92,7 +93,10 @@ async fn link_joins_balances_across_the_telegram_and_discord_fakes() {
     let (_stop, rx) = stopper();
     // Both platforms from one app, as `gptbot run` serves them.
     let running = t.app.start(rx).await.unwrap();
-    assert!(running.telegram.is_some() && running.discord.is_some());
+    assert!(
+        running.platform(Platform::Telegram).is_some()
+            && running.platform(Platform::Discord).is_some()
+    );
 
     // In a group the code is never shown.
     tg.push_message(

@@ -45,6 +45,24 @@ pub trait PrivateChat: Send + Sync + Sized {
     fn edits(&self) -> Vec<Instant>;
     /// When each write to the chat (message or edit) was asked for, in order.
     fn writes(&self) -> Vec<Instant>;
+    /// The key of the edit interval setting (`telegram.edit_interval`, …).
+    const EDIT_INTERVAL: &'static str;
+    /// "typing…" was shown in the chat.
+    fn typing_shown(&self) -> bool;
+    /// Writes the platform refused with a 429 (its limits are on).
+    fn rate_limited(&self) -> usize;
+    /// The most a message may show (Telegram 4096 UTF-16 units, Discord 2000 chars).
+    const MAX_CHARS: usize;
+    /// What a message as sent shows the user, if the platform would take it (Telegram:
+    /// valid HTML with its `<pre>` blocks closed; Discord: its code fences closed).
+    fn shown(raw: &str) -> Result<String, String>;
+    /// Waits until the chat's last text ends with `end`.
+    async fn wait_last_ending(&self, end: &str);
+    /// The user runs a command without arguments (Telegram: `/name` as a message;
+    /// Discord: the slash command in the DM).
+    fn command(&self, name: &str);
+    /// Waits until some text of the chat passes `test`.
+    async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync));
 }
 
 const TG_USER: i64 = 9;
@@ -59,7 +77,7 @@ impl PrivateChat for Telegram {
         let t = spawn_app_with(
             options
                 .telegram(&tg)
-                .with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms"),
+                .or_with("GPTBOT__TELEGRAM__EDIT_INTERVAL", "100ms"),
         )
         .await;
         let (stop, token) = stopper();
@@ -142,6 +160,53 @@ impl PrivateChat for Telegram {
         self.0.writes_to(TG_USER).iter().map(|c| c.at).collect()
     }
 
+    const EDIT_INTERVAL: &'static str = "GPTBOT__TELEGRAM__EDIT_INTERVAL";
+
+    fn typing_shown(&self) -> bool {
+        self.0
+            .calls_of("sendChatAction")
+            .iter()
+            .any(|c| c.body["chat_id"] == TG_USER && c.body["action"] == "typing")
+    }
+
+    fn rate_limited(&self) -> usize {
+        self.0.flood_refusals().len()
+    }
+
+    const MAX_CHARS: usize = 4096;
+
+    fn shown(raw: &str) -> Result<String, String> {
+        let shown = super::telegram::check_html(raw)?;
+        if raw.matches("<pre").count() != raw.matches("</pre>").count() {
+            return Err("a <pre> block is left open".into());
+        }
+        Ok(shown)
+    }
+
+    fn command(&self, name: &str) {
+        self.say(&format!("/{name}"));
+    }
+
+    async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync)) {
+        self.0
+            .wait_until(15, what, |_| {
+                let texts = self.0.texts_in(TG_USER);
+                texts.iter().any(|t| test(t))
+            })
+            .await;
+    }
+
+    async fn wait_last_ending(&self, end: &str) {
+        self.0
+            .wait_until(20, &format!("the chat's last text ending {end:?}"), |_| {
+                self.0
+                    .texts_in(TG_USER)
+                    .last()
+                    .is_some_and(|t| t.trim_end().ends_with(end))
+            })
+            .await;
+    }
+
     async fn wait_last(&self, text: &str) {
         self.0
             .wait_until(15, &format!("{text:?} last in the chat"), |_| {
@@ -165,7 +230,7 @@ impl PrivateChat for Discord {
             options
                 .with("DISCORD_TOKEN", super::discord::TOKEN)
                 .with("GPTBOT__DISCORD__API_URL", dc.api_url())
-                .with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms"),
+                .or_with("GPTBOT__DISCORD__EDIT_INTERVAL", "100ms"),
         )
         .await;
         let (stop, token) = stopper();
@@ -257,6 +322,58 @@ impl PrivateChat for Discord {
             .filter(|c| c.method != "GET" && c.path.contains(&chat))
             .map(|c| c.at)
             .collect()
+    }
+
+    const EDIT_INTERVAL: &'static str = "GPTBOT__DISCORD__EDIT_INTERVAL";
+
+    fn typing_shown(&self) -> bool {
+        !self
+            .0
+            .calls_matching("POST", &format!("/channels/{DC_DM}/typing"))
+            .is_empty()
+    }
+
+    fn rate_limited(&self) -> usize {
+        self.0.rate_limit_refusals().len()
+    }
+
+    const MAX_CHARS: usize = 2000;
+
+    fn shown(raw: &str) -> Result<String, String> {
+        if !raw.matches("```").count().is_multiple_of(2) {
+            return Err("a code fence is left open".into());
+        }
+        Ok(raw.to_string())
+    }
+
+    fn command(&self, name: &str) {
+        self.0.slash(
+            name,
+            serde_json::json!([]),
+            DC_DM,
+            super::discord::user(DC_USER, "ann"),
+            None,
+        );
+    }
+
+    async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync)) {
+        self.0
+            .wait_until(15, what, |_| {
+                let texts = self.0.texts();
+                texts.iter().any(|t| test(t))
+            })
+            .await;
+    }
+
+    async fn wait_last_ending(&self, end: &str) {
+        self.0
+            .wait_until(20, &format!("the chat's last text ending {end:?}"), |_| {
+                self.0
+                    .texts()
+                    .last()
+                    .is_some_and(|t| t.trim_end().ends_with(end))
+            })
+            .await;
     }
 
     async fn wait_last(&self, text: &str) {

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub struct Bot {
     pub t: super::TestApp,
     pub dc: FakeDiscord,
-    pub handle: gptbot::platform::discord::DiscordHandle,
+    pub handle: gptbot::app::Serving,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -43,7 +43,12 @@ pub async fn spawn_bot(options: super::Options) -> Bot {
         .app
         .start(rx)
         .await
-        .map(|running| running.discord.expect("Discord is configured"))
+        .map(|running| {
+            running
+                .platform(gptbot::core::event::Platform::Discord)
+                .cloned()
+                .expect("Discord is configured")
+        })
         .expect("the bot connects to the fake Discord");
     Bot {
         t,

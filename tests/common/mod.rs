@@ -474,6 +474,14 @@ impl Options {
         self
     }
 
+    /// `key` set to `value` unless the test set it already.
+    pub fn or_with(self, key: &str, value: impl ToString) -> Options {
+        if self.env.iter().any(|(k, _)| k == key) {
+            return self;
+        }
+        self.with(key, value)
+    }
+
     /// The bot's Telegram side pointed at the fake Bot API `tg`.
     pub fn telegram(self, tg: &telegram::FakeTelegram) -> Options {
         self.with("TELEGRAM_BOT_TOKEN", telegram::TOKEN)
