@@ -219,6 +219,7 @@ impl App {
                 })?,
                 image_detail: settings.model.image_detail,
                 transcriber: crate::llm::audio::Transcriber::from_settings(&settings, http.clone()),
+                reasoning: settings.chat.reasoning,
             },
         ));
         tracing::info!(

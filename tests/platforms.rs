@@ -288,6 +288,90 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer<P: PrivateCh
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// A reasoning model: while it thinks the chat shows "💭 Thinking…" with the end of its
+/// thinking (`chat.reasoning = "collapsed"`); the answer replaces it; the thinking —
+/// streamed as `reasoning_content`, or inline as `<think>…</think>` — never reaches the
+/// user as the answer, is never kept in the history nor sent back to the model, and its
+/// tokens are charged.
+async fn a_reasoning_models_thinking_is_shown_live_and_never_kept<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    let mut pieces: Vec<String> = (0..30).map(|i| format!("{REASONING}step{i} ")).collect();
+    pieces.push("The answer is 4.".into());
+    t.openai.script([
+        Behavior::Stream {
+            pieces,
+            delay: Duration::from_millis(60),
+            usage: Some((20, 90)),
+        },
+        // A server without a reasoning parser: the thinking inline, its tags cut apart,
+        // and no usage figures (counted locally).
+        Behavior::Stream {
+            pieces: [
+                "<thi",
+                "nk>I recall the",
+                " earlier sum.</th",
+                "ink>\n\n",
+                "Still 4.",
+            ]
+            .map(String::from)
+            .to_vec(),
+            delay: Duration::from_millis(20),
+            usage: None,
+        },
+    ]);
+    chat.say("what is 2+2?");
+    chat.wait_any("the thinking, live", &|t| {
+        t.starts_with("💭 Thinking…") && t.contains("step")
+    })
+    .await;
+    chat.wait_last("The answer is 4.").await;
+    let first = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(
+        first.used, 110,
+        "the thinking's tokens are charged as reported"
+    );
+
+    chat.say("are you sure?");
+    chat.wait_last("Still 4.").await;
+    for text in chat.texts() {
+        assert!(
+            !text.contains("<think>") && !text.contains("think>") && !text.contains("earlier sum"),
+            "the inline thinking reached the chat: {text}"
+        );
+    }
+    // The second request carries the first exchange without its thinking.
+    let requests = t.openai.requests();
+    let messages = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(messages[2]["content"], "The answer is 4.");
+    assert!(
+        !requests[1].to_string().contains("step1"),
+        "thinking sent back"
+    );
+    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    assert_eq!(turns.len(), 4);
+    assert_eq!(turns[3].content, "Still 4.");
+    assert!(
+        turns
+            .iter()
+            .all(|turn| !turn.content.contains("step") && !turn.content.contains("recall"))
+    );
+    // Counted locally: the prompt, the answer and the thinking.
+    let counter = gptbot::llm::tokens::TokenCounter::for_model("gpt-4o-mini");
+    let thinking = counter.count("I recall the earlier sum.").await;
+    let answer = counter.count("Still 4.").await;
+    let second = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    let charged = second.used - first.used;
+    assert!(
+        charged > i64::from(thinking + answer),
+        "charged {charged}: the thinking ({thinking}) was not"
+    );
+    assert_eq!(
+        turns[3].tokens, answer,
+        "the history counts the answer only"
+    );
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod telegram {
@@ -317,4 +401,5 @@ on_both!(
     a_long_answer_is_split_within_the_limit_with_code_blocks_closed,
     streaming_keeps_the_edit_interval_and_meets_no_429,
     a_second_message_gets_a_notice_and_cancel_stops_the_answer,
+    a_reasoning_models_thinking_is_shown_live_and_never_kept,
 );

@@ -63,15 +63,25 @@ impl Answers {
         let reserved = reservation.amount();
         let answer = reply.text().to_string();
         let shown = !answer.trim().is_empty();
+        let thought = !reply.thinking().is_empty();
+        let reported = matches!(ending, Ending::Complete(Some(_)));
         // The answer is tokenized here only when the server did not report its usage
-        // (or the answer was stopped): counting it is the one part of a turn that grows
-        // with the answer's length.
-        let completion = if shown && !matches!(ending, Ending::Complete(Some(_))) {
-            tracing::debug!("no usage from the server for this answer, counting it");
+        // (or the answer was stopped), or to keep a reasoning model's thinking out of the
+        // history's count: counting is the one part of a turn that grows with the
+        // answer's length.
+        let answer_tokens = if shown && (!reported || thought) {
+            tracing::debug!("counting the answer's tokens");
             self.counter.count(&answer).await
         } else {
             0
         };
+        // Thinking is completion the server billed: charged, never recorded.
+        let thinking_tokens = if thought && !reported {
+            self.counter.count(reply.thinking()).await
+        } else {
+            0
+        };
+        let completion = answer_tokens + thinking_tokens;
         let billed_prompt = match &ending {
             Ending::Complete(Some(u)) => u.prompt_tokens,
             _ => asked.prompt_tokens,
@@ -79,9 +89,10 @@ impl Answers {
         if let Ending::Failed(e) = &ending {
             measure::model_error(e);
         }
+        // (what the history keeps of the answer, what is charged)
         let local = || {
             (
-                completion,
+                answer_tokens,
                 i64::from(asked.prompt_tokens) + i64::from(completion),
             )
         };
@@ -90,6 +101,7 @@ impl Answers {
         let (used, record, delivery, outcome): (_, _, Delivery<'_>, _) = match ending {
             Ending::Complete(usage) if shown => {
                 let (tokens, used) = match usage {
+                    Some(u) if thought => (answer_tokens, i64::from(u.total())),
                     Some(u) => (u.completion_tokens, i64::from(u.total())),
                     None => local(),
                 };
@@ -128,8 +140,9 @@ impl Answers {
                     },
                 )
             }
+            // Stopped while it only thought: the thinking was billed, so it is charged.
             Ending::Cancelled | Ending::Restarting => (
-                None,
+                thought.then(|| local().1),
                 None,
                 Delivery::Say(
                     match ending {

@@ -74,6 +74,8 @@ pub struct ConversationSettings {
     pub image_detail: crate::config::ImageDetail,
     /// Speech to text for voice messages (`model.transcription`); `None`: off.
     pub transcriber: Option<crate::llm::audio::Transcriber>,
+    /// `chat.reasoning`: what a user sees of a reasoning model's thinking.
+    pub reasoning: crate::config::Reasoning,
 }
 
 impl ConversationSettings {

@@ -10,6 +10,7 @@
 use tokio::time::{Duration, Instant};
 
 use super::split::{split_first, with_carry};
+use crate::config::Reasoning;
 use crate::core::adapter::{
     AdapterError, Capabilities, ChatAdapter, ReplyTarget, SentMessage, Stage,
 };
@@ -45,7 +46,17 @@ pub struct ReplyStream<'a> {
     pending: bool,
     /// Whether any message went out.
     shown: bool,
+    /// A reasoning model's thinking so far (never part of [`text`](Self::text)), and
+    /// how much of it the user sees while it thinks.
+    thinking: String,
+    reasoning: Reasoning,
 }
+
+/// What a user sees while the model thinks, before any answer.
+const THINKING: &str = "💭 Thinking…";
+
+/// Characters of the thinking shown live (`chat.reasoning = "collapsed"`).
+const EXCERPT_CHARS: usize = 280;
 
 impl<'a> ReplyStream<'a> {
     pub fn new(adapter: &'a dyn ChatAdapter, target: ReplyTarget) -> ReplyStream<'a> {
@@ -63,6 +74,52 @@ impl<'a> ReplyStream<'a> {
             first_text_at: None,
             pending: false,
             shown: false,
+            thinking: String::new(),
+            reasoning: Reasoning::Hidden,
+        }
+    }
+
+    /// Shows thinking as `chat.reasoning` says (hidden unless set).
+    pub fn with_reasoning(mut self, reasoning: Reasoning) -> Self {
+        self.reasoning = reasoning;
+        self
+    }
+
+    /// The model's thinking so far.
+    pub fn thinking(&self) -> &str {
+        &self.thinking
+    }
+
+    /// Adds streamed thinking; until the answer begins, the user sees that the model
+    /// thinks (and, collapsed, the end of what it thinks), paced like any draft.
+    pub async fn think(&mut self, piece: &str) -> Result<(), AdapterError> {
+        self.thinking.push_str(piece);
+        if !self.text.is_empty() || piece.trim().is_empty() && self.first_text_at.is_some() {
+            return Ok(());
+        }
+        self.pending = true;
+        self.first_text_at.get_or_insert_with(Instant::now);
+        if self.due().is_some_and(|at| at > Instant::now()) {
+            return Ok(());
+        }
+        self.flush(false).await
+    }
+
+    /// The draft shown while the model thinks.
+    fn thinking_draft(&self) -> String {
+        match self.reasoning {
+            Reasoning::Hidden => THINKING.to_string(),
+            Reasoning::Collapsed => {
+                let thought = self.thinking.trim();
+                let skip = thought.chars().count().saturating_sub(EXCERPT_CHARS);
+                if skip == 0 {
+                    return format!("{THINKING}\n\n{thought}");
+                }
+                let tail: String = thought.chars().skip(skip).collect();
+                // From a word's start, so the excerpt does not open mid-word.
+                let tail = tail.split_once(' ').map_or(tail.as_str(), |(_, rest)| rest);
+                format!("{THINKING}\n\n…{tail}")
+            }
         }
     }
 
@@ -144,7 +201,10 @@ impl<'a> ReplyStream<'a> {
             self.sealed += piece.consumed;
             self.carry = piece.carry;
         }
-        let display = with_carry(self.carry.as_deref(), &self.text[self.sealed..]);
+        let mut display = with_carry(self.carry.as_deref(), &self.text[self.sealed..]);
+        if display.trim().is_empty() && self.sealed == 0 && !final_ && !self.thinking.is_empty() {
+            display = self.thinking_draft();
+        }
         if display.trim().is_empty() {
             // Nothing to show (yet): nothing is due either.
             self.pending = false;

@@ -158,7 +158,8 @@ impl Answers {
             model: &loaded.model,
             replaces: again,
         };
-        let mut reply = ReplyStream::new(adapter, target.clone());
+        let mut reply =
+            ReplyStream::new(adapter, target.clone()).with_reasoning(self.settings.reasoning);
         let request = ModelRequest {
             model: Some(loaded.model.name.clone()),
             messages: std::mem::take(&mut prompt.messages),
@@ -257,6 +258,11 @@ impl Answers {
                 Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(ModelEvent::Delta(delta))) => {
                     if let Some(ending) = after_write(reply.push(&delta).await) {
+                        return ending;
+                    }
+                }
+                Some(Ok(ModelEvent::Thinking(thought))) => {
+                    if let Some(ending) = after_write(reply.think(&thought).await) {
                         return ending;
                     }
                 }

@@ -24,7 +24,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use choices::{MAX_CHOICE_NAME_BYTES, ModelChoice, Persona};
-pub use model::{Encoding, ImageDetail, MaxTokensField, Tokenizer};
+pub use model::{Encoding, ImageDetail, MaxTokensField, Reasoning, Tokenizer};
 pub use parse::{BadValue, parse_duration, parse_http_url, redact_url_str};
 use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
@@ -238,6 +238,8 @@ pub struct LimitSettings {
 pub struct ChatSettings {
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub console_edit_interval: Duration,
+    #[serde(default)]
+    pub reasoning: Reasoning,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

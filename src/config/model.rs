@@ -207,3 +207,14 @@ mod tests {
         assert_eq!(Encoding::for_model("llama-3.1-8b"), None);
     }
 }
+
+/// `chat.reasoning`: what a user sees of a reasoning model's thinking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reasoning {
+    /// While it thinks, "thinking…" and the end of its thinking, live.
+    #[default]
+    Collapsed,
+    /// Only "thinking…".
+    Hidden,
+}

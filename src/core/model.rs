@@ -91,6 +91,9 @@ impl Usage {
 pub enum ModelEvent {
     /// A piece of the answer's text.
     Delta(String),
+    /// A piece of a reasoning model's thinking: shown while it thinks, never part of
+    /// the answer or the history (its tokens are completion tokens, charged).
+    Thinking(String),
     /// The server's usage figures (the final chunk with `include_usage`).
     Usage(Usage),
 }

@@ -8,5 +8,6 @@ pub mod duration;
 pub mod errors;
 pub mod openai;
 pub mod probe;
+pub mod think;
 pub mod tokens;
 pub mod transport;

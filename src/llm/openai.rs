@@ -20,6 +20,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::errors::ServerError;
+use super::think::{InlineThink, Piece};
 use super::transport::{Transport, read_api_error};
 use crate::config::Settings;
 use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
@@ -93,19 +94,27 @@ impl OpenAiClient {
 
         let idle = self.timeout;
         let mut events = Box::pin(
-            futures::stream::unfold(Some(raw), move |state| async move {
-                let mut raw = state?;
-                match tokio::time::timeout(idle, raw.next()).await {
-                    Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
-                    Ok(None) => None,
-                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
-                    Ok(Some(Ok(chunk))) => {
-                        let events = chunk.into_events();
-                        let failed = events.iter().any(Result::is_err);
-                        Some((events, if failed { None } else { Some(raw) }))
+            futures::stream::unfold(
+                Some((raw, InlineThink::default())),
+                move |state| async move {
+                    let (mut raw, mut inline) = state?;
+                    match tokio::time::timeout(idle, raw.next()).await {
+                        Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
+                        // The end: text held back as a possible tag is what it seemed.
+                        Ok(None) => {
+                            let rest: Vec<_> =
+                                inline.finish().map(event_of).map(Ok).into_iter().collect();
+                            (!rest.is_empty()).then_some((rest, None))
+                        }
+                        Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
+                        Ok(Some(Ok(chunk))) => {
+                            let events = chunk.into_events(&mut inline);
+                            let failed = events.iter().any(Result::is_err);
+                            Some((events, if failed { None } else { Some((raw, inline)) }))
+                        }
                     }
-                }
-            })
+                },
+            )
             .flat_map(futures::stream::iter),
         );
 
@@ -115,7 +124,9 @@ impl OpenAiClient {
                 None => break,
                 Some(Err(e)) => return Err(e),
                 Some(Ok(event)) => {
-                    let is_text = matches!(event, ModelEvent::Delta(_));
+                    // Thinking is the model answering too: from here on the user
+                    // sees it, so nothing is retried.
+                    let is_text = matches!(event, ModelEvent::Delta(_) | ModelEvent::Thinking(_));
                     head.push(Ok(event));
                     if is_text {
                         break;
@@ -208,6 +219,19 @@ struct ChoiceDelta {
 struct DeltaWire {
     #[serde(default)]
     content: Option<String>,
+    /// DeepSeek, vLLM, llama.cpp with a reasoning parser.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// OpenRouter, newer vLLM.
+    #[serde(default)]
+    reasoning: Option<String>,
+}
+
+fn event_of(piece: Piece) -> ModelEvent {
+    match piece {
+        Piece::Thinking(t) => ModelEvent::Thinking(t),
+        Piece::Answer(a) => ModelEvent::Delta(a),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,7 +243,7 @@ struct UsageWire {
 }
 
 impl Chunk {
-    fn into_events(self) -> Vec<Result<ModelEvent, LlmError>> {
+    fn into_events(self, inline: &mut InlineThink) -> Vec<Result<ModelEvent, LlmError>> {
         if let Some(error) = self.error {
             // An error event: before any text it is classified like an HTTP error (a
             // context overflow is recovered from); after text, the stream was cut.
@@ -231,11 +255,16 @@ impl Chunk {
             })];
         }
         let mut events = Vec::new();
-        for choice in self.choices.into_iter().take(1) {
-            if let Some(text) = choice.delta.and_then(|d| d.content)
+        for delta in self.choices.into_iter().take(1).filter_map(|c| c.delta) {
+            if let Some(thinking) = delta.reasoning_content.or(delta.reasoning)
+                && !thinking.is_empty()
+            {
+                events.push(Ok(ModelEvent::Thinking(thinking)));
+            }
+            if let Some(text) = delta.content
                 && !text.is_empty()
             {
-                events.push(Ok(ModelEvent::Delta(text)));
+                events.extend(inline.push(&text).into_iter().map(event_of).map(Ok));
             }
         }
         if let Some(u) = self.usage {
@@ -307,6 +336,49 @@ mod tests {
                 "temperature": 0.5,
                 "max_completion_tokens": 64,
             })
+        );
+    }
+
+    fn events(chunks: &[serde_json::Value]) -> Vec<ModelEvent> {
+        let mut inline = InlineThink::default();
+        let mut out: Vec<ModelEvent> = chunks
+            .iter()
+            .flat_map(|c| {
+                let chunk: Chunk = serde_json::from_value(c.clone()).unwrap();
+                chunk.into_events(&mut inline)
+            })
+            .map(Result::unwrap)
+            .collect();
+        out.extend(inline.finish().map(event_of));
+        out
+    }
+
+    #[test]
+    fn reasoning_fields_and_inline_think_tags_become_thinking() {
+        let delta = |d: serde_json::Value| serde_json::json!({"choices": [{"delta": d}]});
+        assert_eq!(
+            events(&[
+                delta(serde_json::json!({"role": "assistant", "content": ""})),
+                delta(serde_json::json!({"reasoning_content": "Hm."})),
+                delta(serde_json::json!({"reasoning": " Yes.", "content": null})),
+                delta(serde_json::json!({"content": "Four."})),
+            ]),
+            [
+                ModelEvent::Thinking("Hm.".into()),
+                ModelEvent::Thinking(" Yes.".into()),
+                ModelEvent::Delta("Four.".into()),
+            ]
+        );
+        assert_eq!(
+            events(&[
+                delta(serde_json::json!({"content": "<think>a"})),
+                delta(serde_json::json!({"content": "b</think>\n4"})),
+            ]),
+            [
+                ModelEvent::Thinking("a".into()),
+                ModelEvent::Thinking("b".into()),
+                ModelEvent::Delta("4".into()),
+            ]
         );
     }
 }

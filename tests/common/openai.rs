@@ -686,13 +686,18 @@ fn opening_events(model: &str, pieces: &[String], delay: Duration) -> Vec<Event>
         ))),
     )];
     for piece in pieces {
-        events.push((
-            delay,
-            Ok(sse(&chunk(model, json!({"content": piece}), None))),
-        ));
+        let delta = match piece.strip_prefix(REASONING) {
+            Some(thought) => json!({"reasoning_content": thought}),
+            None => json!({"content": piece}),
+        };
+        events.push((delay, Ok(sse(&chunk(model, delta, None)))));
     }
     events
 }
+
+/// A streamed piece that starts with this is sent as `reasoning_content` (as DeepSeek,
+/// vLLM and llama.cpp with a reasoning parser send a model's thinking), not `content`.
+pub const REASONING: &str = "\u{1}reasoning:";
 
 fn sse_response(events: Vec<Event>, sent: Arc<std::sync::atomic::AtomicUsize>) -> Response {
     let stream = futures::stream::iter(events).then(move |(delay, item)| {
