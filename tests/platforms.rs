@@ -289,11 +289,12 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer<P: PrivateCh
 }
 
 /// A reasoning model: while it thinks the chat shows "💭 Thinking…" with the end of its
-/// thinking (`chat.reasoning = "collapsed"`); the answer replaces it; the thinking —
-/// streamed as `reasoning_content`, or inline as `<think>…</think>` — never reaches the
-/// user as the answer, is never kept in the history nor sent back to the model, and its
-/// tokens are charged.
-async fn a_reasoning_models_thinking_is_shown_live_and_never_kept<P: PrivateChat>() {
+/// thinking (`chat.reasoning = "collapsed"`, the default); the final message quotes the
+/// thinking collapsed (Telegram an expandable quote, Discord small print) above the
+/// answer. The thinking — streamed as `reasoning_content`, or inline as
+/// `<think>…</think>` — is never the answer, never kept in the history nor sent back to
+/// the model, and its tokens are charged.
+async fn a_reasoning_models_thinking_is_shown_collapsed_and_never_kept<P: PrivateChat>() {
     let (chat, t, _stop) = P::start(Options::default()).await;
     let mut pieces: Vec<String> = (0..30).map(|i| format!("{REASONING}step{i} ")).collect();
     pieces.push("The answer is 4.".into());
@@ -324,7 +325,12 @@ async fn a_reasoning_models_thinking_is_shown_live_and_never_kept<P: PrivateChat
         t.starts_with("💭 Thinking…") && t.contains("step")
     })
     .await;
-    chat.wait_last("The answer is 4.").await;
+    chat.wait_last_ending("The answer is 4.").await;
+    let (thought, answer) = P::thought_and_answer(chat.texts().last().unwrap());
+    let thought = thought.expect("the thinking is quoted above the answer");
+    assert!(thought.starts_with("💭 Thought for "), "{thought}");
+    assert!(thought.contains("step29"), "{thought}");
+    assert_eq!(answer, "The answer is 4.");
     let first = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
     assert_eq!(
         first.used, 110,
@@ -332,11 +338,14 @@ async fn a_reasoning_models_thinking_is_shown_live_and_never_kept<P: PrivateChat
     );
 
     chat.say("are you sure?");
-    chat.wait_last("Still 4.").await;
+    chat.wait_last_ending("Still 4.").await;
+    let (thought, answer) = P::thought_and_answer(chat.texts().last().unwrap());
+    assert!(thought.unwrap().contains("I recall the earlier sum."));
+    assert_eq!(answer, "Still 4.");
     for text in chat.texts() {
         assert!(
-            !text.contains("<think>") && !text.contains("think>") && !text.contains("earlier sum"),
-            "the inline thinking reached the chat: {text}"
+            !text.contains("think&gt;") && !text.contains("think>"),
+            "a tag reached the chat: {text}"
         );
     }
     // The second request carries the first exchange without its thinking.
@@ -372,6 +381,31 @@ async fn a_reasoning_models_thinking_is_shown_live_and_never_kept<P: PrivateChat
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// `chat.reasoning = "hidden"`: while the model thinks only "💭 Thinking…" shows, and the
+/// final message is the answer alone.
+async fn hidden_reasoning_shows_only_that_the_model_thinks<P: PrivateChat>() {
+    let (chat, t, _stop) =
+        P::start(Options::default().with("GPTBOT__CHAT__REASONING", "hidden")).await;
+    let mut pieces: Vec<String> = (0..20).map(|i| format!("{REASONING}secret{i} ")).collect();
+    pieces.push("Done.".into());
+    t.openai.script([Behavior::Stream {
+        pieces,
+        delay: Duration::from_millis(60),
+        usage: Some((20, 60)),
+    }]);
+    chat.say("think hard");
+    chat.wait_any("the thinking notice", &|t| t == "💭 Thinking…")
+        .await;
+    chat.wait_last("Done.").await;
+    assert!(
+        chat.texts().iter().all(|t| !t.contains("secret")),
+        "hidden thinking was shown"
+    );
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(balance.used, 80);
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod telegram {
@@ -401,5 +435,6 @@ on_both!(
     a_long_answer_is_split_within_the_limit_with_code_blocks_closed,
     streaming_keeps_the_edit_interval_and_meets_no_429,
     a_second_message_gets_a_notice_and_cancel_stops_the_answer,
-    a_reasoning_models_thinking_is_shown_live_and_never_kept,
+    a_reasoning_models_thinking_is_shown_collapsed_and_never_kept,
+    hidden_reasoning_shows_only_that_the_model_thinks,
 );

@@ -50,6 +50,10 @@ pub struct ReplyStream<'a> {
     /// how much of it the user sees while it thinks.
     thinking: String,
     reasoning: Reasoning,
+    /// When the thinking began (the final message says for how long).
+    thinking_since: Option<Instant>,
+    /// Where the answer starts in `text`: collapsed, the thinking is quoted before it.
+    answer_from: usize,
 }
 
 /// What a user sees while the model thinks, before any answer.
@@ -57,6 +61,41 @@ const THINKING: &str = "💭 Thinking…";
 
 /// Characters of the thinking shown live (`chat.reasoning = "collapsed"`).
 const EXCERPT_CHARS: usize = 280;
+
+/// Characters of the thinking quoted above the answer (collapsed): its end, so that a
+/// long thought does not push the answer into a second message.
+const QUOTE_CHARS: usize = 1200;
+
+/// The end of `text`, at most `max` characters, from a word's start, marked "…" when cut.
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim();
+    let skip = text.chars().count().saturating_sub(max);
+    if skip == 0 {
+        return text.to_string();
+    }
+    let end: String = text.chars().skip(skip).collect();
+    let end = end.split_once(' ').map_or(end.as_str(), |(_, rest)| rest);
+    format!("…{end}")
+}
+
+/// The thinking as a Markdown quote whose first line starts with "💭": Telegram shows it
+/// as an expandable quote, Discord as small print, the web page as a closed `<details>`.
+fn thought_quote(thinking: &str, took: Duration) -> String {
+    let secs = took.as_secs();
+    let mut quote = if secs >= 1 {
+        format!("> 💭 Thought for {secs} s\n")
+    } else {
+        "> 💭 Thought\n".to_string()
+    };
+    for line in tail(thinking, QUOTE_CHARS).lines() {
+        let line = line.trim_end();
+        quote.push_str(if line.is_empty() { ">" } else { "> " });
+        quote.push_str(line);
+        quote.push('\n');
+    }
+    quote.push('\n');
+    quote
+}
 
 impl<'a> ReplyStream<'a> {
     pub fn new(adapter: &'a dyn ChatAdapter, target: ReplyTarget) -> ReplyStream<'a> {
@@ -76,6 +115,8 @@ impl<'a> ReplyStream<'a> {
             shown: false,
             thinking: String::new(),
             reasoning: Reasoning::Hidden,
+            thinking_since: None,
+            answer_from: 0,
         }
     }
 
@@ -94,6 +135,7 @@ impl<'a> ReplyStream<'a> {
     /// thinks (and, collapsed, the end of what it thinks), paced like any draft.
     pub async fn think(&mut self, piece: &str) -> Result<(), AdapterError> {
         self.thinking.push_str(piece);
+        self.thinking_since.get_or_insert_with(Instant::now);
         if !self.text.is_empty() || piece.trim().is_empty() && self.first_text_at.is_some() {
             return Ok(());
         }
@@ -110,15 +152,7 @@ impl<'a> ReplyStream<'a> {
         match self.reasoning {
             Reasoning::Hidden => THINKING.to_string(),
             Reasoning::Collapsed => {
-                let thought = self.thinking.trim();
-                let skip = thought.chars().count().saturating_sub(EXCERPT_CHARS);
-                if skip == 0 {
-                    return format!("{THINKING}\n\n{thought}");
-                }
-                let tail: String = thought.chars().skip(skip).collect();
-                // From a word's start, so the excerpt does not open mid-word.
-                let tail = tail.split_once(' ').map_or(tail.as_str(), |(_, rest)| rest);
-                format!("{THINKING}\n\n…{tail}")
+                format!("{THINKING}\n\n{}", tail(&self.thinking, EXCERPT_CHARS))
             }
         }
     }
@@ -128,14 +162,28 @@ impl<'a> ReplyStream<'a> {
         self.adapter
     }
 
-    /// The whole answer so far.
+    /// The whole answer so far (without the quoted thinking).
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[self.answer_from..]
     }
 
     /// Adds streamed text and shows it if the pacing allows.
     pub async fn push(&mut self, delta: &str) -> Result<(), AdapterError> {
-        self.text.push_str(delta);
+        if self.reasoning == Reasoning::Collapsed
+            && self.answer_from == 0
+            && self.sealed == 0
+            && !self.thinking.trim().is_empty()
+            && self.text.trim().is_empty()
+            && !delta.trim().is_empty()
+        {
+            // The answer begins: the thinking goes above it, quoted.
+            let took = self.thinking_since.map_or(Duration::ZERO, |t| t.elapsed());
+            self.text = thought_quote(&self.thinking, took);
+            self.answer_from = self.text.len();
+            self.text.push_str(delta.trim_start());
+        } else {
+            self.text.push_str(delta);
+        }
         if !delta.is_empty() {
             self.pending = true;
         }

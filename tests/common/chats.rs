@@ -61,6 +61,10 @@ pub trait PrivateChat: Send + Sync + Sized {
     /// The user runs a command without arguments (Telegram: `/name` as a message;
     /// Discord: the slash command in the DM).
     fn command(&self, name: &str);
+    /// A final message split into the quoted thinking of a reasoning model (as the
+    /// platform shows it: Telegram an expandable quote, Discord small print) and the
+    /// answer.
+    fn thought_and_answer(raw: &str) -> (Option<String>, String);
     /// Waits until some text of the chat passes `test`.
     async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync));
 }
@@ -185,6 +189,16 @@ impl PrivateChat for Telegram {
 
     fn command(&self, name: &str) {
         self.say(&format!("/{name}"));
+    }
+
+    fn thought_and_answer(raw: &str) -> (Option<String>, String) {
+        match raw
+            .strip_prefix("<blockquote expandable>")
+            .and_then(|rest| rest.split_once("</blockquote>"))
+        {
+            Some((thought, answer)) => (Some(thought.to_string()), answer.trim().to_string()),
+            None => (None, raw.trim().to_string()),
+        }
     }
 
     async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync)) {
@@ -354,6 +368,18 @@ impl PrivateChat for Discord {
             super::discord::user(DC_USER, "ann"),
             None,
         );
+    }
+
+    fn thought_and_answer(raw: &str) -> (Option<String>, String) {
+        let mut thought = Vec::new();
+        let mut rest = raw;
+        while let Some(line) = rest.strip_prefix("-# ") {
+            let (first, after) = line.split_once('\n').unwrap_or((line, ""));
+            thought.push(first);
+            rest = after;
+        }
+        let thought = (!thought.is_empty()).then(|| thought.join("\n"));
+        (thought, rest.trim().to_string())
     }
 
     async fn wait_any(&self, what: &str, test: &(dyn for<'s> Fn(&'s str) -> bool + Sync)) {

@@ -41,7 +41,34 @@ pub fn caps(edit_interval: Duration, first_message_delay: Duration) -> Capabilit
 
 /// A message body: the text, and no mention may ping anyone.
 fn content(text: &str) -> Value {
+    let text = thought_as_subtext(text);
     json!({"content": text, "allowed_mentions": {"parse": []}})
+}
+
+/// A reasoning model's thinking, quoted above its answer (a first quote starting with
+/// "💭"), as Discord's small print (`-# `), when it still fits a message.
+fn thought_as_subtext(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.starts_with("> 💭") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut lines = text.split_inclusive('\n');
+    for line in lines.by_ref() {
+        let Some(quoted) = line.strip_prefix('>') else {
+            out.push_str(line);
+            break;
+        };
+        let quoted = quoted.strip_prefix(' ').unwrap_or(quoted);
+        if !quoted.trim().is_empty() {
+            out.push_str("-# ");
+            out.push_str(quoted);
+        }
+    }
+    out.extend(lines);
+    if out.chars().count() > MAX_MESSAGE_LEN {
+        return text.into();
+    }
+    out.into()
 }
 
 /// New messages are an answer's first (or, complete, its final) text; edits are drafts
@@ -304,5 +331,25 @@ impl ChatAdapter for InteractionAdapter {
 
     fn replies_are_private(&self) -> bool {
         self.ephemeral
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_thought_quote_becomes_small_print() {
+        assert_eq!(
+            thought_as_subtext("> 💭 Thought for 3 s\n> step one\n>\n> two\n\nFour."),
+            "-# 💭 Thought for 3 s\n-# step one\n-# two\n\nFour."
+        );
+        assert_eq!(thought_as_subtext("> a quote\n\nx"), "> a quote\n\nx");
+        let long = format!("> 💭 Thought\n{}", "> x\n".repeat(700));
+        assert_eq!(
+            thought_as_subtext(&long),
+            long,
+            "kept as a quote when small print would not fit"
+        );
     }
 }

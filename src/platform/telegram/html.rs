@@ -27,6 +27,9 @@ fn safe_url(url: &str) -> bool {
         .any(|p| lower.starts_with(p))
 }
 
+/// How the conversation marks a quote of a reasoning model's thinking.
+const THOUGHT: &str = "💭";
+
 /// Renders Markdown to Telegram HTML.
 pub fn render(markdown: &str) -> String {
     let options = Options::ENABLE_STRIKETHROUGH;
@@ -122,7 +125,13 @@ pub fn render(markdown: &str) -> String {
                 TagEnd::Link if links.pop().unwrap_or(false) => out.push_str("</a>"),
                 _ => {}
             },
-            Event::Text(text) => out.push_str(&escape(&text)),
+            Event::Text(text) => {
+                // A reasoning model's thinking, quoted above its answer: expandable.
+                if out == "<blockquote>" && text.starts_with(THOUGHT) {
+                    out.insert_str("<blockquote".len(), " expandable");
+                }
+                out.push_str(&escape(&text))
+            }
             Event::Code(code) => {
                 out.push_str("<code>");
                 out.push_str(&escape(&code));
@@ -174,6 +183,17 @@ fn trim_end_in_place(s: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_leading_thought_quote_is_expandable_and_other_quotes_are_not() {
+        assert_eq!(
+            render("> 💭 Thought for 3 s\n> a < b\n\nFour."),
+            "<blockquote expandable>💭 Thought for 3 s\na &lt; b</blockquote>\n\nFour."
+        );
+        assert!(render("> 💭 quoted later\n\nx").starts_with("<blockquote expandable>"));
+        assert_eq!(render("> a quote"), "<blockquote>a quote</blockquote>");
+        assert!(!render("Intro\n\n> 💭 not first").contains("expandable"));
+    }
+
     use super::*;
 
     #[test]
