@@ -191,7 +191,8 @@ impl App {
             .reserve_margin
             .unwrap_or_else(|| counter.default_margin());
         let counter_name = counter.describe();
-        let conversation = Arc::new(Conversation::new(
+        let tools = crate::tools::Tools::from_settings(&settings.tools, http.clone());
+        let conversation = Conversation::new(
             access,
             sessions.clone(),
             quota.clone(),
@@ -220,8 +221,14 @@ impl App {
                 image_detail: settings.model.image_detail,
                 transcriber: crate::llm::audio::Transcriber::from_settings(&settings, http.clone()),
                 reasoning: settings.chat.reasoning,
+                max_tool_rounds: settings.tools.max_rounds,
+                default_tools: settings.model.tools,
             },
-        ));
+        );
+        let conversation = Arc::new(match tools {
+            Some(tools) => conversation.with_tools(Arc::new(tools)),
+            None => conversation,
+        });
         tracing::info!(
             sessions = sessions.backend(),
             model = %settings.model.name,

@@ -24,3 +24,4 @@ pub mod platform;
 pub mod quota;
 pub mod session;
 pub mod telemetry;
+pub mod tools;

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chats::{Discord, PrivateChat, Telegram};
+use common::chats::PrivateChat;
 use common::*;
 
 /// The answer's message is deleted while it streams: the edits that follow are refused
@@ -406,25 +406,26 @@ async fn hidden_reasoning_shows_only_that_the_model_thinks<P: PrivateChat>() {
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod telegram {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name::<super::Telegram>().await
-                }
-            )*
-        }
-        mod discord {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name::<super::Discord>().await
-                }
-            )*
-        }
-    };
+/// A model that answers nothing (no text at all, only its usage): the user is told so,
+/// the prompt is charged as reported, nothing is kept, and the handler does not die (the
+/// stream, read to its end while waiting for the first text, was polled once more).
+async fn an_answer_with_no_text_is_told_and_charged_as_reported<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    t.openai.script([Behavior::Stream {
+        pieces: Vec::new(),
+        delay: Duration::ZERO,
+        usage: Some((25, 0)),
+    }]);
+    chat.say("say nothing");
+    chat.wait_last("(The model returned an empty answer.)")
+        .await;
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
+    assert_eq!(balance.used, 25);
+    assert_eq!(balance.reserved, 0);
+    // The bot still answers.
+    chat.say("hello");
+    chat.wait_last("Echo: hello").await;
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
 on_both!(
@@ -437,4 +438,5 @@ on_both!(
     a_second_message_gets_a_notice_and_cancel_stops_the_answer,
     a_reasoning_models_thinking_is_shown_collapsed_and_never_kept,
     hidden_reasoning_shows_only_that_the_model_thinks,
+    an_answer_with_no_text_is_told_and_charged_as_reported,
 );

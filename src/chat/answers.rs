@@ -17,6 +17,7 @@ use crate::core::event::UserId;
 use crate::core::limiter::Keyed;
 use crate::core::model::ModelClient;
 use crate::core::session::SessionStore;
+use crate::core::tools::ToolBox;
 use crate::llm::tokens::TokenCounter;
 use crate::quota::QuotaService;
 
@@ -35,6 +36,8 @@ pub(super) struct Answers {
     pub(super) permits: Arc<Semaphore>,
     /// Cancelled when the shutdown grace ran out: answers still running stop.
     pub(super) restarting: CancellationToken,
+    /// What a model that may call tools is offered (`[tools]`); `None`: no tools.
+    pub(super) tools: Option<Arc<dyn ToolBox>>,
 }
 
 impl Answers {
@@ -61,6 +64,7 @@ impl Answers {
             limiter,
             permits,
             restarting,
+            tools: None,
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::quota::Reservation;
 pub(super) enum Ending {
     /// The stream ended normally, with the server's usage figures if it sent them.
     Complete(Option<Usage>),
+    /// The model asked for tools (see `tools`); never reaches [`Answers::finish`].
+    ToolCalls(Vec<crate::core::model::ToolCall>, Option<Usage>),
     /// The user sent /cancel.
     Cancelled,
     /// The process is shutting down and the grace period ran out.
@@ -64,7 +66,10 @@ impl Answers {
         let answer = reply.text().to_string();
         let shown = !answer.trim().is_empty();
         let thought = !reply.thinking().is_empty();
-        let reported = matches!(ending, Ending::Complete(Some(_)));
+        let reported = matches!(
+            ending,
+            Ending::Complete(Some(_)) | Ending::ToolCalls(_, Some(_))
+        );
         // The answer is tokenized here only when the server did not report its usage
         // (or the answer was stopped), or to keep a reasoning model's thinking out of the
         // history's count: counting is the one part of a turn that grows with the
@@ -83,7 +88,7 @@ impl Answers {
         };
         let completion = answer_tokens + thinking_tokens;
         let billed_prompt = match &ending {
-            Ending::Complete(Some(u)) => u.prompt_tokens,
+            Ending::Complete(Some(u)) | Ending::ToolCalls(_, Some(u)) => u.prompt_tokens,
             _ => asked.prompt_tokens,
         };
         if let Ending::Failed(e) = &ending {
@@ -99,7 +104,7 @@ impl Answers {
         let adapter = reply.adapter();
         // What is charged, what is recorded, what the user sees, and the outcome.
         let (used, record, delivery, outcome): (_, _, Delivery<'_>, _) = match ending {
-            Ending::Complete(usage) if shown => {
+            Ending::Complete(usage) | Ending::ToolCalls(_, usage) if shown => {
                 let (tokens, used) = match usage {
                     Some(u) if thought => (answer_tokens, i64::from(u.total())),
                     Some(u) => (u.completion_tokens, i64::from(u.total())),
@@ -115,7 +120,7 @@ impl Answers {
                     },
                 )
             }
-            Ending::Complete(usage) => (
+            Ending::Complete(usage) | Ending::ToolCalls(_, usage) => (
                 Some(usage.map_or_else(|| local().1, |u| i64::from(u.total()))),
                 None,
                 Delivery::Say(notices::EMPTY_ANSWER.into()),

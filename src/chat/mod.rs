@@ -28,6 +28,7 @@ mod prompt;
 pub mod reply;
 mod retry;
 pub mod split;
+mod tools;
 mod turn;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,10 @@ pub struct ConversationSettings {
     pub transcriber: Option<crate::llm::audio::Transcriber>,
     /// `chat.reasoning`: what a user sees of a reasoning model's thinking.
     pub reasoning: crate::config::Reasoning,
+    /// `tools.max_rounds`: model ↔ tool round trips per answer.
+    pub max_tool_rounds: u32,
+    /// `model.tools`: the default model may call tools.
+    pub default_tools: bool,
 }
 
 impl ConversationSettings {
@@ -209,6 +214,12 @@ impl Conversation {
             notifiers: notifiers::Notifiers::default(),
             link_attempts: Keyed::new(commands::link::attempts(), LIMITER_KEYS),
         }
+    }
+
+    /// Offers `tools` to the models that may call them.
+    pub fn with_tools(mut self, tools: Arc<dyn crate::core::tools::ToolBox>) -> Conversation {
+        self.answers.tools = Some(tools);
+        self
     }
 
     /// Lets the conversation reach users of `platform` privately (a platform calls this

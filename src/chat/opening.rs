@@ -16,7 +16,7 @@ impl Answers {
         &self,
         request: ModelRequest,
         cancel: &mut watch::Receiver<bool>,
-        reply: &ReplyStream<'_>,
+        reply: &mut ReplyStream<'_>,
         target: &ReplyTarget,
     ) -> Result<Option<ModelStream>, LlmError> {
         let opening = self.model.stream(request);
@@ -24,12 +24,15 @@ impl Answers {
         // "typing…" goes out with the request, side by side (an interval's first tick
         // waits for the timer, and a fast model could answer before it); then again
         // every TYPING_REFRESH while the model has not answered.
-        let first = reply.adapter().typing(target);
+        let adapter = reply.adapter();
+        let first = adapter.typing(target);
         tokio::pin!(first);
         let mut typed = false;
         let mut typing =
             tokio::time::interval_at(tokio::time::Instant::now() + TYPING_REFRESH, TYPING_REFRESH);
         loop {
+            // What waits to be shown (the tools a previous round runs) goes out on time.
+            let due = reply.due();
             tokio::select! {
                 biased;
                 opened = &mut opening => {
@@ -46,7 +49,12 @@ impl Answers {
                     typed = true;
                     note_typing(result);
                 }
-                _ = typing.tick() => note_typing(reply.adapter().typing(target).await),
+                _ = typing.tick() => note_typing(adapter.typing(target).await),
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Err(e) = reply.tick().await {
+                        tracing::debug!(error = %chain(&e), "could not show what runs");
+                    }
+                }
             }
         }
     }

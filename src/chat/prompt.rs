@@ -138,12 +138,12 @@ impl Answers {
     pub(super) async fn reserve(
         &self,
         user: &UserId,
-        prompt: &Prompt,
+        prompt_tokens: u32,
         model: &ModelChoice,
     ) -> Result<Reservation, Refused> {
-        let margin = (f64::from(prompt.tokens) * self.settings.reserve_margin).ceil() as i64;
+        let margin = (f64::from(prompt_tokens) * self.settings.reserve_margin).ceil() as i64;
         let needed = model
-            .ledger_tokens(i64::from(prompt.tokens) + margin + i64::from(self.settings.max_tokens));
+            .ledger_tokens(i64::from(prompt_tokens) + margin + i64::from(self.settings.max_tokens));
         let reserving = self.quota.reserve_for(user, needed, Some(&model.name));
         crate::core::metrics::timed(QUOTA_DB, "reserve", reserving)
             .await

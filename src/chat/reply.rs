@@ -54,6 +54,10 @@ pub struct ReplyStream<'a> {
     thinking_since: Option<Instant>,
     /// Where the answer starts in `text`: collapsed, the thinking is quoted before it.
     answer_from: usize,
+    /// What runs while the model waits for its tools, shown until the answer begins.
+    status: Option<String>,
+    /// Where the current model round's text starts in `text`.
+    round_from: usize,
 }
 
 /// What a user sees while the model thinks, before any answer.
@@ -117,6 +121,8 @@ impl<'a> ReplyStream<'a> {
             reasoning: Reasoning::Hidden,
             thinking_since: None,
             answer_from: 0,
+            status: None,
+            round_from: 0,
         }
     }
 
@@ -129,6 +135,30 @@ impl<'a> ReplyStream<'a> {
     /// The model's thinking so far.
     pub fn thinking(&self) -> &str {
         &self.thinking
+    }
+
+    /// The text the current model round wrote (before it asked for tools).
+    pub fn round_text(&self) -> &str {
+        &self.text[self.round_from.max(self.answer_from)..]
+    }
+
+    /// The round is over; the next one's text starts here.
+    pub fn end_round(&mut self) {
+        self.round_from = self.text.len();
+    }
+
+    /// Shows what runs (tool calls) until the answer begins, paced like a draft.
+    pub async fn status(&mut self, line: String) -> Result<(), AdapterError> {
+        self.status = Some(line);
+        if !self.text().trim().is_empty() {
+            return Ok(());
+        }
+        self.pending = true;
+        self.first_text_at.get_or_insert_with(Instant::now);
+        if self.due().is_some_and(|at| at > Instant::now()) {
+            return Ok(());
+        }
+        self.flush(false).await
     }
 
     /// Adds streamed thinking; until the answer begins, the user sees that the model
@@ -250,8 +280,12 @@ impl<'a> ReplyStream<'a> {
             self.carry = piece.carry;
         }
         let mut display = with_carry(self.carry.as_deref(), &self.text[self.sealed..]);
-        if display.trim().is_empty() && self.sealed == 0 && !final_ && !self.thinking.is_empty() {
-            display = self.thinking_draft();
+        if display.trim().is_empty() && self.sealed == 0 && !final_ {
+            if let Some(status) = &self.status {
+                display = status.clone();
+            } else if !self.thinking.is_empty() {
+                display = self.thinking_draft();
+            }
         }
         if display.trim().is_empty() {
             // Nothing to show (yet): nothing is due either.

@@ -140,7 +140,7 @@ impl Answers {
                 };
             }
         };
-        let reservation = match self.reserve(&user, &prompt, &loaded.model).await {
+        let reservation = match self.reserve(&user, prompt.tokens, &loaded.model).await {
             Ok(r) => r,
             Err(refused) => {
                 // Once tokens are granted, /retry asks it.
@@ -160,13 +160,30 @@ impl Answers {
         };
         let mut reply =
             ReplyStream::new(adapter, target.clone()).with_reasoning(self.settings.reasoning);
-        let request = ModelRequest {
+        let offered = self.offered_to(&loaded.model);
+        let tools = offered.iter().map(|o| o.spec.clone()).collect::<Vec<_>>();
+        let mut request = ModelRequest {
             model: Some(loaded.model.name.clone()),
             messages: std::mem::take(&mut prompt.messages),
             max_tokens: self.settings.max_tokens,
+            tools: tools.clone(),
+        };
+        // Kept for the tool rounds that may follow (only then: it copies the prompt).
+        let sent = if offered.is_empty() {
+            std::mem::take(&mut request.messages)
+        } else {
+            request.messages.clone()
         };
         let mut ending = self
-            .stream_answer(request, &mut reply, &mut slot.cancelled, target)
+            .stream_answer(
+                ModelRequest {
+                    messages: sent,
+                    ..request.clone()
+                },
+                &mut reply,
+                &mut slot.cancelled,
+                target,
+            )
             .await;
         // A server whose context the prompt did not fit (its tokenizer counts more than
         // ours, or its context is smaller than configured): one invisible retry with a
@@ -178,17 +195,32 @@ impl Answers {
                 Ok(shorter) => {
                     let mut shorter = with_pictures(shorter, &pictures);
                     asked.prompt_tokens = shorter.tokens;
-                    let request = ModelRequest {
-                        model: Some(loaded.model.name.clone()),
-                        messages: std::mem::take(&mut shorter.messages),
-                        max_tokens: self.settings.max_tokens,
-                    };
-                    self.stream_answer(request, &mut reply, &mut slot.cancelled, target)
+                    request.messages = std::mem::take(&mut shorter.messages);
+                    self.stream_answer(request.clone(), &mut reply, &mut slot.cancelled, target)
                         .await
                 }
                 Err(sentence) => Ending::Refused(sentence.0),
             };
         }
+        let (reservation, ending) = if matches!(ending, Ending::ToolCalls(..)) {
+            let round = super::tools::Round {
+                user: &user,
+                request,
+                offered,
+                reply: &mut reply,
+                cancel: &mut slot.cancelled,
+                target,
+            };
+            match self
+                .tool_rounds(round, reservation, &mut asked, ending)
+                .await
+            {
+                Ok(done) => done,
+                Err(outcome) => return outcome,
+            }
+        } else {
+            (reservation, ending)
+        };
         // The model is done: from now on a new message from this user waits for this
         // turn to be recorded (the slot is freed when `finish` returns) instead of being
         // told "still answering".
@@ -198,7 +230,7 @@ impl Answers {
     }
 
     /// Streams the answer into the chat until it ends, fails or is cancelled.
-    async fn stream_answer(
+    pub(super) async fn stream_answer(
         &self,
         request: ModelRequest,
         reply: &mut ReplyStream<'_>,
@@ -207,7 +239,7 @@ impl Answers {
     ) -> Ending {
         let _in_flight = measure::InFlight::start();
         let started = tokio::time::Instant::now();
-        let mut stream = match self.open_stream(request, cancel, reply, target).await {
+        let mut stream = match self.open_stream(request, cancel, &mut *reply, target).await {
             Ok(Some(stream)) => {
                 measure::first_token(started.elapsed());
                 stream
@@ -217,6 +249,7 @@ impl Answers {
             Err(e) => return Ending::Failed(e),
         };
         let mut usage = None;
+        let mut calls = Vec::new();
         // Text waiting to be shown (the first message after its delay, a draft after
         // the interval) goes out on time even while the model pauses. One timer, moved
         // only when the deadline changes: not a new one for each of the answer's chunks.
@@ -252,8 +285,12 @@ impl Answers {
             match event {
                 None => {
                     measure::model_done(started.elapsed());
+                    if !calls.is_empty() {
+                        return Ending::ToolCalls(calls, usage);
+                    }
                     return Ending::Complete(usage);
                 }
+                Some(Ok(ModelEvent::ToolCalls(asked))) => calls = asked,
                 Some(Err(e)) => return Ending::Failed(e),
                 Some(Ok(ModelEvent::Usage(u))) => usage = Some(u),
                 Some(Ok(ModelEvent::Delta(delta))) => {

@@ -27,6 +27,9 @@ pub struct ModelChoice {
     /// Accepts images.
     #[serde(default)]
     pub vision: bool,
+    /// May call the configured tools (`[tools]`).
+    #[serde(default)]
+    pub tools: bool,
 }
 
 fn one() -> f64 {
@@ -42,6 +45,7 @@ impl ModelChoice {
             label: None,
             price: 1.0,
             vision: false,
+            tools: false,
         }
     }
 

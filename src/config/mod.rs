@@ -10,6 +10,7 @@
 mod choices;
 mod model;
 mod parse;
+mod tools;
 mod types;
 mod validate;
 mod web;
@@ -24,12 +25,13 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use choices::{MAX_CHOICE_NAME_BYTES, ModelChoice, Persona};
-pub use model::{Encoding, ImageDetail, MaxTokensField, Reasoning, Tokenizer};
+pub use model::{Encoding, ImageDetail, MaxTokensField, ModelSettings, Reasoning, Tokenizer};
 pub use parse::{BadValue, parse_duration, parse_http_url, redact_url_str};
 use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
 };
+pub use tools::{ToolSettings, WebSearchSettings};
 pub use types::{
     AccessMode, AccessSettings, LogFormat, LogSettings, Refill, RuntimeFlavor, RuntimeSettings,
     ShardRange, TelegramMode,
@@ -82,6 +84,8 @@ pub struct Settings {
     pub files: FileSettings,
     pub web: WebSettings,
     pub runtime: RuntimeSettings,
+    #[serde(default)]
+    pub tools: ToolSettings,
     /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
     #[serde(default)]
     pub personas: std::collections::BTreeMap<String, Persona>,
@@ -125,43 +129,6 @@ pub struct FileSettings {
 pub struct BotSettings {
     pub name: String,
     pub system_prompt: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSettings {
-    pub name: String,
-    pub max_tokens: u32,
-    /// Sent as written (an f64 prints as configured; an f32 would send 0.699999988).
-    pub temperature: f64,
-    pub context_tokens: u32,
-    /// "auto", "server", "estimate" or "tiktoken:<encoding>" (see `llm::tokens`).
-    pub tokenizer: Tokenizer,
-    /// Share of the prompt held on top of its count; unset: 0 for an exact tokenizer,
-    /// 10 % for an estimate or a tiktoken encoding chosen by hand.
-    #[serde(default)]
-    pub reserve_margin: Option<f64>,
-    /// `[[model.available]]`: the models users may pick with /model (`name` stays the
-    /// default). Empty: /model only says which model answers.
-    #[serde(default)]
-    pub available: Vec<ModelChoice>,
-    /// The speech-to-text model for voice messages (`/audio/transcriptions`, e.g.
-    /// `whisper-1`); empty turns voice off.
-    pub transcription: String,
-    /// How closely a vision model looks at images: "low" (85 tokens each), "high" or
-    /// "auto" (counted by OpenAI's tile rule).
-    pub image_detail: ImageDetail,
-}
-
-impl ModelSettings {
-    /// The configured entry for `name`, or a plain one (price 1, no images).
-    pub fn choice(&self, name: &str) -> ModelChoice {
-        self.available
-            .iter()
-            .find(|m| m.name == name)
-            .cloned()
-            .unwrap_or_else(|| ModelChoice::plain(name))
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

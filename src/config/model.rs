@@ -1,4 +1,4 @@
-//! The model settings that are choices, parsed into enums once at load time, so no other
+//! `[model]`, and the settings that are choices, parsed into enums once at load time, so no other
 //! part of the bot compares strings or can meet a value the configuration did not allow.
 
 use std::fmt;
@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::choices::ModelChoice;
 use super::parse::BadValue;
 
 /// A tiktoken encoding the bot carries.
@@ -217,4 +218,45 @@ pub enum Reasoning {
     Collapsed,
     /// Only "thinking…".
     Hidden,
+}
+
+/// `[model]`: the model that answers, how its tokens are counted, and what it may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    pub name: String,
+    pub max_tokens: u32,
+    /// Sent as written (an f64 prints as configured; an f32 would send 0.699999988).
+    pub temperature: f64,
+    pub context_tokens: u32,
+    /// "auto", "server", "estimate" or "tiktoken:<encoding>" (see `llm::tokens`).
+    pub tokenizer: Tokenizer,
+    /// Share of the prompt held on top of its count; unset: 0 for an exact tokenizer,
+    /// 10 % for an estimate or a tiktoken encoding chosen by hand.
+    #[serde(default)]
+    pub reserve_margin: Option<f64>,
+    /// `[[model.available]]`: the models users may pick with /model (`name` stays the
+    /// default). Empty: /model only says which model answers.
+    #[serde(default)]
+    pub available: Vec<ModelChoice>,
+    /// The speech-to-text model for voice messages (`/audio/transcriptions`, e.g.
+    /// `whisper-1`); empty turns voice off.
+    pub transcription: String,
+    /// How closely a vision model looks at images: "low" (85 tokens each), "high" or
+    /// "auto" (counted by OpenAI's tile rule).
+    pub image_detail: ImageDetail,
+    /// The default model may call the configured tools.
+    #[serde(default)]
+    pub tools: bool,
+}
+
+impl ModelSettings {
+    /// The configured entry for `name`, or a plain one (price 1, no images).
+    pub fn choice(&self, name: &str) -> ModelChoice {
+        self.available
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .unwrap_or_else(|| ModelChoice::plain(name))
+    }
 }

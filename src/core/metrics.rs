@@ -4,6 +4,7 @@
 //! Help texts and buckets: `crate::ops::metrics`.
 
 pub const MESSAGES: &str = "gptbot_messages_total";
+pub const TOOL_CALLS: &str = "gptbot_tool_calls_total";
 pub const MODEL_FIRST_TOKEN: &str = "gptbot_model_first_token_seconds";
 pub const MODEL_DURATION: &str = "gptbot_model_duration_seconds";
 pub const REPLY_OVERHEAD: &str = "gptbot_reply_overhead_seconds";

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod model;
 pub mod session;
 pub mod text;
+pub mod tools;

@@ -16,6 +16,8 @@ pub enum MessageRole {
     System,
     User,
     Assistant,
+    /// A tool's result, answering one of the assistant's tool calls.
+    Tool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,27 @@ pub struct ChatMessage {
     pub content: String,
     /// Images sent with the text (a user message to a vision model).
     pub images: Vec<Image>,
+    /// The tools an assistant message asked for (its content may be empty).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
+}
+
+/// A model's request to run a tool, in OpenAI's form: `arguments` is JSON text as the
+/// model wrote it (it may not parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A tool offered to the model: its name, what it does, and its arguments' JSON Schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
 }
 
 /// An image part of a message, as a `data:` URL.
@@ -40,6 +63,24 @@ impl ChatMessage {
             role,
             content: content.into(),
             images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// The assistant's turn that asked for `calls` (sent back with their results).
+    pub fn tool_request(content: impl Into<String>, calls: Vec<ToolCall>) -> ChatMessage {
+        ChatMessage {
+            tool_calls: calls,
+            ..ChatMessage::new(MessageRole::Assistant, content)
+        }
+    }
+
+    /// A tool's result for the call `id`.
+    pub fn tool_result(id: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            tool_call_id: Some(id.into()),
+            ..ChatMessage::new(MessageRole::Tool, content)
         }
     }
 }
@@ -48,8 +89,25 @@ impl ChatMessage {
 impl Serialize for ChatMessage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
+        let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("role", &self.role)?;
+        if let Some(id) = &self.tool_call_id {
+            map.serialize_entry("tool_call_id", id)?;
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<_> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    })
+                })
+                .collect();
+            map.serialize_entry("tool_calls", &calls)?;
+        }
         if self.images.is_empty() {
             map.serialize_entry("content", &self.content)?;
         } else {
@@ -72,6 +130,8 @@ pub struct ModelRequest {
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
+    /// Tools the model may call (none: a plain answer).
+    pub tools: Vec<ToolSpec>,
 }
 
 /// Token usage as the server reported it.
@@ -94,6 +154,9 @@ pub enum ModelEvent {
     /// A piece of a reasoning model's thinking: shown while it thinks, never part of
     /// the answer or the history (its tokens are completion tokens, charged).
     Thinking(String),
+    /// The model asks for these tools (assembled from the streamed pieces, once the
+    /// stream ended); it answers once given their results.
+    ToolCalls(Vec<ToolCall>),
     /// The server's usage figures (the final chunk with `include_usage`).
     Usage(Usage),
 }

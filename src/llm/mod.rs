@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod bpe;
+mod chunk;
 pub mod duration;
 pub mod errors;
 pub mod openai;

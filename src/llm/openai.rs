@@ -17,13 +17,12 @@ use async_openai::error::OpenAIError;
 use async_trait::async_trait;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::errors::ServerError;
-use super::think::{InlineThink, Piece};
+use super::chunk::{Chunk, Stream};
 use super::transport::{Transport, read_api_error};
 use crate::config::Settings;
-use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream, Usage};
+use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream};
 
 pub struct OpenAiClient {
     client: Client<OpenAIConfig>,
@@ -78,6 +77,7 @@ impl OpenAiClient {
             temperature: self.temperature,
             max_tokens_field: self.max_tokens_field,
             max_tokens: request.max_tokens,
+            tools: &request.tools,
         }
     }
 
@@ -94,28 +94,26 @@ impl OpenAiClient {
 
         let idle = self.timeout;
         let mut events = Box::pin(
-            futures::stream::unfold(
-                Some((raw, InlineThink::default())),
-                move |state| async move {
-                    let (mut raw, mut inline) = state?;
-                    match tokio::time::timeout(idle, raw.next()).await {
-                        Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
-                        // The end: text held back as a possible tag is what it seemed.
-                        Ok(None) => {
-                            let rest: Vec<_> =
-                                inline.finish().map(event_of).map(Ok).into_iter().collect();
-                            (!rest.is_empty()).then_some((rest, None))
-                        }
-                        Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
-                        Ok(Some(Ok(chunk))) => {
-                            let events = chunk.into_events(&mut inline);
-                            let failed = events.iter().any(Result::is_err);
-                            Some((events, if failed { None } else { Some((raw, inline)) }))
-                        }
+            futures::stream::unfold(Some((raw, Stream::default())), move |state| async move {
+                let (mut raw, mut stream) = state?;
+                match tokio::time::timeout(idle, raw.next()).await {
+                    Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
+                    // The end: text held back as a possible tag is what it seemed.
+                    Ok(None) => {
+                        let rest: Vec<_> = stream.finish().into_iter().map(Ok).collect();
+                        (!rest.is_empty()).then_some((rest, None))
                     }
-                },
-            )
-            .flat_map(futures::stream::iter),
+                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
+                    Ok(Some(Ok(chunk))) => {
+                        let events = chunk.into_events(&mut stream);
+                        let failed = events.iter().any(Result::is_err);
+                        Some((events, if failed { None } else { Some((raw, stream)) }))
+                    }
+                }
+            })
+            .flat_map(futures::stream::iter)
+            // Read to its end while waiting for the first text, then chained: fused.
+            .fuse(),
         );
 
         let mut head = Vec::new();
@@ -168,6 +166,7 @@ struct Body<'a> {
     /// `max_tokens`, or `max_completion_tokens` for servers that want it.
     max_tokens_field: &'a str,
     max_tokens: u32,
+    tools: &'a [crate::core::model::ToolSpec],
 }
 
 impl Serialize for Body<'_> {
@@ -177,7 +176,7 @@ impl Serialize for Body<'_> {
         struct StreamOptions {
             include_usage: bool,
         }
-        let mut map = serializer.serialize_map(Some(6))?;
+        let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("model", self.model)?;
         map.serialize_entry("messages", self.messages)?;
         map.serialize_entry("stream", &true)?;
@@ -189,6 +188,23 @@ impl Serialize for Body<'_> {
         )?;
         map.serialize_entry("temperature", &self.temperature)?;
         map.serialize_entry(self.max_tokens_field, &self.max_tokens)?;
+        if !self.tools.is_empty() {
+            let tools: Vec<_> = self
+                .tools
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": t.parameters,
+                        },
+                    })
+                })
+                .collect();
+            map.serialize_entry("tools", &tools)?;
+        }
         map.end()
     }
 }
@@ -196,85 +212,6 @@ impl Serialize for Body<'_> {
 /// Failures async-openai's layer does not already retry.
 fn retry_here(e: &LlmError) -> bool {
     matches!(e, LlmError::Timeout(_) | LlmError::Interrupted(_))
-}
-
-/// One SSE chunk, read leniently: compatible servers omit fields OpenAI always sends.
-#[derive(Debug, Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChoiceDelta>,
-    #[serde(default)]
-    usage: Option<UsageWire>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChoiceDelta {
-    #[serde(default)]
-    delta: Option<DeltaWire>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DeltaWire {
-    #[serde(default)]
-    content: Option<String>,
-    /// DeepSeek, vLLM, llama.cpp with a reasoning parser.
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    /// OpenRouter, newer vLLM.
-    #[serde(default)]
-    reasoning: Option<String>,
-}
-
-fn event_of(piece: Piece) -> ModelEvent {
-    match piece {
-        Piece::Thinking(t) => ModelEvent::Thinking(t),
-        Piece::Answer(a) => ModelEvent::Delta(a),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct UsageWire {
-    #[serde(default)]
-    prompt_tokens: u32,
-    #[serde(default)]
-    completion_tokens: u32,
-}
-
-impl Chunk {
-    fn into_events(self, inline: &mut InlineThink) -> Vec<Result<ModelEvent, LlmError>> {
-        if let Some(error) = self.error {
-            // An error event: before any text it is classified like an HTTP error (a
-            // context overflow is recovered from); after text, the stream was cut.
-            return vec![Err(match ServerError::from_event(&error).classify() {
-                LlmError::Unavailable(detail) => {
-                    LlmError::Interrupted(format!("error event in stream: {detail}"))
-                }
-                classified => classified,
-            })];
-        }
-        let mut events = Vec::new();
-        for delta in self.choices.into_iter().take(1).filter_map(|c| c.delta) {
-            if let Some(thinking) = delta.reasoning_content.or(delta.reasoning)
-                && !thinking.is_empty()
-            {
-                events.push(Ok(ModelEvent::Thinking(thinking)));
-            }
-            if let Some(text) = delta.content
-                && !text.is_empty()
-            {
-                events.extend(inline.push(&text).into_iter().map(event_of).map(Ok));
-            }
-        }
-        if let Some(u) = self.usage {
-            events.push(Ok(ModelEvent::Usage(Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-            })));
-        }
-        events
-    }
 }
 
 fn map_error(e: OpenAIError, timeout: Duration) -> LlmError {
@@ -313,17 +250,14 @@ mod tests {
 
     #[test]
     fn the_body_names_the_token_limit_as_configured_and_asks_for_usage() {
-        let messages = vec![ChatMessage {
-            role: MessageRole::User,
-            content: "hi \"there\"".into(),
-            images: Vec::new(),
-        }];
+        let messages = vec![ChatMessage::new(MessageRole::User, "hi \"there\"")];
         let body = Body {
             model: "o4-mini",
             messages: &messages,
             temperature: 0.5,
             max_tokens_field: "max_completion_tokens",
             max_tokens: 64,
+            tools: &[],
         };
         let sent: serde_json::Value = serde_json::to_value(&body).unwrap();
         assert_eq!(
@@ -336,49 +270,6 @@ mod tests {
                 "temperature": 0.5,
                 "max_completion_tokens": 64,
             })
-        );
-    }
-
-    fn events(chunks: &[serde_json::Value]) -> Vec<ModelEvent> {
-        let mut inline = InlineThink::default();
-        let mut out: Vec<ModelEvent> = chunks
-            .iter()
-            .flat_map(|c| {
-                let chunk: Chunk = serde_json::from_value(c.clone()).unwrap();
-                chunk.into_events(&mut inline)
-            })
-            .map(Result::unwrap)
-            .collect();
-        out.extend(inline.finish().map(event_of));
-        out
-    }
-
-    #[test]
-    fn reasoning_fields_and_inline_think_tags_become_thinking() {
-        let delta = |d: serde_json::Value| serde_json::json!({"choices": [{"delta": d}]});
-        assert_eq!(
-            events(&[
-                delta(serde_json::json!({"role": "assistant", "content": ""})),
-                delta(serde_json::json!({"reasoning_content": "Hm."})),
-                delta(serde_json::json!({"reasoning": " Yes.", "content": null})),
-                delta(serde_json::json!({"content": "Four."})),
-            ]),
-            [
-                ModelEvent::Thinking("Hm.".into()),
-                ModelEvent::Thinking(" Yes.".into()),
-                ModelEvent::Delta("Four.".into()),
-            ]
-        );
-        assert_eq!(
-            events(&[
-                delta(serde_json::json!({"content": "<think>a"})),
-                delta(serde_json::json!({"content": "b</think>\n4"})),
-            ]),
-            [
-                ModelEvent::Thinking("a".into()),
-                ModelEvent::Thinking("b".into()),
-                ModelEvent::Delta("4".into()),
-            ]
         );
     }
 }

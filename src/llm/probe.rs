@@ -130,6 +130,7 @@ pub async fn report(settings: &Settings) -> Result<(), LlmError> {
             model: None,
             messages: vec![ChatMessage::new(MessageRole::User, "Say OK.")],
             max_tokens: 1,
+            tools: Vec::new(),
         })
         .await?;
     let mut usage = None;

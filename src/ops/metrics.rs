@@ -59,6 +59,10 @@ pub fn render(handle: &PrometheusHandle) -> String {
 
 fn describe() {
     describe_counter!(
+        TOOL_CALLS,
+        "Tool calls a model made, by tool and outcome (ok, failed); refused calls are not run."
+    );
+    describe_counter!(
         MESSAGES,
         "Messages handled, by platform and outcome (answered, command, cancelled, failed, refused_quota, refused_access, rate_limited, busy, refused_too_long, refused_command, refused_restarting)."
     );

@@ -410,3 +410,27 @@ impl PrivateChat for Discord {
             .await;
     }
 }
+
+/// Runs each named scenario (a generic `async fn` of the test file over [`PrivateChat`])
+/// on Telegram and on Discord.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod telegram {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name::<$crate::common::chats::Telegram>().await
+                }
+            )*
+        }
+        mod discord {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name::<$crate::common::chats::Discord>().await
+                }
+            )*
+        }
+    };
+}

@@ -11,6 +11,7 @@ pub mod openai;
 pub mod ops;
 pub mod pdf;
 pub mod postgres;
+pub mod searxng;
 pub mod telegram;
 pub mod web;
 pub mod webdriver;

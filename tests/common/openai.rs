@@ -37,6 +37,13 @@ pub enum Behavior {
     Hang,
     /// Stream these pieces, then break the connection without `[DONE]`.
     Cut { pieces: Vec<String> },
+    /// Ask for tools, as OpenAI streams it: each call's id and name first, its JSON
+    /// arguments in two pieces, then `finish_reason: "tool_calls"` and the usage.
+    ToolCalls {
+        /// (tool name, JSON arguments)
+        calls: Vec<(String, String)>,
+        usage: Option<(u32, u32)>,
+    },
     /// Any answer: a status, a content type and a body as some server sends them.
     Raw {
         status: u16,
@@ -522,6 +529,45 @@ async fn completions(
                         "model": model,
                         "system_fingerprint": "fp_fake",
                         "choices": [],
+                        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+                    }))),
+                ));
+            }
+            events.push((Duration::ZERO, Ok("data: [DONE]\n\n".to_string())));
+            sse_response(events, state.lock().unwrap().chunks_sent.clone())
+        }
+        Behavior::ToolCalls { calls, usage } => {
+            let mut events = opening_events(&model, &[], Duration::ZERO);
+            for (i, (name, arguments)) in calls.iter().enumerate() {
+                let id = format!("call_fake{i}");
+                let head = json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]});
+                events.push((
+                    Duration::from_millis(5),
+                    Ok(sse(&chunk(&model, head, None))),
+                ));
+                let half = arguments
+                    .char_indices()
+                    .nth(arguments.chars().count() / 2)
+                    .map_or(0, |(at, _)| at);
+                for piece in [&arguments[..half], &arguments[half..]] {
+                    let more =
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]});
+                    events.push((
+                        Duration::from_millis(5),
+                        Ok(sse(&chunk(&model, more, None))),
+                    ));
+                }
+            }
+            events.push((
+                Duration::ZERO,
+                Ok(sse(&chunk(&model, json!({}), Some("tool_calls")))),
+            ));
+            if let Some((p, c)) = usage {
+                events.push((
+                    Duration::ZERO,
+                    Ok(sse(&json!({
+                        "id": "chatcmpl-fake123", "object": "chat.completion.chunk",
+                        "created": 1_764_000_000u32, "model": model, "choices": [],
                         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
                     }))),
                 ));

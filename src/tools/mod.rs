@@ -1,0 +1,94 @@
+//! The tools a model may call, behind the [`ToolBox`] port: the built-in ones configured
+//! in `[tools]` (and, next, MCP servers). Every call runs under `tools.timeout`, and its
+//! result is cut to `tools.max_result_chars` with a note, so a tool can neither hang an
+//! answer nor flood the model's context.
+
+mod search;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::ToolSettings;
+use crate::core::tools::{Offered, ToolBox, ToolError};
+
+/// One tool: its offer and how to run it.
+#[async_trait]
+trait Tool: Send + Sync {
+    fn offered(&self) -> Offered;
+    async fn run(&self, arguments: serde_json::Value) -> Result<String, ToolError>;
+}
+
+/// Every configured tool, by name.
+pub struct Tools {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+    timeout: Duration,
+    max_result_chars: usize,
+}
+
+impl Tools {
+    /// The tools `settings` turn on; `None` when there are none.
+    pub fn from_settings(settings: &ToolSettings, http: reqwest::Client) -> Option<Tools> {
+        let mut tools: BTreeMap<String, Arc<dyn Tool>> = BTreeMap::new();
+        if let Some(search) = search::WebSearch::from_settings(settings, http) {
+            tools.insert(search.offered().spec.name, Arc::new(search));
+        }
+        (!tools.is_empty()).then_some(Tools {
+            tools,
+            timeout: settings.timeout,
+            max_result_chars: settings.max_result_chars,
+        })
+    }
+}
+
+#[async_trait]
+impl ToolBox for Tools {
+    fn offered(&self) -> Vec<Offered> {
+        self.tools.values().map(|t| t.offered()).collect()
+    }
+
+    async fn call(&self, name: &str, arguments: &str) -> Result<String, ToolError> {
+        let tool = self
+            .tools
+            .get(name)
+            .ok_or_else(|| ToolError::Unknown(name.to_string()))?;
+        let arguments = if arguments.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_str(arguments).map_err(|e| ToolError::BadArguments(e.to_string()))?
+        };
+        let result = tokio::time::timeout(self.timeout, tool.run(arguments))
+            .await
+            .map_err(|_| ToolError::TimedOut(self.timeout))??;
+        Ok(cut(result, self.max_result_chars))
+    }
+}
+
+/// `text` cut to `max` characters, with a note saying so.
+fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((at, _)) => format!(
+            "{}\n[cut: the result was {} characters; only the first {max} are shown]",
+            &text[..at],
+            text.chars().count()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_results_are_cut_with_a_note() {
+        assert_eq!(cut("short".into(), 10), "short");
+        let cut = cut("é".repeat(20), 5);
+        assert!(
+            cut.starts_with("ééééé\n[cut: the result was 20 characters"),
+            "{cut}"
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! Tools, end to end on Telegram and Discord: a model that may call tools asks for the
+//! built-in `web_search` (a fake SearXNG on 127.0.0.1), the user sees the search run in
+//! the answer's message, the answer uses its result, and the ledger holds each call's
+//! price before it runs and settles it after, by name — refused when the balance does
+//! not cover it, refunded when the tool fails. The books are asserted after each.
+
+mod common;
+
+use std::time::Duration;
+
+use common::chats::PrivateChat;
+use common::searxng::FakeSearxng;
+use common::*;
+use gptbot::quota::LedgerEntry;
+
+fn with_search(searx: &FakeSearxng) -> Options {
+    Options::default()
+        .with("GPTBOT__MODEL__TOOLS", "true")
+        .with("GPTBOT__TOOLS__WEB_SEARCH__SEARXNG_URL", searx.url())
+        .with("GPTBOT__TOOLS__PRICE_PER_CALL", "100")
+}
+
+fn search(query: &str) -> Behavior {
+    Behavior::ToolCalls {
+        calls: vec![("web_search".into(), format!("{{\"query\": \"{query}\"}}"))],
+        usage: Some((30, 12)),
+    }
+}
+
+/// The answer after the tool, slow enough to start that the search's line is shown.
+fn answer(text: &str) -> Behavior {
+    Behavior::Stream {
+        pieces: vec![text.to_string()],
+        delay: Duration::from_millis(700),
+        usage: Some((90, 8)),
+    }
+}
+
+fn tool_entries(entries: &[LedgerEntry]) -> Vec<(String, i64)> {
+    entries
+        .iter()
+        .filter(|e| e.note.as_deref() == Some("tool:web_search"))
+        .map(|e| (e.kind.clone(), e.d_used))
+        .collect()
+}
+
+async fn a_question_that_needs_a_search_is_answered_with_it_and_the_call_is_charged<
+    P: PrivateChat,
+>() {
+    let searx = FakeSearxng::start().await;
+    let (chat, t, _stop) = P::start(with_search(&searx)).await;
+    t.openai
+        .script([search("rust 2026 edition"), answer("Rust is great [1].")]);
+    chat.say("what's new in rust?");
+    chat.wait_any("the search shown while it runs", &|t| {
+        t == "🔎 searching: rust 2026 edition"
+    })
+    .await;
+    chat.wait_last("Rust is great [1].").await;
+    assert_eq!(searx.queries(), ["rust 2026 edition"]);
+
+    let requests = t.openai.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["tools"][0]["function"]["name"], "web_search");
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let asked = &messages[messages.len() - 2];
+    assert_eq!(asked["role"], "assistant");
+    assert_eq!(asked["tool_calls"][0]["function"]["name"], "web_search");
+    assert_eq!(
+        asked["tool_calls"][0]["function"]["arguments"],
+        "{\"query\": \"rust 2026 edition\"}"
+    );
+    let result = &messages[messages.len() - 1];
+    assert_eq!(result["role"], "tool");
+    assert_eq!(result["tool_call_id"], "call_fake0");
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap()
+            .contains("1. Rust Programming Language — https://www.rust-lang.org/"),
+        "{result}"
+    );
+
+    // Both model rounds and the call, each its own settlement.
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    assert_eq!(balance.used, 42 + 100 + 98);
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert_eq!(
+        tool_entries(&entries),
+        [("reserve".to_string(), 0), ("settle".to_string(), 100)]
+    );
+    // The history keeps the exchange; the answer is what the user saw.
+    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    assert_eq!(turns.len(), 2);
+    assert_eq!(turns[1].content, "Rust is great [1].");
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+async fn a_call_the_balance_does_not_cover_is_refused_and_the_answer_comes_without_it<
+    P: PrivateChat,
+>() {
+    let searx = FakeSearxng::start().await;
+    let (chat, t, _stop) =
+        P::start(with_search(&searx).with("GPTBOT__TOOLS__WEB_SEARCH__PRICE_PER_CALL", "1000000"))
+            .await;
+    t.openai
+        .script([search("anything"), answer("I could not search, but…")]);
+    chat.say("search something");
+    chat.wait_last("I could not search, but…").await;
+    assert!(searx.queries().is_empty(), "a refused call ran");
+    let requests = t.openai.requests();
+    let messages = requests[1]["messages"].as_array().unwrap();
+    let result = messages.last().unwrap()["content"].as_str().unwrap();
+    assert!(
+        result.starts_with("Error: this call was refused"),
+        "{result}"
+    );
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.used, 42 + 98, "only the model rounds are charged");
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert!(tool_entries(&entries).is_empty());
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+async fn a_failing_tool_gives_the_model_an_error_and_is_refunded<P: PrivateChat>() {
+    let searx = FakeSearxng::start().await;
+    searx.fail();
+    let (chat, t, _stop) =
+        P::start(with_search(&searx).with("GPTBOT__TOOLS__MAX_ROUNDS", "1")).await;
+    t.openai
+        .script([search("news"), answer("The search failed.")]);
+    chat.say("news?");
+    chat.wait_last("The search failed.").await;
+    let requests = t.openai.requests();
+    // After max_rounds the model is asked without tools, so it answers.
+    assert!(requests[1].get("tools").is_none(), "{}", requests[1]);
+    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.starts_with("Error: the tool failed"), "{result}");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.used, 42 + 98);
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert_eq!(
+        tool_entries(&entries),
+        [("reserve".to_string(), 0), ("refund".to_string(), 0)]
+    );
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+on_both!(
+    a_question_that_needs_a_search_is_answered_with_it_and_the_call_is_charged,
+    a_call_the_balance_does_not_cover_is_refused_and_the_answer_comes_without_it,
+    a_failing_tool_gives_the_model_an_error_and_is_refunded,
+);
