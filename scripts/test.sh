@@ -30,4 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# A real MCP server from PyPI for tests/mcp.rs (started by the bot over stdio).
+PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$HOME/.local/bin"
+export PATH
+if ! command -v mcp-server-time >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing mcp-server-time (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check mcp-server-time
+fi
+
 exec cargo test --locked --no-fail-fast "$@"

@@ -103,6 +103,8 @@ pub struct App {
     /// What `/readyz` checks: the database and the session store from the start, each
     /// platform once it is connected.
     pub readiness: Arc<Readiness>,
+    /// The tools offered to models (`[tools]`), stopped once the answers are done.
+    tools: Option<Arc<crate::tools::Tools>>,
 }
 
 /// Installs the one TLS crypto provider every HTTP client here uses. Idempotent.
@@ -191,7 +193,7 @@ impl App {
             .reserve_margin
             .unwrap_or_else(|| counter.default_margin());
         let counter_name = counter.describe();
-        let tools = crate::tools::Tools::from_settings(&settings.tools, http.clone());
+        let tools = crate::tools::Tools::from_settings(&settings.tools, http.clone()).map(Arc::new);
         let conversation = Conversation::new(
             access,
             sessions.clone(),
@@ -225,8 +227,8 @@ impl App {
                 default_tools: settings.model.tools,
             },
         );
-        let conversation = Arc::new(match tools {
-            Some(tools) => conversation.with_tools(Arc::new(tools)),
+        let conversation = Arc::new(match &tools {
+            Some(tools) => conversation.with_tools(tools.clone()),
             None => conversation,
         });
         tracing::info!(
@@ -246,6 +248,7 @@ impl App {
             sessions,
             conversation,
             readiness,
+            tools,
         })
     }
 
@@ -377,9 +380,13 @@ impl App {
         let conversation = self.conversation.clone();
         let grace = self.settings.shutdown.grace;
         let stop = stop.clone();
+        let tools = self.tools.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
             conversation.drain(grace).await;
+            if let Some(tools) = tools {
+                tools.stop();
+            }
         })
     }
 }

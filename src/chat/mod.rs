@@ -222,6 +222,15 @@ impl Conversation {
         self
     }
 
+    /// The tools on offer now (an MCP server's once it is connected), with their prices.
+    pub fn offered_tools(&self) -> Vec<crate::core::tools::Offered> {
+        self.answers
+            .tools
+            .as_ref()
+            .map(|tools| tools.offered())
+            .unwrap_or_default()
+    }
+
     /// Lets the conversation reach users of `platform` privately (a platform calls this
     /// when it starts).
     pub fn register_notifier(&self, platform: Platform, notifier: Arc<dyn Notifier>) {

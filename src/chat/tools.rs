@@ -129,10 +129,22 @@ impl Answers {
         if let Err(e) = reply.status(lines.join("\n")).await {
             tracing::debug!(error = %chain(&e), "could not show the tools running");
         }
-        join_all(calls.iter().map(|call| async move {
+        let running = join_all(calls.iter().map(|call| async move {
             ChatMessage::tool_result(&call.id, self.run_call(user, call, offered).await)
-        }))
-        .await
+        }));
+        tokio::pin!(running);
+        // What runs is shown once due (the first message gathers for its delay first).
+        loop {
+            let due = reply.due();
+            tokio::select! {
+                results = &mut running => return results,
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Err(e) = reply.tick().await {
+                        tracing::debug!(error = %chain(&e), "could not show the tools running");
+                    }
+                }
+            }
+        }
     }
 
     async fn run_call(&self, user: &UserId, call: &ToolCall, offered: &[Offered]) -> String {

@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use reqwest::Url;
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::parse::{de_duration, de_url_opt, ser_duration, ser_url_opt};
@@ -21,6 +24,8 @@ pub struct ToolSettings {
     /// Characters of a tool's result given to the model; the rest is cut with a note.
     pub max_result_chars: usize,
     pub web_search: WebSearchSettings,
+    /// `[[tools.mcp]]`: MCP servers whose tools are offered.
+    pub mcp: Vec<McpSettings>,
 }
 
 impl Default for ToolSettings {
@@ -31,6 +36,7 @@ impl Default for ToolSettings {
             timeout: Duration::from_secs(20),
             max_result_chars: 8000,
             web_search: WebSearchSettings::default(),
+            mcp: Vec::new(),
         }
     }
 }
@@ -46,4 +52,103 @@ pub struct WebSearchSettings {
     pub max_results: Option<usize>,
     /// Overrides `tools.price_per_call`.
     pub price_per_call: Option<i64>,
+}
+
+/// `[[tools.mcp]]`: one MCP server, started as a command (stdio) or reached at a URL
+/// (Streamable HTTP). Its tools are offered as `<name>__<tool>`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSettings {
+    /// Letters, digits, `_` and `-`, at most 20: the prefix of its tools' names.
+    pub name: String,
+    /// The program and its arguments, started and supervised by the bot.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// A Streamable HTTP endpoint.
+    #[serde(
+        default,
+        deserialize_with = "de_url_opt",
+        serialize_with = "ser_url_opt"
+    )]
+    pub url: Option<Url>,
+    /// Sent with every request to `url` (an `Authorization` header, say); never logged.
+    #[serde(default, serialize_with = "redact_map")]
+    pub headers: BTreeMap<String, SecretString>,
+    /// Overrides `tools.price_per_call` for this server's tools.
+    #[serde(default)]
+    pub price_per_call: Option<i64>,
+}
+
+fn redact_map<S: serde::Serializer>(
+    map: &BTreeMap<String, SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut out = s.serialize_map(Some(map.len()))?;
+    for name in map.keys() {
+        out.serialize_entry(name, "[redacted]")?;
+    }
+    out.end()
+}
+
+impl ToolSettings {
+    pub(super) fn validate(&self) -> Result<(), super::ConfigError> {
+        let invalid =
+            |key: &'static str, message: String| super::ConfigError::Invalid { key, message };
+        if self.max_rounds == 0 {
+            return Err(invalid("tools.max_rounds", "must be at least 1".into()));
+        }
+        if self.price_per_call < 0 {
+            return Err(invalid(
+                "tools.price_per_call",
+                "must not be negative".into(),
+            ));
+        }
+        if self.timeout < Duration::from_millis(100) {
+            return Err(invalid("tools.timeout", "must be at least 100ms".into()));
+        }
+        if self.max_result_chars == 0 {
+            return Err(invalid(
+                "tools.max_result_chars",
+                "must be at least 1".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for server in &self.mcp {
+            let name = &server.name;
+            if name.is_empty()
+                || name.len() > 20
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    "tools.mcp",
+                    format!("the name {name:?} must be 1-20 letters, digits, _ or -"),
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(
+                    "tools.mcp",
+                    format!("two servers are named {name:?}"),
+                ));
+            }
+            match (server.command.is_empty(), &server.url) {
+                (false, None) | (true, Some(_)) => {}
+                _ => {
+                    return Err(invalid(
+                        "tools.mcp",
+                        format!("server {name:?} needs either a command or a url"),
+                    ));
+                }
+            }
+            if server.price_per_call.is_some_and(|p| p < 0) {
+                return Err(invalid(
+                    "tools.mcp",
+                    format!("server {name:?}: price_per_call must not be negative"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

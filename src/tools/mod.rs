@@ -1,8 +1,9 @@
 //! The tools a model may call, behind the [`ToolBox`] port: the built-in ones configured
-//! in `[tools]` (and, next, MCP servers). Every call runs under `tools.timeout`, and its
+//! in `[tools]` and the tools of the MCP servers of `[[tools.mcp]]`. Every call runs under `tools.timeout`, and its
 //! result is cut to `tools.max_result_chars` with a note, so a tool can neither hang an
 //! answer nor flood the model's context.
 
+mod mcp;
 mod search;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ToolSettings;
 use crate::core::tools::{Offered, ToolBox, ToolError};
@@ -21,45 +23,85 @@ trait Tool: Send + Sync {
     async fn run(&self, arguments: serde_json::Value) -> Result<String, ToolError>;
 }
 
-/// Every configured tool, by name.
+/// Every configured tool, by name, and the MCP servers.
 pub struct Tools {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    servers: Vec<Arc<mcp::McpServer>>,
     timeout: Duration,
     max_result_chars: usize,
+    /// Stops the MCP servers' supervisors (and the servers the bot started).
+    stop: CancellationToken,
+}
+
+impl Drop for Tools {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Tools {
     /// The tools `settings` turn on; `None` when there are none.
     pub fn from_settings(settings: &ToolSettings, http: reqwest::Client) -> Option<Tools> {
         let mut tools: BTreeMap<String, Arc<dyn Tool>> = BTreeMap::new();
-        if let Some(search) = search::WebSearch::from_settings(settings, http) {
+        if let Some(search) = search::WebSearch::from_settings(settings, http.clone()) {
             tools.insert(search.offered().spec.name, Arc::new(search));
         }
-        (!tools.is_empty()).then_some(Tools {
+        let stop = CancellationToken::new();
+        let servers: Vec<_> = settings
+            .mcp
+            .iter()
+            .map(|server| {
+                let price = server.price_per_call.unwrap_or(settings.price_per_call);
+                mcp::McpServer::spawn(server.clone(), price, http.clone(), stop.clone())
+            })
+            .collect();
+        (!tools.is_empty() || !servers.is_empty()).then_some(Tools {
             tools,
+            servers,
             timeout: settings.timeout,
             max_result_chars: settings.max_result_chars,
+            stop,
         })
+    }
+
+    /// Stops the MCP servers (the bot is shutting down and its answers are done).
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 }
 
 #[async_trait]
 impl ToolBox for Tools {
     fn offered(&self) -> Vec<Offered> {
-        self.tools.values().map(|t| t.offered()).collect()
+        let mut offered: Vec<Offered> = self.tools.values().map(|t| t.offered()).collect();
+        for server in &self.servers {
+            offered.extend(server.offered());
+        }
+        offered
     }
 
     async fn call(&self, name: &str, arguments: &str) -> Result<String, ToolError> {
-        let tool = self
-            .tools
-            .get(name)
-            .ok_or_else(|| ToolError::Unknown(name.to_string()))?;
         let arguments = if arguments.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
             serde_json::from_str(arguments).map_err(|e| ToolError::BadArguments(e.to_string()))?
         };
-        let result = tokio::time::timeout(self.timeout, tool.run(arguments))
+        let running = async {
+            if let Some(tool) = self.tools.get(name) {
+                return tool.run(arguments).await;
+            }
+            let (server, tool) = name
+                .split_once(mcp::SEPARATOR)
+                .and_then(|(server, tool)| {
+                    self.servers
+                        .iter()
+                        .find(|s| s.name() == server)
+                        .map(|s| (s, tool))
+                })
+                .ok_or_else(|| ToolError::Unknown(name.to_string()))?;
+            server.call(tool, arguments).await
+        };
+        let result = tokio::time::timeout(self.timeout, running)
             .await
             .map_err(|_| ToolError::TimedOut(self.timeout))??;
         Ok(cut(result, self.max_result_chars))

@@ -1,0 +1,149 @@
+//! MCP servers' tools, end to end on Telegram and Discord: a real MCP server from PyPI
+//! (`mcp-server-time`, over stdio, installed by scripts/test.sh) started and supervised by
+//! the bot, its tool called by the model and charged at the server's price; and a test
+//! MCP server (tests/fixtures/mcp_slow.py) killed in the middle of a call — the model gets
+//! an error, the user an answer, the call is refunded, and the server is started again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::chats::PrivateChat;
+use common::*;
+
+fn with_server(toml: &str) -> Options {
+    Options::default()
+        .with("GPTBOT__MODEL__TOOLS", "true")
+        .with("GPTBOT__TOOLS__PRICE_PER_CALL", "100")
+        .file(toml)
+}
+
+/// Waits until the bot offers `tool` (the server is started after the bot).
+async fn offered(t: &TestApp, tool: &str) {
+    common::eventually(
+        20,
+        &format!("{tool} on offer"),
+        || {
+            t.app
+                .conversation
+                .offered_tools()
+                .iter()
+                .any(|o| o.spec.name == tool)
+        },
+        || format!("{:?}", t.app.conversation.offered_tools()),
+    )
+    .await;
+}
+
+async fn a_real_mcp_servers_tool_is_called_and_charged_at_its_price<P: PrivateChat>() {
+    let (chat, t, _stop) = P::start(with_server(
+        "[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\nprice_per_call = 50\n",
+    ))
+    .await;
+    offered(&t, "time__get_current_time").await;
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![(
+                "time__get_current_time".into(),
+                "{\"timezone\": \"Europe/Berlin\"}".into(),
+            )],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["It is late in Berlin.".into()],
+            delay: Duration::from_millis(600),
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("what time is it in Berlin?");
+    chat.wait_any("the call shown while it runs", &|t| {
+        t == "🔧 time.get_current_time"
+    })
+    .await;
+    chat.wait_last("It is late in Berlin.").await;
+    let requests = t.openai.requests();
+    let tools = requests[0]["tools"].to_string();
+    assert!(tools.contains("time__get_current_time"), "{tools}");
+    let result = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(result["role"], "tool");
+    let text = result["content"].as_str().unwrap();
+    assert!(
+        text.contains("\"timezone\": \"Europe/Berlin\"") && text.contains("datetime"),
+        "the real server's answer: {text}"
+    );
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    assert_eq!(balance.used, 42 + 50 + 98);
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert!(
+        entries.iter().any(|e| e.kind == "settle"
+            && e.note.as_deref() == Some("tool:time__get_current_time")
+            && e.d_used == 50),
+        "{entries:#?}"
+    );
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
+async fn an_mcp_server_killed_mid_call_is_refunded_and_started_again<P: PrivateChat>() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_slow.py");
+    let toml = format!(
+        "[[tools.mcp]]\nname = \"slow\"\ncommand = [\"env\", \"MCP_PID_FILE={}\", \"python3\", \"{script}\"]\n",
+        pid_file.display()
+    );
+    let (chat, t, _stop) = P::start(with_server(&toml)).await;
+    offered(&t, "slow__sleep").await;
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![("slow__sleep".into(), "{\"seconds\": 30}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["The tool broke.".into()],
+            delay: Duration::ZERO,
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("sleep");
+    chat.wait_any("the call running", &|t| t == "🔧 slow.sleep")
+        .await;
+    let first = std::fs::read_to_string(&pid_file).unwrap();
+    // The server dies in the middle of the call.
+    unsafe { libc::kill(first.trim().parse().unwrap(), libc::SIGKILL) };
+    chat.wait_last("The tool broke.").await;
+    let requests = t.openai.requests();
+    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.starts_with("Error:"), "{result}");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.used, 42 + 98, "the broken call is not charged");
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == "refund" && e.note.as_deref() == Some("tool:slow__sleep")),
+        "{entries:#?}"
+    );
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    // Started again, with backoff: a new process, its tools back on offer.
+    common::eventually(
+        10,
+        "a new server process",
+        || std::fs::read_to_string(&pid_file).is_ok_and(|pid| pid != first),
+        || "the same pid".to_string(),
+    )
+    .await;
+    offered(&t, "slow__echo").await;
+}
+
+on_both!(
+    a_real_mcp_servers_tool_is_called_and_charged_at_its_price,
+    an_mcp_server_killed_mid_call_is_refunded_and_started_again,
+);
