@@ -149,8 +149,22 @@ async fn a_failing_tool_gives_the_model_an_error_and_is_refunded<P: PrivateChat>
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// /tools says what the model may call and what a call costs.
+async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
+    let searx = FakeSearxng::start().await;
+    let (chat, _t, _stop) = P::start(with_search(&searx)).await;
+    chat.command("tools");
+    chat.wait_any("the list of tools", &|t| {
+        t.contains("web_search — Search the web.")
+            && t.contains("(100)")
+            && t.contains("Models that use them: gpt-4o-mini")
+    })
+    .await;
+}
+
 on_both!(
     a_question_that_needs_a_search_is_answered_with_it_and_the_call_is_charged,
     a_call_the_balance_does_not_cover_is_refused_and_the_answer_comes_without_it,
     a_failing_tool_gives_the_model_an_error_and_is_refunded,
+    tools_lists_what_is_on_offer_with_prices,
 );

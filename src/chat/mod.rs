@@ -222,6 +222,11 @@ impl Conversation {
         self
     }
 
+    /// Tools are configured (`[tools]`): /tools is offered.
+    pub fn has_tools(&self) -> bool {
+        self.answers.tools.is_some()
+    }
+
     /// The tools on offer now (an MCP server's once it is connected), with their prices.
     pub fn offered_tools(&self) -> Vec<crate::core::tools::Offered> {
         self.answers

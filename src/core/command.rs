@@ -37,6 +37,8 @@ pub enum Command {
     Model(Option<String>),
     /// `/persona` lists the personas; `/persona <name>` uses one, `/persona off` none.
     Persona(Option<String>),
+    /// `/tools`: the tools the model may call, with their prices.
+    Tools,
     /// An admin command (checked against `access.admins` before it runs).
     Admin(AdminCommand),
     /// An admin command with wrong arguments: the usage line to show.
@@ -71,6 +73,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("ask", "Ask the model something (useful in groups)"),
     ("model", "Show or choose the model that answers"),
     ("persona", "Show or choose a persona for this conversation"),
+    (
+        "tools",
+        "Show the tools the model may use, and their prices",
+    ),
 ];
 
 /// Parses `text`. `bot_username` (without `@`) lets `/cmd@name` be told apart from a
@@ -114,6 +120,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "retry" | "regenerate" => Command::Retry,
         "model" | "models" => Command::Model((!args.is_empty()).then(|| args.to_string())),
         "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
+        "tools" => Command::Tools,
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
     };
     Input::Command(command)
@@ -144,6 +151,7 @@ mod tests {
         assert_eq!(parse("/retry", None), Input::Command(Command::Retry));
         assert_eq!(parse("/regenerate", None), Input::Command(Command::Retry));
         assert_eq!(parse("/quota", None), Input::Command(Command::Quota));
+        assert_eq!(parse("/tools", None), Input::Command(Command::Tools));
         assert_eq!(
             parse("/system", None),
             Input::Command(Command::System(SystemArg::Show))

@@ -6,6 +6,7 @@ mod admin;
 mod choices;
 pub(super) mod link;
 mod system;
+mod tools;
 mod user;
 
 use super::notices::{self, say};
@@ -98,6 +99,7 @@ impl Conversation {
             Command::Help => Ok(self.help(event, decision)),
             Command::Reset => self.reset(event).await,
             Command::Quota => self.quota_report(event).await,
+            Command::Tools => Ok(self.tools_report(event).await),
             Command::Cancel => Ok(self.cancel(event)),
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,
@@ -162,6 +164,7 @@ impl Conversation {
         COMMANDS
             .iter()
             .filter(|(name, _)| *name != "persona" || !self.answers.settings.personas.is_empty())
+            .filter(|(name, _)| *name != "tools" || self.answers.tools.is_some())
             .copied()
             .collect()
     }

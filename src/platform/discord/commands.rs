@@ -15,6 +15,7 @@ const MAX_CHOICES: usize = 25;
 pub fn slash_commands(
     models: &[ModelChoice],
     personas: &BTreeMap<String, Persona>,
+    tools: bool,
 ) -> Vec<CreateCommand> {
     let mut model_option = CreateCommandOption::new(
         CommandOptionType::String,
@@ -54,6 +55,12 @@ pub fn slash_commands(
             .description("Show or choose the model that answers")
             .add_option(model_option),
     ];
+    if tools {
+        commands.push(
+            CreateCommand::new("tools")
+                .description("Show the tools the model may use, and their prices"),
+        );
+    }
     if !personas.is_empty() {
         let mut option = CreateCommandOption::new(
             CommandOptionType::String,
@@ -135,7 +142,7 @@ mod tests {
     #[test]
     fn slash_commands_match_the_core_commands() {
         let names = |personas: &BTreeMap<String, Persona>| -> Vec<String> {
-            slash_commands(&[ModelChoice::plain("a")], personas)
+            slash_commands(&[ModelChoice::plain("a")], personas, false)
                 .into_iter()
                 .map(|c| {
                     serde_json::to_value(c).unwrap()["name"]

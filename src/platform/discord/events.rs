@@ -151,6 +151,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         "link" => BotCommand::Link(option("code").filter(|c| !c.trim().is_empty())),
         "unlink" => BotCommand::Unlink,
         "quota" => BotCommand::Quota,
+        "tools" => BotCommand::Tools,
         "model" => BotCommand::Model(option("name").filter(|n| !n.is_empty())),
         "persona" => BotCommand::Persona(option("name").filter(|n| !n.is_empty())),
         "system" => BotCommand::System(match option("prompt") {

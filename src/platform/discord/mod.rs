@@ -65,7 +65,11 @@ impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         let _ = self.bot.set(ready.user.id);
         let settings = self.conversation.settings();
-        let commands = slash_commands(&settings.models, &settings.personas);
+        let commands = slash_commands(
+            &settings.models,
+            &settings.personas,
+            self.conversation.has_tools(),
+        );
         let registered = if self.guild_ids.is_empty() {
             Command::set_global_commands(&ctx.http, commands)
                 .await
