@@ -155,6 +155,7 @@ async fn bench_sessions() {
             "The quick brown fox jumps over the lazy dog. ".repeat(4)
         ),
         tokens: 40,
+        tools: None,
     };
     let key = |i: usize| SessionKey {
         platform: Platform::Telegram,

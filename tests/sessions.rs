@@ -25,6 +25,7 @@ fn turn(role: Role, content: &str) -> Turn {
         role,
         content: content.into(),
         tokens: content.len() as u32,
+        tools: None,
     }
 }
 

@@ -89,11 +89,33 @@ async fn a_question_that_needs_a_search_is_answered_with_it_and_the_call_is_char
         tool_entries(&entries),
         [("reserve".to_string(), 0), ("settle".to_string(), 100)]
     );
-    // The history keeps the exchange; the answer is what the user saw.
+    // The history keeps the exchange: the answer the user saw, and a bounded summary of
+    // the call and its result, sent again with the next question.
     let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
     assert_eq!(turns.len(), 2);
     assert_eq!(turns[1].content, "Rust is great [1].");
+    let summary = turns[1].tools.clone().expect("the tools used are kept");
+    assert!(
+        summary.starts_with(
+            "web_search({\"query\": \"rust 2026 edition\"}) → 1. Rust Programming Language"
+        ),
+        "{summary}"
+    );
+    assert!(summary.chars().count() < 700, "{summary}");
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    chat.say("and the blog?");
+    chat.wait_last("Echo: and the blog?").await;
+    let messages = t.openai.requests()[2]["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let earlier = messages[2]["content"].as_str().unwrap();
+    assert!(
+        earlier.starts_with("[Tools used for this answer: web_search(")
+            && earlier.contains("https://blog.rust-lang.org/")
+            && earlier.ends_with("]\n\nRust is great [1]."),
+        "{earlier}"
+    );
 }
 
 async fn a_call_the_balance_does_not_cover_is_refused_and_the_answer_comes_without_it<

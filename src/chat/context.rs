@@ -86,7 +86,13 @@ pub fn build_prompt(f: &Fitting<'_>, context_tokens: u32) -> Result<Prompt, TooL
         ));
         messages.push(ChatMessage::new(
             MessageRole::Assistant,
-            answer.content.clone(),
+            match &answer.tools {
+                Some(tools) => format!(
+                    "[Tools used for this answer: {tools}]\n\n{}",
+                    answer.content
+                ),
+                None => answer.content.clone(),
+            },
         ));
     }
     messages.push(ChatMessage::new(MessageRole::User, f.user));

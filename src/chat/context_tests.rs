@@ -7,6 +7,7 @@ fn turn(role: Role, text: &str, tokens: u32) -> Turn {
         role,
         content: text.into(),
         tokens,
+        tools: None,
     }
 }
 

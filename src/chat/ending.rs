@@ -43,6 +43,8 @@ pub(super) struct Asked<'a> {
     pub(super) model: &'a ModelChoice,
     /// The exchange this one takes the place of in the history (/retry).
     pub(super) replaces: Option<&'a [Turn]>,
+    /// The tools the answer used, summarised for the history (empty: none).
+    pub(super) tools_used: String,
 }
 
 impl Answers {
@@ -253,16 +255,24 @@ impl Answers {
     /// Appends the user's text and the answer (complete or partial) to the history (in
     /// place of the exchange a /retry answered anew).
     async fn record(&self, asked: &Asked<'_>, answer: String, answer_tokens: u32) {
+        let (tools, tools_tokens) = if asked.tools_used.is_empty() {
+            (None, 0)
+        } else {
+            let tokens = self.counter.count(&asked.tools_used).await + self.counter.overhead();
+            (Some(asked.tools_used.clone()), tokens)
+        };
         let turns = [
             Turn {
                 role: Role::User,
                 content: asked.text.to_string(),
                 tokens: asked.user_tokens,
+                tools: None,
             },
             Turn {
                 role: Role::Assistant,
                 content: answer,
-                tokens: answer_tokens,
+                tokens: answer_tokens + tools_tokens,
+                tools,
             },
         ];
         let recorded = match asked.replaces {

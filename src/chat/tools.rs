@@ -88,6 +88,7 @@ impl Answers {
             for result in &results {
                 added += self.counter.count(&result.content).await + self.counter.overhead();
             }
+            summarise(&mut asked.tools_used, &calls, &results);
             round
                 .request
                 .messages
@@ -193,6 +194,38 @@ impl Answers {
                 format!("Error: {e}")
             }
         }
+    }
+}
+
+/// Characters of a call's arguments, of its result, and of a whole answer's summary
+/// kept in the history: enough to refer back to, never a whole web page.
+const SUMMARY_ARGUMENTS: usize = 200;
+const SUMMARY_RESULT: usize = 400;
+const SUMMARY_MAX: usize = 2000;
+
+/// Adds `calls` and their results to the summary the history keeps with the answer.
+fn summarise(summary: &mut String, calls: &[ToolCall], results: &[ChatMessage]) {
+    let cut = |text: &str, max: usize| -> String {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        match text.char_indices().nth(max) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        }
+    };
+    for (call, result) in calls.iter().zip(results) {
+        if summary.chars().count() >= SUMMARY_MAX {
+            summary.push_str(" …");
+            return;
+        }
+        if !summary.is_empty() {
+            summary.push_str("; ");
+        }
+        summary.push_str(&format!(
+            "{}({}) → {}",
+            call.name,
+            cut(&call.arguments, SUMMARY_ARGUMENTS),
+            cut(&result.content, SUMMARY_RESULT)
+        ));
     }
 }
 

@@ -157,6 +157,7 @@ impl Answers {
             user_tokens: loaded.user_tokens,
             model: &loaded.model,
             replaces: again,
+            tools_used: String::new(),
         };
         let mut reply =
             ReplyStream::new(adapter, target.clone()).with_reasoning(self.settings.reasoning);

@@ -26,7 +26,12 @@ pub enum Role {
 pub struct Turn {
     pub role: Role,
     pub content: String,
+    /// Its tokens, the tool summary's included.
     pub tokens: u32,
+    /// An answer that used tools: a bounded summary of the calls and their results, put
+    /// before the answer when the history is sent again (never shown as the answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +273,7 @@ mod tests {
                 role: Role::User,
                 content: "héllo \"/\" ✓".into(),
                 tokens: 3,
+                tools: None,
             }],
         };
         assert_eq!(Session::decode(&round.encode()).unwrap(), round);

@@ -221,6 +221,7 @@ mod tests {
             role: Role::User,
             content: "hi".into(),
             tokens: 1,
+            tools: None,
         };
         store
             .append(&key(), std::slice::from_ref(&turn))
