@@ -171,6 +171,87 @@ async fn a_failing_tool_gives_the_model_an_error_and_is_refunded<P: PrivateChat>
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// A page to read, on 127.0.0.1: the number of times it was asked for.
+async fn page_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/page",
+        axum::routing::get(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::response::Html(
+                    "<html><head><script>steal()</script></head><body><h1>Release notes</h1><p>Version 2 &amp; more.</p></body></html>",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/page", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+/// `fetch_url` never reaches a private or local address (the bot's own network, the
+/// cloud metadata address) unless the operator lists the host; a listed one is read as
+/// text, its scripts dropped.
+async fn fetch_url_reads_pages_but_never_a_private_address<P: PrivateChat>() {
+    let (url, hits) = page_server().await;
+    let fetch = |url: &str| Behavior::ToolCalls {
+        calls: vec![("fetch_url".into(), format!("{{\"url\": \"{url}\"}}"))],
+        usage: Some((30, 12)),
+    };
+    let enabled = || {
+        Options::default()
+            .with("GPTBOT__MODEL__TOOLS", "true")
+            .with("GPTBOT__TOOLS__FETCH_URL__ENABLED", "true")
+    };
+    {
+        let (chat, t, _stop) = P::start(enabled()).await;
+        t.openai.script([fetch(&url), answer("Refused.")]);
+        chat.say("read it");
+        chat.wait_last("Refused.").await;
+        let result = t.openai.requests()[1]["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            result.contains("127.0.0.1 is a private or local address"),
+            "{result}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+        common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    }
+    let (chat, t, _stop) =
+        P::start(enabled().with("GPTBOT__TOOLS__FETCH_URL__ALLOWED_HOSTS", "127.0.0.1")).await;
+    t.openai.script([fetch(&url), answer("Version 2.")]);
+    chat.say("read it");
+    chat.wait_last("Version 2.").await;
+    let result = t.openai.requests()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        result.contains("Release notes") && result.contains("Version 2 & more."),
+        "{result}"
+    );
+    assert!(!result.contains("steal"), "{result}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    assert_eq!(balance.used, 42 + 100 + 98);
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 /// /tools says what the model may call and what a call costs.
 async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
     let searx = FakeSearxng::start().await;
@@ -189,4 +270,5 @@ on_both!(
     a_call_the_balance_does_not_cover_is_refused_and_the_answer_comes_without_it,
     a_failing_tool_gives_the_model_an_error_and_is_refunded,
     tools_lists_what_is_on_offer_with_prices,
+    fetch_url_reads_pages_but_never_a_private_address,
 );

@@ -323,6 +323,7 @@ impl Settings {
                 .with_list_parse_key("access.users")
                 .with_list_parse_key("access.chats")
                 .with_list_parse_key("web.trusted_proxies")
+                .with_list_parse_key("tools.fetch_url.allowed_hosts")
                 .source(Some(layered)),
         );
 

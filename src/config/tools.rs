@@ -24,6 +24,7 @@ pub struct ToolSettings {
     /// Characters of a tool's result given to the model; the rest is cut with a note.
     pub max_result_chars: usize,
     pub web_search: WebSearchSettings,
+    pub fetch_url: FetchUrlSettings,
     /// `[[tools.mcp]]`: MCP servers whose tools are offered.
     pub mcp: Vec<McpSettings>,
 }
@@ -36,6 +37,7 @@ impl Default for ToolSettings {
             timeout: Duration::from_secs(20),
             max_result_chars: 8000,
             web_search: WebSearchSettings::default(),
+            fetch_url: FetchUrlSettings::default(),
             mcp: Vec::new(),
         }
     }
@@ -52,6 +54,31 @@ pub struct WebSearchSettings {
     pub max_results: Option<usize>,
     /// Overrides `tools.price_per_call`.
     pub price_per_call: Option<i64>,
+}
+
+/// `[tools.fetch_url]`: the built-in `fetch_url` tool (the text of a web page), public
+/// addresses only.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchUrlSettings {
+    pub enabled: bool,
+    /// Bytes of a page read at most; the rest is cut with a note.
+    pub max_bytes: usize,
+    /// Hosts that may be fetched although they are private or local (an intranet wiki).
+    pub allowed_hosts: Vec<String>,
+    /// Overrides `tools.price_per_call`.
+    pub price_per_call: Option<i64>,
+}
+
+impl Default for FetchUrlSettings {
+    fn default() -> FetchUrlSettings {
+        FetchUrlSettings {
+            enabled: false,
+            max_bytes: 1 << 20,
+            allowed_hosts: Vec::new(),
+            price_per_call: None,
+        }
+    }
 }
 
 /// `[[tools.mcp]]`: one MCP server, started as a command (stdio) or reached at a URL
@@ -106,6 +133,12 @@ impl ToolSettings {
         }
         if self.timeout < Duration::from_millis(100) {
             return Err(invalid("tools.timeout", "must be at least 100ms".into()));
+        }
+        if self.fetch_url.max_bytes == 0 {
+            return Err(invalid(
+                "tools.fetch_url.max_bytes",
+                "must be at least 1".into(),
+            ));
         }
         if self.max_result_chars == 0 {
             return Err(invalid(

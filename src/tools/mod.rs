@@ -3,6 +3,8 @@
 //! result is cut to `tools.max_result_chars` with a note, so a tool can neither hang an
 //! answer nor flood the model's context.
 
+mod fetch;
+mod guard;
 mod mcp;
 mod search;
 
@@ -45,6 +47,9 @@ impl Tools {
         let mut tools: BTreeMap<String, Arc<dyn Tool>> = BTreeMap::new();
         if let Some(search) = search::WebSearch::from_settings(settings, http.clone()) {
             tools.insert(search.offered().spec.name, Arc::new(search));
+        }
+        if let Some(fetch) = fetch::FetchUrl::from_settings(settings) {
+            tools.insert(fetch.offered().spec.name, Arc::new(fetch));
         }
         let stop = CancellationToken::new();
         let servers: Vec<_> = settings
