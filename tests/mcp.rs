@@ -143,7 +143,44 @@ async fn an_mcp_server_killed_mid_call_is_refunded_and_started_again<P: PrivateC
     offered(&t, "slow__echo").await;
 }
 
+/// A server whose tools change says so (`notifications/tools/list_changed`): the new
+/// tool is on offer for the next question without a restart.
+async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_slow.py");
+    let toml = format!("[[tools.mcp]]\nname = \"slow\"\ncommand = [\"python3\", \"{script}\"]\n");
+    let (chat, t, _stop) = P::start(with_server(&toml)).await;
+    offered(&t, "slow__grow").await;
+    assert!(
+        !t.app
+            .conversation
+            .offered_tools()
+            .iter()
+            .any(|o| o.spec.name == "slow__extra")
+    );
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![("slow__grow".into(), "{}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["Grown.".into()],
+            delay: Duration::ZERO,
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("grow");
+    chat.wait_last("Grown.").await;
+    offered(&t, "slow__extra").await;
+    chat.say("and now?");
+    chat.wait_last("Echo: and now?").await;
+    let tools = t.openai.requests()[2]["tools"].to_string();
+    assert!(tools.contains("slow__extra"), "{tools}");
+    common::ledger::settled(&t.app.quota, &chat.user(), 4).await;
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 on_both!(
     a_real_mcp_servers_tool_is_called_and_charged_at_its_price,
     an_mcp_server_killed_mid_call_is_refunded_and_started_again,
+    tools_an_mcp_server_adds_are_offered_once_it_says_so,
 );
