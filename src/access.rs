@@ -41,6 +41,8 @@ pub struct AccessService {
     users: HashSet<String>,
     groups: HashSet<String>,
     rules: RwLock<Option<(Instant, HashMap<String, bool>)>>,
+    /// `tools.access = "allowed"`: tools only for admins and subjects allowed them.
+    tools_by_rule: bool,
 }
 
 impl AccessService {
@@ -57,7 +59,37 @@ impl AccessService {
                 .map(|c| format!("group:{c}"))
                 .collect(),
             rules: RwLock::new(None),
+            tools_by_rule: false,
         }
+    }
+
+    /// Tools only for admins and the users or groups allowed them (`/allow tools:…`).
+    pub fn with_tools_by_rule(mut self, by_rule: bool) -> AccessService {
+        self.tools_by_rule = by_rule;
+        self
+    }
+
+    /// Whether `user`'s answers (in `group`, if any) may call tools: a `tools:` rule for
+    /// the user, else for the group, else everyone but with `tools.access = "allowed"`.
+    pub async fn may_use_tools(
+        &self,
+        user: &UserId,
+        group: Option<&str>,
+    ) -> Result<bool, AccessError> {
+        if self.is_admin(user) {
+            return Ok(true);
+        }
+        let rules = self.rules().await?;
+        if let Some(&allowed) = rules.get(&format!("tools:{user}")) {
+            return Ok(allowed);
+        }
+        if let Some(group) = group
+            && let Some(&allowed) =
+                rules.get(&format!("tools:{}", group_subject(user.platform, group)))
+        {
+            return Ok(allowed);
+        }
+        Ok(!self.tools_by_rule)
     }
 
     pub fn is_admin(&self, user: &UserId) -> bool {

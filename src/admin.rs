@@ -183,6 +183,8 @@ impl AdminService {
                 )),
             },
             Subject::Group(group) => Ok(format!("group:{group}")),
+            // Tools may be taken from anyone, an admin too.
+            Subject::Tools(inner) => Ok(format!("tools:{}", self.subject(by, inner, true)?)),
             Subject::Account(account) => {
                 let user = account
                     .on(by.platform)

@@ -160,7 +160,10 @@ impl App {
         crate::ops::metrics::install();
         let db = open_db(&settings).await?;
         let quota = quota_service(&db, &settings);
-        let access = Arc::new(AccessService::new(db.clone(), &settings.access));
+        let access = Arc::new(
+            AccessService::new(db.clone(), &settings.access)
+                .with_tools_by_rule(settings.tools.access == crate::config::ToolAccess::Allowed),
+        );
         let options = StoreOptions {
             ttl: settings.session.ttl,
             max_history: settings.session.max_history,

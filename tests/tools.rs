@@ -252,6 +252,35 @@ async fn fetch_url_reads_pages_but_never_a_private_address<P: PrivateChat>() {
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// `tools.access = "allowed"`: tools only for those an operator allowed them
+/// (`/allow tools:<user>`, through the one admin service); a `deny` takes them back.
+async fn tools_follow_the_access_rules<P: PrivateChat>() {
+    use gptbot::admin::Operator;
+    use gptbot::core::admin::{AdminCommand, Subject};
+    let searx = FakeSearxng::start().await;
+    let (chat, t, _stop) =
+        P::start(with_search(&searx).with("GPTBOT__TOOLS__ACCESS", "allowed")).await;
+    let offered = |i: usize| t.openai.requests()[i].get("tools").is_some();
+    chat.say("one");
+    chat.wait_last("Echo: one").await;
+    assert!(!offered(0), "tools offered to a user nobody allowed them");
+    let rule = |allowed: bool| AdminCommand::Rule {
+        subject: Subject::parse(&format!("tools:{}", chat.user())).unwrap(),
+        allowed,
+    };
+    let service = t.app.conversation.admin_service();
+    service.apply(&Operator::cli(), rule(true)).await.unwrap();
+    chat.say("two");
+    chat.wait_last("Echo: two").await;
+    assert!(offered(1), "tools not offered once allowed");
+    service.apply(&Operator::cli(), rule(false)).await.unwrap();
+    chat.say("three");
+    chat.wait_last("Echo: three").await;
+    assert!(!offered(2), "tools still offered once denied");
+    common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 /// /tools says what the model may call and what a call costs.
 async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
     let searx = FakeSearxng::start().await;
@@ -271,4 +300,5 @@ on_both!(
     a_failing_tool_gives_the_model_an_error_and_is_refunded,
     tools_lists_what_is_on_offer_with_prices,
     fetch_url_reads_pages_but_never_a_private_address,
+    tools_follow_the_access_rules,
 );

@@ -52,6 +52,25 @@ impl CommandLimit {
 }
 
 impl Conversation {
+    /// Whether this event's answer may call tools (`[tools]` configured, and the access
+    /// rules allow them); a rule that cannot be read means no tools this time.
+    pub(super) async fn may_use_tools(&self, event: &IncomingEvent) -> bool {
+        if !self.has_tools() {
+            return false;
+        }
+        match self
+            .access
+            .may_use_tools(&event.quota_user(), event.group.as_deref())
+            .await
+        {
+            Ok(may) => may,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "tool access rules unreadable; answering without tools");
+                false
+            }
+        }
+    }
+
     /// Handles one event. Every failure is answered to the user and logged; nothing is
     /// returned as an error because there is nobody else to tell.
     pub async fn handle(&self, event: &IncomingEvent, adapter: &dyn ChatAdapter) -> Outcome {
@@ -136,8 +155,9 @@ impl Conversation {
         }
         match &event.content {
             Content::Text(text) => {
+                let tools = self.may_use_tools(event).await;
                 self.answers
-                    .chat(event, adapter, &target, text, admitted)
+                    .chat(event, adapter, &target, text, admitted, tools)
                     .await
             }
             Content::Command(command) => {

@@ -39,8 +39,9 @@ impl Answers {
         target: &ReplyTarget,
         text: &str,
         admitted: bool,
+        tools: bool,
     ) -> Outcome {
-        self.turn(event, adapter, target, Question::New(text), admitted)
+        self.turn(event, adapter, target, Question::New(text), admitted, tools)
             .await
     }
 
@@ -52,6 +53,7 @@ impl Answers {
         target: &ReplyTarget,
         question: Question<'_>,
         admitted: bool,
+        tools: bool,
     ) -> Outcome {
         if let Question::New(text) = question
             && text.trim().is_empty()
@@ -161,7 +163,11 @@ impl Answers {
         };
         let mut reply =
             ReplyStream::new(adapter, target.clone()).with_reasoning(self.settings.reasoning);
-        let offered = self.offered_to(&loaded.model);
+        let offered = if tools {
+            self.offered_to(&loaded.model)
+        } else {
+            Vec::new()
+        };
         let tools = offered.iter().map(|o| o.spec.clone()).collect::<Vec<_>>();
         let mut request = ModelRequest {
             model: Some(loaded.model.name.clone()),

@@ -31,7 +31,7 @@ use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
 };
-pub use tools::{McpSettings, ToolSettings, WebSearchSettings};
+pub use tools::{McpSettings, ToolAccess, ToolSettings, WebSearchSettings};
 pub use types::{
     AccessMode, AccessSettings, LogFormat, LogSettings, Refill, RuntimeFlavor, RuntimeSettings,
     ShardRange, TelegramMode,

@@ -14,6 +14,9 @@ use super::parse::{de_duration, de_url_opt, ser_duration, ser_url_opt};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolSettings {
+    /// Who may have tools called for them: everyone, or only admins and the users and
+    /// groups allowed them (`/allow tools:<user>`, `/allow tools:chat`).
+    pub access: ToolAccess,
     /// Model ↔ tool round trips per answer; then the model answers without tools.
     pub max_rounds: u32,
     /// Ledger tokens per tool call, held before it runs (a tool may set its own).
@@ -32,6 +35,7 @@ pub struct ToolSettings {
 impl Default for ToolSettings {
     fn default() -> ToolSettings {
         ToolSettings {
+            access: ToolAccess::Everyone,
             max_rounds: 4,
             price_per_call: 100,
             timeout: Duration::from_secs(20),
@@ -41,6 +45,17 @@ impl Default for ToolSettings {
             mcp: Vec::new(),
         }
     }
+}
+
+/// `tools.access`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolAccess {
+    /// Everyone the bot answers, but those denied tools (`/deny tools:<user>`).
+    #[default]
+    Everyone,
+    /// Admins and those allowed tools (`/allow tools:<user>` or `tools:group:…`).
+    Allowed,
 }
 
 /// `[tools.web_search]`: the built-in `web_search` tool, on when a SearXNG instance

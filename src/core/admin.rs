@@ -46,6 +46,8 @@ pub enum Subject {
     Account(Account),
     Group(UserId),
     ThisChat,
+    /// `tools:<subject>`: whether the subject's answers may call tools (`[tools]`).
+    Tools(Box<Subject>),
 }
 
 impl Subject {
@@ -53,6 +55,12 @@ impl Subject {
         let text = text.trim();
         if text.eq_ignore_ascii_case("chat") {
             return Ok(Subject::ThisChat);
+        }
+        if let Some(inner) = text.strip_prefix("tools:") {
+            return match Subject::parse(inner)? {
+                Subject::Tools(_) => Err(Invalid("`tools:` is written once".into())),
+                inner => Ok(Subject::Tools(Box::new(inner))),
+            };
         }
         match text.strip_prefix("group:") {
             Some(group) => UserId::parse(group).map(Subject::Group),
@@ -269,6 +277,17 @@ mod tests {
                 allowed: false,
             }))
         );
+        assert_eq!(
+            parse("/deny tools:chat", None),
+            Input::Command(Command::Admin(AdminCommand::Rule {
+                subject: Subject::Tools(Box::new(Subject::ThisChat)),
+                allowed: false,
+            }))
+        );
+        assert!(matches!(
+            parse("/allow tools:tools:telegram:1", None),
+            Input::Command(Command::AdminInvalid(_))
+        ));
         assert_eq!(
             parse("/allow group:discord:99", None),
             Input::Command(Command::Admin(AdminCommand::Rule {

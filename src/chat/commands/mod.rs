@@ -66,12 +66,14 @@ impl Conversation {
                 Ok("Usage: /ask <your question>".to_string())
             }
             Command::Ask(text) => {
+                let tools = self.may_use_tools(event).await;
                 return self
                     .answers
-                    .chat(event, adapter, target, &text, admitted)
+                    .chat(event, adapter, target, &text, admitted, tools)
                     .await;
             }
             Command::Retry => {
+                let tools = self.may_use_tools(event).await;
                 return self
                     .answers
                     .turn(
@@ -80,6 +82,7 @@ impl Conversation {
                         target,
                         super::turn::Question::Again,
                         admitted,
+                        tools,
                     )
                     .await;
             }
