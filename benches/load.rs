@@ -12,7 +12,8 @@
 //! token) p50 / p99, the bot's CPU per message and its peak RSS (from /proc).
 //!
 //! `BENCH_SHAPES=a,b` runs a subset; `BENCH_BIN=path` runs another build of the bot;
-//! `GPTBOT_RUNTIME=multi-thread` is passed on to the bot.
+//! `GPTBOT_RUNTIME=multi-thread` is passed on to the bot; `BENCH_TOOLS=1` has every
+//! question go through one `web_search` call first.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -132,6 +133,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn run_shape(shape: &Shape) {
+    // BENCH_TOOLS=1: each question first has the model call web_search (a fake SearXNG
+    // on loopback), then it answers: the cost of a tool round trip beside a plain answer.
+    let tools = std::env::var("BENCH_TOOLS").is_ok_and(|v| v == "1");
+    let searx = common::searxng::FakeSearxng::start().await;
     let tg = FakeTelegram::start().await;
     tg.enforce_flood_limits();
     let openai = FakeOpenAi::start().await;
@@ -144,6 +149,7 @@ async fn run_shape(shape: &Shape) {
             .ok()
             .and_then(|v| v.parse().ok())
             .map_or(shape.per_token, Duration::from_millis),
+        tool_first: tools,
     });
     let dir = tempfile::tempdir().unwrap();
     let env: HashMap<&str, String> = HashMap::from([
@@ -164,6 +170,8 @@ async fn run_shape(shape: &Shape) {
             std::env::var("BENCH_TOKENIZER").unwrap_or_else(|_| "auto".into()),
         ),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("GPTBOT__MODEL__TOOLS", tools.to_string()),
+        ("GPTBOT__TOOLS__WEB_SEARCH__SEARXNG_URL", searx.url()),
         (
             "GPTBOT_RUNTIME",
             std::env::var("GPTBOT_RUNTIME").unwrap_or_default(),
@@ -274,6 +282,16 @@ async fn run_shape(shape: &Shape) {
         switches as f64 / replies.max(1) as f64
     );
     println!("  bot peak RSS         {rss:.1} MiB (at start {rss_at_start:.1})");
+    if tools {
+        let mut gaps = openai.tool_gaps();
+        gaps.sort();
+        println!(
+            "  tool round trip      p50 / p99 {:.1} / {:.1} ms ({} calls; search included)",
+            percentile(&gaps, 0.50),
+            percentile(&gaps, 0.99),
+            gaps.len()
+        );
+    }
 }
 
 #[tokio::main]

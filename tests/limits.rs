@@ -135,6 +135,7 @@ async fn max_concurrent_answers_queues_answers_in_turn() {
         first: Duration::from_millis(200),
         tokens: 10,
         per_token: Duration::from_millis(40),
+        tool_first: false,
     });
     let t = std::sync::Arc::new(t);
     let answers: Vec<_> = ["first", "second"]

@@ -263,6 +263,10 @@ struct FakeOpenAiState {
     load: Option<LoadModel>,
     /// When the last token of the answer to each user text was sent.
     last_token_at: HashMap<String, Instant>,
+    /// Load model with tools: when each question's tool call went out, and how long the
+    /// bot took from there to ask again with the result.
+    tool_asked_at: HashMap<String, Instant>,
+    tool_gaps: Vec<Duration>,
     /// `POST /v1/audio/transcriptions` calls: their form fields (the file as its name,
     /// `file_bytes` as its length) and headers.
     transcriptions: Vec<Value>,
@@ -276,6 +280,9 @@ pub struct LoadModel {
     pub first: Duration,
     pub tokens: usize,
     pub per_token: Duration,
+    /// Each question first asks for `web_search` of its text (after `first`), and is
+    /// answered once the result comes back.
+    pub tool_first: bool,
 }
 
 /// An OpenAI-compatible server on 127.0.0.1. With nothing scripted it streams
@@ -329,6 +336,12 @@ impl FakeOpenAi {
     }
 
     /// When the last token of the answer to `user_text` left the fake.
+    /// Load model with tools: from each tool call sent to the bot asking again with the
+    /// result (the bot's part of a tool round trip, the tool's own time included).
+    pub fn tool_gaps(&self) -> Vec<Duration> {
+        self.state.lock().unwrap().tool_gaps.clone()
+    }
+
     pub fn last_token_at(&self, user_text: &str) -> Option<Instant> {
         self.state
             .lock()
@@ -667,12 +680,47 @@ fn load_answer(
     model: &str,
     load: LoadModel,
 ) -> Response {
-    let last = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_string();
+    let answered_tool = messages.last().is_some_and(|m| m["role"] == "tool");
+    if answered_tool {
+        let mut s = state.lock().unwrap();
+        if let Some(at) = s.tool_asked_at.remove(&last) {
+            s.tool_gaps.push(at.elapsed());
+        }
+    }
+    if load.tool_first && !answered_tool {
+        state
+            .lock()
+            .unwrap()
+            .tool_asked_at
+            .insert(last.clone(), Instant::now() + load.first);
+        let call = json!({"tool_calls": [{"index": 0, "id": "call_load", "type": "function",
+            "function": {"name": "web_search", "arguments": json!({"query": last}).to_string()}}]});
+        let events = vec![
+            (load.first, Ok(sse(&chunk(model, call, None)))),
+            (
+                Duration::ZERO,
+                Ok(sse(&chunk(model, json!({}), Some("tool_calls")))),
+            ),
+            (
+                Duration::ZERO,
+                Ok(sse(&json!({
+                    "id": "chatcmpl-fake123", "object": "chat.completion.chunk",
+                    "created": 1_764_000_000u32, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+                }))),
+            ),
+            (Duration::ZERO, Ok("data: [DONE]\n\n".to_string())),
+        ];
+        return sse_response(events, state.lock().unwrap().chunks_sent.clone());
+    }
     let answer = FakeOpenAi::load_answer(&last, load.tokens);
     let pieces: Vec<String> = answer.split_inclusive(' ').map(str::to_string).collect();
     let count = pieces.len();
