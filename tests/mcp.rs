@@ -143,6 +143,53 @@ async fn an_mcp_server_killed_mid_call_is_refunded_and_started_again<P: PrivateC
     offered(&t, "slow__echo").await;
 }
 
+/// A tool that answers too late (past `tools.timeout`) and one that answers with an
+/// error: the model gets an error result for each and the user an answer; neither call
+/// is charged, and the server keeps serving.
+async fn a_slow_or_failing_mcp_tool_gives_the_model_an_error_and_costs_nothing<P: PrivateChat>() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_slow.py");
+    let toml = format!("[[tools.mcp]]\nname = \"slow\"\ncommand = [\"python3\", \"{script}\"]\n");
+    let (chat, t, _stop) = P::start(with_server(&toml).with("GPTBOT__TOOLS__TIMEOUT", "1s")).await;
+    offered(&t, "slow__sleep").await;
+    // Two rounds (the test server answers one call at a time).
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![("slow__fail".into(), "{}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::ToolCalls {
+            calls: vec![("slow__sleep".into(), "{\"seconds\": 10}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["Both failed.".into()],
+            delay: Duration::ZERO,
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("try");
+    chat.wait_last("Both failed.").await;
+    let requests = t.openai.requests();
+    let result = |i: usize| {
+        requests[i]["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(result(1), "Error: the tool failed: this tool always fails");
+    assert_eq!(result(2), "Error: the tool did not answer within 1s");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    assert_eq!(balance.used, 42 + 42 + 98, "failed calls are not charged");
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    assert!(
+        t.app
+            .conversation
+            .offered_tools()
+            .iter()
+            .any(|o| o.spec.name == "slow__echo")
+    );
+}
+
 /// A server whose tools change says so (`notifications/tools/list_changed`): the new
 /// tool is on offer for the next question without a restart.
 async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() {
@@ -183,4 +230,5 @@ on_both!(
     a_real_mcp_servers_tool_is_called_and_charged_at_its_price,
     an_mcp_server_killed_mid_call_is_refunded_and_started_again,
     tools_an_mcp_server_adds_are_offered_once_it_says_so,
+    a_slow_or_failing_mcp_tool_gives_the_model_an_error_and_costs_nothing,
 );
