@@ -190,6 +190,57 @@ async fn a_slow_or_failing_mcp_tool_gives_the_model_an_error_and_costs_nothing<P
     );
 }
 
+/// A server reached over Streamable HTTP (the official Python SDK's, which refuses
+/// requests without the configured `Authorization` header): its tool is offered and
+/// called like a started server's, and the header's secret never appears in the log.
+async fn an_mcp_server_over_streamable_http_is_reached_with_its_headers<P: PrivateChat>() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_http.py");
+    let mut server = tokio::process::Command::new("python3")
+        .args([script, &port.to_string(), "mcp-secret-token"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts the test MCP server");
+    let toml = format!(
+        "[[tools.mcp]]\nname = \"remote\"\nurl = \"http://127.0.0.1:{port}/mcp\"\nheaders = {{ Authorization = \"Bearer mcp-secret-token\" }}\n"
+    );
+    let (chat, t, _stop) = P::start(with_server(&toml)).await;
+    offered(&t, "remote__shout").await;
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![("remote__shout".into(), "{\"text\": \"hello\"}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["It said HELLO.".into()],
+            delay: Duration::ZERO,
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("shout hello");
+    chat.wait_last("It said HELLO.").await;
+    let requests = t.openai.requests();
+    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.contains("HELLO"), "{result}");
+    let shown = format!("{:?}", t.app.settings);
+    assert!(
+        !shown.contains("mcp-secret-token"),
+        "the header's secret is shown: {shown}"
+    );
+    common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    let _ = server.kill().await;
+}
+
 /// A server whose tools change says so (`notifications/tools/list_changed`): the new
 /// tool is on offer for the next question without a restart.
 async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() {
@@ -231,4 +282,5 @@ on_both!(
     an_mcp_server_killed_mid_call_is_refunded_and_started_again,
     tools_an_mcp_server_adds_are_offered_once_it_says_so,
     a_slow_or_failing_mcp_tool_gives_the_model_an_error_and_costs_nothing,
+    an_mcp_server_over_streamable_http_is_reached_with_its_headers,
 );

@@ -281,6 +281,69 @@ async fn tools_follow_the_access_rules<P: PrivateChat>() {
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// Without SearXNG, `web_search` runs on Brave Search or Tavily with an API key, each
+/// spoken in its own shape; the key goes only where it belongs.
+async fn web_search_works_with_a_brave_or_a_tavily_key<P: PrivateChat>() {
+    let searx = FakeSearxng::start().await;
+    let base = searx.url();
+    for (key, url, answer_text, seen) in [
+        ("BRAVE_API_KEY", "BRAVE_URL", "Brave result", "brave:rust"),
+        (
+            "TAVILY_API_KEY",
+            "TAVILY_URL",
+            "Tavily result",
+            "tavily:rust",
+        ),
+    ] {
+        let secret = if key.starts_with("BRAVE") {
+            "brave-key"
+        } else {
+            "tavily-key"
+        };
+        let path = if key.starts_with("BRAVE") {
+            "brave"
+        } else {
+            "tavily"
+        };
+        let (chat, t, _stop) = P::start(
+            Options::default()
+                .with("GPTBOT__MODEL__TOOLS", "true")
+                .with(&format!("GPTBOT__TOOLS__WEB_SEARCH__{key}"), secret)
+                .with(
+                    &format!("GPTBOT__TOOLS__WEB_SEARCH__{url}"),
+                    format!("{base}{path}"),
+                ),
+        )
+        .await;
+        t.openai.script([search("rust"), answer("Found it.")]);
+        chat.say("search rust");
+        chat.wait_last("Found it.").await;
+        let result = t.openai.requests()[1]["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            result.starts_with(&format!("1. {answer_text} — ")),
+            "{result}"
+        );
+        assert!(
+            searx.queries().contains(&seen.to_string()),
+            "{:?}",
+            searx.queries()
+        );
+        assert!(
+            !format!("{:?}", t.app.settings).contains(secret),
+            "the key is shown"
+        );
+        common::ledger::settled(&t.app.quota, &chat.user(), 3).await;
+        common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    }
+}
+
 /// /tools says what the model may call and what a call costs.
 async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
     let searx = FakeSearxng::start().await;
@@ -301,4 +364,5 @@ on_both!(
     tools_lists_what_is_on_offer_with_prices,
     fetch_url_reads_pages_but_never_a_private_address,
     tools_follow_the_access_rules,
+    web_search_works_with_a_brave_or_a_tavily_key,
 );

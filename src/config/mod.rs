@@ -50,6 +50,8 @@ pub const CONVENTIONAL_ENV: &[(&str, &str)] = &[
     ("TELEGRAM_BOT_TOKEN", "telegram.token"),
     ("DISCORD_TOKEN", "discord.token"),
     ("GPTBOT_RUNTIME", "runtime.flavor"),
+    ("BRAVE_API_KEY", "tools.web_search.brave_api_key"),
+    ("TAVILY_API_KEY", "tools.web_search.tavily_api_key"),
 ];
 
 /// Why the configuration could not be used; the message always names the key at fault.

@@ -59,12 +59,24 @@ pub enum ToolAccess {
 }
 
 /// `[tools.web_search]`: the built-in `web_search` tool, on when a SearXNG instance
-/// (self-hosted, no key; its JSON format enabled) is set.
+/// (self-hosted, no key; its JSON format enabled) is set, else with a Brave Search or a
+/// Tavily API key.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSearchSettings {
     #[serde(deserialize_with = "de_url_opt", serialize_with = "ser_url_opt")]
     pub searxng_url: Option<Url>,
+    /// Brave Search API (`X-Subscription-Token`); better set BRAVE_API_KEY.
+    #[serde(serialize_with = "super::parse::redact_opt")]
+    pub brave_api_key: Option<SecretString>,
+    /// Tavily API; better set TAVILY_API_KEY.
+    #[serde(serialize_with = "super::parse::redact_opt")]
+    pub tavily_api_key: Option<SecretString>,
+    /// Where the Brave and Tavily APIs are (their public addresses when unset).
+    #[serde(deserialize_with = "de_url_opt", serialize_with = "ser_url_opt")]
+    pub brave_url: Option<Url>,
+    #[serde(deserialize_with = "de_url_opt", serialize_with = "ser_url_opt")]
+    pub tavily_url: Option<Url>,
     /// Results given to the model (5 when unset).
     pub max_results: Option<usize>,
     /// Overrides `tools.price_per_call`.
@@ -198,5 +210,55 @@ impl ToolSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, Settings};
+    use std::collections::HashMap;
+
+    fn load(toml: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gptbot.toml");
+        std::fs::write(&path, toml).unwrap();
+        Settings::load(Some(&path), &HashMap::new())
+    }
+
+    #[test]
+    fn mcp_servers_are_checked_at_start_up_naming_the_key() {
+        let ok = load("[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\n").unwrap();
+        assert_eq!(ok.tools.mcp[0].name, "time");
+        for (toml, says) in [
+            (
+                "[[tools.mcp]]\nname = \"t\"\n",
+                "needs either a command or a url",
+            ),
+            (
+                "[[tools.mcp]]\nname = \"t\"\ncommand = [\"x\"]\nurl = \"http://127.0.0.1:1/mcp\"\n",
+                "needs either a command or a url",
+            ),
+            (
+                "[[tools.mcp]]\nname = \"a b\"\ncommand = [\"x\"]\n",
+                "must be 1-20 letters",
+            ),
+            (
+                "[[tools.mcp]]\nname = \"t\"\ncommand = [\"x\"]\n[[tools.mcp]]\nname = \"t\"\ncommand = [\"y\"]\n",
+                "two servers are named",
+            ),
+            ("[tools]\nmax_rounds = 0\n", "tools.max_rounds"),
+        ] {
+            let e = load(toml).unwrap_err().to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+        }
+        let settings = load(
+            "[[tools.mcp]]\nname = \"d\"\nurl = \"https://m.example/mcp\"\nheaders = { Authorization = \"Bearer topsecret\" }\n",
+        )
+        .unwrap();
+        let shown = toml::to_string(&settings.tools).unwrap();
+        assert!(
+            !shown.contains("topsecret") && shown.contains("[redacted]"),
+            "{shown}"
+        );
     }
 }

@@ -33,6 +33,8 @@ const SECRET_VARS: &[&str] = &[
     "DISCORD_TOKEN",
     "DATABASE_URL",
     "REDIS_URL",
+    "BRAVE_API_KEY",
+    "TAVILY_API_KEY",
 ];
 
 /// A connected server: how to call it, and its tools.

@@ -1,6 +1,8 @@
-//! The built-in `web_search` tool: a SearXNG instance's JSON API (self-hosted, no key).
+//! The built-in `web_search` tool: a SearXNG instance's JSON API (self-hosted, no key),
+//! or Brave Search or Tavily with a key (never logged).
 
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::Tool;
@@ -10,9 +12,38 @@ use crate::core::tools::{Offered, ToolError};
 
 pub(super) struct WebSearch {
     http: reqwest::Client,
-    url: reqwest::Url,
+    engine: Engine,
     max_results: usize,
     price: i64,
+}
+
+enum Engine {
+    Searxng(reqwest::Url),
+    Brave(reqwest::Url, SecretString),
+    Tavily(reqwest::Url, SecretString),
+}
+
+/// Brave's answer: `web.results[]` with a `description`.
+#[derive(Deserialize)]
+struct BraveResponse {
+    #[serde(default)]
+    web: Option<BraveWeb>,
+}
+
+#[derive(Deserialize)]
+struct BraveWeb {
+    #[serde(default)]
+    results: Vec<BraveHit>,
+}
+
+#[derive(Deserialize)]
+struct BraveHit {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    description: String,
 }
 
 #[derive(Deserialize)]
@@ -40,11 +71,32 @@ impl WebSearch {
         http: reqwest::Client,
     ) -> Option<WebSearch> {
         let search = &settings.web_search;
-        let mut url = search.searxng_url.clone()?;
-        url.path_segments_mut().ok()?.pop_if_empty().push("search");
+        let at = |url: &Option<reqwest::Url>, default: &str| {
+            url.clone().or_else(|| reqwest::Url::parse(default).ok())
+        };
+        let engine = if let Some(url) = &search.searxng_url {
+            let mut url = url.clone();
+            url.path_segments_mut().ok()?.pop_if_empty().push("search");
+            Engine::Searxng(url)
+        } else if let Some(key) = &search.brave_api_key {
+            Engine::Brave(
+                at(
+                    &search.brave_url,
+                    "https://api.search.brave.com/res/v1/web/search",
+                )?,
+                key.clone(),
+            )
+        } else if let Some(key) = &search.tavily_api_key {
+            Engine::Tavily(
+                at(&search.tavily_url, "https://api.tavily.com/search")?,
+                key.clone(),
+            )
+        } else {
+            return None;
+        };
         Some(WebSearch {
             http,
-            url,
+            engine,
             max_results: search.max_results.unwrap_or(5).clamp(1, 20),
             price: search.price_per_call.unwrap_or(settings.price_per_call),
         })
@@ -78,10 +130,24 @@ impl Tool for WebSearch {
             .ok_or_else(|| ToolError::BadArguments("`query` (a string) is required".into()))?;
         let failed =
             |e: reqwest::Error| ToolError::Failed(crate::core::error::chain(&e).to_string());
-        let mut response = self
-            .http
-            .get(self.url.clone())
-            .query(&[("q", query), ("format", "json")])
+        let request = match &self.engine {
+            Engine::Searxng(url) => self
+                .http
+                .get(url.clone())
+                .query(&[("q", query), ("format", "json")]),
+            Engine::Brave(url, key) => self
+                .http
+                .get(url.clone())
+                .query(&[("q", query), ("count", &self.max_results.to_string())])
+                .header("X-Subscription-Token", key.expose_secret())
+                .header("Accept", "application/json"),
+            Engine::Tavily(url, key) => self
+                .http
+                .post(url.clone())
+                .bearer_auth(key.expose_secret())
+                .json(&serde_json::json!({"query": query, "max_results": self.max_results})),
+        };
+        let mut response = request
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -93,8 +159,28 @@ impl Tool for WebSearch {
             }
             body.extend_from_slice(&chunk);
         }
-        let found: Response = serde_json::from_slice(&body)
-            .map_err(|e| ToolError::Failed(format!("unreadable search answer: {e}")))?;
+        let unreadable =
+            |e: serde_json::Error| ToolError::Failed(format!("unreadable search answer: {e}"));
+        let found = match &self.engine {
+            Engine::Brave(..) => {
+                let brave: BraveResponse = serde_json::from_slice(&body).map_err(unreadable)?;
+                Response {
+                    results: brave
+                        .web
+                        .map(|w| w.results)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|h| Hit {
+                            title: h.title,
+                            url: h.url,
+                            content: h.description,
+                        })
+                        .collect(),
+                }
+            }
+            // SearXNG and Tavily both answer `results[]` with `content`.
+            _ => serde_json::from_slice(&body).map_err(unreadable)?,
+        };
         if found.results.is_empty() {
             return Ok(format!("No results for {query:?}."));
         }
