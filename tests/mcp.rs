@@ -245,9 +245,21 @@ async fn an_mcp_server_over_streamable_http_is_reached_with_its_headers<P: Priva
 /// tool is on offer for the next question without a restart.
 async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_slow.py");
-    let toml = format!("[[tools.mcp]]\nname = \"slow\"\ncommand = [\"python3\", \"{script}\"]\n");
+    let toml = format!(
+        "[[tools.mcp]]\nname = \"slow\"\ncommand = [\"python3\", \"{script}\"]\nprices = {{ grow = 7 }}\n"
+    );
     let (chat, t, _stop) = P::start(with_server(&toml)).await;
     offered(&t, "slow__grow").await;
+    let price = |name: &str| {
+        t.app
+            .conversation
+            .offered_tools()
+            .iter()
+            .find(|o| o.spec.name == name)
+            .map(|o| o.price)
+    };
+    assert_eq!(price("slow__grow"), Some(7), "a tool's own price");
+    assert_eq!(price("slow__echo"), Some(100), "the default price");
     assert!(
         !t.app
             .conversation
@@ -274,6 +286,13 @@ async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() 
     let tools = t.openai.requests()[2]["tools"].to_string();
     assert!(tools.contains("slow__extra"), "{tools}");
     common::ledger::settled(&t.app.quota, &chat.user(), 4).await;
+    let entries = t.app.quota.history(&chat.user(), 100).await.unwrap();
+    assert!(
+        entries.iter().any(|e| e.kind == "settle"
+            && e.note.as_deref() == Some("tool:slow__grow")
+            && e.d_used == 7),
+        "{entries:#?}"
+    );
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 

@@ -131,6 +131,9 @@ pub struct McpSettings {
     /// Overrides `tools.price_per_call` for this server's tools.
     #[serde(default)]
     pub price_per_call: Option<i64>,
+    /// A price per tool (by its name on the server), overriding both.
+    #[serde(default)]
+    pub prices: BTreeMap<String, i64>,
 }
 
 fn redact_map<S: serde::Serializer>(
@@ -202,7 +205,9 @@ impl ToolSettings {
                     ));
                 }
             }
-            if server.price_per_call.is_some_and(|p| p < 0) {
+            if server.price_per_call.is_some_and(|p| p < 0)
+                || server.prices.values().any(|p| *p < 0)
+            {
                 return Err(invalid(
                     "tools.mcp",
                     format!("server {name:?}: price_per_call must not be negative"),

@@ -46,6 +46,8 @@ struct Live {
 pub(super) struct McpServer {
     name: String,
     price: i64,
+    /// Prices of single tools (`prices`), overriding `price`.
+    prices: std::collections::BTreeMap<String, i64>,
     live: RwLock<Option<Live>>,
 }
 
@@ -69,6 +71,7 @@ impl McpServer {
         let server = Arc::new(McpServer {
             name: settings.name.clone(),
             price,
+            prices: settings.prices.clone(),
             live: RwLock::new(None),
         });
         tokio::spawn(supervise(server.clone(), settings, http, shutdown));
@@ -92,7 +95,11 @@ impl McpServer {
                     description: tool.description.as_deref().unwrap_or_default().to_string(),
                     parameters: serde_json::Value::Object((*tool.input_schema).clone()),
                 },
-                price: self.price,
+                price: self
+                    .prices
+                    .get(tool.name.as_ref())
+                    .copied()
+                    .unwrap_or(self.price),
                 label: format!("🔧 {}.{}", self.name, tool.name),
             })
             .collect()
