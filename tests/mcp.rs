@@ -241,6 +241,43 @@ async fn an_mcp_server_over_streamable_http_is_reached_with_its_headers<P: Priva
     let _ = server.kill().await;
 }
 
+/// A server that answers a call with a line that is not JSON-RPC: the model gets an
+/// error result (at the latest when the call times out), the user an answer, nothing is
+/// charged for the call, and the bot keeps serving the server's tools (started again if
+/// the broken line ended the connection).
+async fn an_mcp_server_answering_garbage_gives_the_model_an_error<P: PrivateChat>() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mcp_slow.py");
+    let toml = format!("[[tools.mcp]]\nname = \"slow\"\ncommand = [\"python3\", \"{script}\"]\n");
+    let (chat, t, _stop) = P::start(with_server(&toml).with("GPTBOT__TOOLS__TIMEOUT", "2s")).await;
+    offered(&t, "slow__garbage").await;
+    t.openai.script([
+        Behavior::ToolCalls {
+            calls: vec![("slow__garbage".into(), "{}".into())],
+            usage: Some((30, 12)),
+        },
+        Behavior::Stream {
+            pieces: vec!["That tool is broken.".into()],
+            delay: Duration::ZERO,
+            usage: Some((90, 8)),
+        },
+    ]);
+    chat.say("garbage");
+    chat.wait_last("That tool is broken.").await;
+    let result = t.openai.requests()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.starts_with("Error:"), "{result}");
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.used, 42 + 98, "a broken call is not charged");
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+    offered(&t, "slow__echo").await;
+}
+
 /// A server whose tools change says so (`notifications/tools/list_changed`): the new
 /// tool is on offer for the next question without a restart.
 async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() {
@@ -302,4 +339,5 @@ on_both!(
     tools_an_mcp_server_adds_are_offered_once_it_says_so,
     a_slow_or_failing_mcp_tool_gives_the_model_an_error_and_costs_nothing,
     an_mcp_server_over_streamable_http_is_reached_with_its_headers,
+    an_mcp_server_answering_garbage_gives_the_model_an_error,
 );
