@@ -116,11 +116,7 @@ async fn an_mcp_server_killed_mid_call_is_refunded_and_started_again<P: PrivateC
     // The server dies in the middle of the call.
     unsafe { libc::kill(first.trim().parse().unwrap(), libc::SIGKILL) };
     chat.wait_last("The tool broke.").await;
-    let requests = t.openai.requests();
-    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let result = t.openai.last_message_of(1);
     assert!(result.starts_with("Error:"), "{result}");
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
     assert_eq!(balance.used, 42 + 98, "the broken call is not charged");
@@ -225,11 +221,7 @@ async fn an_mcp_server_over_streamable_http_is_reached_with_its_headers<P: Priva
     ]);
     chat.say("shout hello");
     chat.wait_last("It said HELLO.").await;
-    let requests = t.openai.requests();
-    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let result = t.openai.last_message_of(1);
     assert!(result.contains("HELLO"), "{result}");
     let shown = format!("{:?}", t.app.settings);
     assert!(
@@ -263,14 +255,7 @@ async fn an_mcp_server_answering_garbage_gives_the_model_an_error<P: PrivateChat
     ]);
     chat.say("garbage");
     chat.wait_last("That tool is broken.").await;
-    let result = t.openai.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let result = t.openai.last_message_of(1);
     assert!(result.starts_with("Error:"), "{result}");
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
     assert_eq!(balance.used, 42 + 98, "a broken call is not charged");

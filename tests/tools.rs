@@ -156,10 +156,7 @@ async fn a_failing_tool_gives_the_model_an_error_and_is_refunded<P: PrivateChat>
     let requests = t.openai.requests();
     // After max_rounds the model is asked without tools, so it answers.
     assert!(requests[1].get("tools").is_none(), "{}", requests[1]);
-    let result = requests[1]["messages"].as_array().unwrap().last().unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let result = t.openai.last_message_of(1);
     assert!(result.starts_with("Error: the tool failed"), "{result}");
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
     assert_eq!(balance.used, 42 + 98);
@@ -212,14 +209,7 @@ async fn fetch_url_reads_pages_but_never_a_private_address<P: PrivateChat>() {
         t.openai.script([fetch(&url), answer("Refused.")]);
         chat.say("read it");
         chat.wait_last("Refused.").await;
-        let result = t.openai.requests()[1]["messages"]
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let result = t.openai.last_message_of(1);
         assert!(
             result.contains("127.0.0.1 is a private or local address"),
             "{result}"
@@ -233,14 +223,7 @@ async fn fetch_url_reads_pages_but_never_a_private_address<P: PrivateChat>() {
     t.openai.script([fetch(&url), answer("Version 2.")]);
     chat.say("read it");
     chat.wait_last("Version 2.").await;
-    let result = t.openai.requests()[1]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let result = t.openai.last_message_of(1);
     assert!(
         result.contains("Release notes") && result.contains("Version 2 & more."),
         "{result}"
@@ -318,14 +301,7 @@ async fn web_search_works_with_a_brave_or_a_tavily_key<P: PrivateChat>() {
         t.openai.script([search("rust"), answer("Found it.")]);
         chat.say("search rust");
         chat.wait_last("Found it.").await;
-        let result = t.openai.requests()[1]["messages"]
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let result = t.openai.last_message_of(1);
         assert!(
             result.starts_with(&format!("1. {answer_text} — ")),
             "{result}"

@@ -153,12 +153,7 @@ impl<'a> ReplyStream<'a> {
         if !self.text().trim().is_empty() {
             return Ok(());
         }
-        self.pending = true;
-        self.first_text_at.get_or_insert_with(Instant::now);
-        if self.due().is_some_and(|at| at > Instant::now()) {
-            return Ok(());
-        }
-        self.flush(false).await
+        self.before_the_answer().await
     }
 
     /// Adds streamed thinking; until the answer begins, the user sees that the model
@@ -169,6 +164,12 @@ impl<'a> ReplyStream<'a> {
         if !self.text.is_empty() || piece.trim().is_empty() && self.first_text_at.is_some() {
             return Ok(());
         }
+        self.before_the_answer().await
+    }
+
+    /// Something to show before the answer begins (thinking, tools running): shown like
+    /// the answer's first text would be, once the first message's delay is over.
+    async fn before_the_answer(&mut self) -> Result<(), AdapterError> {
         self.pending = true;
         self.first_text_at.get_or_insert_with(Instant::now);
         if self.due().is_some_and(|at| at > Instant::now()) {

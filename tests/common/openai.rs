@@ -336,6 +336,16 @@ impl FakeOpenAi {
     }
 
     /// When the last token of the answer to `user_text` left the fake.
+    /// The content of the last message of request `i` (a tool's result, after a call).
+    pub fn last_message_of(&self, i: usize) -> String {
+        self.requests()[i]["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Load model with tools: from each tool call sent to the bot asking again with the
     /// result (the bot's part of a tool round trip, the tool's own time included).
     pub fn tool_gaps(&self) -> Vec<Duration> {
