@@ -69,6 +69,9 @@ pub enum AppError {
     Usage(#[from] crate::core::error::Invalid),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// `gptbot tools`: configured MCP servers that did not connect in time.
+    #[error("MCP servers not connected: {0}")]
+    ToolsDown(String),
 }
 
 impl AppError {

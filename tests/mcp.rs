@@ -318,6 +318,62 @@ async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() 
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// `gptbot tools` (the real binary) lists what a model may call with a configuration,
+/// with prices, starting the MCP servers as `gptbot run` would; a server that does not
+/// connect is named and the exit code is 1.
+#[tokio::test]
+async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gptbot.toml");
+    let run = |toml: &str, wait: &str| {
+        std::fs::write(&config, toml).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "tools",
+                "--wait",
+                wait,
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("t.db").display()),
+            )
+            .output()
+            .expect("gptbot runs")
+    };
+    let ok = run(
+        "[tools.fetch_url]\nenabled = true\n[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\nprice_per_call = 50\n",
+        "20s",
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("time__get_current_time") && l.contains(" 50 ")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fetch_url") && l.contains(" 100 ")),
+        "{out}"
+    );
+    let down = run(
+        "[[tools.mcp]]\nname = \"broken\"\ncommand = [\"/nonexistent/mcp-server\"]\n",
+        "2s",
+    );
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains("MCP servers not connected: broken"), "{err}");
+}
+
 on_both!(
     a_real_mcp_servers_tool_is_called_and_charged_at_its_price,
     an_mcp_server_killed_mid_call_is_refunded_and_started_again,

@@ -4,6 +4,7 @@
 
 mod signal;
 mod table;
+mod tools;
 pub mod web;
 
 pub use signal::shutdown_signal;
@@ -72,6 +73,13 @@ pub enum CliCommand {
     },
     /// Users, tokens used today and in total, requests and errors.
     Stats,
+    /// The tools a model may call, with their prices: the built-ins and each MCP server's,
+    /// started as `gptbot run` would (exit 1 if a server does not connect in time).
+    Tools {
+        /// How long to wait for the MCP servers to connect.
+        #[arg(long, default_value = "15s", value_parser = crate::config::parse_duration)]
+        wait: std::time::Duration,
+    },
     /// Ask the running bot's operations listener (`http.listen`) whether it is alive: exit
     /// 0 if so, 1 otherwise (for container and service health checks).
     Health {
@@ -245,6 +253,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             println!("{answer}");
             Ok(())
         }
+        CliCommand::Tools { wait } => tools::list(&settings, wait).await,
         CliCommand::Stats => {
             print!(
                 "{}",

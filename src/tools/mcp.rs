@@ -82,6 +82,13 @@ impl McpServer {
         &self.name
     }
 
+    pub(super) fn is_connected(&self) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     pub(super) fn offered(&self) -> Vec<Offered> {
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         let Some(live) = live.as_ref() else {

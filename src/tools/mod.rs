@@ -69,6 +69,15 @@ impl Tools {
         })
     }
 
+    /// The MCP servers not connected now, by name.
+    pub fn servers_down(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|s| !s.is_connected())
+            .map(|s| s.name().to_string())
+            .collect()
+    }
+
     /// Stops the MCP servers (the bot is shutting down and its answers are done).
     pub fn stop(&self) {
         self.stop.cancel();
