@@ -320,6 +320,34 @@ async fn web_search_works_with_a_brave_or_a_tavily_key<P: PrivateChat>() {
     }
 }
 
+/// A balance that pays for the first round and the call but not for asking the model
+/// again with the result: the user is told, what ran is charged, nothing is kept as an
+/// exchange, and /retry can ask the question again.
+async fn a_balance_that_runs_out_between_rounds_stops_the_answer_cleanly<P: PrivateChat>() {
+    let searx = FakeSearxng::start().await;
+    let (chat, t, _stop) = P::start(
+        with_search(&searx)
+            .with("GPTBOT__QUOTA__DEFAULT_TOKENS", "300")
+            .with("GPTBOT__TOOLS__PRICE_PER_CALL", "150"),
+    )
+    .await;
+    t.openai.script([search("rust"), answer("never asked")]);
+    chat.say("search rust");
+    chat.wait_any("the quota notice", &|t| t.starts_with("Quota exhausted"))
+        .await;
+    assert_eq!(
+        t.openai.request_count(),
+        1,
+        "the model was asked again unpaid"
+    );
+    let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
+    assert_eq!(balance.used, 42 + 150);
+    let session = t.app.sessions.load(&chat.session()).await.unwrap();
+    assert!(session.turns.is_empty());
+    assert_eq!(session.unanswered.as_deref(), Some("search rust"));
+    common::ledger::assert_books(&t.app.quota, &chat.user()).await;
+}
+
 /// /tools says what the model may call and what a call costs.
 async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
     let searx = FakeSearxng::start().await;
@@ -341,4 +369,5 @@ on_both!(
     fetch_url_reads_pages_but_never_a_private_address,
     tools_follow_the_access_rules,
     web_search_works_with_a_brave_or_a_tavily_key,
+    a_balance_that_runs_out_between_rounds_stops_the_answer_cleanly,
 );

@@ -106,6 +106,10 @@ impl Answers {
                 Ok(r) => r,
                 Err(refused) => {
                     round.reply.end_round();
+                    // Nothing is kept as an exchange: /retry asks the question again.
+                    if asked.replaces.is_none() {
+                        self.remember_unanswered(&asked.key, asked.text).await;
+                    }
                     return Err(refused.tell(round.reply.adapter(), round.target).await);
                 }
             };
