@@ -40,7 +40,7 @@ async fn an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message<P: P
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
     assert_eq!(balance.used, 50);
     // Recorded once, whole (read through the same key the other test expects empty).
-    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    let turns = common::ledger::recorded(&t.app.sessions, &chat.session(), 2).await;
     assert_eq!(turns.len(), 2, "{turns:?}");
     assert_eq!(turns[1].content.trim_end(), whole.trim_end());
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
@@ -138,7 +138,7 @@ async fn a_conversation_keeps_its_history_per_user_and_shows_typing<P: PrivateCh
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 2).await;
     assert_eq!(balance.requests, 2);
     assert!(balance.used > 0);
-    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    let turns = common::ledger::recorded(&t.app.sessions, &chat.session(), 4).await;
     assert_eq!(turns.len(), 4, "{turns:?}");
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
@@ -263,9 +263,9 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer<P: PrivateCh
     );
 
     let balance = common::ledger::settled(&t.app.quota, &chat.user(), 1).await;
-    let session = t.app.sessions.load(&chat.session()).await.unwrap();
-    assert_eq!(session.turns.len(), 2);
-    let partial = &session.turns[1].content;
+    let turns = common::ledger::recorded(&t.app.sessions, &chat.session(), 2).await;
+    assert_eq!(turns.len(), 2);
+    let partial = &turns[1].content;
     assert!(partial.starts_with("part0 part1 part2"), "{partial}");
     assert!(!partial.contains("part39"));
     // Charged: the prompt and the partial answer, as counted locally (no usage came).
@@ -356,7 +356,7 @@ async fn a_reasoning_models_thinking_is_shown_collapsed_and_never_kept<P: Privat
         !requests[1].to_string().contains("step1"),
         "thinking sent back"
     );
-    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    let turns = common::ledger::recorded(&t.app.sessions, &chat.session(), 4).await;
     assert_eq!(turns.len(), 4);
     assert_eq!(turns[3].content, "Still 4.");
     assert!(

@@ -91,7 +91,7 @@ async fn a_question_that_needs_a_search_is_answered_with_it_and_the_call_is_char
     );
     // The history keeps the exchange: the answer the user saw, and a bounded summary of
     // the call and its result, sent again with the next question.
-    let turns = t.app.sessions.load(&chat.session()).await.unwrap().turns;
+    let turns = common::ledger::recorded(&t.app.sessions, &chat.session(), 2).await;
     assert_eq!(turns.len(), 2);
     assert_eq!(turns[1].content, "Rust is great [1].");
     let summary = turns[1].tools.clone().expect("the tools used are kept");

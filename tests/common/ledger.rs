@@ -161,3 +161,21 @@ pub async fn settled(quota: &QuotaService, user: &UserId, n: i64) -> gptbot::quo
     }
     quota.balance(user).await.unwrap()
 }
+
+/// Waits (up to 5 s) until the conversation `key` holds `n` history turns and returns
+/// them: the final text is delivered while the turn is recorded, so it may land just
+/// after the reply (and the settlement) is seen.
+pub async fn recorded(
+    sessions: &std::sync::Arc<dyn gptbot::core::session::SessionStore>,
+    key: &gptbot::core::event::SessionKey,
+    n: usize,
+) -> Vec<gptbot::core::session::Turn> {
+    for _ in 0..250 {
+        let turns = sessions.load(key).await.unwrap().turns;
+        if turns.len() >= n {
+            return turns;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sessions.load(key).await.unwrap().turns
+}
