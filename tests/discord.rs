@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::discord::*;
 use common::*;
-use gptbot::core::event::{Platform, UserId};
+use gptbot::core::event::UserId;
 use serde_json::json;
 
 const DM: &str = "3000000000000000011";
@@ -363,9 +363,8 @@ async fn a_dropped_gateway_connection_is_resumed_and_the_bot_keeps_serving() {
 }
 
 #[tokio::test]
-async fn admin_slash_commands_work_for_admins_only() {
+async fn admin_slash_answers_are_ephemeral() {
     let b = spawn_bot(fast().with("GPTBOT__ACCESS__ADMINS", "discord:4000000000000000001")).await;
-    let bob = user("4000000000000000002", "bob");
     let token = b.dc.slash(
         "grant",
         json!([{"name": "user", "type": 3, "value": "4000000000000000002"}, {"name": "tokens", "type": 4, "value": 300}]),
@@ -384,16 +383,6 @@ async fn admin_slash_commands_work_for_admins_only() {
         "admin answers must be ephemeral"
     );
     assert!(!b.dc.calls_matching("PATCH", &token).is_empty());
-
-    b.dc.slash("stats", json!([]), CHANNEL, bob.clone(), Some(GUILD));
-    wait_text(&b.dc, "Not allowed: that command is for the bot's admins.").await;
-    let balance =
-        b.t.app
-            .quota
-            .balance(&UserId::new(Platform::Discord, "4000000000000000002"))
-            .await
-            .unwrap();
-    assert_eq!(balance.remaining, 20300);
 }
 
 #[tokio::test]

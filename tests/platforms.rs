@@ -251,7 +251,7 @@ async fn a_second_message_gets_a_notice_and_cancel_stops_the_answer<P: PrivateCh
         t == "Still answering your previous message — send /cancel to stop it."
     })
     .await;
-    chat.command("cancel");
+    chat.command("cancel", &[]);
     chat.wait_any("the confirmation", &|t| t == "Stopped.")
         .await;
     chat.wait_any("the stopped answer", &|t| t.ends_with("(stopped)"))
@@ -428,6 +428,43 @@ async fn an_answer_with_no_text_is_told_and_charged_as_reported<P: PrivateChat>(
     common::ledger::assert_books(&t.app.quota, &chat.user()).await;
 }
 
+/// An admin grants tokens to another user with the platform's admin command (Telegram
+/// `/grant 43 300`, Discord `/grant` with typed options); the same command from someone
+/// who is not an admin is refused and changes nothing. Through the one admin service,
+/// so the ledger has the grant and the books hold.
+async fn an_admin_grants_tokens_and_anyone_else_is_refused<P: PrivateChat>() {
+    let other = gptbot::core::event::UserId::parse(P::OTHER_ACCOUNT).unwrap();
+    let grant = [
+        ("user", serde_json::json!(P::OTHER)),
+        ("tokens", serde_json::json!(300)),
+    ];
+    {
+        let (chat, t, _stop) =
+            P::start(Options::default().with("GPTBOT__ACCESS__ADMINS", P::ME)).await;
+        chat.command("grant", &grant);
+        let said = format!(
+            "Granted 300 tokens to {}: 20300 remaining of 20300 granted.",
+            P::OTHER_ACCOUNT
+        );
+        chat.wait_any("the grant confirmed", &|t| t == said).await;
+        let balance = t.app.quota.balance(&other).await.unwrap();
+        assert_eq!((balance.granted, balance.remaining), (20300, 20300));
+        common::ledger::assert_books(&t.app.quota, &other).await;
+    }
+    let (chat, t, _stop) = P::start(Options::default()).await;
+    chat.command("grant", &grant);
+    chat.wait_any("the refusal", &|t| {
+        t == "Not allowed: that command is for the bot's admins."
+    })
+    .await;
+    let balance = t.app.quota.balance(&other).await.unwrap();
+    assert_eq!(
+        balance.granted, 20000,
+        "a refused grant changed the balance"
+    );
+    common::ledger::assert_books(&t.app.quota, &other).await;
+}
+
 on_both!(
     an_answer_whose_message_is_deleted_midway_arrives_as_a_new_message,
     a_user_who_blocks_the_bot_midway_stops_the_answer,
@@ -439,4 +476,5 @@ on_both!(
     a_reasoning_models_thinking_is_shown_collapsed_and_never_kept,
     hidden_reasoning_shows_only_that_the_model_thinks,
     an_answer_with_no_text_is_told_and_charged_as_reported,
+    an_admin_grants_tokens_and_anyone_else_is_refused,
 );

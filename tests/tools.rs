@@ -352,7 +352,7 @@ async fn a_balance_that_runs_out_between_rounds_stops_the_answer_cleanly<P: Priv
 async fn tools_lists_what_is_on_offer_with_prices<P: PrivateChat>() {
     let searx = FakeSearxng::start().await;
     let (chat, _t, _stop) = P::start(with_search(&searx)).await;
-    chat.command("tools");
+    chat.command("tools", &[]);
     chat.wait_any("the list of tools", &|t| {
         t.contains("web_search — Search the web.")
             && t.contains("(100)")

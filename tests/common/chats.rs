@@ -58,9 +58,15 @@ pub trait PrivateChat: Send + Sync + Sized {
     fn shown(raw: &str) -> Result<String, String>;
     /// Waits until the chat's last text ends with `end`.
     async fn wait_last_ending(&self, end: &str);
-    /// The user runs a command without arguments (Telegram: `/name` as a message;
-    /// Discord: the slash command in the DM).
-    fn command(&self, name: &str);
+    /// The user runs a command with its arguments (Telegram: `/name a b` as a message;
+    /// Discord: the slash command in the DM, strings and integers as typed options).
+    fn command(&self, name: &str, args: &[(&str, serde_json::Value)]);
+    /// The user, as `access.admins` names them.
+    const ME: &'static str;
+    /// Another user, as this platform's admin commands take them, and as the ledger
+    /// knows them.
+    const OTHER: &'static str;
+    const OTHER_ACCOUNT: &'static str;
     /// A final message split into the quoted thinking of a reasoning model (as the
     /// platform shows it: Telegram an expandable quote, Discord small print) and the
     /// answer.
@@ -187,9 +193,20 @@ impl PrivateChat for Telegram {
         Ok(shown)
     }
 
-    fn command(&self, name: &str) {
-        self.say(&format!("/{name}"));
+    fn command(&self, name: &str, args: &[(&str, serde_json::Value)]) {
+        let mut text = format!("/{name}");
+        for (_, value) in args {
+            match value {
+                serde_json::Value::String(s) => text.push_str(&format!(" {s}")),
+                other => text.push_str(&format!(" {other}")),
+            }
+        }
+        self.say(&text);
     }
+
+    const ME: &'static str = "telegram:9";
+    const OTHER: &'static str = "43";
+    const OTHER_ACCOUNT: &'static str = "telegram:43";
 
     fn thought_and_answer(raw: &str) -> (Option<String>, String) {
         match raw
@@ -360,15 +377,26 @@ impl PrivateChat for Discord {
         Ok(raw.to_string())
     }
 
-    fn command(&self, name: &str) {
+    fn command(&self, name: &str, args: &[(&str, serde_json::Value)]) {
+        let options: Vec<serde_json::Value> = args
+            .iter()
+            .map(|(option, value)| {
+                let kind = if value.is_i64() { 4 } else { 3 };
+                serde_json::json!({"name": option, "type": kind, "value": value})
+            })
+            .collect();
         self.0.slash(
             name,
-            serde_json::json!([]),
+            serde_json::Value::Array(options),
             DC_DM,
             super::discord::user(DC_USER, "ann"),
             None,
         );
     }
+
+    const ME: &'static str = "discord:4000000000000000001";
+    const OTHER: &'static str = "4000000000000000002";
+    const OTHER_ACCOUNT: &'static str = "discord:4000000000000000002";
 
     fn thought_and_answer(raw: &str) -> (Option<String>, String) {
         let mut thought = Vec::new();
