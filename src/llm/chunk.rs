@@ -154,7 +154,12 @@ impl Chunk {
             if let Some(text) = delta.content
                 && !text.is_empty()
             {
-                events.extend(stream.inline.push(&text).into_iter().map(event_of).map(Ok));
+                // Nearly every chunk, once the answer has begun: no splitting, no copy.
+                if stream.inline.answering() {
+                    events.push(Ok(ModelEvent::Delta(text)));
+                } else {
+                    events.extend(stream.inline.push(&text).into_iter().map(event_of).map(Ok));
+                }
             }
             for piece in delta.tool_calls.into_iter().flatten() {
                 stream.tool_call(piece);

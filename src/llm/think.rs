@@ -37,6 +37,12 @@ pub struct InlineThink {
 }
 
 impl InlineThink {
+    /// Past the start (no `<think>`, or after `</think>`): content is the answer as it
+    /// comes, with nothing held back — the caller may pass it on without a copy.
+    pub fn answering(&self) -> bool {
+        self.state == State::Answer && self.held.is_empty()
+    }
+
     /// Sorts the next chunk of `content`; text that may be part of a tag is held until
     /// the next chunk (or [`finish`](Self::finish)) tells.
     pub fn push(&mut self, chunk: &str) -> Vec<Piece> {
