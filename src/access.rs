@@ -3,7 +3,7 @@
 //! time (stored in `access_rules`, so they survive restarts and reach every replica).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,13 +34,17 @@ pub fn group_subject(platform: Platform, group: &str) -> String {
     format!("group:{platform}:{group}")
 }
 
+/// The stored rules by subject, as loaded.
+type Rules = Arc<HashMap<String, bool>>;
+
 pub struct AccessService {
     db: Db,
     admins: HashSet<String>,
     mode: AccessMode,
     users: HashSet<String>,
     groups: HashSet<String>,
-    rules: RwLock<Option<(Instant, HashMap<String, bool>)>>,
+    /// Shared, not copied, by each message's checks (access, then tools).
+    rules: RwLock<Option<(Instant, Rules)>>,
     /// `tools.access = "allowed"`: tools only for admins and subjects allowed them.
     tools_by_rule: bool,
 }
@@ -108,7 +112,7 @@ impl AccessService {
         ids
     }
 
-    async fn rules(&self) -> Result<HashMap<String, bool>, AccessError> {
+    async fn rules(&self) -> Result<Rules, AccessError> {
         if let Some((loaded, rules)) = &*self.rules.read().unwrap_or_else(|p| p.into_inner())
             && loaded.elapsed() < RULES_TTL
         {
@@ -121,7 +125,7 @@ impl AccessService {
         )
         .context("reading access rules")
         .map_err(AccessError)?;
-        let rules: HashMap<String, bool> = rows.into_iter().collect();
+        let rules: Rules = Arc::new(rows.into_iter().collect());
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), rules.clone()));
         Ok(rules)
