@@ -168,25 +168,15 @@ impl Answers {
         } else {
             Vec::new()
         };
-        let tools = offered.iter().map(|o| o.spec.clone()).collect::<Vec<_>>();
         let mut request = ModelRequest {
             model: Some(loaded.model.name.clone()),
             messages: std::mem::take(&mut prompt.messages),
             max_tokens: self.settings.max_tokens,
-            tools: tools.clone(),
-        };
-        // Kept for the tool rounds that may follow (only then: it copies the prompt).
-        let sent = if offered.is_empty() {
-            std::mem::take(&mut request.messages)
-        } else {
-            request.messages.clone()
+            tools: offered.iter().map(|o| o.spec.clone()).collect(),
         };
         let mut ending = self
             .stream_answer(
-                ModelRequest {
-                    messages: sent,
-                    ..request.clone()
-                },
+                sendable(&mut request, !offered.is_empty()),
                 &mut reply,
                 &mut slot.cancelled,
                 target,
@@ -203,8 +193,13 @@ impl Answers {
                     let mut shorter = with_pictures(shorter, &pictures);
                     asked.prompt_tokens = shorter.tokens;
                     request.messages = std::mem::take(&mut shorter.messages);
-                    self.stream_answer(request.clone(), &mut reply, &mut slot.cancelled, target)
-                        .await
+                    self.stream_answer(
+                        sendable(&mut request, !offered.is_empty()),
+                        &mut reply,
+                        &mut slot.cancelled,
+                        target,
+                    )
+                    .await
                 }
                 Err(sentence) => Ending::Refused(sentence.0),
             };
@@ -325,6 +320,20 @@ fn after_write(written: Result<(), AdapterError>) -> Option<Ending> {
             tracing::warn!(error = %chain(&e), "could not show streamed text");
             None
         }
+    }
+}
+
+/// The request to send: a copy when tool rounds may follow (they extend it), else the
+/// request itself, its messages moved out (no copy of the prompt on the common path).
+fn sendable(request: &mut ModelRequest, keep: bool) -> ModelRequest {
+    if keep {
+        return request.clone();
+    }
+    ModelRequest {
+        model: request.model.clone(),
+        messages: std::mem::take(&mut request.messages),
+        max_tokens: request.max_tokens,
+        tools: std::mem::take(&mut request.tools),
     }
 }
 
