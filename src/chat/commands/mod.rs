@@ -167,7 +167,7 @@ impl Conversation {
         COMMANDS
             .iter()
             .filter(|(name, _)| *name != "persona" || !self.answers.settings.personas.is_empty())
-            .filter(|(name, _)| *name != "tools" || self.answers.tools.is_some())
+            .filter(|(name, _)| *name != "tools" || self.has_tools())
             .copied()
             .collect()
     }
