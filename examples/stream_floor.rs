@@ -5,8 +5,8 @@
 //! such answers one after another and prints its own CPU per answer. MODE: `std`
 //! (blocking reads of the raw socket, no runtime), `lowat` (the same with `SO_RCVLOWAT` set
 //! so the kernel wakes the reader only every `HOLD_MS`, default 10), `tcp` (tokio's socket), `bytes`
-//! (reqwest's body), `openai` (async-openai's byot stream: reqwest, SSE, JSON, as the
-//! bot reads an answer). RUNTIME: `multi` (default) or `current`. Figures in BENCHMARKS.md.
+//! (reqwest's body), `openai` (reqwest's body, the bot's SSE reader and each chunk's
+//! JSON, as the bot reads an answer; async-openai's stream until 2026-12-05). RUNTIME: `multi` (default) or `current`. Figures in BENCHMARKS.md.
 
 use std::time::Duration;
 
@@ -163,18 +163,18 @@ async fn read(url: String, n: usize, mode: String) {
                     assert!(total > 0);
                 }
                 _ => {
-                    let config = async_openai::config::OpenAIConfig::new()
-                        .with_api_base(url.trim_end_matches("/chat/completions"));
-                    let client = async_openai::Client::with_config(config).with_http_client(http);
-                    let mut stream = client
-                        .chat()
-                        .create_stream_byot::<_, serde_json::Value>(body)
-                        .await
-                        .unwrap();
+                    let mut response = http.post(&url).json(&body).send().await.unwrap();
+                    let mut decoder = gptbot::llm::sse::Decoder::new(1 << 20);
+                    let mut events = Vec::new();
                     let mut seen = 0;
-                    while let Some(chunk) = stream.next().await {
-                        chunk.unwrap();
-                        seen += 1;
+                    while let Some(bytes) = response.chunk().await.unwrap() {
+                        decoder.feed(&bytes, &mut events).unwrap();
+                        for event in events.drain(..) {
+                            if event.data != "[DONE]" {
+                                serde_json::from_str::<serde_json::Value>(&event.data).unwrap();
+                                seen += 1;
+                            }
+                        }
                     }
                     assert!(seen > 0);
                 }

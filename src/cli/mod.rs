@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
         CliCommand::Run | CliCommand::Chat { verbose: true, .. } => settings.log.level.as_str(),
         _ if file.is_some() => settings.log.level.as_str(),
         // The conversation owns the terminal: a warning must not split an answer.
-        CliCommand::Chat { .. } => "error,async_openai=off",
+        CliCommand::Chat { .. } => "error",
         _ => "warn",
     };
     // Every HTTP client of any command uses it (reqwest panics without one).

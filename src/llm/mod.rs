@@ -9,6 +9,7 @@ pub mod duration;
 pub mod errors;
 pub mod openai;
 pub mod probe;
+pub mod sse;
 pub mod think;
 pub mod tokens;
 pub mod transport;

@@ -1,7 +1,7 @@
-//! [`ModelClient`] for OpenAI-compatible servers (OpenAI, Ollama, vLLM, llama.cpp, …)
-//! through async-openai: streaming with `stream_options.include_usage`, a timeout on
-//! connecting, on the first token and between chunks, and retries only before the first
-//! token.
+//! [`ModelClient`] for OpenAI-compatible servers (OpenAI, Ollama, vLLM, llama.cpp, …):
+//! streaming with `stream_options.include_usage` (the events read by [`super::sse`] in
+//! the task that consumes the answer), a timeout on connecting, on the first token and
+//! between chunks, and retries only before the first token.
 //!
 //! Retries: [`Transport`] retries HTTP 429 (a short `Retry-After`), 5xx and connection
 //! errors before the response starts; on top of that this client retries a stream that
@@ -9,23 +9,26 @@
 //! is retried once text has been produced. Every error answer is read leniently and
 //! classified by [`super::errors`].
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use async_openai::Client;
-use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
 use async_trait::async_trait;
 use futures::StreamExt;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::chunk::{Chunk, Stream};
-use super::transport::{Transport, read_api_error};
+use super::sse;
+use super::transport::{SendError, Transport};
 use crate::config::Settings;
 use crate::core::model::{LlmError, ModelClient, ModelEvent, ModelRequest, ModelStream};
 
 pub struct OpenAiClient {
-    client: Client<OpenAIConfig>,
+    http: reqwest::Client,
+    transport: Transport,
+    /// `<base_url>/chat/completions`.
+    url: String,
+    api_key: Option<SecretString>,
     model: String,
     temperature: f64,
     max_tokens_field: &'static str,
@@ -33,8 +36,11 @@ pub struct OpenAiClient {
     max_retries: u32,
 }
 
-/// The HTTP client for the model server, with the configured timeouts (async-openai has
-/// none by default).
+/// The largest server-sent event read (a chunk is a few hundred bytes; a tool call's
+/// arguments are kept up to 64 KiB in all).
+const MAX_EVENT: usize = 1024 * 1024;
+
+/// The HTTP client for the model server, with the configured timeouts.
 pub fn http_client(settings: &Settings) -> Result<reqwest::Client, LlmError> {
     reqwest::Client::builder()
         .connect_timeout(settings.openai.timeout)
@@ -47,21 +53,14 @@ pub fn http_client(settings: &Settings) -> Result<reqwest::Client, LlmError> {
 impl OpenAiClient {
     pub fn new(settings: &Settings, http: reqwest::Client) -> Result<OpenAiClient, LlmError> {
         let openai = &settings.openai;
-        // Both values are always set explicitly: OpenAIConfig would otherwise read
-        // OPENAI_* variables behind the configuration's back.
-        let config = OpenAIConfig::new()
-            .with_api_base(openai.base_url.as_str().trim_end_matches('/'))
-            .with_api_key(
-                openai
-                    .api_key
-                    .as_ref()
-                    .map(|k| k.expose_secret().to_string())
-                    .unwrap_or_default(),
-            );
         Ok(OpenAiClient {
-            client: Client::with_config(config)
-                .with_http_client(http.clone())
-                .with_http_service(Transport::new(http, openai.max_retries)),
+            transport: Transport::new(http.clone(), openai.max_retries),
+            http,
+            url: format!(
+                "{}/chat/completions",
+                openai.base_url.as_str().trim_end_matches('/')
+            ),
+            api_key: openai.api_key.clone(),
             model: settings.model.name.clone(),
             temperature: settings.model.temperature,
             max_tokens_field: openai.max_tokens_field.as_str(),
@@ -81,35 +80,45 @@ impl OpenAiClient {
         }
     }
 
+    /// The request as sent: its body serialized once, straight from the prompt.
+    fn request(&self, body: &Body<'_>) -> Result<reqwest::Request, LlmError> {
+        let json = serde_json::to_vec(body).map_err(|e| {
+            LlmError::Unexpected(anyhow::Error::new(e).context("writing the request"))
+        })?;
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(json);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        request.build().map_err(|e| {
+            LlmError::Unexpected(anyhow::Error::new(e).context("building the request"))
+        })
+    }
+
     /// One attempt: opens the stream and waits for the first text (or the end), so the
     /// caller can retry anything that failed before a token was shown.
     async fn open(&self, body: &Body<'_>) -> Result<ModelStream, LlmError> {
-        let raw = tokio::time::timeout(
-            self.timeout,
-            self.client.chat().create_stream_byot::<_, Chunk>(body),
-        )
-        .await
-        .map_err(|_| LlmError::Timeout(self.timeout))?
-        .map_err(|e| map_error(e, self.timeout))?;
+        let response = tokio::time::timeout(self.timeout, self.transport.send(self.request(body)?))
+            .await
+            .map_err(|_| LlmError::Timeout(self.timeout))?
+            .map_err(|e| map_send_error(e, self.timeout))?;
 
-        let idle = self.timeout;
+        let reader = Reader {
+            response,
+            sse: sse::Decoder::new(MAX_EVENT),
+            read: Vec::new(),
+            pending: VecDeque::new(),
+            stream: Stream::default(),
+            idle: self.timeout,
+            done: false,
+        };
         let mut events = Box::pin(
-            futures::stream::unfold(Some((raw, Stream::default())), move |state| async move {
-                let (mut raw, mut stream) = state?;
-                match tokio::time::timeout(idle, raw.next()).await {
-                    Err(_) => Some((vec![Err(LlmError::Timeout(idle))], None)),
-                    // The end: text held back as a possible tag is what it seemed.
-                    Ok(None) => {
-                        let rest: Vec<_> = stream.finish().into_iter().map(Ok).collect();
-                        (!rest.is_empty()).then_some((rest, None))
-                    }
-                    Ok(Some(Err(e))) => Some((vec![Err(map_stream_error(e, idle))], None)),
-                    Ok(Some(Ok(chunk))) => {
-                        let events = chunk.into_events(&mut stream);
-                        let failed = events.iter().any(Result::is_err);
-                        Some((events, if failed { None } else { Some((raw, stream)) }))
-                    }
-                }
+            futures::stream::unfold(reader, |mut reader| async move {
+                reader.next().await.map(|events| (events, reader))
             })
             .flat_map(futures::stream::iter)
             // Read to its end while waiting for the first text, then chained: fused.
@@ -209,37 +218,85 @@ impl Serialize for Body<'_> {
     }
 }
 
-/// Failures async-openai's layer does not already retry.
+/// Failures the transport does not already retry.
 fn retry_here(e: &LlmError) -> bool {
     matches!(e, LlmError::Timeout(_) | LlmError::Interrupted(_))
 }
 
-fn map_error(e: OpenAIError, timeout: Duration) -> LlmError {
+fn map_send_error(e: SendError, timeout: Duration) -> LlmError {
     match e {
-        OpenAIError::ApiError(api) => read_api_error(api).classify(),
-        OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout(timeout),
-        OpenAIError::Reqwest(e) => LlmError::Unavailable(crate::core::error::chain(&e).to_string()),
-        OpenAIError::StreamError(e) => LlmError::Interrupted(e.to_string()),
-        OpenAIError::JSONDeserialize(e, body) => LlmError::Unavailable(format!(
-            "unreadable response ({e}): {}",
-            body.chars().take(200).collect::<String>()
-        )),
-        other => LlmError::Unexpected(anyhow::Error::new(other)),
+        SendError::Server(error) => error.classify(),
+        SendError::Http(e) if e.is_timeout() => LlmError::Timeout(timeout),
+        SendError::Http(e) => LlmError::Unavailable(crate::core::error::chain(&e).to_string()),
     }
 }
 
-fn map_stream_error(e: OpenAIError, timeout: Duration) -> LlmError {
-    match e {
-        OpenAIError::JSONDeserialize(e, body) => LlmError::Interrupted(format!(
-            "unreadable chunk ({e}): {}",
-            body.chars().take(200).collect::<String>()
-        )),
-        OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout(timeout),
-        OpenAIError::Reqwest(e) => LlmError::Interrupted(e.to_string()),
-        other => match map_error(other, timeout) {
-            LlmError::Unavailable(s) => LlmError::Interrupted(s),
-            mapped => mapped,
-        },
+/// An open completion stream: the body as it arrives, its events, and what the stream
+/// keeps between chunks. Read in the task that consumes it (no forwarding task, no
+/// channel between the socket and the answer).
+struct Reader {
+    response: reqwest::Response,
+    sse: sse::Decoder,
+    /// Events decoded from the last read, reused between reads.
+    read: Vec<sse::Event>,
+    pending: VecDeque<sse::Event>,
+    stream: Stream,
+    idle: Duration,
+    done: bool,
+}
+
+impl Reader {
+    /// The model events of the next chunk; `None` once the stream is over.
+    async fn next(&mut self) -> Option<Vec<Result<ModelEvent, LlmError>>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.pending.pop_front() {
+                if event.data == "[DONE]" {
+                    return self.end();
+                }
+                if event.kind == "keepalive" {
+                    continue;
+                }
+                let events = match serde_json::from_str::<Chunk>(&event.data) {
+                    Ok(chunk) => chunk.into_events(&mut self.stream),
+                    Err(e) => vec![Err(LlmError::Interrupted(format!(
+                        "unreadable chunk ({e}): {}",
+                        event.data.chars().take(200).collect::<String>()
+                    )))],
+                };
+                self.done = events.iter().any(Result::is_err);
+                return Some(events);
+            }
+            let bytes = match tokio::time::timeout(self.idle, self.response.chunk()).await {
+                Err(_) => return self.fail(LlmError::Timeout(self.idle)),
+                Ok(Err(e)) if e.is_timeout() => return self.fail(LlmError::Timeout(self.idle)),
+                Ok(Err(e)) => {
+                    let error = LlmError::Interrupted(crate::core::error::chain(&e).to_string());
+                    return self.fail(error);
+                }
+                Ok(Ok(None)) => return self.end(),
+                Ok(Ok(Some(bytes))) => bytes,
+            };
+            if let Err(e) = self.sse.feed(&bytes, &mut self.read) {
+                return self.fail(LlmError::Interrupted(e.to_string()));
+            }
+            self.pending.extend(self.read.drain(..));
+        }
+    }
+
+    /// The end: text held back as a possible tag is what it seemed, and the tool calls
+    /// asked for are complete.
+    fn end(&mut self) -> Option<Vec<Result<ModelEvent, LlmError>>> {
+        self.done = true;
+        let rest: Vec<_> = self.stream.finish().into_iter().map(Ok).collect();
+        (!rest.is_empty()).then_some(rest)
+    }
+
+    fn fail(&mut self, error: LlmError) -> Option<Vec<Result<ModelEvent, LlmError>>> {
+        self.done = true;
+        Some(vec![Err(error)])
     }
 }
 

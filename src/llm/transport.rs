@@ -1,30 +1,32 @@
-//! The HTTP layer under async-openai: sends a request, retries what is worth retrying
+//! The HTTP layer of the model client: sends a request, retries what is worth retrying
 //! before the answer starts, and turns any failed answer into one readable error.
 //!
-//! Replaces async-openai's own retry layer for two reasons. Its error reading insists on
-//! OpenAI's exact body shape, so llama.cpp's numeric `code`, vLLM's flat error, an HTML
-//! page from a proxy all came out as "unreadable response" with the status lost (and the
-//! body logged at error level). And it honours any `Retry-After` however long, silently
-//! holding a user's answer for a minute; here a wait longer than [`MAX_RETRY_AFTER`] is
-//! handed back as a rate limit the user is told about.
+//! Written here rather than taken from async-openai (which the bot used until its stream
+//! reader became the largest cost of a message, see [`super::sse`]) and kept for the
+//! reasons it replaced async-openai's retry layer in the first place: that layer's error
+//! reading insisted on OpenAI's exact body shape, so llama.cpp's numeric `code`, vLLM's
+//! flat error, an HTML page from a proxy all came out as "unreadable response" with the
+//! status lost; and it honoured any `Retry-After` however long, silently holding a user's
+//! answer for a minute. Here a wait longer than [`MAX_RETRY_AFTER`] is handed back as a
+//! rate limit the user is told about.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use async_openai::error::{ApiError, ApiErrorResponse, OpenAIError};
-use async_openai::middleware::HttpRequestFactory;
-use reqwest::StatusCode;
 
 use super::errors::ServerError;
 
 /// The longest `Retry-After` waited out inside one answer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// How a [`ServerError`] travels through async-openai to [`read_api_error`]: its fields
-/// go into OpenAI's error object, `Retry-After` into `param` under this prefix.
-const RETRY_AFTER_PARAM: &str = "gptbot-retry-after-ms:";
+/// Why a request got no successful answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The server answered with an error status.
+    #[error("the model server answered {}: {}", .0.status, .0.message)]
+    Server(ServerError),
+    /// No answer: connection refused, reset, timed out.
+    #[error("could not reach the model server")]
+    Http(#[source] reqwest::Error),
+}
 
 #[derive(Clone)]
 pub struct Transport {
@@ -37,50 +39,48 @@ impl Transport {
         Transport { http, retries }
     }
 
-    async fn execute(
-        http: reqwest::Client,
-        request: HttpRequestFactory,
-        retries: u32,
-    ) -> Result<reqwest::Response, OpenAIError> {
+    /// Sends `request` (its body in memory, so it can be sent again) until a success
+    /// status, an error not worth retrying, or the retries are spent.
+    pub async fn send(&self, request: reqwest::Request) -> Result<reqwest::Response, SendError> {
         let mut attempt = 0;
+        let mut left = Some(request);
         loop {
-            let sent = http.execute(request.build().await?).await;
+            let Some(request) = left.take() else {
+                unreachable!("a request is kept for every retry")
+            };
+            // Sent as a copy while retries remain; the last attempt sends the original.
+            let (this, retry) = match (attempt < self.retries)
+                .then(|| request.try_clone())
+                .flatten()
+            {
+                Some(copy) => {
+                    left = Some(request);
+                    (copy, true)
+                }
+                None => (request, false),
+            };
+            let sent = self.http.execute(this).await;
             let wait = match sent {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let error = read(response).await;
                     match retry_delay(&error, attempt) {
-                        Some(wait) if attempt < retries => {
+                        Some(wait) if retry => {
                             tracing::debug!(%error, attempt = attempt + 1, ?wait, "model server answered an error, retrying");
                             wait
                         }
-                        _ => return Err(to_openai(error)),
+                        _ => return Err(SendError::Server(error)),
                     }
                 }
-                Err(e) if (e.is_connect() || e.is_request()) && attempt < retries => {
+                Err(e) if (e.is_connect() || e.is_request()) && retry => {
                     tracing::debug!(error = %e, attempt = attempt + 1, "could not reach the model server, retrying");
                     backoff(attempt)
                 }
-                Err(e) => return Err(OpenAIError::Reqwest(e)),
+                Err(e) => return Err(SendError::Http(e)),
             };
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
-    }
-}
-
-impl tower::Service<HttpRequestFactory> for Transport {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        Box::pin(Self::execute(self.http.clone(), request, self.retries))
     }
 }
 
@@ -124,40 +124,6 @@ async fn read(response: reqwest::Response) -> ServerError {
     ServerError::read(status, &body, retry_after)
 }
 
-fn to_openai(error: ServerError) -> OpenAIError {
-    OpenAIError::ApiError(ApiErrorResponse {
-        status_code: StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        api_error: ApiError {
-            message: error.message,
-            r#type: error.kind,
-            param: error
-                .retry_after
-                .map(|d| format!("{RETRY_AFTER_PARAM}{}", d.as_millis())),
-            code: error.code,
-            misalignment: None,
-        },
-    })
-}
-
-/// The [`ServerError`] carried by an async-openai error from this transport (or from
-/// async-openai itself, for the rare errors it raises on its own).
-pub fn read_api_error(api: ApiErrorResponse) -> ServerError {
-    let retry_after = api
-        .api_error
-        .param
-        .as_deref()
-        .and_then(|p| p.strip_prefix(RETRY_AFTER_PARAM))
-        .and_then(|ms| ms.parse().ok())
-        .map(Duration::from_millis);
-    ServerError {
-        status: api.status_code.as_u16(),
-        message: api.api_error.message,
-        code: api.api_error.code,
-        kind: api.api_error.r#type,
-        retry_after,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,20 +159,5 @@ mod tests {
         let mut quota = error(429, None);
         quota.code = Some("insufficient_quota".into());
         assert_eq!(retry_delay(&quota, 0), None);
-    }
-
-    #[test]
-    fn a_server_error_survives_the_trip_through_async_openai() {
-        let original = ServerError {
-            status: 429,
-            message: "slow down".into(),
-            code: Some("400".into()),
-            kind: Some("requests".into()),
-            retry_after: Some(Duration::from_millis(1500)),
-        };
-        let OpenAIError::ApiError(api) = to_openai(original.clone()) else {
-            panic!("not an API error");
-        };
-        assert_eq!(read_api_error(api), original);
     }
 }
