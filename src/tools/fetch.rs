@@ -80,7 +80,7 @@ impl Tool for FetchUrl {
             .ok_or_else(|| ToolError::BadArguments("`url` (a string) is required".into()))?;
         let url = reqwest::Url::parse(url.trim())
             .map_err(|e| ToolError::BadArguments(format!("not an address: {e}")))?;
-        check_url(&url, &self.allowed).map_err(ToolError::Failed)?;
+        check_url(&url, &self.allowed).map_err(|e| ToolError::Failed(e.to_string()))?;
         let failed =
             |e: reqwest::Error| ToolError::Failed(crate::core::error::chain(&e).to_string());
         let mut response = self

@@ -72,23 +72,31 @@ impl Resolve for PublicOnly {
     }
 }
 
+/// Why an address may not be fetched.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(super) enum Refused {
+    #[error("only http and https addresses can be fetched, not {0}")]
+    Scheme(String),
+    #[error("the address has no host")]
+    NoHost,
+    #[error("{0} is a private or local address")]
+    Private(String),
+}
+
 /// An address written in a URL (which no resolver sees) must be public too.
-pub(super) fn check_url(url: &reqwest::Url, allowed: &[String]) -> Result<(), String> {
+pub(super) fn check_url(url: &reqwest::Url, allowed: &[String]) -> Result<(), Refused> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "only http and https addresses can be fetched, not {}",
-            url.scheme()
-        ));
+        return Err(Refused::Scheme(url.scheme().to_string()));
     }
     let Some(host) = url.host_str() else {
-        return Err("the address has no host".into());
+        return Err(Refused::NoHost);
     };
     if allowed.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Ok(());
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(ip) if !is_public(ip) => Err(format!("{host} is a private or local address")),
+        Ok(ip) if !is_public(ip) => Err(Refused::Private(host.to_string())),
         _ => Ok(()),
     }
 }
@@ -145,7 +153,10 @@ mod tests {
             check("http://127.1/").is_err(),
             "the shorthand of 127.0.0.1"
         );
-        assert!(check("file:///etc/passwd").is_err());
+        assert_eq!(
+            check("file:///etc/passwd"),
+            Err(Refused::Scheme("file".into()))
+        );
         assert!(check("https://example.com/").is_ok());
         let allowed = ["127.0.0.1".to_string()];
         assert!(
