@@ -72,6 +72,9 @@ pub enum AppError {
     /// `gptbot tools`: configured MCP servers that did not connect in time.
     #[error("MCP servers not connected: {0}")]
     ToolsDown(String),
+    /// `gptbot tools --call`: the call failed.
+    #[error("the tool call failed")]
+    ToolCall(#[source] crate::core::tools::ToolError),
 }
 
 impl AppError {

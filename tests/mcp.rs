@@ -365,6 +365,37 @@ async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
             .any(|l| l.starts_with("fetch_url") && l.contains(" 100 ")),
         "{out}"
     );
+    // One call, its result printed as the model would get it.
+    std::fs::write(
+        &config,
+        "[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\n",
+    )
+    .unwrap();
+    let called = std::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "tools",
+            "--wait",
+            "20s",
+        ])
+        .args(["--call", "time__get_current_time"])
+        .args(["--args", r#"{"timezone": "Asia/Tokyo"}"#])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        )
+        .output()
+        .expect("gptbot runs");
+    let out = String::from_utf8_lossy(&called.stdout);
+    assert!(called.status.success(), "{out}");
+    assert!(
+        out.contains("\"timezone\": \"Asia/Tokyo\"") && out.contains("+09:00"),
+        "{out}"
+    );
     let down = run(
         "[[tools.mcp]]\nname = \"broken\"\ncommand = [\"/nonexistent/mcp-server\"]\n",
         "2s",
@@ -382,3 +413,32 @@ on_both!(
     an_mcp_server_over_streamable_http_is_reached_with_its_headers,
     an_mcp_server_answering_garbage_gives_the_model_an_error,
 );
+
+/// The official MCP conformance suite (`@modelcontextprotocol/conformance` from npm,
+/// run on Node.js 22 by `scripts/mcp-conformance.sh`) against the bot's MCP client, as
+/// `gptbot tools` drives it: the handshake, a tool call, and a tool call whose stream
+/// the server closes and the client resumes.
+#[tokio::test]
+async fn the_mcp_conformance_suites_client_scenarios_pass() {
+    let out = tokio::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/mcp-conformance.sh"
+        ))
+        .env("GPTBOT_BIN", env!("CARGO_BIN_EXE_gptbot"))
+        .output()
+        .await
+        .expect("bash runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for scenario in ["initialize", "tools_call", "sse-retry"] {
+        assert!(
+            report.lines().any(|l| l == format!("pass  {scenario}")),
+            "{report}"
+        );
+    }
+}

@@ -79,6 +79,13 @@ pub enum CliCommand {
         /// How long to wait for the MCP servers to connect.
         #[arg(long, default_value = "15s", value_parser = crate::config::parse_duration)]
         wait: std::time::Duration,
+        /// Then call this tool (as listed, e.g. `time.get_current_time`) once and print
+        /// its result as the model would get it: for trying a server before a model does.
+        #[arg(long)]
+        call: Option<String>,
+        /// The call's arguments, a JSON object.
+        #[arg(long, default_value = "{}", requires = "call")]
+        args: String,
     },
     /// Ask the running bot's operations listener (`http.listen`) whether it is alive: exit
     /// 0 if so, 1 otherwise (for container and service health checks).
@@ -253,7 +260,14 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             println!("{answer}");
             Ok(())
         }
-        CliCommand::Tools { wait } => tools::list(&settings, wait).await,
+        CliCommand::Tools { wait, call, args } => {
+            tools::list(
+                &settings,
+                wait,
+                call.as_deref().map(|name| (name, args.as_str())),
+            )
+            .await
+        }
         CliCommand::Stats => {
             print!(
                 "{}",

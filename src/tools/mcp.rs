@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, ContentBlock};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -55,6 +56,17 @@ pub(super) struct McpServer {
 struct Handler(Arc<Notify>);
 
 impl ClientHandler for Handler {
+    /// The bot by its name, and the newest protocol revision that still has the
+    /// `initialize` handshake rmcp performs: rmcp's default names 2026-07-28, which has
+    /// none, and a server that checks (the MCP conformance suite's) refuses it.
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("gptbot", env!("CARGO_PKG_VERSION")),
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.0.notify_one();
     }
