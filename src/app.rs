@@ -45,6 +45,8 @@ pub enum AppError {
     Access(#[from] AccessError),
     #[error("session store")]
     Session(#[from] SessionError),
+    #[error("coordination store")]
+    Coordination(#[from] crate::core::coordination::CoordError),
     #[error("model client")]
     Llm(#[from] LlmError),
     #[error(
@@ -236,8 +238,19 @@ impl App {
                 default_tools: settings.model.tools,
             },
         );
-        let conversation = Arc::new(match &tools {
+        let conversation = match &tools {
             Some(tools) => conversation.with_tools(tools.clone()),
+            None => conversation,
+        };
+        // With Redis, the replicas decide answers in flight and /cancel together.
+        let conversation = Arc::new(match &settings.redis.url {
+            Some(url) => conversation.with_coordination(Arc::new(
+                crate::coord::redis::RedisSlots::connect(
+                    url.expose_secret(),
+                    &settings.redis.key_prefix,
+                )
+                .await?,
+            )),
             None => conversation,
         });
         tracing::info!(

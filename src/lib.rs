@@ -16,6 +16,7 @@ pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod coord;
 pub mod core;
 pub mod db;
 pub mod llm;

@@ -239,3 +239,221 @@ async fn access_rules_and_stats_work_on_postgres() {
     assert_eq!(quota.sweep().await.unwrap(), 0, "a live hold was swept");
     quota.refund(live).await.unwrap();
 }
+
+/// Two replicas in webhook mode sharing Redis and PostgreSQL, updates sent to whichever
+/// the test names (as a round-robin proxy in front of them would spread them).
+struct Pair {
+    _pg: PostgresServer,
+    redis: RedisServer,
+    openai: FakeOpenAi,
+    tg: FakeTelegram,
+    _dir: tempfile::TempDir,
+    apps: Vec<gptbot::app::App>,
+    _running: Vec<gptbot::app::Running>,
+    hooks: Vec<String>,
+    _stop: tokio_util::sync::DropGuard,
+    http: reqwest::Client,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let pg = PostgresServer::start();
+        let redis = RedisServer::start();
+        let openai = FakeOpenAi::start().await;
+        let tg = FakeTelegram::start().await;
+        tg.enforce_flood_limits();
+        let dir = tempfile::tempdir().unwrap();
+        let database = pg.database("gptbot").await;
+        let env = test_env(
+            &openai,
+            Some(&redis),
+            &dir,
+            &[
+                ("DATABASE_URL".into(), database),
+                ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
+                ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
+                ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
+                ("GPTBOT__TELEGRAM__LISTEN".into(), "127.0.0.1:0".into()),
+                (
+                    "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
+                    "https://bot.example.test/hook".into(),
+                ),
+                ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
+            ],
+        );
+        let (stop, rx) = stopper();
+        let (mut apps, mut running, mut hooks) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let app = replica_of(&env).await;
+            let run = app.start(rx.clone()).await.unwrap();
+            let serving = run.platform(Platform::Telegram).cloned().unwrap();
+            hooks.push(format!("http://{}/hook", serving.webhook_addr.unwrap()));
+            apps.push(app);
+            running.push(run);
+        }
+        Pair {
+            _pg: pg,
+            redis,
+            openai,
+            tg,
+            _dir: dir,
+            apps,
+            _running: running,
+            hooks,
+            _stop: stop,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Delivers a private message from `user` to replica `to`.
+    async fn send(&self, to: usize, user: i64, text: &str) {
+        let update = self
+            .tg
+            .webhook_update(private_chat(user), user_json(user, "U"), text);
+        let status = self
+            .http
+            .post(&self.hooks[to])
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+
+    async fn wait_text(&self, user: i64, what: &str, seen: impl Fn(&str) -> bool) {
+        self.tg
+            .wait_until(10, what, |_| self.tg.texts_in(user).iter().any(|t| seen(t)))
+            .await;
+    }
+
+    /// The books of `user` once every hold is closed: the invariant, entries summing to
+    /// the balance (`common::ledger::assert_books`).
+    async fn books(&self, user: i64) -> gptbot::quota::Balance {
+        let id = UserId::new(Platform::Telegram, user.to_string());
+        let quota = &self.apps[1].quota;
+        let balance = common::ledger::settled(quota, &id, 1).await;
+        common::ledger::assert_books(quota, &id).await;
+        balance
+    }
+}
+
+const STILL: &str = "Still answering your previous message — send /cancel to stop it.";
+
+fn slow_answer() -> common::Behavior {
+    common::Behavior::Stream {
+        pieces: (0..40).map(|i| format!("part{i} ")).collect(),
+        delay: Duration::from_millis(150),
+        usage: Some((10, 40)),
+    }
+}
+
+/// A second message landing on the other replica while the first answer streams is told
+/// "still answering" (one answer at once, as with one process), and only one model
+/// request is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_message_on_the_other_replica_is_told_still_answering() {
+    let pair = Pair::start().await;
+    pair.openai.script([slow_answer()]);
+    pair.send(0, 7, "tell me a long story").await;
+    pair.wait_text(7, "the answer's first parts", |t| t.contains("part2"))
+        .await;
+    pair.send(1, 7, "and another thing").await;
+    pair.wait_text(7, "the still-answering notice", |t| t == STILL)
+        .await;
+    pair.wait_text(7, "the whole answer", |t| t.contains("part39"))
+        .await;
+    assert_eq!(pair.openai.request_count(), 1, "two answers at once");
+    let b = pair.books(7).await;
+    assert_eq!(b.requests, 1);
+    // Once the answer is done the slot is free on both replicas.
+    pair.openai.script([common::Behavior::Stream {
+        pieces: vec!["second answer".into()],
+        delay: Duration::ZERO,
+        usage: Some((10, 2)),
+    }]);
+    pair.send(1, 7, "and now?").await;
+    pair.wait_text(7, "the next answer, on the other replica", |t| {
+        t.contains("second answer")
+    })
+    .await;
+}
+
+/// /cancel landing on the replica that is not answering stops the answer on the other
+/// within a second; only the prompt and what was produced are charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_on_the_other_replica_stops_the_answer_within_a_second() {
+    let pair = Pair::start().await;
+    pair.openai.script([slow_answer()]);
+    pair.send(0, 8, "tell me a long story").await;
+    pair.wait_text(8, "the answer's first parts", |t| t.contains("part2"))
+        .await;
+    let asked = tokio::time::Instant::now();
+    pair.send(1, 8, "/cancel").await;
+    pair.wait_text(8, "the confirmation", |t| t == "Stopped.")
+        .await;
+    pair.wait_text(8, "the stopped answer", |t| t.ends_with("(stopped)"))
+        .await;
+    let stopped_after = asked.elapsed();
+    assert!(
+        stopped_after < Duration::from_secs(1) + Duration::from_millis(500),
+        "stopped only after {stopped_after:?}"
+    );
+    let b = pair.books(8).await;
+    assert_eq!(b.requests, 1);
+    // Charged the prompt (10) and part of the answer, never the whole of it (40).
+    assert!(b.used > 0 && b.used < 50, "charged {}", b.used);
+    let stopped = pair
+        .tg
+        .texts_in(8)
+        .into_iter()
+        .find(|t| t.ends_with("(stopped)"))
+        .unwrap();
+    assert!(!stopped.contains("part39"), "{stopped}");
+}
+
+/// A replica that died while answering leaves its user's slot in Redis; it frees itself
+/// when its lease runs out, and the user is answered again (by any replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_slot_frees_itself_when_its_lease_runs_out() {
+    let pair = Pair::start().await;
+    let mut redis = pair.redis.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("gptbot:inflight:telegram:9")
+        .arg("0123456789abcdef01234567:g")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    pair.send(0, 9, "hello").await;
+    pair.wait_text(9, "the still-answering notice", |t| t == STILL)
+        .await;
+    assert_eq!(pair.openai.request_count(), 0);
+    // /cancel reaches the slot too (nobody hears it: the holder is gone).
+    pair.send(1, 9, "/cancel").await;
+    pair.wait_text(9, "the confirmation", |t| t == "Stopped.")
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: i64 = redis::cmd("PTTL")
+            .arg("gptbot:inflight:telegram:9")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if left == -2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pair.send(1, 9, "hello again").await;
+    pair.wait_text(9, "the answer", |t| t.starts_with("Echo: hello again"))
+        .await;
+    let b = pair.books(9).await;
+    assert_eq!(b.requests, 1);
+}

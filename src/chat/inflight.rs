@@ -1,18 +1,36 @@
 //! One answer in flight per user: the registry of answers in progress, each with the
-//! switch `/cancel` flips to stop it.
+//! switch `/cancel` flips to stop it — in this process, and with a shared board
+//! ([`SharedSlots`], Redis) across every replica.
 //!
 //! An answer is *generating* while the model writes (a new message from the same user is
 //! refused with "still answering", and `/cancel` stops it), then *finishing* while its
 //! final text is delivered and its turn recorded: a message arriving then waits for the
 //! slot instead, so a user who answers a visibly complete reply is never refused.
+//!
+//! With a board, the slot is also taken there, under a random token and a lease renewed
+//! while the answer runs ([`LEASE`]): a second message on another replica is refused, a
+//! /cancel on another replica reaches this one (published at once; found at the next
+//! renewal if the message was missed), and a replica that dies frees its users when the
+//! lease runs out. If the board cannot be reached, each process decides alone, with a
+//! warning and `gptbot_coordination_degraded` at 1, until it answers again.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::core::coordination::{CoordError, Held, SharedSlots, Taken};
+use crate::core::error::chain;
 use crate::core::event::UserId;
+
+/// How long a replica's slot outlives the replica.
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// How often a waiting message looks again at a slot finishing on another replica.
+const FINISHING_POLL: Duration = Duration::from_millis(50);
 
 struct Answer {
     cancel: watch::Sender<bool>,
@@ -21,10 +39,48 @@ struct Answer {
     freed: watch::Receiver<()>,
 }
 
+#[derive(Clone, Default)]
+struct Local(Arc<Mutex<HashMap<UserId, Answer>>>);
+
+impl Local {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Answer>> {
+        // Entries are inserted and removed whole: a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancel(&self, user: &UserId) -> bool {
+        self.lock()
+            .get(user)
+            .is_some_and(|a| !a.finishing && a.cancel.send(true).is_ok())
+    }
+
+    /// A cancellation heard from another replica, the user as `platform:user`.
+    fn cancel_named(&self, who: &str) {
+        for (user, answer) in self.lock().iter() {
+            if !answer.finishing && user.to_string() == who {
+                let _ = answer.cancel.send(true);
+            }
+        }
+    }
+}
+
+/// The board shared with other replicas, and the task that hears their cancellations.
+struct Shared {
+    board: Arc<dyn SharedSlots>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
 /// Users with an answer in progress.
 #[derive(Default)]
 pub struct InFlight {
-    answers: Mutex<HashMap<UserId, Answer>>,
+    local: Local,
+    shared: Option<Shared>,
 }
 
 /// Holds a user's in-flight slot; frees it when dropped, however the answer ends.
@@ -34,36 +90,108 @@ pub struct Slot<'a> {
     /// Turns true when the user sends /cancel.
     pub cancelled: watch::Receiver<bool>,
     _freed: watch::Sender<()>,
+    /// The slot on the board, renewed until dropped.
+    shared: Option<SharedHold>,
+}
+
+struct SharedHold {
+    board: Arc<dyn SharedSlots>,
+    token: String,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl Slot<'_> {
     /// The model is done; what remains is delivery and bookkeeping.
     pub fn finishing(&self) {
-        if let Some(answer) = self.registry.lock().get_mut(&self.user) {
+        if let Some(answer) = self.registry.local.lock().get_mut(&self.user) {
             answer.finishing = true;
+        }
+        if let Some(hold) = &self.shared {
+            let (board, user, token) = (hold.board.clone(), self.user.clone(), hold.token.clone());
+            tokio::spawn(async move { degraded(board.finishing(&user, &token).await) });
         }
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.user);
+        self.registry.local.lock().remove(&self.user);
+        if let Some(hold) = self.shared.take() {
+            hold.renewer.abort();
+            let user = self.user.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { degraded(hold.board.free(&user, &hold.token).await) });
+            }
+        }
         // `_freed` drops after this: waiters wake to a free slot.
     }
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Answer>> {
-        // Entries are inserted and removed whole: a poisoned map is still consistent.
-        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    /// Decides together with every replica on `board`.
+    pub fn shared(board: Arc<dyn SharedSlots>) -> InFlight {
+        let local = Local::default();
+        let mut heard = board.cancels();
+        let listener = {
+            let local = local.clone();
+            tokio::spawn(async move {
+                loop {
+                    match heard.recv().await {
+                        Ok(who) => local.cancel_named(&who),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            })
+        };
+        InFlight {
+            local,
+            shared: Some(Shared { board, listener }),
+        }
     }
 
-    /// Takes the user's slot; `None` while another answer of theirs is generating.
-    /// If it is only finishing, waits until it is done.
+    /// Takes the user's slot; `None` while another answer of theirs is generating (here
+    /// or on another replica). If it is only finishing, waits until it is done.
     pub async fn begin(&self, user: &UserId) -> Option<Slot<'_>> {
+        let mut slot = self.begin_here(user).await?;
+        let Some(shared) = &self.shared else {
+            return Some(slot);
+        };
+        let token = token();
+        loop {
+            match shared.board.take(user, &token, LEASE).await {
+                Ok(Taken::Yes) => {
+                    degraded(Ok(()));
+                    slot.shared = Some(SharedHold {
+                        board: shared.board.clone(),
+                        renewer: tokio::spawn(renew(
+                            shared.board.clone(),
+                            self.local.clone(),
+                            user.clone(),
+                            token.clone(),
+                        )),
+                        token,
+                    });
+                    return Some(slot);
+                }
+                Ok(Taken::Busy) => {
+                    degraded(Ok(()));
+                    return None;
+                }
+                Ok(Taken::Finishing) => tokio::time::sleep(FINISHING_POLL).await,
+                // Decided here alone rather than not answering.
+                Err(e) => {
+                    degraded(Err(e));
+                    return Some(slot);
+                }
+            }
+        }
+    }
+
+    async fn begin_here(&self, user: &UserId) -> Option<Slot<'_>> {
         loop {
             let mut freed = {
-                let mut answers = self.lock();
+                let mut answers = self.local.lock();
                 match answers.entry(user.clone()) {
                     Entry::Occupied(busy) if !busy.get().finishing => return None,
                     Entry::Occupied(busy) => busy.get().freed.clone(),
@@ -80,6 +208,7 @@ impl InFlight {
                             user: user.clone(),
                             cancelled,
                             _freed: freed_tx,
+                            shared: None,
                         });
                     }
                 }
@@ -89,13 +218,78 @@ impl InFlight {
         }
     }
 
-    /// Stops the user's answer while the model is still writing it; false when there is
-    /// none (or it is already finishing).
-    pub fn cancel(&self, user: &UserId) -> bool {
-        self.lock()
-            .get(user)
-            .is_some_and(|a| !a.finishing && a.cancel.send(true).is_ok())
+    /// Stops the user's answer while the model is still writing it, on whichever replica
+    /// writes it; false when there is none (or it is already finishing).
+    pub async fn cancel(&self, user: &UserId) -> bool {
+        if self.local.cancel(user) {
+            return true;
+        }
+        match &self.shared {
+            Some(shared) => match shared.board.cancel(user).await {
+                Ok(stopped) => {
+                    degraded(Ok(()));
+                    stopped
+                }
+                Err(e) => {
+                    degraded(Err(e));
+                    false
+                }
+            },
+            None => false,
+        }
     }
+}
+
+/// Keeps the slot's lease while the answer runs; a /cancel whose message this replica
+/// missed is found here.
+async fn renew(board: Arc<dyn SharedSlots>, local: Local, user: UserId, token: String) {
+    loop {
+        tokio::time::sleep(LEASE / 3).await;
+        match board.renew(&user, &token, LEASE).await {
+            Ok(Held::Cancelled) => {
+                degraded(Ok(()));
+                local.cancel(&user);
+            }
+            Ok(Held::Lost) => {
+                degraded(Ok(()));
+                tracing::warn!(%user, "the answer's in-flight slot expired before it ended; another message of the user's may be answered meanwhile");
+                return;
+            }
+            Ok(_) => degraded(Ok(())),
+            Err(e) => degraded(Err(e)),
+        }
+    }
+}
+
+/// Whether the board answered: the gauge follows, and the change is logged once.
+fn degraded(result: Result<(), CoordError>) {
+    static DEGRADED: AtomicBool = AtomicBool::new(false);
+    let now = result.is_err();
+    if DEGRADED.swap(now, Ordering::Relaxed) != now {
+        match &result {
+            Err(e) => {
+                tracing::warn!(error = %chain(e), "coordination store unreachable: answers in flight and /cancel are decided by each replica alone until it is back")
+            }
+            Ok(()) => tracing::info!(
+                "coordination store reachable again: answers in flight and /cancel are shared"
+            ),
+        }
+    }
+    ::metrics::gauge!(crate::core::metrics::COORDINATION_DEGRADED).set(if now { 1.0 } else { 0.0 });
+}
+
+/// The slot's token: only its holder can renew or free it.
+fn token() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Unique enough to tell this holder from others if the OS source fails.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        return format!("{nanos:x}{:x}", std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -110,7 +304,7 @@ mod tests {
         let slot = registry.begin(&user).await.unwrap();
         assert!(registry.begin(&user).await.is_none(), "still generating");
         slot.finishing();
-        assert!(!registry.cancel(&user), "nothing left to cancel");
+        assert!(!registry.cancel(&user).await, "nothing left to cancel");
         let (next, ()) = tokio::join!(registry.begin(&user), async move {
             tokio::task::yield_now().await;
             drop(slot);

@@ -222,6 +222,15 @@ impl Conversation {
         self
     }
 
+    /// Decides answers in flight and /cancel together with the other replicas on `board`.
+    pub fn with_coordination(
+        mut self,
+        board: Arc<dyn crate::core::coordination::SharedSlots>,
+    ) -> Conversation {
+        self.answers.in_flight = inflight::InFlight::shared(board);
+        self
+    }
+
     /// Tools are configured (`[tools]`): /tools is offered.
     pub fn has_tools(&self) -> bool {
         self.answers.tools.is_some()

@@ -20,6 +20,7 @@ pub const QUOTA_DB: &str = "gptbot_quota_db_seconds";
 pub const MODEL_ERRORS: &str = "gptbot_model_errors_total";
 pub const BUILD_INFO: &str = "gptbot_build_info";
 pub const READY: &str = "gptbot_ready";
+pub const COORDINATION_DEGRADED: &str = "gptbot_coordination_degraded";
 pub const WEB_LOGINS_REFUSED: &str = "gptbot_web_logins_refused_total";
 
 /// The status class label of a platform API call.

@@ -8,6 +8,7 @@ pub mod adapter;
 pub mod admin;
 pub mod clock;
 pub mod command;
+pub mod coordination;
 pub mod error;
 pub mod event;
 pub mod health;

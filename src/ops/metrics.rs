@@ -86,6 +86,10 @@ fn describe() {
         "Tokens charged to users, by kind (prompt, completion)."
     );
     describe_gauge!(
+        COORDINATION_DEGRADED,
+        "1 while this replica cannot reach the shared coordination store (Redis) and decides answers in flight and /cancel alone; 0 when shared."
+    );
+    describe_gauge!(
         HOLDS_OPEN,
         "Quota holds open (tokens reserved for answers in progress), all processes."
     );

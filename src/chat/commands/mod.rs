@@ -103,7 +103,7 @@ impl Conversation {
             Command::Reset => self.reset(event).await,
             Command::Quota => self.quota_report(event).await,
             Command::Tools => Ok(self.tools_report(event).await),
-            Command::Cancel => Ok(self.cancel(event)),
+            Command::Cancel => Ok(self.cancel(event).await),
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,
             Command::Unlink => self.unlink(event).await,

@@ -69,8 +69,8 @@ impl Conversation {
         Ok(text)
     }
 
-    pub(super) fn cancel(&self, event: &IncomingEvent) -> String {
-        if self.answers.in_flight.cancel(&event.quota_user()) {
+    pub(super) async fn cancel(&self, event: &IncomingEvent) -> String {
+        if self.answers.in_flight.cancel(&event.quota_user()).await {
             "Stopped.".to_string()
         } else {
             "Nothing to stop: no answer is in progress.".to_string()

@@ -1,0 +1,4 @@
+//! Implementations of the coordination port ([`crate::core::coordination`]): Redis, shared
+//! by every replica that points at it.
+
+pub mod redis;

@@ -1,0 +1,232 @@
+//! Users' in-flight slots in Redis: one key per user holding `<token>:<state>` (state
+//! `g` generating, `f` finishing, `c` cancelled) with a lease as its expiry, each
+//! operation one script (one round trip, atomic, one key: Redis Cluster needs no hash
+//! tags). /cancel marks the slot and publishes the user on one channel; every replica
+//! listens, and the holder stops its answer — or, had it missed the message while
+//! reconnecting, finds the mark when it next renews the lease.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::broadcast;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::core::coordination::{CoordError, Held, SharedSlots, Taken};
+use crate::core::error::chain;
+use crate::core::event::UserId;
+
+const TAKE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':g', 'PX', ARGV[2])
+  return 1
+end
+if string.sub(v, -1) == 'f' then return 2 end
+return 0";
+
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, -3) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local s = string.sub(v, -1)
+if s == 'c' then return 2 end
+if s == 'f' then return 3 end
+return 1";
+
+const FINISHING: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, -3) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':f', 'KEEPTTL')
+end
+return 1";
+
+const FREE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, -3) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1";
+
+const CANCEL: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, -1) == 'f' then return 0 end
+redis.call('SET', KEYS[1], string.sub(v, 1, -3) .. ':c', 'KEEPTTL')
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1";
+
+pub struct RedisSlots {
+    conn: ConnectionManager,
+    prefix: String,
+    channel: String,
+    scripts: Scripts,
+    cancels: broadcast::Sender<String>,
+    /// Stops the listener when the board goes.
+    _listener: DropGuard,
+}
+
+struct Scripts {
+    take: redis::Script,
+    renew: redis::Script,
+    finishing: redis::Script,
+    free: redis::Script,
+    cancel: redis::Script,
+}
+
+impl RedisSlots {
+    /// Connects (failing fast when Redis is unreachable) and starts listening for
+    /// cancellations; both reconnect in the background afterwards.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisSlots, CoordError> {
+        let client = redis::Client::open(url)
+            .context("invalid redis.url")
+            .map_err(CoordError)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Redis at {}",
+                    crate::config::redact_url_str(url)
+                )
+            })
+            .map_err(CoordError)?;
+        let channel = format!("{prefix}:cancel");
+        let (cancels, _) = broadcast::channel(256);
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(
+            client,
+            channel.clone(),
+            cancels.clone(),
+            stop.clone(),
+        ));
+        Ok(RedisSlots {
+            conn,
+            prefix: prefix.to_string(),
+            channel,
+            scripts: Scripts {
+                take: redis::Script::new(TAKE),
+                renew: redis::Script::new(RENEW),
+                finishing: redis::Script::new(FINISHING),
+                free: redis::Script::new(FREE),
+                cancel: redis::Script::new(CANCEL),
+            },
+            cancels,
+            _listener: stop.drop_guard(),
+        })
+    }
+
+    /// The slot's key: `<prefix>:inflight:<platform>:<user>`.
+    pub fn key(&self, user: &UserId) -> String {
+        format!("{}:inflight:{user}", self.prefix)
+    }
+
+    async fn run(
+        &self,
+        script: &redis::Script,
+        user: &UserId,
+        args: &[&str],
+    ) -> Result<i64, CoordError> {
+        let mut invocation = script.key(self.key(user));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .context("in-flight slot script")
+            .map_err(CoordError)
+    }
+}
+
+fn millis(lease: Duration) -> String {
+    lease.as_millis().max(1).to_string()
+}
+
+#[async_trait]
+impl SharedSlots for RedisSlots {
+    async fn take(&self, user: &UserId, token: &str, lease: Duration) -> Result<Taken, CoordError> {
+        Ok(
+            match self
+                .run(&self.scripts.take, user, &[token, &millis(lease)])
+                .await?
+            {
+                1 => Taken::Yes,
+                2 => Taken::Finishing,
+                _ => Taken::Busy,
+            },
+        )
+    }
+
+    async fn renew(&self, user: &UserId, token: &str, lease: Duration) -> Result<Held, CoordError> {
+        Ok(
+            match self
+                .run(&self.scripts.renew, user, &[token, &millis(lease)])
+                .await?
+            {
+                1 => Held::Generating,
+                2 => Held::Cancelled,
+                3 => Held::Finishing,
+                _ => Held::Lost,
+            },
+        )
+    }
+
+    async fn finishing(&self, user: &UserId, token: &str) -> Result<(), CoordError> {
+        self.run(&self.scripts.finishing, user, &[token])
+            .await
+            .map(drop)
+    }
+
+    async fn free(&self, user: &UserId, token: &str) -> Result<(), CoordError> {
+        self.run(&self.scripts.free, user, &[token]).await.map(drop)
+    }
+
+    async fn cancel(&self, user: &UserId) -> Result<bool, CoordError> {
+        let who = user.to_string();
+        Ok(self
+            .run(&self.scripts.cancel, user, &[&self.channel, &who])
+            .await?
+            == 1)
+    }
+
+    fn cancels(&self) -> broadcast::Receiver<String> {
+        self.cancels.subscribe()
+    }
+}
+
+/// Hears the cancel channel until stopped, reconnecting (every second) whenever the
+/// subscription drops.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    out: broadcast::Sender<String>,
+    stop: CancellationToken,
+) {
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                if let Ok(user) = message.get_payload::<String>() {
+                    let _ = out.send(user);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            ended = session => if let Err(e) = ended {
+                tracing::debug!(error = %chain(&e), "cancel channel lost; listening again in 1 s");
+            },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
