@@ -244,13 +244,16 @@ impl App {
         };
         // With Redis, the replicas decide answers in flight and /cancel together.
         let conversation = Arc::new(match &settings.redis.url {
-            Some(url) => conversation.with_coordination(Arc::new(
-                crate::coord::redis::RedisSlots::connect(
-                    url.expose_secret(),
-                    &settings.redis.key_prefix,
-                )
-                .await?,
-            )),
+            Some(url) => {
+                let board = Arc::new(
+                    crate::coord::redis::RedisBoard::connect(
+                        url.expose_secret(),
+                        &settings.redis.key_prefix,
+                    )
+                    .await?,
+                );
+                conversation.with_coordination(board.clone(), board, settings.quota.hold_lease)
+            }
             None => conversation,
         });
         tracing::info!(

@@ -257,6 +257,10 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Pair {
+        Pair::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[(&str, &str)]) -> Pair {
         let pg = PostgresServer::start();
         let redis = RedisServer::start();
         let openai = FakeOpenAi::start().await;
@@ -279,7 +283,10 @@ impl Pair {
                     "https://bot.example.test/hook".into(),
                 ),
                 ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect::<Vec<_>>(),
         );
         let (stop, rx) = stopper();
         let (mut apps, mut running, mut hooks) = (Vec::new(), Vec::new(), Vec::new());
@@ -456,4 +463,69 @@ async fn a_dead_replicas_slot_frees_itself_when_its_lease_runs_out() {
         .await;
     let b = pair.books(9).await;
     assert_eq!(b.requests, 1);
+}
+
+/// `limits.per_user_per_minute = 3` holds for the bot, not for each replica: of five
+/// messages sent one after another to alternating replicas, three are answered and the
+/// fourth and fifth refused; the same for `limits.commands_per_minute`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_limits_hold_across_replicas() {
+    let pair = Pair::start_with(&[
+        ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "3"),
+        ("GPTBOT__LIMITS__COMMANDS_PER_MINUTE", "2"),
+    ])
+    .await;
+    for n in 1..=5 {
+        pair.send(n % 2, 11, &format!("question {n}")).await;
+        let before = n;
+        pair.tg
+            .wait_until(10, "an answer or a refusal", |_| {
+                pair.tg
+                    .texts_in(11)
+                    .iter()
+                    .filter(|t| {
+                        t.starts_with("Echo: question") || t.starts_with("You're sending messages")
+                    })
+                    .count()
+                    >= before
+            })
+            .await;
+    }
+    let texts = pair.tg.texts_in(11);
+    let answered: Vec<_> = texts
+        .iter()
+        .filter(|t| t.starts_with("Echo: question"))
+        .collect();
+    let refused = texts
+        .iter()
+        .filter(|t| {
+            t.starts_with("You're sending messages faster than this bot allows (3 per minute)")
+        })
+        .count();
+    assert_eq!(answered.len(), 3, "{texts:?}");
+    assert_eq!(refused, 2, "{texts:?}");
+    assert!(
+        answered
+            .iter()
+            .all(|t| !t.contains("question 4") && !t.contains("question 5"))
+    );
+    let b = pair.books(11).await;
+    assert_eq!(b.requests, 3);
+    assert_eq!(pair.openai.request_count(), 3);
+
+    // Commands: two a minute in all; the third is refused with one notice.
+    for n in 0..3 {
+        pair.send(n % 2, 12, "/help").await;
+    }
+    pair.wait_text(12, "the commands notice", |t| {
+        t.starts_with("You're sending commands faster than this bot allows (2 per minute)")
+    })
+    .await;
+    let helps = pair
+        .tg
+        .texts_in(12)
+        .iter()
+        .filter(|t| t.starts_with("Commands:"))
+        .count();
+    assert_eq!(helps, 2);
 }

@@ -52,15 +52,12 @@ impl Answers {
     }
 
     /// The per-user rate limit: `Err` holds the sentence to say.
-    pub(super) fn check_rate(&self, user: &UserId) -> Result<(), Sentence> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        match limiter.check(user) {
+    pub(super) async fn check_rate(&self, user: &UserId) -> Result<(), Sentence> {
+        match self.rate.check(user).await {
             Ok(()) => Ok(()),
             Err(Limited::Wait(wait)) => Err(Sentence(format!(
                 "You're sending messages faster than this bot allows ({} per minute). Please wait {} s.",
-                self.settings.per_user_per_minute,
+                self.rate.per_minute(),
                 wait.as_secs().max(1)
             ))),
             Err(Limited::Full) => {

@@ -4,17 +4,13 @@
 //! `incoming`, `prompt`, `retry`, `admission`, `ending`) are its methods; the commands
 //! reach it for /retry, /cancel and what they read of the history.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::Quota;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::ConversationSettings;
 use super::inflight::InFlight;
-use crate::core::event::UserId;
-use crate::core::limiter::Keyed;
 use crate::core::model::ModelClient;
 use crate::core::session::SessionStore;
 use crate::core::tools::ToolBox;
@@ -30,7 +26,7 @@ pub(super) struct Answers {
     /// The answer in progress per user, with the switch /cancel flips.
     pub(super) in_flight: InFlight,
     /// `limits.per_user_per_minute`.
-    pub(super) limiter: Option<Keyed<UserId>>,
+    pub(super) rate: super::rate::UserRate,
     /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
     /// arrival order.
     pub(super) permits: Arc<Semaphore>,
@@ -49,8 +45,7 @@ impl Answers {
         settings: ConversationSettings,
         restarting: CancellationToken,
     ) -> Answers {
-        let limiter = NonZeroU32::new(settings.per_user_per_minute)
-            .map(|n| Keyed::new(Quota::per_minute(n), super::LIMITER_KEYS));
+        let rate = super::rate::UserRate::new("messages", settings.per_user_per_minute);
         let permits = Arc::new(Semaphore::new(
             settings.max_concurrent_answers.max(1) as usize
         ));
@@ -61,7 +56,7 @@ impl Answers {
             counter,
             settings,
             in_flight: InFlight::default(),
-            limiter,
+            rate,
             permits,
             restarting,
             tools: None,

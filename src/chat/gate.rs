@@ -1,10 +1,8 @@
 //! The entrance: every event is logged in one span, events not for us are ignored,
 //! access is decided, and the rest goes to a command or to a chat turn.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::Quota;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -15,20 +13,18 @@ use crate::core::adapter::{ChatAdapter, ReplyTarget};
 use crate::core::command::Command;
 use crate::core::error::chain;
 use crate::core::event::{ChatKind, Content, IncomingEvent, UserId};
-use crate::core::limiter::Keyed;
 
 /// `limits.commands_per_minute`, and who was told so this minute (told once, then
 /// ignored, so a flood of commands is not answered by a flood of notices).
 pub(super) struct CommandLimit {
-    limiter: Option<Keyed<UserId>>,
+    pub(super) rate: super::rate::UserRate,
     told: moka::sync::Cache<UserId, ()>,
 }
 
 impl CommandLimit {
     pub(super) fn new(per_minute: u32) -> CommandLimit {
         CommandLimit {
-            limiter: NonZeroU32::new(per_minute)
-                .map(|n| Keyed::new(Quota::per_minute(n), super::LIMITER_KEYS)),
+            rate: super::rate::UserRate::new("commands", per_minute),
             told: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(Duration::from_secs(60))
@@ -38,9 +34,8 @@ impl CommandLimit {
 
     /// `None`: the command may run; `Some(tell)`: refused, and whether to say so (the
     /// first refusal of the minute).
-    fn refuse(&self, user: &UserId) -> Option<bool> {
-        let limiter = self.limiter.as_ref()?;
-        if limiter.check(user).is_ok() {
+    async fn refuse(&self, user: &UserId) -> Option<bool> {
+        if self.rate.check(user).await.is_ok() {
             return None;
         }
         if self.told.contains_key(user) {
@@ -162,7 +157,7 @@ impl Conversation {
             }
             Content::Command(command) => {
                 if *command != Command::Cancel
-                    && let Some(tell) = self.commands.refuse(&user)
+                    && let Some(tell) = self.commands.refuse(&user).await
                 {
                     if tell {
                         let text = format!(

@@ -8,7 +8,7 @@
 //! slot instead, so a user who answers a visibly complete reply is never refused.
 //!
 //! With a board, the slot is also taken there, under a random token and a lease renewed
-//! while the answer runs ([`LEASE`]): a second message on another replica is refused, a
+//! while the answer runs ([`MAX_LEASE`]): a second message on another replica is refused, a
 //! /cancel on another replica reaches this one (published at once; found at the next
 //! renewal if the message was missed), and a replica that dies frees its users when the
 //! lease runs out. If the board cannot be reached, each process decides alone, with a
@@ -26,8 +26,9 @@ use crate::core::coordination::{CoordError, Held, SharedSlots, Taken};
 use crate::core::error::chain;
 use crate::core::event::UserId;
 
-/// How long a replica's slot outlives the replica.
-pub const LEASE: Duration = Duration::from_secs(15);
+/// How long a replica's slot outlives the replica, at most: never longer than its quota
+/// holds (`quota.hold_lease`), after which the books treat its answers as dead too.
+pub const MAX_LEASE: Duration = Duration::from_secs(15);
 
 /// How often a waiting message looks again at a slot finishing on another replica.
 const FINISHING_POLL: Duration = Duration::from_millis(50);
@@ -67,6 +68,7 @@ impl Local {
 /// The board shared with other replicas, and the task that hears their cancellations.
 struct Shared {
     board: Arc<dyn SharedSlots>,
+    lease: Duration,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -89,7 +91,7 @@ pub struct Slot<'a> {
     user: UserId,
     /// Turns true when the user sends /cancel.
     pub cancelled: watch::Receiver<bool>,
-    _freed: watch::Sender<()>,
+    _freed: Option<watch::Sender<()>>,
     /// The slot on the board, renewed until dropped.
     shared: Option<SharedHold>,
 }
@@ -115,21 +117,37 @@ impl Slot<'_> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.registry.local.lock().remove(&self.user);
-        if let Some(hold) = self.shared.take() {
-            hold.renewer.abort();
-            let user = self.user.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { degraded(hold.board.free(&user, &hold.token).await) });
+        let runtime = tokio::runtime::Handle::try_current();
+        match (self.shared.take(), runtime) {
+            // Freed on the board first, then here: a message of the user's waiting in
+            // this process takes the slot only once the board has it free too.
+            (Some(hold), Ok(runtime)) => {
+                hold.renewer.abort();
+                if let Some(answer) = self.registry.local.lock().get_mut(&self.user) {
+                    answer.finishing = true;
+                }
+                let (local, user) = (self.registry.local.clone(), self.user.clone());
+                let freed = self._freed.take();
+                runtime.spawn(async move {
+                    degraded(hold.board.free(&user, &hold.token).await);
+                    local.lock().remove(&user);
+                    drop(freed);
+                });
+            }
+            (hold, _) => {
+                if let Some(hold) = hold {
+                    hold.renewer.abort();
+                }
+                self.registry.local.lock().remove(&self.user);
             }
         }
-        // `_freed` drops after this: waiters wake to a free slot.
+        // `_freed` (when still here) drops after this: waiters wake to a free slot.
     }
 }
 
 impl InFlight {
-    /// Decides together with every replica on `board`.
-    pub fn shared(board: Arc<dyn SharedSlots>) -> InFlight {
+    /// Decides together with every replica on `board`, slots held with `lease`.
+    pub fn shared(board: Arc<dyn SharedSlots>, lease: Duration) -> InFlight {
         let local = Local::default();
         let mut heard = board.cancels();
         let listener = {
@@ -146,7 +164,11 @@ impl InFlight {
         };
         InFlight {
             local,
-            shared: Some(Shared { board, listener }),
+            shared: Some(Shared {
+                board,
+                lease,
+                listener,
+            }),
         }
     }
 
@@ -159,13 +181,14 @@ impl InFlight {
         };
         let token = token();
         loop {
-            match shared.board.take(user, &token, LEASE).await {
+            match shared.board.take(user, &token, shared.lease).await {
                 Ok(Taken::Yes) => {
                     degraded(Ok(()));
                     slot.shared = Some(SharedHold {
                         board: shared.board.clone(),
                         renewer: tokio::spawn(renew(
                             shared.board.clone(),
+                            shared.lease,
                             self.local.clone(),
                             user.clone(),
                             token.clone(),
@@ -207,7 +230,7 @@ impl InFlight {
                             registry: self,
                             user: user.clone(),
                             cancelled,
-                            _freed: freed_tx,
+                            _freed: Some(freed_tx),
                             shared: None,
                         });
                     }
@@ -242,10 +265,16 @@ impl InFlight {
 
 /// Keeps the slot's lease while the answer runs; a /cancel whose message this replica
 /// missed is found here.
-async fn renew(board: Arc<dyn SharedSlots>, local: Local, user: UserId, token: String) {
+async fn renew(
+    board: Arc<dyn SharedSlots>,
+    lease: Duration,
+    local: Local,
+    user: UserId,
+    token: String,
+) {
     loop {
-        tokio::time::sleep(LEASE / 3).await;
-        match board.renew(&user, &token, LEASE).await {
+        tokio::time::sleep(lease / 3).await;
+        match board.renew(&user, &token, lease).await {
             Ok(Held::Cancelled) => {
                 degraded(Ok(()));
                 local.cancel(&user);
@@ -261,8 +290,9 @@ async fn renew(board: Arc<dyn SharedSlots>, local: Local, user: UserId, token: S
     }
 }
 
-/// Whether the board answered: the gauge follows, and the change is logged once.
-fn degraded(result: Result<(), CoordError>) {
+/// Whether the board answered (for any of its uses): the gauge follows, and the change
+/// is logged once.
+pub(super) fn degraded(result: Result<(), CoordError>) {
     static DEGRADED: AtomicBool = AtomicBool::new(false);
     let now = result.is_err();
     if DEGRADED.swap(now, Ordering::Relaxed) != now {
@@ -310,5 +340,46 @@ mod tests {
             drop(slot);
         });
         assert!(next.is_some(), "the waiting message gets the slot");
+    }
+
+    /// A board that cannot be reached.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl SharedSlots for Down {
+        async fn take(&self, _: &UserId, _: &str, _: Duration) -> Result<Taken, CoordError> {
+            Err(CoordError(anyhow::anyhow!("connection refused")))
+        }
+        async fn renew(&self, _: &UserId, _: &str, _: Duration) -> Result<Held, CoordError> {
+            Err(CoordError(anyhow::anyhow!("connection refused")))
+        }
+        async fn finishing(&self, _: &UserId, _: &str) -> Result<(), CoordError> {
+            Err(CoordError(anyhow::anyhow!("connection refused")))
+        }
+        async fn free(&self, _: &UserId, _: &str) -> Result<(), CoordError> {
+            Err(CoordError(anyhow::anyhow!("connection refused")))
+        }
+        async fn cancel(&self, _: &UserId) -> Result<bool, CoordError> {
+            Err(CoordError(anyhow::anyhow!("connection refused")))
+        }
+        fn cancels(&self) -> broadcast::Receiver<String> {
+            broadcast::channel(1).1
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_board_leaves_the_decision_to_this_process() {
+        let registry = InFlight::shared(Arc::new(Down), MAX_LEASE);
+        let user = UserId::new(Platform::Telegram, "u");
+        let slot = registry
+            .begin(&user)
+            .await
+            .expect("answered although the board is down");
+        assert!(
+            registry.begin(&user).await.is_none(),
+            "still one answer per user in this process"
+        );
+        assert!(registry.cancel(&user).await, "/cancel still works here");
+        assert!(*slot.cancelled.borrow());
     }
 }

@@ -25,6 +25,7 @@ mod notifiers;
 mod opening;
 pub mod pdf;
 mod prompt;
+mod rate;
 pub mod reply;
 mod retry;
 pub mod split;
@@ -222,12 +223,19 @@ impl Conversation {
         self
     }
 
-    /// Decides answers in flight and /cancel together with the other replicas on `board`.
+    /// Decides answers in flight and /cancel together with the other replicas on `board`,
+    /// and counts the per-user rate limits with them on `rates`. A slot outlives a dead
+    /// replica by `hold_lease` (`quota.hold_lease`) or 15 s, the shorter.
     pub fn with_coordination(
         mut self,
         board: Arc<dyn crate::core::coordination::SharedSlots>,
+        rates: Arc<dyn crate::core::coordination::SharedRates>,
+        hold_lease: std::time::Duration,
     ) -> Conversation {
-        self.answers.in_flight = inflight::InFlight::shared(board);
+        self.answers.in_flight =
+            inflight::InFlight::shared(board, hold_lease.min(inflight::MAX_LEASE));
+        self.answers.rate.share(rates.clone());
+        self.commands.rate.share(rates);
         self
     }
 

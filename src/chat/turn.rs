@@ -71,7 +71,7 @@ impl Answers {
             say(adapter, target, notices::STILL_ANSWERING).await;
             return Outcome::Refused(Refusal::Busy);
         };
-        if let Err(refusal) = self.check_rate(&user) {
+        if let Err(refusal) = self.check_rate(&user).await {
             say(adapter, target, &refusal.0).await;
             return Outcome::Refused(Refusal::RateLimited);
         }

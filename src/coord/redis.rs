@@ -1,9 +1,10 @@
-//! Users' in-flight slots in Redis: one key per user holding `<token>:<state>` (state
+//! What replicas decide together, in Redis. Users' in-flight slots: one key per user holding `<token>:<state>` (state
 //! `g` generating, `f` finishing, `c` cancelled) with a lease as its expiry, each
 //! operation one script (one round trip, atomic, one key: Redis Cluster needs no hash
 //! tags). /cancel marks the slot and publishes the user on one channel; every replica
 //! listens, and the holder stops its answer — or, had it missed the message while
-//! reconnecting, finds the mark when it next renews the lease.
+//! reconnecting, finds the mark when it next renews the lease. Rate limits: GCRA, one
+//! key per limited thing holding its theoretical arrival time, expiring when idle.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::core::coordination::{CoordError, Held, SharedSlots, Taken};
+use crate::core::coordination::{CoordError, Held, SharedRates, SharedSlots, Taken};
 use crate::core::error::chain;
 use crate::core::event::UserId;
 
@@ -55,7 +56,21 @@ redis.call('SET', KEYS[1], string.sub(v, 1, -3) .. ':c', 'KEEPTTL')
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1";
 
-pub struct RedisSlots {
+/// GCRA over Redis's own clock (every replica sees the same time): ARGV[1] the emission
+/// interval, ARGV[2] the period a burst may fill, both in ms. 0 allowed, else the wait.
+const RATE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new = tat + interval
+if new - now > period then return new - now - period end
+redis.call('SET', KEYS[1], new, 'PX', new - now)
+return 0";
+
+pub struct RedisBoard {
     conn: ConnectionManager,
     prefix: String,
     channel: String,
@@ -71,12 +86,13 @@ struct Scripts {
     finishing: redis::Script,
     free: redis::Script,
     cancel: redis::Script,
+    rate: redis::Script,
 }
 
-impl RedisSlots {
+impl RedisBoard {
     /// Connects (failing fast when Redis is unreachable) and starts listening for
     /// cancellations; both reconnect in the background afterwards.
-    pub async fn connect(url: &str, prefix: &str) -> Result<RedisSlots, CoordError> {
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisBoard, CoordError> {
         let client = redis::Client::open(url)
             .context("invalid redis.url")
             .map_err(CoordError)?;
@@ -102,7 +118,7 @@ impl RedisSlots {
             cancels.clone(),
             stop.clone(),
         ));
-        Ok(RedisSlots {
+        Ok(RedisBoard {
             conn,
             prefix: prefix.to_string(),
             channel,
@@ -112,6 +128,7 @@ impl RedisSlots {
                 finishing: redis::Script::new(FINISHING),
                 free: redis::Script::new(FREE),
                 cancel: redis::Script::new(CANCEL),
+                rate: redis::Script::new(RATE),
             },
             cancels,
             _listener: stop.drop_guard(),
@@ -129,7 +146,16 @@ impl RedisSlots {
         user: &UserId,
         args: &[&str],
     ) -> Result<i64, CoordError> {
-        let mut invocation = script.key(self.key(user));
+        self.run_on(script, self.key(user), args).await
+    }
+
+    async fn run_on(
+        &self,
+        script: &redis::Script,
+        key: String,
+        args: &[&str],
+    ) -> Result<i64, CoordError> {
+        let mut invocation = script.key(key);
         for arg in args {
             invocation.arg(*arg);
         }
@@ -137,7 +163,7 @@ impl RedisSlots {
         invocation
             .invoke_async(&mut conn)
             .await
-            .context("in-flight slot script")
+            .context("coordination script")
             .map_err(CoordError)
     }
 }
@@ -147,7 +173,7 @@ fn millis(lease: Duration) -> String {
 }
 
 #[async_trait]
-impl SharedSlots for RedisSlots {
+impl SharedSlots for RedisBoard {
     async fn take(&self, user: &UserId, token: &str, lease: Duration) -> Result<Taken, CoordError> {
         Ok(
             match self
@@ -195,6 +221,23 @@ impl SharedSlots for RedisSlots {
 
     fn cancels(&self) -> broadcast::Receiver<String> {
         self.cancels.subscribe()
+    }
+}
+
+#[async_trait]
+impl SharedRates for RedisBoard {
+    async fn hit(&self, key: &str, per_minute: u32) -> Result<Option<Duration>, CoordError> {
+        let period: u64 = 60_000;
+        let interval = (period / u64::from(per_minute.max(1))).max(1);
+        let key = format!("{}:rate:{key}", self.prefix);
+        let wait = self
+            .run_on(
+                &self.scripts.rate,
+                key,
+                &[&interval.to_string(), &period.to_string()],
+            )
+            .await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))
     }
 }
 

@@ -1,6 +1,6 @@
-//! The coordination port: what replicas of one bot must decide together so that users
-//! see one bot — today, whose answer is in flight for a user and the /cancel that stops
-//! it. With Redis (`REDIS_URL`) it is shared ([`crate::coord::redis`]); with one process
+//! The coordination ports: what replicas of one bot must decide together so that users
+//! see one bot — whose answer is in flight for a user and the /cancel that stops it
+//! ([`SharedSlots`]), and the per-user rate limits ([`SharedRates`]). With Redis (`REDIS_URL`) it is shared ([`crate::coord::redis`]); with one process
 //! or no Redis there is no shared board and each process decides alone.
 
 use std::time::Duration;
@@ -58,4 +58,12 @@ pub trait SharedSlots: Send + Sync {
     /// The users (as `platform:user`) whose answer /cancel asked to stop, heard from any
     /// replica: the holder stops its answer if it is here.
     fn cancels(&self) -> tokio::sync::broadcast::Receiver<String>;
+}
+
+/// Rate limits counted across every replica: one atomic check per event.
+#[async_trait]
+pub trait SharedRates: Send + Sync {
+    /// Counts one event for `key` against `per_minute` (a burst of `per_minute`, then one
+    /// per `60 s / per_minute`): `None` if allowed, else how long until one would be.
+    async fn hit(&self, key: &str, per_minute: u32) -> Result<Option<Duration>, CoordError>;
 }
