@@ -6,6 +6,9 @@
 //!   round trips per message counted from `INFO commandstats`, next to a plain GET/SET of
 //!   the same payload and `redis-benchmark` on the same server (the physical limit).
 //!
+//! - the replicas' shared board on the same redis-server: an in-flight slot's take, mark
+//!   finishing and free, and a per-user rate check (`RedisBoard`), as a message costs.
+//!
 //! Starts its own redis-server on a free port with the tests' launcher
 //! (REDIS_SERVER_BIN overrides the binary).
 //! Figures are printed as p50 / p90 / p99 in microseconds.
@@ -263,6 +266,43 @@ async fn bench_sessions() {
     }
 }
 
+async fn bench_board() {
+    use gptbot::core::coordination::{SharedRates, SharedSlots};
+    let server = common::RedisServer::start();
+    let board = gptbot::coord::redis::RedisBoard::connect(&server.url(), "bench")
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(15);
+    let (mut take, mut finishing, mut free, mut rate, mut all) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..SESSION_ITERATIONS {
+        let user = UserId::new(Platform::Telegram, (i % 100).to_string());
+        let t0 = Instant::now();
+        board.take(&user, "0123456789abcdef", lease).await.unwrap();
+        let t1 = Instant::now();
+        board.finishing(&user, "0123456789abcdef").await.unwrap();
+        let t2 = Instant::now();
+        board.free(&user, "0123456789abcdef").await.unwrap();
+        let t3 = Instant::now();
+        board
+            .hit(&format!("messages:{user}"), 1_000_000)
+            .await
+            .unwrap();
+        let t4 = Instant::now();
+        take.push(t1 - t0);
+        finishing.push(t2 - t1);
+        free.push(t3 - t2);
+        rate.push(t4 - t3);
+        all.push(t4 - t0);
+    }
+    println!("replicas' board (the same redis-server, one message's calls):");
+    println!("  take slot          {}", percentiles(take));
+    println!("  mark finishing     {}", percentiles(finishing));
+    println!("  free slot          {}", percentiles(free));
+    println!("  rate check (GCRA)  {}", percentiles(rate));
+    println!("  all four           {}", percentiles(all));
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful either.
     if std::env::args().any(|a| a == "--list") {
@@ -276,5 +316,7 @@ fn main() {
         bench_quota().await;
         println!();
         bench_sessions().await;
+        println!();
+        bench_board().await;
     });
 }
