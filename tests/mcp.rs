@@ -325,7 +325,7 @@ async fn tools_an_mcp_server_adds_are_offered_once_it_says_so<P: PrivateChat>() 
 async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gptbot.toml");
-    let run = |toml: &str, wait: &str| {
+    let run_with = |toml: &str, wait: &str, extra: &[&str]| {
         std::fs::write(&config, toml).unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
             .args([
@@ -335,6 +335,7 @@ async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
                 "--wait",
                 wait,
             ])
+            .args(extra)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", dir.path())
@@ -345,6 +346,7 @@ async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
             .output()
             .expect("gptbot runs")
     };
+    let run = |toml: &str, wait: &str| run_with(toml, wait, &[]);
     let ok = run(
         "[tools.fetch_url]\nenabled = true\n[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\nprice_per_call = 50\n",
         "20s",
@@ -366,30 +368,16 @@ async fn gptbot_tools_lists_the_tools_and_names_servers_that_do_not_connect() {
         "{out}"
     );
     // One call, its result printed as the model would get it.
-    std::fs::write(
-        &config,
+    let called = run_with(
         "[[tools.mcp]]\nname = \"time\"\ncommand = [\"mcp-server-time\"]\n",
-    )
-    .unwrap();
-    let called = std::process::Command::new(env!("CARGO_BIN_EXE_gptbot"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "tools",
-            "--wait",
-            "20s",
-        ])
-        .args(["--call", "time__get_current_time"])
-        .args(["--args", r#"{"timezone": "Asia/Tokyo"}"#])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("t.db").display()),
-        )
-        .output()
-        .expect("gptbot runs");
+        "20s",
+        &[
+            "--call",
+            "time__get_current_time",
+            "--args",
+            r#"{"timezone": "Asia/Tokyo"}"#,
+        ],
+    );
     let out = String::from_utf8_lossy(&called.stdout);
     assert!(called.status.success(), "{out}");
     assert!(

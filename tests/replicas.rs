@@ -15,41 +15,9 @@ const SECRET: &str = "replica-secret_1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
-    let pg = PostgresServer::start();
-    let redis = RedisServer::start();
-    let openai = FakeOpenAi::start().await;
+    let pair = Pair::start_with(&[("GPTBOT__TELEGRAM__EDIT_INTERVAL", "50ms")], false).await;
+    let (openai, tg, hooks) = (&pair.openai, &pair.tg, &pair.hooks);
     openai.set_echo_delay(Duration::from_millis(60));
-    let tg = FakeTelegram::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let database = pg.database("gptbot").await;
-    let env = test_env(
-        &openai,
-        Some(&redis),
-        &dir,
-        &[
-            ("DATABASE_URL".into(), database.clone()),
-            ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
-            ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
-            ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
-            ("GPTBOT__TELEGRAM__LISTEN".into(), "127.0.0.1:0".into()),
-            (
-                "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
-                "https://bot.example.test/hook".into(),
-            ),
-            ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
-            ("GPTBOT__TELEGRAM__EDIT_INTERVAL".into(), "50ms".into()),
-        ],
-    );
-    let (_stop, rx) = stopper();
-    let mut replicas = Vec::new();
-    let mut hooks = Vec::new();
-    for _ in 0..2 {
-        let app = replica_of(&env).await;
-        let handle = app.start(rx.clone()).await.unwrap();
-        let handle = handle.platform(Platform::Telegram).cloned().unwrap();
-        hooks.push(format!("http://{}/hook", handle.webhook_addr.unwrap()));
-        replicas.push((app, handle));
-    }
 
     // Five users, eight messages each, sent at once and spread over both replicas.
     let http = reqwest::Client::new();
@@ -108,14 +76,14 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     'books: loop {
-        let mut done = replicas[0].0.quota.holds().await.unwrap().is_empty();
+        let mut done = pair.apps[0].quota.holds().await.unwrap().is_empty();
         for user in 1..=5i64 {
             let key = SessionKey {
                 platform: Platform::Telegram,
                 chat: user.to_string(),
                 user: user.to_string(),
             };
-            let turns = replicas[1].0.sessions.load(&key).await.unwrap().turns.len();
+            let turns = pair.apps[1].sessions.load(&key).await.unwrap().turns.len();
             done &= turns == 2 * answers_of(user);
         }
         if done {
@@ -128,7 +96,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let quota = &replicas[0].0.quota;
+    let quota = &pair.apps[0].quota;
     let mut answered_total = 0;
     for user in 1..=5i64 {
         let finals: Vec<String> = tg
@@ -169,7 +137,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
             chat: user.to_string(),
             user: user.to_string(),
         };
-        let session = replicas[1].0.sessions.load(&key).await.unwrap();
+        let session = pair.apps[1].sessions.load(&key).await.unwrap();
         assert_eq!(
             session.turns.len(),
             2 * answered,
@@ -257,15 +225,18 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Pair {
-        Pair::start_with(&[]).await
+        Pair::start_with(&[], true).await
     }
 
-    async fn start_with(extra: &[(&str, &str)]) -> Pair {
+    /// `flood_limits`: the Telegram fake enforces Telegram's flood rules.
+    async fn start_with(extra: &[(&str, &str)], flood_limits: bool) -> Pair {
         let pg = PostgresServer::start();
         let redis = RedisServer::start();
         let openai = FakeOpenAi::start().await;
         let tg = FakeTelegram::start().await;
-        tg.enforce_flood_limits();
+        if flood_limits {
+            tg.enforce_flood_limits();
+        }
         let dir = tempfile::tempdir().unwrap();
         let database = pg.database("gptbot").await;
         let env = test_env(
@@ -470,10 +441,13 @@ async fn a_dead_replicas_slot_frees_itself_when_its_lease_runs_out() {
 /// fourth and fifth refused; the same for `limits.commands_per_minute`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_limits_hold_across_replicas() {
-    let pair = Pair::start_with(&[
-        ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "3"),
-        ("GPTBOT__LIMITS__COMMANDS_PER_MINUTE", "2"),
-    ])
+    let pair = Pair::start_with(
+        &[
+            ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "3"),
+            ("GPTBOT__LIMITS__COMMANDS_PER_MINUTE", "2"),
+        ],
+        true,
+    )
     .await;
     for n in 1..=5 {
         pair.send(n % 2, 11, &format!("question {n}")).await;
