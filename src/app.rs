@@ -102,6 +102,24 @@ impl AppError {
     }
 }
 
+/// `limits.max_concurrent_answers`, or what the model server serves at once, or the
+/// default for a remote API.
+async fn concurrency(settings: &Settings, http: &reqwest::Client) -> u32 {
+    if let Some(n) = settings.limits.max_concurrent_answers {
+        return n;
+    }
+    match crate::llm::probe::serving_slots(settings, http).await {
+        Some(slots) => {
+            tracing::info!(
+                slots,
+                "the model server serves {slots} requests at once (/props): answering as many at a time"
+            );
+            slots
+        }
+        None => crate::config::DEFAULT_CONCURRENT_ANSWERS,
+    }
+}
+
 pub struct App {
     pub settings: Settings,
     pub db: Db,
@@ -205,6 +223,7 @@ impl App {
             .unwrap_or_else(|| counter.default_margin());
         let counter_name = counter.describe();
         let tools = crate::tools::Tools::from_settings(&settings.tools, http.clone()).map(Arc::new);
+        let concurrency = concurrency(&settings, &http).await;
         let conversation = Conversation::new(
             access,
             sessions.clone(),
@@ -219,7 +238,7 @@ impl App {
                 reserve_margin,
                 per_user_per_minute: settings.limits.per_user_per_minute,
                 commands_per_minute: settings.limits.commands_per_minute,
-                max_concurrent_answers: settings.limits.max_concurrent_answers,
+                max_concurrent_answers: concurrency,
                 model: settings.model.name.clone(),
                 models: settings.model.available.clone(),
                 personas: settings.personas.clone(),

@@ -131,6 +131,21 @@ async fn max_concurrent_answers_queues_answers_in_turn() {
             .with("GPTBOT__LIMITS__MAX_CONCURRENT_ANSWERS", 1),
     )
     .await;
+    answers_one_at_a_time(t).await;
+}
+
+/// Unset, `limits.max_concurrent_answers` follows what the model server says it serves at
+/// once: a llama.cpp server with one slot gets one request at a time, the second user
+/// waiting in line rather than queued inside the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_max_concurrent_answers_follows_the_servers_slots() {
+    let openai = FakeOpenAi::start().await;
+    openai.set_total_slots(1);
+    let t = spawn_app_on(openai, Options::default().memory_sessions()).await;
+    answers_one_at_a_time(t).await;
+}
+
+async fn answers_one_at_a_time(t: TestApp) {
     t.openai.set_load_model(LoadModel {
         first: Duration::from_millis(200),
         tokens: 10,

@@ -199,8 +199,15 @@ pub struct LimitSettings {
     /// Commands one user may send per minute; 0 turns it off.
     pub commands_per_minute: u32,
     /// Model calls in flight at once in this process; further answers queue fairly.
-    pub max_concurrent_answers: u32,
+    /// Unset: what the model server says it serves at once (llama.cpp's `/props`
+    /// `total_slots`), else [`DEFAULT_CONCURRENT_ANSWERS`].
+    #[serde(default)]
+    pub max_concurrent_answers: Option<u32>,
 }
+
+/// Model calls in flight when neither the configuration nor the server says: a remote
+/// API serves hundreds at once, and a waiting answer costs a task and its event.
+pub const DEFAULT_CONCURRENT_ANSWERS: u32 = 256;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -198,7 +198,7 @@ impl Settings {
                 ));
             }
         }
-        if self.limits.max_concurrent_answers == 0 {
+        if self.limits.max_concurrent_answers == Some(0) {
             return Err(invalid(
                 "limits.max_concurrent_answers",
                 "must be at least 1",

@@ -153,3 +153,23 @@ pub async fn report(settings: &Settings) -> Result<(), LlmError> {
     }
     Ok(())
 }
+
+/// How many requests the model server serves at once, where it says: llama.cpp's
+/// `GET /props` `total_slots`. `None` from any other server (OpenAI answers 404), within
+/// two seconds.
+pub async fn serving_slots(settings: &Settings, http: &reqwest::Client) -> Option<u32> {
+    let root = super::tokens::server_root(settings.openai.base_url.as_str());
+    let mut request = http
+        .get(format!("{root}/props"))
+        .timeout(std::time::Duration::from_secs(2));
+    if let Some(key) = &settings.openai.api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = request.send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let props: Value = response.json().await.ok()?;
+    let slots = props.get("total_slots")?.as_u64()?;
+    u32::try_from(slots).ok().filter(|n| *n > 0)
+}

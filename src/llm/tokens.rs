@@ -63,9 +63,14 @@ impl std::fmt::Debug for TokenCounter {
 
 /// Where the server's tokenize endpoint is: beside `/v1`, at the server's root.
 pub fn tokenize_url(base_url: &str) -> String {
+    format!("{}/tokenize", server_root(base_url))
+}
+
+/// The server's root: the base URL without its `/v1` (llama.cpp's own endpoints sit
+/// there).
+pub fn server_root(base_url: &str) -> &str {
     let base = base_url.trim_end_matches('/');
-    let root = base.strip_suffix("/v1").unwrap_or(base);
-    format!("{root}/tokenize")
+    base.strip_suffix("/v1").unwrap_or(base)
 }
 
 impl TokenCounter {

@@ -250,6 +250,8 @@ struct FakeOpenAiState {
     context: Option<u32>,
     /// What `GET /v1/models` lists.
     models: Vec<String>,
+    /// llama.cpp's `GET /props` `total_slots`; `None`: 404, as OpenAI answers.
+    total_slots: Option<u32>,
     /// Texts asked to `POST /tokenize`.
     tokenized: Vec<String>,
     script: VecDeque<Behavior>,
@@ -305,6 +307,7 @@ impl FakeOpenAi {
                 axum::routing::post(transcriptions),
             )
             .route("/tokenize", axum::routing::post(tokenize))
+            .route("/props", axum::routing::get(props))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -321,6 +324,12 @@ impl FakeOpenAi {
     /// Queues answers for the next requests, in order.
     pub fn script(&self, behaviors: impl IntoIterator<Item = Behavior>) {
         self.state.lock().unwrap().script.extend(behaviors);
+    }
+
+    /// Answers `GET /props` as llama.cpp does, with `total_slots` (requests it serves at
+    /// once).
+    pub fn set_total_slots(&self, slots: u32) {
+        self.state.lock().unwrap().total_slots = Some(slots);
     }
 
     /// Slows the default echo answer down (the delay is between its pieces).
@@ -669,6 +678,19 @@ async fn models(State(state): State<Arc<Mutex<FakeOpenAiState>>>) -> Json<Value>
 
 /// llama.cpp's `POST /tokenize` (`{"content": …}` → `{"tokens": […]}`), with the local
 /// model's tokenizer; 404 while no local model is served (as OpenAI has no such endpoint).
+/// llama.cpp's `GET /props` (a part of it), or 404 like any other server.
+async fn props(State(state): State<Arc<Mutex<FakeOpenAiState>>>) -> Response {
+    match state.lock().unwrap().total_slots {
+        Some(slots) => Json(json!({
+            "total_slots": slots,
+            "model_path": "models/fake.gguf",
+            "default_generation_settings": {"n_ctx": 4096},
+        }))
+        .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn tokenize(
     State(state): State<Arc<Mutex<FakeOpenAiState>>>,
     Json(body): Json<Value>,
