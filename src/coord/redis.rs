@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -93,21 +93,8 @@ impl RedisBoard {
     /// Connects (failing fast when Redis is unreachable) and starts listening for
     /// cancellations; both reconnect in the background afterwards.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBoard, CoordError> {
-        let client = redis::Client::open(url)
-            .context("invalid redis.url")
-            .map_err(CoordError)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
+        let (client, conn) = crate::session::redis::connect(url, 1)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to Redis at {}",
-                    crate::config::redact_url_str(url)
-                )
-            })
             .map_err(CoordError)?;
         let channel = format!("{prefix}:cancel");
         let (cancels, _) = broadcast::channel(256);

@@ -100,6 +100,30 @@ pub struct RedisStore {
     script: redis::Script,
 }
 
+/// A connection to Redis as every part of the bot keeps one: failing fast at start (2 s
+/// to connect, 2 s per answer), reconnecting in the background afterwards, a command
+/// tried `retries` more times. The client comes back too, for connections of another
+/// kind (pub/sub).
+pub async fn connect(
+    url: &str,
+    retries: usize,
+) -> anyhow::Result<(redis::Client, ConnectionManager)> {
+    let client = redis::Client::open(url).context("invalid redis.url")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(retries);
+    let conn = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to Redis at {}",
+                crate::config::redact_url_str(url)
+            )
+        })?;
+    Ok((client, conn))
+}
+
 impl RedisStore {
     /// Connects (failing fast when Redis is unreachable) and keeps reconnecting in the
     /// background afterwards.
@@ -108,21 +132,7 @@ impl RedisStore {
         prefix: &str,
         options: StoreOptions,
     ) -> Result<RedisStore, SessionError> {
-        let client = redis::Client::open(url).map_err(|e| {
-            SessionError::Unavailable(anyhow::Error::new(e).context("invalid redis.url"))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| {
-                SessionError::Unavailable(anyhow::Error::new(e).context(format!(
-                    "cannot connect to Redis at {}",
-                    crate::config::redact_url_str(url)
-                )))
-            })?;
+        let (_, conn) = connect(url, 2).await.map_err(SessionError::Unavailable)?;
         Ok(RedisStore {
             conn,
             prefix: prefix.to_string(),
