@@ -310,16 +310,14 @@ pub(super) fn degraded(result: Result<(), CoordError>) {
 
 /// The slot's token: only its holder can renew or free it.
 fn token() -> String {
-    let mut bytes = [0u8; 12];
-    if getrandom::fill(&mut bytes).is_err() {
+    crate::core::token::random().unwrap_or_else(|_| {
         // Unique enough to tell this holder from others if the OS source fails.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        return format!("{nanos:x}{:x}", std::process::id());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+        format!("{nanos:x}{:x}", std::process::id())
+    })
 }
 
 #[cfg(test)]

@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod model;
 pub mod session;
 pub mod text;
+pub mod token;
 pub mod tools;

@@ -9,7 +9,6 @@ use axum::extract::{ConnectInfo, Form, State};
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -67,9 +66,7 @@ impl IntoResponse for Denied {
 
 /// 32 random bytes, URL-safe: session ids and CSRF tokens.
 pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    crate::core::token::random().expect("the OS random source works")
 }
 
 /// The store key of a login session (kept beside /link codes, with its own expiry).
