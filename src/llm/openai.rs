@@ -110,7 +110,6 @@ impl OpenAiClient {
         let reader = Reader {
             response,
             sse: sse::Decoder::new(MAX_EVENT),
-            read: Vec::new(),
             pending: VecDeque::new(),
             stream: Stream::default(),
             idle: self.timeout,
@@ -237,8 +236,7 @@ fn map_send_error(e: SendError, timeout: Duration) -> LlmError {
 struct Reader {
     response: reqwest::Response,
     sse: sse::Decoder,
-    /// Events decoded from the last read, reused between reads.
-    read: Vec<sse::Event>,
+    /// Events decoded and not yet read.
     pending: VecDeque<sse::Event>,
     stream: Stream,
     idle: Duration,
@@ -279,10 +277,9 @@ impl Reader {
                 Ok(Ok(None)) => return self.end(),
                 Ok(Ok(Some(bytes))) => bytes,
             };
-            if let Err(e) = self.sse.feed(&bytes, &mut self.read) {
+            if let Err(e) = self.sse.feed(&bytes, &mut self.pending) {
                 return self.fail(LlmError::Interrupted(e.to_string()));
             }
-            self.pending.extend(self.read.drain(..));
         }
     }
 

@@ -60,8 +60,8 @@ impl Decoder {
         }
     }
 
-    /// Feeds one read's bytes; every event they complete is pushed to `out`.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    /// Feeds one read's bytes; every event they complete is added to `out`.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut impl Extend<Event>) -> Result<(), SseError> {
         if self.after_cr && !bytes.is_empty() {
             self.after_cr = false;
             if bytes[0] == b'\n' {
@@ -100,7 +100,7 @@ impl Decoder {
         Ok(())
     }
 
-    fn line_done(&mut self, mut line: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn line_done(&mut self, mut line: &[u8], out: &mut impl Extend<Event>) -> Result<(), SseError> {
         if std::mem::take(&mut self.at_start) {
             line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
         }
@@ -135,16 +135,16 @@ impl Decoder {
         Ok(())
     }
 
-    fn dispatch(&mut self, out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn dispatch(&mut self, out: &mut impl Extend<Event>) -> Result<(), SseError> {
         let kind = std::mem::take(&mut self.kind);
         if !std::mem::take(&mut self.has_data) {
             return Ok(());
         }
         let data = std::mem::take(&mut self.data);
-        out.push(Event {
+        out.extend([Event {
             kind: String::from_utf8(kind).map_err(|_| SseError::NotUtf8)?,
             data: String::from_utf8(data).map_err(|_| SseError::NotUtf8)?,
-        });
+        }]);
         Ok(())
     }
 }
