@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::PostgresServer;
-use common::telegram::{FakeTelegram, private_chat, user_json};
+use common::telegram::{FakeTelegram, post_update, private_chat, user_json};
 use common::*;
 use gptbot::core::event::{Platform, SessionKey, UserId};
 
@@ -32,13 +32,7 @@ async fn two_replicas_on_postgres_and_redis_serve_the_same_users_exactly() {
             let hook = hooks[(round as usize + user as usize) % 2].clone();
             let http = http.clone();
             posts.push(tokio::spawn(async move {
-                http.post(hook)
-                    .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
-                    .json(&update)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
+                post_update(&http, &hook, SECRET, &update).await
             }));
             tokio::time::sleep(Duration::from_millis(15)).await;
         }
@@ -288,15 +282,7 @@ impl Pair {
         let update = self
             .tg
             .webhook_update(private_chat(user), user_json(user, "U"), text);
-        let status = self
-            .http
-            .post(&self.hooks[to])
-            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
-            .json(&update)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = post_update(&self.http, &self.hooks[to], SECRET, &update).await;
         assert_eq!(status, 200);
     }
 

@@ -480,14 +480,13 @@ async fn a_replica_stopping_keeps_the_webhook_registered_for_the_others() {
 
     // Telegram still posts to the webhook, and replica B answers.
     let update = tg.webhook_update(private_chat(71), user_json(71, "Lu"), "still there?");
-    let status = reqwest::Client::new()
-        .post(format!("http://{addr_b}/tg-hook"))
-        .header("X-Telegram-Bot-Api-Secret-Token", "s3cret-Token_1")
-        .json(&update)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = common::telegram::post_update(
+        &reqwest::Client::new(),
+        &format!("http://{addr_b}/tg-hook"),
+        "s3cret-Token_1",
+        &update,
+    )
+    .await;
     assert_eq!(status, 200);
     wait_answer(&tg, 71, "Echo: still there?").await;
 }

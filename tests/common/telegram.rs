@@ -850,3 +850,20 @@ impl FakeTelegram {
         .await;
     }
 }
+
+/// Delivers `update` to the bot's webhook at `url` as Telegram does, with the secret
+/// header; the bot's answer status.
+pub async fn post_update(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    update: &Value,
+) -> reqwest::StatusCode {
+    http.post(url)
+        .header("X-Telegram-Bot-Api-Secret-Token", secret)
+        .json(update)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
