@@ -131,6 +131,8 @@ pub struct App {
     pub readiness: Arc<Readiness>,
     /// The tools offered to models (`[tools]`), stopped once the answers are done.
     tools: Option<Arc<crate::tools::Tools>>,
+    /// The replicas' shared board (with `REDIS_URL`).
+    board: Option<Arc<crate::coord::redis::RedisBoard>>,
 }
 
 /// Installs the one TLS crypto provider every HTTP client here uses. Idempotent.
@@ -261,18 +263,24 @@ impl App {
             Some(tools) => conversation.with_tools(tools.clone()),
             None => conversation,
         };
-        // With Redis, the replicas decide answers in flight and /cancel together.
-        let conversation = Arc::new(match &settings.redis.url {
-            Some(url) => {
-                let board = Arc::new(
-                    crate::coord::redis::RedisBoard::connect(
-                        url.expose_secret(),
-                        &settings.redis.key_prefix,
-                    )
-                    .await?,
-                );
-                conversation.with_coordination(board.clone(), board, settings.quota.hold_lease)
-            }
+        // With Redis, the replicas decide answers in flight, /cancel, rate limits and
+        // send budgets together.
+        let board = match &settings.redis.url {
+            Some(url) => Some(Arc::new(
+                crate::coord::redis::RedisBoard::connect(
+                    url.expose_secret(),
+                    &settings.redis.key_prefix,
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        let conversation = Arc::new(match &board {
+            Some(board) => conversation.with_coordination(
+                board.clone(),
+                board.clone(),
+                settings.quota.hold_lease,
+            ),
             None => conversation,
         });
         tracing::info!(
@@ -293,7 +301,15 @@ impl App {
             conversation,
             readiness,
             tools,
+            board,
         })
+    }
+
+    /// The send budgets every replica draws from, with `REDIS_URL`.
+    fn budgets(&self) -> Option<Arc<dyn crate::core::pacing::SharedBudgets>> {
+        self.board
+            .clone()
+            .map(|b| b as Arc<dyn crate::core::pacing::SharedBudgets>)
     }
 
     /// `gptbot run` needs at least one chat platform.
@@ -373,6 +389,7 @@ impl App {
             let starting = crate::platform::telegram::start(
                 self.conversation.clone(),
                 &self.settings.telegram,
+                self.budgets(),
                 stop.clone(),
             );
             let Some(handle) = until(&stop, starting).await.transpose()? else {
@@ -393,6 +410,7 @@ impl App {
             let starting = crate::platform::discord::start(
                 self.conversation.clone(),
                 &self.settings.discord,
+                self.budgets(),
                 stop.clone(),
             );
             // Cancelled while the gateway connects, `start` stops its shards itself.

@@ -16,14 +16,12 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::core::coordination::{CoordError, Held, SharedSlots, Taken};
-use crate::core::error::chain;
+use crate::core::coordination::{Held, SharedSlots, Taken, reachable};
 use crate::core::event::UserId;
 
 /// How long a replica's slot outlives the replica, at most: never longer than its quota
@@ -110,7 +108,7 @@ impl Slot<'_> {
         }
         if let Some(hold) = &self.shared {
             let (board, user, token) = (hold.board.clone(), self.user.clone(), hold.token.clone());
-            tokio::spawn(async move { degraded(board.finishing(&user, &token).await) });
+            tokio::spawn(async move { reachable(board.finishing(&user, &token).await) });
         }
     }
 }
@@ -129,7 +127,7 @@ impl Drop for Slot<'_> {
                 let (local, user) = (self.registry.local.clone(), self.user.clone());
                 let freed = self._freed.take();
                 runtime.spawn(async move {
-                    degraded(hold.board.free(&user, &hold.token).await);
+                    reachable(hold.board.free(&user, &hold.token).await);
                     local.lock().remove(&user);
                     drop(freed);
                 });
@@ -183,7 +181,7 @@ impl InFlight {
         loop {
             match shared.board.take(user, &token, shared.lease).await {
                 Ok(Taken::Yes) => {
-                    degraded(Ok(()));
+                    reachable(Ok(()));
                     slot.shared = Some(SharedHold {
                         board: shared.board.clone(),
                         renewer: tokio::spawn(renew(
@@ -198,13 +196,13 @@ impl InFlight {
                     return Some(slot);
                 }
                 Ok(Taken::Busy) => {
-                    degraded(Ok(()));
+                    reachable(Ok(()));
                     return None;
                 }
                 Ok(Taken::Finishing) => tokio::time::sleep(FINISHING_POLL).await,
                 // Decided here alone rather than not answering.
                 Err(e) => {
-                    degraded(Err(e));
+                    reachable(Err(e));
                     return Some(slot);
                 }
             }
@@ -250,11 +248,11 @@ impl InFlight {
         match &self.shared {
             Some(shared) => match shared.board.cancel(user).await {
                 Ok(stopped) => {
-                    degraded(Ok(()));
+                    reachable(Ok(()));
                     stopped
                 }
                 Err(e) => {
-                    degraded(Err(e));
+                    reachable(Err(e));
                     false
                 }
             },
@@ -276,36 +274,18 @@ async fn renew(
         tokio::time::sleep(lease / 3).await;
         match board.renew(&user, &token, lease).await {
             Ok(Held::Cancelled) => {
-                degraded(Ok(()));
+                reachable(Ok(()));
                 local.cancel(&user);
             }
             Ok(Held::Lost) => {
-                degraded(Ok(()));
+                reachable(Ok(()));
                 tracing::warn!(%user, "the answer's in-flight slot expired before it ended; another message of the user's may be answered meanwhile");
                 return;
             }
-            Ok(_) => degraded(Ok(())),
-            Err(e) => degraded(Err(e)),
+            Ok(_) => reachable(Ok(())),
+            Err(e) => reachable(Err(e)),
         }
     }
-}
-
-/// Whether the board answered (for any of its uses): the gauge follows, and the change
-/// is logged once.
-pub(super) fn degraded(result: Result<(), CoordError>) {
-    static DEGRADED: AtomicBool = AtomicBool::new(false);
-    let now = result.is_err();
-    if DEGRADED.swap(now, Ordering::Relaxed) != now {
-        match &result {
-            Err(e) => {
-                tracing::warn!(error = %chain(e), "coordination store unreachable: answers in flight and /cancel are decided by each replica alone until it is back")
-            }
-            Ok(()) => tracing::info!(
-                "coordination store reachable again: answers in flight and /cancel are shared"
-            ),
-        }
-    }
-    ::metrics::gauge!(crate::core::metrics::COORDINATION_DEGRADED).set(if now { 1.0 } else { 0.0 });
 }
 
 /// The slot's token: only its holder can renew or free it.
@@ -323,6 +303,7 @@ fn token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::coordination::CoordError;
     use crate::core::event::Platform;
 
     #[tokio::test]

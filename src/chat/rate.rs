@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use governor::Quota;
 
-use super::inflight::degraded;
-use crate::core::coordination::SharedRates;
+use crate::core::coordination::{SharedRates, reachable};
 use crate::core::event::UserId;
 use crate::core::limiter::{Keyed, Limited};
 
@@ -52,14 +51,14 @@ impl UserRate {
                 .await
             {
                 Ok(None) => {
-                    degraded(Ok(()));
+                    reachable(Ok(()));
                     return Ok(());
                 }
                 Ok(Some(wait)) => {
-                    degraded(Ok(()));
+                    reachable(Ok(()));
                     return Err(Limited::Wait(wait));
                 }
-                Err(e) => degraded(Err(e)),
+                Err(e) => reachable(Err(e)),
             }
         }
         local.check(user)

@@ -127,24 +127,34 @@ impl RedisBoard {
         format!("{}:inflight:{user}", self.prefix)
     }
 
+    /// The prefix every key of this bot starts with (`redis.key_prefix`).
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     async fn run(
         &self,
         script: &redis::Script,
         user: &UserId,
         args: &[&str],
     ) -> Result<i64, CoordError> {
-        self.run_on(script, self.key(user), args).await
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.run_script(script, &[self.key(user)], &args).await
     }
 
-    async fn run_on(
+    /// One script, one round trip.
+    pub(super) async fn run_script(
         &self,
         script: &redis::Script,
-        key: String,
-        args: &[&str],
+        keys: &[String],
+        args: &[String],
     ) -> Result<i64, CoordError> {
-        let mut invocation = script.key(key);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
         for arg in args {
-            invocation.arg(*arg);
+            invocation.arg(arg);
         }
         let mut conn = self.conn.clone();
         invocation
@@ -218,10 +228,10 @@ impl SharedRates for RedisBoard {
         let interval = (period / u64::from(per_minute.max(1))).max(1);
         let key = format!("{}:rate:{key}", self.prefix);
         let wait = self
-            .run_on(
+            .run_script(
                 &self.scripts.rate,
-                key,
-                &[&interval.to_string(), &period.to_string()],
+                &[key],
+                &[interval.to_string(), period.to_string()],
             )
             .await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))

@@ -1,8 +1,10 @@
 //! The coordination ports: what replicas of one bot must decide together so that users
 //! see one bot — whose answer is in flight for a user and the /cancel that stops it
-//! ([`SharedSlots`]), and the per-user rate limits ([`SharedRates`]). With Redis (`REDIS_URL`) it is shared ([`crate::coord::redis`]); with one process
-//! or no Redis there is no shared board and each process decides alone.
+//! ([`SharedSlots`]), the per-user rate limits ([`SharedRates`]) and the platforms' write
+//! budgets ([`super::pacing::SharedBudgets`]). With Redis (`REDIS_URL`) they are shared
+//! ([`crate::coord::redis`]); with one process or no Redis each process decides alone.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,4 +68,51 @@ pub trait SharedRates: Send + Sync {
     /// Counts one event for `key` against `per_minute` (a burst of `per_minute`, then one
     /// per `60 s / per_minute`): `None` if allowed, else how long until one would be.
     async fn hit(&self, key: &str, per_minute: u32) -> Result<Option<Duration>, CoordError>;
+}
+
+/// Whether the shared board answered, for any of its uses: `gptbot_coordination_degraded`
+/// follows, and each change is logged once — while it is unreachable every replica
+/// decides alone (answers in flight, /cancel, rate limits, send budgets), never stops.
+pub fn reachable(result: Result<(), CoordError>) {
+    static DEGRADED: AtomicBool = AtomicBool::new(false);
+    let now = result.is_err();
+    if DEGRADED.swap(now, Ordering::Relaxed) != now {
+        match &result {
+            Err(e) => tracing::warn!(
+                error = %super::error::chain(e),
+                "coordination store unreachable: answers in flight, /cancel, rate limits and send budgets are decided by each replica alone until it is back"
+            ),
+            Ok(()) => tracing::info!(
+                "coordination store reachable again: answers in flight, /cancel, rate limits and send budgets are shared"
+            ),
+        }
+    }
+    ::metrics::gauge!(super::metrics::COORDINATION_DEGRADED).set(if now { 1.0 } else { 0.0 });
+}
+
+/// After the board failed, one use of it (a process's pacer, its Discord routes) decides
+/// alone for [`Breaker::REST`] before asking again: a message's writes must not each wait
+/// out a reconnection while Redis is down.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Breaker {
+    pub const REST: Duration = Duration::from_secs(1);
+
+    /// Whether to ask the board now.
+    pub fn closed(&self) -> bool {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
+    /// What the board answered ([`reachable`] is told too).
+    pub fn record(&self, result: Result<(), CoordError>) {
+        let failed = result.is_err();
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        *until = failed.then(|| std::time::Instant::now() + Self::REST);
+        drop(until);
+        reachable(result);
+    }
 }

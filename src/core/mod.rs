@@ -15,6 +15,7 @@ pub mod health;
 pub mod limiter;
 pub mod metrics;
 pub mod model;
+pub mod pacing;
 pub mod session;
 pub mod text;
 pub mod token;

@@ -14,65 +14,20 @@
 //! - **Draft** (an intermediate edit): never waits; it is skipped unless the chat's
 //!   bucket is full and the group reserve untouched, so drafts only use what finals and
 //!   first messages will not need. The caller is told when to try again.
+//!
+//! With replicas sharing Redis the same buckets and priorities live there
+//! ([`SharedBudgets`]): every replica draws from them, one round trip a write, so N
+//! replicas send no faster than one bot may. If Redis is unreachable each process falls
+//! back to its own buckets (and `gptbot_coordination_degraded` says so).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A token bucket: `burst` writes at once, refilled at `per_second`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    pub per_second: f64,
-    pub burst: f64,
-}
-
-impl Rate {
-    pub const fn new(per_second: f64, burst: f64) -> Rate {
-        Rate { per_second, burst }
-    }
-}
-
-/// The budgets of one platform.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Every chat: sends and edits.
-    pub per_chat: Rate,
-    /// Group chats as well: sends and edits (Telegram: 20 a minute).
-    pub per_group: Option<Rate>,
-    /// Tokens a draft must leave in a group's bucket.
-    pub group_reserve: f64,
-    /// The whole bot: new messages (sends).
-    pub global_sends: Rate,
-}
-
-impl Limits {
-    /// Telegram's published limits — about one message a second per chat (short bursts
-    /// tolerated), 20 a minute in a group, about 30 a second overall — each refilled 5 %
-    /// slower than the limit: a write reaches Telegram a few milliseconds after it was
-    /// released, and those delays vary, so two writes released exactly one second apart
-    /// can arrive closer together than that.
-    pub const TELEGRAM: Limits = Limits {
-        per_chat: Rate::new(0.95, 3.0),
-        per_group: Some(Rate::new(19.0 / 60.0, 20.0)),
-        group_reserve: 4.0,
-        global_sends: Rate::new(28.5, 30.0),
-    };
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Priority {
-    Draft,
-    First,
-    Final,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
-    Send,
-    Edit,
-}
+use crate::core::coordination::Breaker;
+pub use crate::core::pacing::{Ask, Limits, Priority, Rate, SharedBudgets, Write};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -131,8 +86,12 @@ struct State {
 /// One platform's scheduler, shared by every reply the process sends there.
 #[derive(Debug)]
 pub struct Pacer {
+    /// The platform's name in shared budgets' keys.
+    platform: &'static str,
     limits: Limits,
     state: Mutex<State>,
+    shared: Option<Arc<dyn SharedBudgets>>,
+    breaker: Breaker,
 }
 
 /// Chats kept in memory before idle ones (full bucket, no freeze) are forgotten.
@@ -141,6 +100,9 @@ const PRUNE_ABOVE: usize = 4096;
 impl Pacer {
     pub fn new(limits: Limits) -> Pacer {
         Pacer {
+            platform: "local",
+            shared: None,
+            breaker: Breaker::default(),
             limits,
             state: Mutex::new(State {
                 chats: HashMap::new(),
@@ -148,6 +110,19 @@ impl Pacer {
                 frozen_until: None,
                 operations: 0,
             }),
+        }
+    }
+
+    /// A pacer drawing from budgets every replica shares (`platform` names them).
+    pub fn shared(
+        platform: &'static str,
+        limits: Limits,
+        shared: Option<Arc<dyn SharedBudgets>>,
+    ) -> Pacer {
+        Pacer {
+            platform,
+            shared,
+            ..Pacer::new(limits)
         }
     }
 
@@ -165,6 +140,37 @@ impl Pacer {
         write: Write,
         priority: Priority,
     ) -> Result<(), Instant> {
+        if let Some(shared) = self.shared.as_ref().filter(|_| self.breaker.closed()) {
+            let mut counted = false;
+            loop {
+                let ask = Ask {
+                    chat,
+                    group,
+                    write,
+                    priority,
+                    counted,
+                };
+                match shared.take(self.platform, &self.limits, ask).await {
+                    Ok(None) => {
+                        self.breaker.record(Ok(()));
+                        return Ok(());
+                    }
+                    Ok(Some(wait)) => {
+                        self.breaker.record(Ok(()));
+                        if priority == Priority::Draft {
+                            return Err(Instant::now() + wait);
+                        }
+                        counted = priority == Priority::Final;
+                        tokio::time::sleep(wait).await;
+                    }
+                    // Redis is gone: this process's own buckets until it is back.
+                    Err(e) => {
+                        self.breaker.record(Err(e));
+                        break;
+                    }
+                }
+            }
+        }
         let mut waiting_final = false;
         loop {
             let ready_at = {
@@ -194,7 +200,15 @@ impl Pacer {
     }
 
     /// The platform answered 429 for `chat`: nothing goes there for `wait`.
-    pub fn freeze(&self, chat: &str, group: bool, wait: Duration) {
+    pub async fn freeze(&self, chat: &str, group: bool, wait: Duration) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| self.breaker.closed()) {
+            self.breaker
+                .record(shared.freeze(self.platform, Some(chat), wait).await);
+        }
+        self.freeze_here(chat, group, wait);
+    }
+
+    fn freeze_here(&self, chat: &str, group: bool, wait: Duration) {
         let now = Instant::now();
         let mut state = self.lock();
         let until = now + wait;
@@ -203,7 +217,11 @@ impl Pacer {
     }
 
     /// A global limit was hit: nothing goes anywhere for `wait`.
-    pub fn freeze_all(&self, wait: Duration) {
+    pub async fn freeze_all(&self, wait: Duration) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| self.breaker.closed()) {
+            self.breaker
+                .record(shared.freeze(self.platform, None, wait).await);
+        }
         let until = Instant::now() + wait;
         let mut state = self.lock();
         state.frozen_until = Some(state.frozen_until.map_or(until, |t| t.max(until)));
@@ -364,7 +382,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_freeze_holds_only_its_chat_for_exactly_retry_after() {
         let p = pacer();
-        p.freeze("1", false, Duration::from_secs(7));
+        p.freeze("1", false, Duration::from_secs(7)).await;
         let start = Instant::now();
         p.acquire("2", false, Write::Send, Priority::Final)
             .await

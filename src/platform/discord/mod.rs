@@ -231,6 +231,7 @@ impl crate::core::health::Probe for DiscordProbe {
 pub async fn start(
     conversation: Arc<Conversation>,
     settings: &DiscordSettings,
+    budgets: Option<Arc<dyn crate::core::pacing::SharedBudgets>>,
     shutdown: CancellationToken,
 ) -> Result<DiscordHandle, DiscordError> {
     let token = settings.token.as_ref().ok_or(DiscordError::NoToken)?;
@@ -262,7 +263,7 @@ pub async fn start(
         | GatewayIntents::DIRECT_MESSAGES
         | GatewayIntents::MESSAGE_CONTENT;
     let (ready_tx, mut ready_rx) = watch::channel(None);
-    let rest = rest::Rest::new(&api_url, token.clone())
+    let rest = rest::Rest::new(&api_url, token.clone(), budgets)
         .map_err(|e| anyhow::Error::new(e).context("building the Discord REST client"))?;
     let rest = Arc::new(rest);
     let caps = adapter::caps(settings.edit_interval, settings.first_message_delay);

@@ -10,7 +10,7 @@
 //! gateway, command registration and the interaction callback (defer).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -19,6 +19,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::core::adapter::AdapterError;
+use crate::core::coordination::Breaker;
+use crate::core::pacing::SharedBudgets;
 use crate::platform::pacer::Priority;
 
 /// How often one write is tried when Discord keeps answering 429.
@@ -39,6 +41,9 @@ pub struct Rest {
     base: String,
     token: SecretString,
     limits: Mutex<Limits>,
+    /// The route pauses every replica shares (with `REDIS_URL`).
+    shared: Option<Arc<dyn SharedBudgets>>,
+    breaker: Breaker,
     /// Hosts attachments are fetched from: Discord's CDN, and the API's own host (a
     /// proxy or the tests' fake serves them there).
     file_hosts: Vec<String>,
@@ -48,7 +53,11 @@ pub struct Rest {
 const CDN_HOSTS: [&str; 2] = ["cdn.discordapp.com", "media.discordapp.net"];
 
 impl Rest {
-    pub fn new(api_url: &str, token: SecretString) -> Result<Rest, reqwest::Error> {
+    pub fn new(
+        api_url: &str,
+        token: SecretString,
+        shared: Option<Arc<dyn SharedBudgets>>,
+    ) -> Result<Rest, reqwest::Error> {
         let file_hosts: Vec<String> = CDN_HOSTS
             .iter()
             .map(|h| h.to_string())
@@ -80,6 +89,8 @@ impl Rest {
                 .build()?,
             base: format!("{}/api/v10", api_url.trim_end_matches('/')),
             token,
+            shared,
+            breaker: Breaker::default(),
             limits: Mutex::new(Limits::default()),
             file_hosts,
         })
@@ -90,17 +101,45 @@ impl Rest {
         self.limits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ready_at(&self, route: &str) -> Option<Instant> {
+    /// When `route` may be used: this process's pauses, and every replica's.
+    async fn ready_at(&self, route: &str) -> Option<Instant> {
+        let shared = match self.shared.as_ref().filter(|_| self.breaker.closed()) {
+            Some(shared) => match shared.paused("discord", route).await {
+                Ok(left) => {
+                    self.breaker.record(Ok(()));
+                    left.map(|left| Instant::now() + left)
+                }
+                Err(e) => {
+                    self.breaker.record(Err(e));
+                    None
+                }
+            },
+            None => None,
+        };
         let limits = self.lock();
         let now = Instant::now();
-        [limits.routes.get(route).copied(), limits.global_until]
-            .into_iter()
-            .flatten()
-            .filter(|t| *t > now)
-            .max()
+        [
+            limits.routes.get(route).copied(),
+            limits.global_until,
+            shared,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .max()
     }
 
-    fn pause(&self, route: &str, global: bool, wait: Duration) {
+    /// `route` (or every route) is not to be used for `wait`, here and on every replica.
+    async fn pause(&self, route: &str, global: bool, wait: Duration) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| self.breaker.closed()) {
+            let route = (!global).then_some(route);
+            self.breaker
+                .record(shared.pause("discord", route, wait).await);
+        }
+        self.pause_here(route, global, wait);
+    }
+
+    fn pause_here(&self, route: &str, global: bool, wait: Duration) {
         let now = Instant::now();
         let until = now + wait;
         let mut limits = self.lock();
@@ -130,7 +169,7 @@ impl Rest {
     ) -> Result<Value, AdapterError> {
         let mut attempts = 0;
         loop {
-            if let Some(ready) = self.ready_at(&route) {
+            if let Some(ready) = self.ready_at(&route).await {
                 let wait = ready - Instant::now();
                 if priority == Priority::Draft {
                     return Err(AdapterError::NotNow(wait));
@@ -169,7 +208,8 @@ impl Rest {
                 header("x-ratelimit-reset-after"),
             ) && remaining < 1.0
             {
-                self.pause(&route, false, Duration::from_secs_f64(reset_after.max(0.0)));
+                self.pause(&route, false, Duration::from_secs_f64(reset_after.max(0.0)))
+                    .await;
             }
             let body: Value = response.json().await.unwrap_or(Value::Null);
             if status.as_u16() == 429 {
@@ -181,7 +221,7 @@ impl Rest {
                 );
                 let global = body["global"].as_bool().unwrap_or(false);
                 tracing::info!(route = %route, ?wait, global, "Discord rate limit (429)");
-                self.pause(&route, global, wait);
+                self.pause(&route, global, wait).await;
                 attempts += 1;
                 if priority == Priority::Draft || attempts >= MAX_ATTEMPTS {
                     return Err(AdapterError::RetryAfter(wait));
@@ -284,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn attachments_come_only_from_discords_cdn_or_the_api_host() {
         crate::app::install_crypto_provider();
-        let rest = Rest::new("http://127.0.0.1:9", SecretString::from("t")).unwrap();
+        let rest = Rest::new("http://127.0.0.1:9", SecretString::from("t"), None).unwrap();
         for url in [
             "http://169.254.169.254/latest/meta-data",
             "http://127.0.0.1:10/file.png",

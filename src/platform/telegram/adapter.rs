@@ -261,7 +261,7 @@ impl TelegramAdapter {
                 Err(RequestError::RetryAfter(wait)) => {
                     let wait = wait.duration();
                     tracing::info!(chat, ?wait, "Telegram flood control (429)");
-                    self.pacer.freeze(chat, group, wait);
+                    self.pacer.freeze(chat, group, wait).await;
                     attempts += 1;
                     if priority == Priority::Draft || attempts >= MAX_ATTEMPTS {
                         return Err(AdapterError::RetryAfter(wait));

@@ -133,7 +133,7 @@ impl Drafts {
             let wait =
                 Duration::from_secs(answer["parameters"]["retry_after"].as_u64().unwrap_or(1));
             tracing::info!(chat, ?wait, "Telegram flood control (429) on a draft");
-            pacer.freeze(chat, false, wait);
+            pacer.freeze(chat, false, wait).await;
             return Err(AdapterError::RetryAfter(wait));
         }
         if status >= 500 {

@@ -34,7 +34,7 @@ use crate::config::{TelegramMode, TelegramSettings};
 pub use adapter::TelegramAdapter;
 
 use crate::core::command::ADMIN_COMMANDS;
-use crate::platform::pacer::{Limits, Pacer};
+use crate::platform::pacer::{Limits, Pacer, SharedBudgets};
 
 /// Telegram's limit on a message, in UTF-16 code units after entity parsing.
 pub const MAX_MESSAGE_LEN: usize = 4096;
@@ -120,6 +120,7 @@ const CONFLICT_PROBE_SECS: u32 = 3;
 pub async fn start(
     conversation: Arc<Conversation>,
     settings: &TelegramSettings,
+    budgets: Option<Arc<dyn SharedBudgets>>,
     shutdown: CancellationToken,
 ) -> Result<TelegramHandle, TelegramError> {
     let bot = webhook::bot(settings)?;
@@ -163,7 +164,7 @@ pub async fn start(
     }
     tracing::info!(username = %username, mode = ?settings.mode, "Telegram bot connected");
 
-    let pacer = Arc::new(Pacer::new(Limits::TELEGRAM));
+    let pacer = Arc::new(Pacer::shared("telegram", Limits::TELEGRAM, budgets));
     conversation.register_notifier(
         crate::core::event::Platform::Telegram,
         Arc::new(TelegramAdapter::new(
