@@ -5,6 +5,7 @@
 
 pub mod chats;
 pub mod discord;
+pub mod fleet;
 pub mod ledger;
 pub mod multipart;
 pub mod openai;
