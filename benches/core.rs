@@ -285,7 +285,11 @@ async fn bench_board() {
         board.free(&user, "0123456789abcdef").await.unwrap();
         let t3 = Instant::now();
         board
-            .hit(&format!("messages:{user}"), 1_000_000)
+            .hit(
+                &format!("messages:{user}"),
+                1_000_000,
+                Duration::from_secs(60),
+            )
             .await
             .unwrap();
         let t4 = Instant::now();

@@ -363,6 +363,11 @@ impl App {
                 crate::accounts::WebAccounts::new(self.db.clone()),
                 self.settings.web.clone(),
                 self.settings.bot.name.clone(),
+            )
+            .with_shared_limits(
+                self.board
+                    .clone()
+                    .map(|b| b as Arc<dyn crate::core::coordination::SharedRates>),
             );
             let served = until(
                 &stop,

@@ -214,3 +214,42 @@ async fn sign_up_refuses_configured_rule_and_removed_names_until_forgotten() {
     assert_eq!(sign_up("old").await.0, StatusCode::SEE_OTHER);
     common::ledger::assert_books(&w.t.app.quota, &old).await;
 }
+
+/// Two replicas of the web front sharing Redis count login attempts together: failed
+/// guesses spread over both lock the account after five, and one address gets twenty
+/// attempts a minute in all — not five and twenty on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_limits_hold_across_replicas() {
+    let w = spawn_web(Options {
+        redis: true,
+        ..Options::default()
+    })
+    .await;
+    w.add_user("ann").await;
+    let other = w.replica().await;
+    let mut fronts = [w.client(), common::web::client_at(other.addr)];
+    for n in 0..5 {
+        assert_eq!(
+            fronts[n % 2].login("ann", "guess").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for front in &mut fronts {
+        let locked = front.login("ann", PASSWORD).await;
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(locked.text().await.unwrap().contains("failed attempts"));
+    }
+    // The address: 7 attempts so far; 13 more of any name are taken, the next refused.
+    for n in 0..13 {
+        let status = fronts[n % 2]
+            .login(&format!("nobody{n}"), "guess")
+            .await
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {}", n + 8);
+    }
+    for front in &mut fronts {
+        let refused = front.login("nobody", "guess").await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.text().await.unwrap().contains("Too many attempts"));
+    }
+}

@@ -47,7 +47,11 @@ impl UserRate {
         };
         if let Some(shared) = &self.shared {
             match shared
-                .hit(&format!("{}:{user}", self.name), self.per_minute)
+                .hit(
+                    &format!("{}:{user}", self.name),
+                    self.per_minute,
+                    std::time::Duration::from_secs(60),
+                )
                 .await
             {
                 Ok(None) => {

@@ -57,7 +57,8 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1";
 
 /// GCRA over Redis's own clock (every replica sees the same time): ARGV[1] the emission
-/// interval, ARGV[2] the period a burst may fill, both in ms. 0 allowed, else the wait.
+/// interval, ARGV[2] the period a burst may fill, both in ms; ARGV[3] '1' only looks
+/// (counts nothing). 0 allowed, else the wait.
 const RATE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -67,7 +68,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new = tat + interval
 if new - now > period then return new - now - period end
-redis.call('SET', KEYS[1], new, 'PX', new - now)
+if ARGV[3] ~= '1' then redis.call('SET', KEYS[1], new, 'PX', new - now) end
 return 0";
 
 pub struct RedisBoard {
@@ -221,20 +222,50 @@ impl SharedSlots for RedisBoard {
     }
 }
 
-#[async_trait]
-impl SharedRates for RedisBoard {
-    async fn hit(&self, key: &str, per_minute: u32) -> Result<Option<Duration>, CoordError> {
-        let period: u64 = 60_000;
-        let interval = (period / u64::from(per_minute.max(1))).max(1);
+impl RedisBoard {
+    async fn rate(
+        &self,
+        key: &str,
+        count: u32,
+        period: Duration,
+        look: bool,
+    ) -> Result<Option<Duration>, CoordError> {
+        let period = period.as_millis().max(1) as u64;
+        let interval = (period / u64::from(count.max(1))).max(1);
         let key = format!("{}:rate:{key}", self.prefix);
         let wait = self
             .run_script(
                 &self.scripts.rate,
                 &[key],
-                &[interval.to_string(), period.to_string()],
+                &[
+                    interval.to_string(),
+                    period.to_string(),
+                    u8::from(look).to_string(),
+                ],
             )
             .await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))
+    }
+}
+
+#[async_trait]
+impl SharedRates for RedisBoard {
+    async fn hit(
+        &self,
+        key: &str,
+        count: u32,
+        period: Duration,
+    ) -> Result<Option<Duration>, CoordError> {
+        self.rate(key, count, period, false).await
+    }
+
+    async fn peek(
+        &self,
+        key: &str,
+        count: u32,
+        period: Duration,
+    ) -> Result<Option<Duration>, CoordError> {
+        self.rate(key, count, period, true).await
     }
 }
 

@@ -65,9 +65,23 @@ pub trait SharedSlots: Send + Sync {
 /// Rate limits counted across every replica: one atomic check per event.
 #[async_trait]
 pub trait SharedRates: Send + Sync {
-    /// Counts one event for `key` against `per_minute` (a burst of `per_minute`, then one
-    /// per `60 s / per_minute`): `None` if allowed, else how long until one would be.
-    async fn hit(&self, key: &str, per_minute: u32) -> Result<Option<Duration>, CoordError>;
+    /// Counts one event for `key` against `count` per `period` (a burst of `count`, then
+    /// one per `period / count`): `None` if allowed, else how long until one would be.
+    async fn hit(
+        &self,
+        key: &str,
+        count: u32,
+        period: Duration,
+    ) -> Result<Option<Duration>, CoordError>;
+
+    /// What [`SharedRates::hit`] would answer, without counting anything: whether `key`
+    /// has reached its limit (failed logins lock an account; trying does not count).
+    async fn peek(
+        &self,
+        key: &str,
+        count: u32,
+        period: Duration,
+    ) -> Result<Option<Duration>, CoordError>;
 }
 
 /// Whether the shared board answered, for any of its uses: `gptbot_coordination_degraded`

@@ -52,16 +52,43 @@ impl Web {
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: self.url(""),
-            cookie: None,
-            device: None,
-            set_cookies: Vec::new(),
+        client_at(self.addr)
+    }
+
+    /// A second replica of this front (same database, Redis and settings), serving
+    /// while the returned value lives.
+    pub async fn replica(&self) -> Replica {
+        let app = self.t.replica().await;
+        let (stop, rx) = stopper();
+        let running = app.start(rx).await.expect("the replica's web front starts");
+        let addr = running.web_addr.expect("web.listen is set");
+        Replica {
+            addr,
+            _app: app,
+            _running: running,
+            _stop: stop,
         }
+    }
+}
+
+pub struct Replica {
+    pub addr: SocketAddr,
+    _app: gptbot::app::App,
+    _running: gptbot::app::Running,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+/// A browser-like client of the front at `addr`.
+pub fn client_at(addr: SocketAddr) -> Client {
+    Client {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: format!("http://{addr}"),
+        cookie: None,
+        device: None,
+        set_cookies: Vec::new(),
     }
 }
 

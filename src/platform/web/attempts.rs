@@ -5,15 +5,21 @@
 //! browser that logged in to the account before carries a device cookie, and others'
 //! failures do not lock it out (OWASP's "device cookies"). Keys are validated usernames
 //! (at most 32 bytes), never what the form said.
+//!
+//! With replicas sharing Redis the three limits are counted there (GCRA,
+//! [`SharedRates`]), so N replicas allow what one would; if Redis is unreachable each
+//! process counts alone.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::WebState;
+use crate::core::coordination::{Breaker, CoordError, SharedRates};
 use crate::core::limiter::Window;
 
 /// Attempts per address per minute.
@@ -64,7 +70,12 @@ pub struct Gate {
     by_address: Window<IpAddr>,
     failures: Window<String>,
     overall: DefaultDirectRateLimiter,
+    per_second: u32,
+    shared: Option<Arc<dyn SharedRates>>,
+    breaker: Breaker,
 }
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl Gate {
     pub fn new(per_second: u32) -> Gate {
@@ -75,12 +86,55 @@ impl Gate {
             overall: RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
             )),
+            per_second: per_second.max(1),
+            shared: None,
+            breaker: Breaker::default(),
+        }
+    }
+
+    /// Counted with every replica's attempts (`None`: this process's only).
+    pub fn shared(mut self, rates: Option<Arc<dyn SharedRates>>) -> Gate {
+        self.shared = rates;
+        self
+    }
+
+    /// The shared counters, unless they just failed.
+    fn board(&self) -> Option<&dyn SharedRates> {
+        self.shared.as_deref().filter(|_| self.breaker.closed())
+    }
+
+    /// What the board answered; `None` when it could not (count here instead).
+    fn answered<T>(&self, result: Result<T, CoordError>) -> Option<T> {
+        match result {
+            Ok(t) => {
+                self.breaker.record(Ok(()));
+                Some(t)
+            }
+            Err(e) => {
+                self.breaker.record(Err(e));
+                None
+            }
         }
     }
 
     /// Counts an attempt from `address` (its /64 for IPv6) against its own limit and
     /// the whole front's.
-    pub fn admit(&self, address: IpAddr) -> Result<(), Refusal> {
+    pub async fn admit(&self, address: IpAddr) -> Result<(), Refusal> {
+        if let Some(board) = self.board() {
+            let checked = async {
+                let key = format!("web-login:address:{}", key_of(address));
+                if board.hit(&key, PER_ADDRESS, MINUTE).await?.is_some() {
+                    return Ok(Err(Refusal::Address));
+                }
+                let busy = board
+                    .hit("web-login:all", self.per_second, Duration::from_secs(1))
+                    .await?;
+                Ok(busy.map_or(Ok(()), |_| Err(Refusal::Busy)))
+            };
+            if let Some(decided) = self.answered(checked.await) {
+                return decided;
+            }
+        }
         if !self.by_address.count(&key_of(address)) {
             return Err(Refusal::Address);
         }
@@ -88,12 +142,26 @@ impl Gate {
     }
 
     /// Whether `name` has had too many failed attempts this minute.
-    pub fn locked(&self, name: &str) -> bool {
+    pub async fn locked(&self, name: &str) -> bool {
+        if let Some(board) = self.board() {
+            let key = format!("web-login:failed:{name}");
+            let peeked = board.peek(&key, FAILURES_PER_ACCOUNT, MINUTE).await;
+            if let Some(wait) = self.answered(peeked) {
+                return wait.is_some();
+            }
+        }
         self.failures.reached(&name.to_string())
     }
 
     /// Counts a failed attempt on `name`.
-    pub fn failed(&self, name: &str) {
+    pub async fn failed(&self, name: &str) {
+        if let Some(board) = self.board() {
+            let key = format!("web-login:failed:{name}");
+            let hit = board.hit(&key, FAILURES_PER_ACCOUNT, MINUTE).await;
+            if self.answered(hit).is_some() {
+                return;
+            }
+        }
         self.failures.count(&name.to_string());
     }
 }
@@ -170,33 +238,33 @@ mod tests {
         assert_eq!(key_of(mapped), v4);
     }
 
-    #[test]
-    fn many_addresses_of_one_64_share_its_limit_and_the_front_has_a_ceiling() {
+    #[tokio::test]
+    async fn many_addresses_of_one_64_share_its_limit_and_the_front_has_a_ceiling() {
         let gate = Gate::new(1000);
         for i in 0..PER_ADDRESS {
             let ip: IpAddr = format!("2001:db8::{:x}", i + 1).parse().unwrap();
-            assert_eq!(gate.admit(ip), Ok(()));
+            assert_eq!(gate.admit(ip).await, Ok(()));
         }
         let next: IpAddr = "2001:db8::ffff".parse().unwrap();
-        assert_eq!(gate.admit(next), Err(Refusal::Address));
+        assert_eq!(gate.admit(next).await, Err(Refusal::Address));
         let busy = Gate::new(2);
         let mut refused = 0;
         for i in 0..10u8 {
-            if busy.admit(IpAddr::from([10, 0, 0, i])) == Err(Refusal::Busy) {
+            if busy.admit(IpAddr::from([10, 0, 0, i])).await == Err(Refusal::Busy) {
                 refused += 1;
             }
         }
         assert!(refused >= 7, "{refused} of 10 refused at 2 a second");
     }
 
-    #[test]
-    fn only_failures_lock_an_account() {
+    #[tokio::test]
+    async fn only_failures_lock_an_account() {
         let gate = Gate::new(1000);
-        assert!(!gate.locked("ann"));
+        assert!(!gate.locked("ann").await);
         for _ in 0..FAILURES_PER_ACCOUNT {
-            gate.failed("ann");
+            gate.failed("ann").await;
         }
-        assert!(gate.locked("ann"));
-        assert!(!gate.locked("bob"));
+        assert!(gate.locked("ann").await);
+        assert!(!gate.locked("bob").await);
     }
 }

@@ -238,7 +238,7 @@ pub const FORM_LIMIT: usize = 4096;
 /// What every credentials form checks first: it comes from this site, and neither its
 /// address nor the whole front is trying too often. `Some` is the refusal. Nothing here
 /// is keyed on or echoes what the form said.
-fn refused(
+async fn refused(
     state: &WebState,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -252,6 +252,7 @@ fn refused(
     state
         .gate
         .admit(address)
+        .await
         .err()
         .map(|refusal| too_many(state, refusal, page, ""))
 }
@@ -298,7 +299,7 @@ pub async fn login_submit(
     headers: HeaderMap,
     Form(form): Form<Credentials>,
 ) -> Response {
-    if let Some(refusal) = refused(&state, peer, &headers, pages::login) {
+    if let Some(refusal) = refused(&state, peer, &headers, pages::login).await {
         return refusal;
     }
     // A name no account can have is a wrong login, and is neither keyed on nor echoed.
@@ -310,7 +311,7 @@ pub async fn login_submit(
             .into_response();
     };
     // Others' failures lock the account out, but not a browser that logged in to it.
-    if state.gate.locked(&name) && !attempts::known_device(&state, &headers, &name).await {
+    if state.gate.locked(&name).await && !attempts::known_device(&state, &headers, &name).await {
         return too_many(&state, Refusal::Account, pages::login, &name);
     }
     let password = SecretString::from(form.password);
@@ -320,7 +321,7 @@ pub async fn login_submit(
             logged_in(&state, &user, since, "login", device).await
         }
         Ok(None) => {
-            state.gate.failed(&name);
+            state.gate.failed(&name).await;
             (
                 StatusCode::UNAUTHORIZED,
                 pages::login(&state, Some(WRONG), &name),
@@ -377,7 +378,7 @@ pub async fn signup_submit(
     if !state.settings.signup {
         return StatusCode::NOT_FOUND.into_response();
     }
-    if let Some(refusal) = refused(&state, peer, &headers, pages::signup) {
+    if let Some(refusal) = refused(&state, peer, &headers, pages::signup).await {
         return refusal;
     }
     let name = match crate::accounts::username(&form.username) {

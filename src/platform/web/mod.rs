@@ -66,6 +66,16 @@ impl WebState {
         }
     }
 
+    /// Login limits counted with every replica's attempts (with `REDIS_URL`).
+    pub fn with_shared_limits(
+        mut self,
+        rates: Option<Arc<dyn crate::core::coordination::SharedRates>>,
+    ) -> WebState {
+        let per_second = self.settings.login_attempts_per_second;
+        self.gate = Arc::new(attempts::Gate::new(per_second).shared(rates));
+        self
+    }
+
     /// The header's balance line; a database hiccup shows as such, not as an error page.
     pub async fn balance_text(&self, user: &UserId) -> String {
         match self.quota.balance(user).await {
