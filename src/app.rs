@@ -276,11 +276,7 @@ impl App {
             None => None,
         };
         let conversation = Arc::new(match &board {
-            Some(board) => conversation.with_coordination(
-                board.clone(),
-                board.clone(),
-                settings.quota.hold_lease,
-            ),
+            Some(board) => conversation.with_coordination(board.clone(), settings.quota.hold_lease),
             None => conversation,
         });
         tracing::info!(

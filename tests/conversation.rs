@@ -615,21 +615,29 @@ async fn command_stats(
 }
 
 /// With Redis a message costs two round trips for its history, three for the user's
-/// in-flight slot, which every replica shares (take, mark finishing, free), and one for
-/// the per-user rate limit (`limits.per_user_per_minute`, on by default).
+/// in-flight slot, which every replica shares (take, mark finishing, free), one for the
+/// per-user rate limit (`limits.per_user_per_minute`, on by default) and two for the
+/// bot's model-call permit (`limits.max_concurrent_answers`: take, give back).
 #[tokio::test]
-async fn a_handled_message_costs_six_redis_round_trips_history_slot_and_rate() {
+async fn a_handled_message_costs_eight_redis_round_trips_history_slot_rate_and_permit() {
     let t = spawn_app().await;
     let a = adapter();
     t.send(&a, &dm("1", "warm up")).await; // loads the Lua scripts once
     let mut conn = t.redis.as_ref().unwrap().client().await;
     let slots = || async {
+        let mut conn = t.redis.as_ref().unwrap().client().await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("gptbot:inflight:*")
-            .query_async(&mut t.redis.as_ref().unwrap().client().await)
+            .query_async(&mut conn)
             .await
             .unwrap();
-        keys.is_empty()
+        // An empty set is no key: the permit was given back.
+        let permits: Vec<String> = redis::cmd("KEYS")
+            .arg("gptbot:answers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.is_empty() && permits.is_empty()
     };
     // The slot is freed just after the reply: wait for it, both times.
     let freed = |what: &'static str| async move {
@@ -655,14 +663,24 @@ async fn a_handled_message_costs_six_redis_round_trips_history_slot_and_rate() {
     delta.sort();
     // GETEX to load the history and one EVALSHA to append it (its GET and SET run
     // inside Redis); three EVALSHA for the slot: take (GET, SET), finishing (GET, SET),
-    // free (GET, DEL); one for the per-user rate limit (TIME, GET, SET).
+    // free (GET, DEL); one for the per-user rate limit (TIME, GET, SET); the permit's
+    // take (TIME, ZREMRANGEBYSCORE, ZSCORE, ZCARD, ZADD, PTTL, PEXPIRE) and its return
+    // (ZREM, PUBLISH to waiters).
     let expected: Vec<(String, u64)> = [
         ("del", 1),
-        ("evalsha", 5),
+        ("evalsha", 7),
         ("get", 5),
         ("getex", 1),
+        ("pexpire", 1),
+        ("pttl", 1),
+        ("publish", 1),
         ("set", 4),
-        ("time", 1),
+        ("time", 2),
+        ("zadd", 1),
+        ("zcard", 1),
+        ("zrem", 1),
+        ("zremrangebyscore", 1),
+        ("zscore", 1),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), *v))

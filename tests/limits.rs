@@ -131,7 +131,51 @@ async fn max_concurrent_answers_queues_answers_in_turn() {
             .with("GPTBOT__LIMITS__MAX_CONCURRENT_ANSWERS", 1),
     )
     .await;
-    answers_one_at_a_time(t).await;
+    answers_one_at_a_time(t, None).await;
+}
+
+/// With replicas sharing Redis, `limits.max_concurrent_answers` is the bot's: one model
+/// call at a time means one across both replicas, the second waiting for the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_answers_holds_across_replicas() {
+    let t = spawn_app_with(Options {
+        redis: true,
+        ..Options::default().with("GPTBOT__LIMITS__MAX_CONCURRENT_ANSWERS", 1)
+    })
+    .await;
+    let replica = t.replica().await;
+    answers_one_at_a_time(t, Some(replica)).await;
+}
+
+/// A replica that died holding the bot's only model-call permit gives it back when its
+/// lease runs out: the next question waits for that, then is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_model_call_permit_comes_back_after_its_lease() {
+    let t = spawn_app_with(Options {
+        redis: true,
+        ..Options::default().with("GPTBOT__LIMITS__MAX_CONCURRENT_ANSWERS", 1)
+    })
+    .await;
+    let mut redis = t.redis.as_ref().unwrap().client().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let lease_ends = secs * 1000 + micros / 1000 + 1500;
+    let _: () = redis::cmd("ZADD")
+        .arg("gptbot:answers")
+        .arg(lease_ends)
+        .arg("a-dead-replicas-token")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let asked = tokio::time::Instant::now();
+    let a = RecordingAdapter::new(4096, Duration::ZERO);
+    let outcome = t.send(&a, &dm("5", "hello")).await;
+    assert!(matches!(outcome, Outcome::Answered { .. }), "{outcome:?}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "the dead permit was ignored ({waited:?})"
+    );
+    assert_books(&t.app.quota, &user("5")).await;
 }
 
 /// Unset, `limits.max_concurrent_answers` follows what the model server says it serves at
@@ -142,10 +186,12 @@ async fn unset_max_concurrent_answers_follows_the_servers_slots() {
     let openai = FakeOpenAi::start().await;
     openai.set_total_slots(1);
     let t = spawn_app_on(openai, Options::default().memory_sessions()).await;
-    answers_one_at_a_time(t).await;
+    answers_one_at_a_time(t, None).await;
 }
 
-async fn answers_one_at_a_time(t: TestApp) {
+/// Two users ask at once (the second through `replica`, if there is one): the second
+/// model call starts only once the first has ended.
+async fn answers_one_at_a_time(t: TestApp, replica: Option<gptbot::app::App>) {
     t.openai.set_load_model(LoadModel {
         first: Duration::from_millis(200),
         tokens: 10,
@@ -153,14 +199,19 @@ async fn answers_one_at_a_time(t: TestApp) {
         tool_first: false,
     });
     let t = std::sync::Arc::new(t);
+    let replica = std::sync::Arc::new(replica);
     let answers: Vec<_> = ["first", "second"]
         .into_iter()
         .enumerate()
         .map(|(i, text)| {
-            let t = t.clone();
+            let (t, replica) = (t.clone(), replica.clone());
             tokio::spawn(async move {
                 let a = RecordingAdapter::new(4096, Duration::ZERO);
-                t.send(&a, &dm(&i.to_string(), text)).await
+                let event = typed(&dm(&i.to_string(), text)).unwrap();
+                match (i, replica.as_ref()) {
+                    (1, Some(replica)) => replica.conversation.handle(&event, &a).await,
+                    _ => t.app.conversation.handle(&event, &a).await,
+                }
             })
         })
         .collect();

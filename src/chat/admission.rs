@@ -15,6 +15,9 @@ use crate::core::event::UserId;
 /// How long an answer waits in line for a model call before the user is told.
 const QUEUE_NOTICE: Duration = Duration::from_secs(5);
 
+/// How long an answer waits for a permit before "typing…" is shown for it.
+const IN_LINE: Duration = Duration::from_millis(200);
+
 /// Telegram shows "typing…" for about 5 s; refresh a little sooner.
 pub(super) const TYPING_REFRESH: Duration = Duration::from_secs(4);
 
@@ -27,19 +30,18 @@ impl Answers {
         adapter: &dyn ChatAdapter,
         target: &ReplyTarget,
         cancel: &mut watch::Receiver<bool>,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Some(permit);
-        }
-        let acquire = self.permits.clone().acquire_owned();
+    ) -> Option<super::permits::Permit> {
+        let acquire = self.permits.acquire();
         tokio::pin!(acquire);
         let notice = tokio::time::sleep(QUEUE_NOTICE);
         tokio::pin!(notice);
         let mut told = false;
-        let mut typing = tokio::time::interval(TYPING_REFRESH);
+        // Not at once: a free permit (one round trip to a shared board) shows no "typing…".
+        let mut typing =
+            tokio::time::interval_at(tokio::time::Instant::now() + IN_LINE, TYPING_REFRESH);
         loop {
             tokio::select! {
-                permit = &mut acquire => return permit.ok(),
+                permit = &mut acquire => return permit,
                 _ = cancel.changed() => return None,
                 () = self.restarting.cancelled() => return None,
                 () = &mut notice, if !told => {

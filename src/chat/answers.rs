@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::ConversationSettings;
@@ -29,7 +28,7 @@ pub(super) struct Answers {
     pub(super) rate: super::rate::UserRate,
     /// Model calls in flight (`limits.max_concurrent_answers`); waiters are served in
     /// arrival order.
-    pub(super) permits: Arc<Semaphore>,
+    pub(super) permits: super::permits::Permits,
     /// Cancelled when the shutdown grace ran out: answers still running stop.
     pub(super) restarting: CancellationToken,
     /// What a model that may call tools is offered (`[tools]`); `None`: no tools.
@@ -46,9 +45,7 @@ impl Answers {
         restarting: CancellationToken,
     ) -> Answers {
         let rate = super::rate::UserRate::new("messages", settings.per_user_per_minute);
-        let permits = Arc::new(Semaphore::new(
-            settings.max_concurrent_answers.max(1) as usize
-        ));
+        let permits = super::permits::Permits::new(settings.max_concurrent_answers);
         Answers {
             sessions,
             quota,

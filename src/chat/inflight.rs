@@ -289,7 +289,7 @@ async fn renew(
 }
 
 /// The slot's token: only its holder can renew or free it.
-fn token() -> String {
+pub(super) fn token() -> String {
     crate::core::token::random().unwrap_or_else(|_| {
         // Unique enough to tell this holder from others if the OS source fails.
         let nanos = std::time::SystemTime::now()

@@ -24,6 +24,7 @@ mod notices;
 mod notifiers;
 mod opening;
 pub mod pdf;
+mod permits;
 mod prompt;
 mod rate;
 pub mod reply;
@@ -226,16 +227,22 @@ impl Conversation {
     /// Decides answers in flight and /cancel together with the other replicas on `board`,
     /// and counts the per-user rate limits with them on `rates`. A slot outlives a dead
     /// replica by `hold_lease` (`quota.hold_lease`) or 15 s, the shorter.
-    pub fn with_coordination(
+    pub fn with_coordination<B>(
         mut self,
-        board: Arc<dyn crate::core::coordination::SharedSlots>,
-        rates: Arc<dyn crate::core::coordination::SharedRates>,
+        board: Arc<B>,
         hold_lease: std::time::Duration,
-    ) -> Conversation {
-        self.answers.in_flight =
-            inflight::InFlight::shared(board, hold_lease.min(inflight::MAX_LEASE));
-        self.answers.rate.share(rates.clone());
-        self.commands.rate.share(rates);
+    ) -> Conversation
+    where
+        B: crate::core::coordination::SharedSlots
+            + crate::core::coordination::SharedRates
+            + crate::core::coordination::SharedPermits
+            + 'static,
+    {
+        let lease = hold_lease.min(inflight::MAX_LEASE);
+        self.answers.in_flight = inflight::InFlight::shared(board.clone(), lease);
+        self.answers.rate.share(board.clone());
+        self.commands.rate.share(board.clone());
+        self.answers.permits.share(board, lease);
         self
     }
 

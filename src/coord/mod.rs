@@ -2,4 +2,5 @@
 //! by every replica that points at it.
 
 pub mod budgets;
+pub mod permits;
 pub mod redis;

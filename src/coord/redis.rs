@@ -6,13 +6,14 @@
 //! reconnecting, finds the mark when it next renews the lease. Rate limits: GCRA, one
 //! key per limited thing holding its theoretical arrival time, expiring when idle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::core::coordination::{CoordError, Held, SharedRates, SharedSlots, Taken};
@@ -77,6 +78,9 @@ pub struct RedisBoard {
     channel: String,
     scripts: Scripts,
     cancels: broadcast::Sender<String>,
+    /// `<prefix>:freed`: a model-call permit was given back.
+    freed_channel: String,
+    freed: Arc<Notify>,
     /// Stops the listener when the board goes.
     _listener: DropGuard,
 }
@@ -98,12 +102,15 @@ impl RedisBoard {
             .await
             .map_err(CoordError)?;
         let channel = format!("{prefix}:cancel");
+        let freed_channel = format!("{prefix}:freed");
         let (cancels, _) = broadcast::channel(256);
+        let freed = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         tokio::spawn(listen(
             client,
-            channel.clone(),
+            [channel.clone(), freed_channel.clone()],
             cancels.clone(),
+            freed.clone(),
             stop.clone(),
         ));
         Ok(RedisBoard {
@@ -119,6 +126,8 @@ impl RedisBoard {
                 rate: redis::Script::new(RATE),
             },
             cancels,
+            freed_channel,
+            freed,
             _listener: stop.drop_guard(),
         })
     }
@@ -126,6 +135,15 @@ impl RedisBoard {
     /// The slot's key: `<prefix>:inflight:<platform>:<user>`.
     pub fn key(&self, user: &UserId) -> String {
         format!("{}:inflight:{user}", self.prefix)
+    }
+
+    /// Where a freed permit is announced.
+    pub(super) fn freed_channel(&self) -> &str {
+        &self.freed_channel
+    }
+
+    pub(super) fn freed(&self) -> Arc<Notify> {
+        self.freed.clone()
     }
 
     /// The prefix every key of this bot starts with (`redis.key_prefix`).
@@ -269,21 +287,24 @@ impl SharedRates for RedisBoard {
     }
 }
 
-/// Hears the cancel channel until stopped, reconnecting (every second) whenever the
-/// subscription drops.
+/// Hears the cancel and freed-permit channels until stopped, reconnecting (every
+/// second) whenever the subscription drops.
 async fn listen(
     client: redis::Client,
-    channel: String,
+    [cancel, freed_channel]: [String; 2],
     out: broadcast::Sender<String>,
+    freed: Arc<Notify>,
     stop: CancellationToken,
 ) {
     loop {
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&[&cancel, &freed_channel]).await?;
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
-                if let Ok(user) = message.get_payload::<String>() {
+                if message.get_channel_name() == freed_channel {
+                    freed.notify_waiters();
+                } else if let Ok(user) = message.get_payload::<String>() {
                     let _ = out.send(user);
                 }
             }

@@ -84,6 +84,29 @@ pub trait SharedRates: Send + Sync {
     ) -> Result<Option<Duration>, CoordError>;
 }
 
+/// Model calls in flight for the whole bot (`limits.max_concurrent_answers`), counted
+/// across replicas: each permit is leased under a token only its holder knows, so a dead
+/// replica's permits come back when their leases run out.
+#[async_trait]
+pub trait SharedPermits: Send + Sync {
+    /// Takes one of `limit` permits: false when all are held.
+    async fn take_permit(
+        &self,
+        token: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool, CoordError>;
+
+    /// Extends a held permit's lease: false when it had run out (and may be reused).
+    async fn renew_permit(&self, token: &str, lease: Duration) -> Result<bool, CoordError>;
+
+    /// Gives the permit back; waiters on every replica hear of it.
+    async fn free_permit(&self, token: &str) -> Result<(), CoordError>;
+
+    /// Rings whenever a permit is given back anywhere: a waiter tries again.
+    fn permit_freed(&self) -> std::sync::Arc<tokio::sync::Notify>;
+}
+
 /// Whether the shared board answered, for any of its uses: `gptbot_coordination_degraded`
 /// follows, and each change is logged once — while it is unreachable every replica
 /// decides alone (answers in flight, /cancel, rate limits, send budgets), never stops.
