@@ -141,7 +141,7 @@ fn ms(wait: Duration) -> String {
 
 #[async_trait]
 impl SharedBudgets for RedisBoard {
-    async fn take(
+    async fn draw(
         &self,
         platform: &str,
         limits: &Limits,

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::session::connection::Conn;
 use anyhow::Context;
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -73,7 +73,7 @@ if ARGV[3] ~= '1' then redis.call('SET', KEYS[1], new, 'PX', new - now) end
 return 0";
 
 pub struct RedisBoard {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     channel: String,
     scripts: Scripts,

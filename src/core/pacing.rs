@@ -81,7 +81,7 @@ pub trait SharedBudgets: Send + Sync {
     /// Takes one write's budget from `platform`'s buckets under `limits`, with the same
     /// priorities as the process's pacer: `None` when taken, else how long until it could
     /// be (a refused final is counted as waiting from then on).
-    async fn take(
+    async fn draw(
         &self,
         platform: &str,
         limits: &Limits,

@@ -150,7 +150,7 @@ impl Pacer {
                     priority,
                     counted,
                 };
-                match shared.take(self.platform, &self.limits, ask).await {
+                match shared.draw(self.platform, &self.limits, ask).await {
                     Ok(None) => {
                         self.breaker.record(Ok(()));
                         return Ok(());

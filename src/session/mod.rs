@@ -3,6 +3,7 @@
 //! [`crate::core::session::SessionStore`] port with the same semantics: every read and
 //! every write pushes the expiry forward, and appends are atomic.
 
+pub mod connection;
 pub mod memory;
 pub mod redis;
 pub mod timed;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{SCHEMA_VERSION, Session, SessionError, SessionStore, Setting, StoreOptions, Turn};
 use crate::core::event::SessionKey;
@@ -94,35 +93,13 @@ return replaced
 "#;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: super::connection::Conn,
     prefix: String,
     options: StoreOptions,
     script: redis::Script,
 }
 
-/// A connection to Redis as every part of the bot keeps one: failing fast at start (2 s
-/// to connect, 2 s per answer), reconnecting in the background afterwards, a command
-/// tried `retries` more times. The client comes back too, for connections of another
-/// kind (pub/sub).
-pub async fn connect(
-    url: &str,
-    retries: usize,
-) -> anyhow::Result<(redis::Client, ConnectionManager)> {
-    let client = redis::Client::open(url).context("invalid redis.url")?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(retries);
-    let conn = ConnectionManager::new_with_config(client.clone(), config)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to Redis at {}",
-                crate::config::redact_url_str(url)
-            )
-        })?;
-    Ok((client, conn))
-}
+pub use super::connection::connect;
 
 impl RedisStore {
     /// Connects (failing fast when Redis is unreachable) and keeps reconnecting in the

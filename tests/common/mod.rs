@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chats;
+pub mod cluster;
 pub mod discord;
 pub mod fleet;
 pub mod ledger;
