@@ -7,7 +7,8 @@
 //!   the same payload and `redis-benchmark` on the same server (the physical limit).
 //!
 //! - the replicas' shared board on the same redis-server: an in-flight slot's take, mark
-//!   finishing and free, and a per-user rate check (`RedisBoard`), as a message costs.
+//!   finishing and free, and a per-user rate check (`RedisBoard`), as a message costs;
+//!   a model-call permit taken and given back, and one write's send budget.
 //!
 //! Starts its own redis-server on a free port with the tests' launcher
 //! (REDIS_SERVER_BIN overrides the binary).
@@ -267,7 +268,8 @@ async fn bench_sessions() {
 }
 
 async fn bench_board() {
-    use gptbot::core::coordination::{SharedRates, SharedSlots};
+    use gptbot::core::coordination::{SharedPermits, SharedRates, SharedSlots};
+    use gptbot::core::pacing::{Ask, Limits, Priority, Rate, SharedBudgets, Write};
     let server = common::RedisServer::start();
     let board = gptbot::coord::redis::RedisBoard::connect(&server.url(), "bench")
         .await
@@ -275,6 +277,14 @@ async fn bench_board() {
     let lease = Duration::from_secs(15);
     let (mut take, mut finishing, mut free, mut rate, mut all) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut permit, mut give_back, mut budget) = (Vec::new(), Vec::new(), Vec::new());
+    // Budgets this loop never exhausts: every draw is taken, as most writes are.
+    let wide = Limits {
+        per_chat: Rate::new(1e9, 1e9),
+        per_group: None,
+        group_reserve: 0.0,
+        global_sends: Rate::new(1e9, 1e9),
+    };
     for i in 0..SESSION_ITERATIONS {
         let user = UserId::new(Platform::Telegram, (i % 100).to_string());
         let t0 = Instant::now();
@@ -293,6 +303,25 @@ async fn bench_board() {
             .await
             .unwrap();
         let t4 = Instant::now();
+        board
+            .take_permit("0123456789abcdef", 256, lease)
+            .await
+            .unwrap();
+        let t5 = Instant::now();
+        board.free_permit("0123456789abcdef").await.unwrap();
+        let t6 = Instant::now();
+        let ask = Ask {
+            chat: &user.user,
+            group: false,
+            write: Write::Send,
+            priority: Priority::Final,
+            counted: false,
+        };
+        board.draw("telegram", &wide, ask).await.unwrap();
+        let t7 = Instant::now();
+        permit.push(t5 - t4);
+        give_back.push(t6 - t5);
+        budget.push(t7 - t6);
         take.push(t1 - t0);
         finishing.push(t2 - t1);
         free.push(t3 - t2);
@@ -305,6 +334,9 @@ async fn bench_board() {
     println!("  free slot          {}", percentiles(free));
     println!("  rate check (GCRA)  {}", percentiles(rate));
     println!("  all four           {}", percentiles(all));
+    println!("  model-call permit  {}", percentiles(permit));
+    println!("  give it back       {}", percentiles(give_back));
+    println!("  send budget (write){}", percentiles(budget));
 }
 
 fn main() {

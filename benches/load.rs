@@ -281,9 +281,11 @@ async fn run_shape(shape: &Shape) {
             tokio::time::sleep(delay).await;
             let user = 1000 + u;
             let mut overheads = Vec::new();
+            let mut admissions = Vec::new();
             for k in 0..shape.messages {
                 let text = format!("u{user}m{k}");
                 let answer = FakeOpenAi::load_answer(&text, TOKENS);
+                let pushed = Instant::now();
                 match bot {
                     Bot::One { .. } => {
                         tg.push_message(private_chat(user), user_json(user, "U"), &text, None);
@@ -304,22 +306,25 @@ async fn run_shape(shape: &Shape) {
                 if let Some(last) = openai.last_token_at(&text) {
                     overheads.push(seen.saturating_duration_since(last));
                 }
+                if let Some(arrived) = openai.arrived_at(&text) {
+                    admissions.push(arrived.saturating_duration_since(pushed));
+                }
                 tokio::time::sleep(THINK).await;
             }
-            overheads
+            (overheads, admissions)
         }
     });
-    let mut overheads: Vec<Duration> = futures::future::join_all(runs)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let (overheads, admissions): (Vec<_>, Vec<_>) =
+        futures::future::join_all(runs).await.into_iter().unzip();
+    let mut overheads: Vec<Duration> = overheads.into_iter().flatten().collect();
+    let mut admissions: Vec<Duration> = admissions.into_iter().flatten().collect();
     let elapsed = started.elapsed();
     let cpu = cpu_time(&pids).saturating_sub(cpu_before);
     let switches = context_switches(&pids).saturating_sub(switches_before);
     let rss = peak_rss_mib(&pids);
 
     overheads.sort();
+    admissions.sort();
     let expected = shape.users as usize * shape.messages;
     let replies = overheads.len();
     let writes: usize = (0..shape.users)
@@ -340,6 +345,14 @@ async fn run_shape(shape: &Shape) {
         percentile(&overheads, 0.50),
         percentile(&overheads, 0.99),
         overheads
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    );
+    println!(
+        "  to the model p50/p99 {:.1} / {:.1} ms (message sent -> model request; max {:.1})",
+        percentile(&admissions, 0.50),
+        percentile(&admissions, 0.99),
+        admissions
             .last()
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     );

@@ -16,7 +16,7 @@ use gptbot::chat::Outcome;
 use gptbot::coord::redis::RedisBoard;
 use gptbot::core::coordination::{Held, SharedPermits, SharedRates, SharedSlots, Taken};
 use gptbot::core::event::{Platform, SessionKey, UserId};
-use gptbot::core::pacing::{Ask, Limits, Priority, SharedBudgets, Write};
+use gptbot::core::pacing::{Ask, Drawn, Limits, Priority, SharedBudgets, Write};
 
 /// Two replicas on a cluster: every user's history is kept (on whichever node its key
 /// lands), a second message on the other replica during an answer is told "still
@@ -161,26 +161,28 @@ async fn every_script_of_the_board_runs_on_a_redis_cluster() {
             p.draw("telegram", &Limits::TELEGRAM, ask("-100"))
                 .await
                 .unwrap(),
-            None
+            Drawn::Now
         );
     }
-    let wait = board
+    let Drawn::Refused(wait) = board
         .draw("telegram", &Limits::TELEGRAM, ask("-100"))
         .await
         .unwrap()
-        .expect("the chat's burst of three is spent");
+    else {
+        panic!("the chat's burst of three is spent")
+    };
     assert!(wait > Duration::from_millis(500), "{wait:?}");
     other
         .freeze("telegram", Some("-200"), Duration::from_secs(2))
         .await
         .unwrap();
-    assert!(
+    assert!(matches!(
         board
             .draw("telegram", &Limits::TELEGRAM, ask("-200"))
             .await
-            .unwrap()
-            .is_some()
-    );
+            .unwrap(),
+        Drawn::Refused(_)
+    ));
     board
         .pause("discord", Some("POST /channels/1/messages"), lease)
         .await

@@ -242,3 +242,42 @@ async fn without_redis_each_replica_paces_alone() {
         .unwrap();
     assert!(fourth.elapsed() >= Duration::from_millis(900));
 }
+
+/// Writes waiting only for the bot's overall sends are booked in the order they asked,
+/// whichever replica they are on: of 45 first messages to 45 chats asked one after
+/// another, each goes no earlier than the one asked before it (no race at each refill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_waiting_for_the_bots_budget_go_in_the_order_they_asked() {
+    let redis = RedisServer::start();
+    let (a, b) = replicas(&redis).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut sends = Vec::new();
+    for chat in 0..45 {
+        let p = if chat % 2 == 0 { a.clone() } else { b.clone() };
+        let tx = tx.clone();
+        sends.push(tokio::spawn(async move {
+            p.acquire(
+                &format!("{}", 500 + chat),
+                false,
+                Write::Send,
+                Priority::First,
+            )
+            .await
+            .unwrap();
+            tx.send(chat).unwrap();
+        }));
+        // Asked in this order (the draw is one round trip).
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for s in sends {
+        s.await.unwrap();
+    }
+    drop(tx);
+    let mut order = Vec::new();
+    while let Some(chat) = rx.recv().await {
+        order.push(chat);
+    }
+    // The 30 of the burst go at once (in any order); the 15 booked ones in order.
+    let booked: Vec<i32> = order.iter().copied().filter(|c| *c >= 30).collect();
+    assert_eq!(booked, (30..45).collect::<Vec<_>>(), "{order:?}");
+}

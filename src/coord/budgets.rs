@@ -12,14 +12,17 @@ use async_trait::async_trait;
 
 use super::redis::RedisBoard;
 use crate::core::coordination::CoordError;
-use crate::core::pacing::{Ask, Limits, Priority, SharedBudgets, Write};
+use crate::core::pacing::{Ask, Drawn, Limits, Priority, SharedBudgets, Write};
 
 /// KEYS: the chat's hash (`t` tokens, `gt` group tokens, `at` last update, `fz` frozen
 /// until, `fw` finals waiting, `fwu` until when that count holds), the bot's (`t`, `at`,
 /// `fz`). ARGV: the chat's rate (per ms) and burst, the group's (rate 0: not a group) and
 /// reserve, the bot's sends', then send (1/0), priority (0 draft, 1 first, 2 final),
 /// counted (1/0). Times are Redis's own (every replica sees the same clock). Returns 0 when
-/// taken, else the wait in ms.
+/// taken, a positive wait in ms when refused, or a negative one when a first message or a
+/// final text was ready but for the bot's overall sends: it books the next of those
+/// (the bucket goes into debt), so waiters on every replica go in the order they came
+/// instead of racing each other at every refill.
 const TAKE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -53,8 +56,15 @@ local function short(missing, rate)
 end
 short(need_chat - chat, cr)
 if group then short(need_group - group, gr) end
-if send then short(1 - global, wr) end
 wait = math.max(wait, (tonumber(c[4]) or 0) - now, (tonumber(g[3]) or 0) - now)
+local booked = 0
+if send and 1 - global > 1e-9 then
+  if wait <= 0 and prio > 0 then
+    booked = (1 - global) / wr
+  else
+    short(1 - global, wr)
+  end
+end
 if wait > 0 then
   if prio == 2 then
     if not counted then waiting = waiting + 1 end
@@ -84,6 +94,7 @@ if send then
   local glife = math.max((wb - global) / wr, (tonumber(g[3]) or 0) - now)
   redis.call('PEXPIRE', KEYS[2], math.ceil(glife) + 1000)
 end
+if booked > 0 then return -math.max(1, math.ceil(booked)) end
 return 0";
 
 /// KEYS: a chat's or the bot's hash; ARGV: the wait in ms. Frozen until now + wait (or
@@ -146,7 +157,7 @@ impl SharedBudgets for RedisBoard {
         platform: &str,
         limits: &Limits,
         ask: Ask<'_>,
-    ) -> Result<Option<Duration>, CoordError> {
+    ) -> Result<Drawn, CoordError> {
         let group = limits.per_group.filter(|_| ask.group);
         let args = [
             per_ms(limits.per_chat.per_second),
@@ -170,7 +181,11 @@ impl SharedBudgets for RedisBoard {
             self.pace_key(platform, "all"),
         ];
         let wait = self.run_script(&SCRIPTS.take, &keys, &args).await?;
-        Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))
+        Ok(match wait {
+            0 => Drawn::Now,
+            w if w > 0 => Drawn::Refused(Duration::from_millis(w as u64)),
+            w => Drawn::Booked(Duration::from_millis(w.unsigned_abs())),
+        })
     }
 
     async fn freeze(

@@ -75,18 +75,30 @@ pub struct Ask<'a> {
     pub counted: bool,
 }
 
+/// What drawing one write's budget found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drawn {
+    /// Taken: write now.
+    Now,
+    /// Taken, for a turn this long from now (the bot's overall sends are booked in the
+    /// order writes ask): write then, without asking again.
+    Booked(Duration),
+    /// Not taken: ask again after this long (a draft is skipped).
+    Refused(Duration),
+}
+
 /// Write budgets shared by every replica of one bot, one atomic round trip each.
 #[async_trait]
 pub trait SharedBudgets: Send + Sync {
     /// Takes one write's budget from `platform`'s buckets under `limits`, with the same
-    /// priorities as the process's pacer: `None` when taken, else how long until it could
-    /// be (a refused final is counted as waiting from then on).
+    /// priorities as the process's pacer (a refused final is counted as waiting from then
+    /// on).
     async fn draw(
         &self,
         platform: &str,
         limits: &Limits,
         ask: Ask<'_>,
-    ) -> Result<Option<Duration>, CoordError>;
+    ) -> Result<Drawn, CoordError>;
 
     /// The platform answered 429 for `chat` (`None`: for the whole bot): no replica
     /// writes there for `wait`.

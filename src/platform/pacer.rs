@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::core::coordination::Breaker;
-pub use crate::core::pacing::{Ask, Limits, Priority, Rate, SharedBudgets, Write};
+pub use crate::core::pacing::{Ask, Drawn, Limits, Priority, Rate, SharedBudgets, Write};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -151,11 +151,16 @@ impl Pacer {
                     counted,
                 };
                 match shared.draw(self.platform, &self.limits, ask).await {
-                    Ok(None) => {
+                    Ok(Drawn::Now) => {
                         self.breaker.record(Ok(()));
                         return Ok(());
                     }
-                    Ok(Some(wait)) => {
+                    Ok(Drawn::Booked(wait)) => {
+                        self.breaker.record(Ok(()));
+                        tokio::time::sleep(wait).await;
+                        return Ok(());
+                    }
+                    Ok(Drawn::Refused(wait)) => {
                         self.breaker.record(Ok(()));
                         if priority == Priority::Draft {
                             return Err(Instant::now() + wait);

@@ -392,6 +392,21 @@ impl FakeOpenAi {
         self.state.lock().unwrap().arrivals.clone()
     }
 
+    /// When the first request whose last message is `text` arrived.
+    pub fn arrived_at(&self, text: &str) -> Option<Instant> {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .position(|r| {
+                r["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .is_some_and(|m| m["content"] == text)
+            })
+            .and_then(|i| state.arrivals.get(i).copied())
+    }
+
     /// From now on the fake serves a "local model" with a context of `limit` tokens:
     /// prompts are counted with [`local_model_tokens`] (usage too), and one that does not
     /// fit is refused with llama.cpp's error and figures.
