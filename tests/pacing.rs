@@ -281,3 +281,42 @@ async fn sends_waiting_for_the_bots_budget_go_in_the_order_they_asked() {
     let booked: Vec<i32> = order.iter().copied().filter(|c| *c >= 30).collect();
     assert_eq!(booked, (30..45).collect::<Vec<_>>(), "{order:?}");
 }
+
+/// Discord end to end: two replicas' REST clients (each its own Redis connection) write
+/// to one channel in turn against the Discord fake with its per-route buckets on (5 writes
+/// per 5 s). The one that read `X-RateLimit-Remaining: 0` pauses the route for both, so
+/// the other waits for the reset instead of meeting a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_replicas_wait_out_a_bucket_either_emptied() {
+    use gptbot::platform::discord::rest::Rest;
+    gptbot::app::install_crypto_provider();
+    let redis = RedisServer::start();
+    let discord = common::discord::FakeDiscord::start().await;
+    discord.enforce_rate_limits();
+    let rest = |b: Arc<RedisBoard>| {
+        Rest::new(
+            &discord.api_url(),
+            secrecy::SecretString::from(common::discord::TOKEN),
+            Some(b as Arc<dyn SharedBudgets>),
+        )
+        .unwrap()
+    };
+    let replicas = [rest(board(&redis).await), rest(board(&redis).await)];
+    for n in 0..6 {
+        replicas[n % 2]
+            .write(
+                reqwest::Method::POST,
+                "/channels/77/messages".to_string(),
+                "POST /channels/77/messages".to_string(),
+                Some(&serde_json::json!({"content": format!("message {n}")})),
+                Priority::Final,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        discord.rate_limit_refusals().is_empty(),
+        "429s: {:?}",
+        discord.rate_limit_refusals()
+    );
+}
