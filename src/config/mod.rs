@@ -10,6 +10,7 @@
 mod choices;
 mod model;
 mod parse;
+mod payments;
 mod tools;
 mod types;
 mod validate;
@@ -31,6 +32,7 @@ use parse::{
     de_addr, de_duration, de_shards, de_url, de_url_opt, redact_opt, redact_url, redact_url_opt,
     ser_display, ser_duration, ser_shards, ser_url, ser_url_opt,
 };
+pub use payments::{Pack, PaymentSettings};
 pub use tools::{McpSettings, ToolAccess, ToolSettings, WebSearchSettings};
 pub use types::{
     AccessMode, AccessSettings, LogFormat, LogSettings, Refill, RuntimeFlavor, RuntimeSettings,
@@ -88,6 +90,9 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     #[serde(default)]
     pub tools: ToolSettings,
+    /// `[payments]`: token packs sold for Telegram Stars.
+    #[serde(default)]
+    pub payments: PaymentSettings,
     /// `[personas.<name>]`: ready-made system prompts users may pick with /persona.
     #[serde(default)]
     pub personas: std::collections::BTreeMap<String, Persona>,

@@ -64,6 +64,7 @@ impl Settings {
         self.validate_stores()?;
         self.validate_quota()?;
         self.tools.validate()?;
+        self.payments.validate()?;
         for (key, list) in [
             ("access.admins", &self.access.admins),
             ("access.users", &self.access.users),

@@ -12,6 +12,7 @@
 mod accounts;
 mod holds;
 mod links;
+pub mod payments;
 pub mod period;
 mod refills;
 mod reports;
