@@ -9,6 +9,9 @@ mod multipart;
 #[path = "../tests/common/openai.rs"]
 #[allow(dead_code)]
 mod openai;
+#[path = "../tests/common/stars.rs"]
+#[allow(dead_code)]
+mod stars;
 #[path = "../tests/common/telegram.rs"]
 mod telegram;
 

@@ -257,6 +257,7 @@ impl App {
                 reasoning: settings.chat.reasoning,
                 max_tool_rounds: settings.tools.max_rounds,
                 default_tools: settings.model.tools,
+                payments: settings.payments.clone(),
             },
         );
         let conversation = match &tools {

@@ -83,6 +83,8 @@ pub struct ConversationSettings {
     pub max_tool_rounds: u32,
     /// `model.tools`: the default model may call tools.
     pub default_tools: bool,
+    /// `[payments]`: the packs /buy sells.
+    pub payments: crate::config::PaymentSettings,
 }
 
 impl ConversationSettings {

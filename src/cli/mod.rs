@@ -2,6 +2,7 @@
 //! `quota …`, `access …`, `web user …`, `stats`, `config check`. Exit codes: 0 success, 1 runtime
 //! failure, 2 bad configuration or usage ([`AppError::exit_code`]).
 
+mod payments;
 mod signal;
 mod table;
 mod tools;
@@ -98,6 +99,11 @@ pub enum CliCommand {
     Telegram {
         #[command(subcommand)]
         command: TelegramCommand,
+    },
+    /// Telegram Stars payments: list them, refund one.
+    Payments {
+        #[command(subcommand)]
+        command: payments::PaymentsCommand,
     },
     /// The web front's accounts: `gptbot web user add <name>`.
     Web {
@@ -291,6 +297,7 @@ async fn execute(command: CliCommand, settings: Settings) -> Result<(), AppError
             Ok(())
         }
         CliCommand::Web { command } => web::run(&settings, command).await,
+        CliCommand::Payments { command } => payments::run(&settings, command).await,
         CliCommand::Migrate => {
             open_db(&settings).await?;
             println!("database migrated");

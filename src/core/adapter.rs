@@ -109,6 +109,16 @@ pub struct Choice {
     pub command: String,
 }
 
+/// An invoice for one pack of tokens: `stars` Telegram Stars (currency `XTR`), paid
+/// under `payload`, the bot's own key for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceOffer {
+    pub title: String,
+    pub description: String,
+    pub payload: String,
+    pub stars: i64,
+}
+
 /// Sending side of a chat platform. Implementations treat "message not modified" as
 /// success and report the platform's flood-control answers as [`AdapterError::RetryAfter`].
 #[async_trait]
@@ -139,6 +149,17 @@ pub trait ChatAdapter: Send + Sync {
     ) -> Result<(), AdapterError> {
         let _ = choices;
         self.send(target, text, Stage::Final).await.map(drop)
+    }
+
+    /// Sends an invoice to pay in the platform's own currency (Telegram Stars); `false`
+    /// where the platform has none, so the caller says how to buy instead.
+    async fn invoice(
+        &self,
+        target: &ReplyTarget,
+        invoice: &InvoiceOffer,
+    ) -> Result<bool, AdapterError> {
+        let _ = (target, invoice);
+        Ok(false)
     }
 
     /// Fetches a file sent to the bot, refusing one larger than `max_bytes` with

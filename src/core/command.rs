@@ -39,6 +39,8 @@ pub enum Command {
     Persona(Option<String>),
     /// `/tools`: the tools the model may call, with their prices.
     Tools,
+    /// `/buy` lists the token packs on sale; `/buy <pack>` sends the invoice.
+    Buy(Option<String>),
     /// An admin command (checked against `access.admins` before it runs).
     Admin(AdminCommand),
     /// An admin command with wrong arguments: the usage line to show.
@@ -77,6 +79,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "tools",
         "Show the tools the model may use, and their prices",
     ),
+    ("buy", "Buy tokens with Telegram Stars"),
 ];
 
 /// Parses `text`. `bot_username` (without `@`) lets `/cmd@name` be told apart from a
@@ -121,6 +124,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "model" | "models" => Command::Model((!args.is_empty()).then(|| args.to_string())),
         "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
         "tools" => Command::Tools,
+        "buy" | "topup" => Command::Buy((!args.is_empty()).then(|| args.to_ascii_lowercase())),
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
     };
     Input::Command(command)
@@ -129,6 +133,19 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buy_names_a_pack_in_lowercase() {
+        assert_eq!(parse("/buy", None), Input::Command(Command::Buy(None)));
+        assert_eq!(
+            parse("/buy Small", None),
+            Input::Command(Command::Buy(Some("small".into())))
+        );
+        assert_eq!(
+            parse("/topup large", None),
+            Input::Command(Command::Buy(Some("large".into())))
+        );
+    }
 
     #[test]
     fn plain_text_is_text() {

@@ -76,3 +76,4 @@ pub async fn timed<F: std::future::Future>(
     metrics::histogram!(metric, "op" => op).record(started.elapsed().as_secs_f64());
     out
 }
+pub const PAYMENTS: &str = "gptbot_payments_total";

@@ -87,7 +87,11 @@ fn describe() {
     );
     describe_gauge!(
         COORDINATION_DEGRADED,
-        "1 while this replica cannot reach the shared coordination store (Redis) and decides answers in flight and /cancel alone; 0 when shared."
+        "1 while this replica cannot reach the shared coordination store (Redis) and decides answers in flight, /cancel, rate limits, model calls in flight and send budgets alone; 0 when shared."
+    );
+    describe_counter!(
+        PAYMENTS,
+        "Telegram Stars payments recorded and granted (a charge delivered twice counts once)."
     );
     describe_gauge!(
         HOLDS_OPEN,

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod pdf;
 pub mod postgres;
 pub mod searxng;
+pub mod stars;
 pub mod telegram;
 pub mod web;
 pub mod webdriver;

@@ -35,10 +35,12 @@ pub struct Call {
 }
 
 #[derive(Default)]
-struct TgState {
-    updates: VecDeque<Value>,
-    next_update_id: i64,
-    next_message_id: i64,
+pub(super) struct TgState {
+    pub(super) updates: VecDeque<Value>,
+    pub(super) next_update_id: i64,
+    pub(super) next_message_id: i64,
+    /// Telegram Stars: invoices sent, pre-checkout answers, charges.
+    pub(super) stars: super::stars::Stars,
     calls: Vec<Call>,
     failures: HashMap<String, VecDeque<(u16, String, Option<u64>)>>,
     reject_html: usize,
@@ -164,8 +166,8 @@ fn whole_seconds(secs: f64) -> u64 {
 
 #[derive(Clone)]
 pub struct FakeTelegram {
-    state: Arc<Mutex<TgState>>,
-    notify: Arc<Notify>,
+    pub(super) state: Arc<Mutex<TgState>>,
+    pub(super) notify: Arc<Notify>,
     pub port: u16,
 }
 
@@ -198,7 +200,7 @@ fn chat_for(id: i64) -> Value {
     }
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -232,11 +234,11 @@ fn entities_for(text: &str) -> Vec<Value> {
     out
 }
 
-fn ok(result: Value) -> Response {
+pub(super) fn ok(result: Value) -> Response {
     axum::Json(json!({"ok": true, "result": result})).into_response()
 }
 
-fn error(code: u16, description: &str, retry_after: Option<u64>) -> Response {
+pub(super) fn error(code: u16, description: &str, retry_after: Option<u64>) -> Response {
     let mut body = json!({"ok": false, "error_code": code, "description": description});
     if let Some(secs) = retry_after {
         body["parameters"] = json!({"retry_after": secs});
@@ -443,6 +445,9 @@ async fn api(
             ok(json!({"url": url, "has_custom_certificate": false, "pending_update_count": 0}))
         }
         "sendchataction" | "setmycommands" | "answercallbackquery" => ok(json!(true)),
+        "sendinvoice" | "createinvoicelink" | "answerprecheckoutquery" | "refundstarpayment" => {
+            super::stars::call(&fake, &method, &body)
+        }
         "getfile" => {
             let id = body["file_id"].as_str().unwrap_or("").to_string();
             let s = fake.state.lock().unwrap();

@@ -3,6 +3,7 @@
 //! [`link`] (joined balances) and [`admin`] (operators' commands).
 
 mod admin;
+mod buy;
 mod choices;
 pub(super) mod link;
 mod system;
@@ -25,6 +26,8 @@ enum Failure {
     Quota(QuotaError),
     /// The request is refused; the text says why.
     Refused(String),
+    /// Answered already in another form (an invoice): nothing more to say.
+    Silent,
 }
 
 impl From<SessionError> for Failure {
@@ -103,6 +106,10 @@ impl Conversation {
             Command::Reset => self.reset(event).await,
             Command::Quota => self.quota_report(event).await,
             Command::Tools => Ok(self.tools_report(event).await),
+            Command::Buy(None) => {
+                return self.offer(adapter, target, self.buy_offer(event)).await;
+            }
+            Command::Buy(Some(pack)) => self.buy(event, adapter, target, &pack).await,
             Command::Cancel => Ok(self.cancel(event).await),
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,
@@ -148,6 +155,7 @@ impl Conversation {
                 say(adapter, target, &text).await;
                 Outcome::Refused(super::Refusal::Command)
             }
+            Err(Failure::Silent) => Outcome::Replied,
             Err(Failure::Store(e)) => {
                 notices::store_failure(adapter, target, &e).await;
                 Outcome::Failed

@@ -30,7 +30,7 @@ use crate::platform::pacer::{Pacer, Priority, Write};
 /// Sending side for one Telegram chat; every write goes through the bot's [`Pacer`].
 #[derive(Clone)]
 pub struct TelegramAdapter {
-    bot: Bot,
+    pub(super) bot: Bot,
     pacer: Arc<Pacer>,
     edit_interval: Duration,
     first_message_delay: Duration,
@@ -231,7 +231,7 @@ impl TelegramAdapter {
     /// Runs one write to `chat` when its budget allows. A 429 freezes that chat (only
     /// that one) for exactly `retry_after`; a final text or first message then goes out
     /// right after the freeze, a draft is dropped and the caller told when to try again.
-    async fn paced<T, F, Fut>(
+    pub(super) async fn paced<T, F, Fut>(
         &self,
         chat: &str,
         write: Write,
@@ -379,6 +379,14 @@ impl ChatAdapter for TelegramAdapter {
         })
         .await
         .map(drop)
+    }
+
+    async fn invoice(
+        &self,
+        target: &ReplyTarget,
+        invoice: &crate::core::adapter::InvoiceOffer,
+    ) -> Result<bool, AdapterError> {
+        super::payments::send_invoice(self, target, invoice).await
     }
 
     /// `getFile`, then the file from `<api_url>/file/bot<token>/<file_path>`, counted

@@ -14,6 +14,7 @@ mod callbacks;
 pub mod convert;
 pub mod drafts;
 pub mod html;
+pub mod payments;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -191,6 +192,12 @@ pub async fn start(
         drafts,
     });
     let handler = dptree::entry()
+        .branch(
+            Update::filter_message()
+                .filter(|msg: Message| msg.successful_payment().is_some())
+                .endpoint(payments::on_paid),
+        )
+        .branch(Update::filter_pre_checkout_query().endpoint(payments::on_pre_checkout))
         .branch(Update::filter_message().endpoint(on_message))
         .branch(Update::filter_edited_message().endpoint(on_edited_message))
         .branch(Update::filter_callback_query().endpoint(on_callback));
