@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::access::{AccessError, AccessService, group_subject};
 use crate::core::admin::{Account, AdminCommand, Subject};
 use crate::core::event::{Platform, UserId};
+use crate::core::payments::{Refunded, StarRefunds};
+use crate::quota::payments::Payment;
 use crate::quota::{Balance, Hold, LedgerEntry, QuotaError, QuotaService, Stats};
 
 /// Who runs an operation, and where: the audit name (`cli`, `web:ann`, `telegram:1`),
@@ -55,6 +57,9 @@ pub enum Done {
     },
     /// Stored rules: subject, allowed, by whom.
     Rules(Vec<(String, bool, String)>),
+    /// A payment refunded: the Stars given back, `refunded_tokens` taken.
+    Refunded(Payment),
+    Payments(Vec<Payment>),
 }
 
 /// Which change a [`Done::Balance`] shows.
@@ -103,11 +108,42 @@ impl From<AccessError> for AdminError {
 pub struct AdminService {
     quota: QuotaService,
     access: Arc<AccessService>,
+    /// Where a refund gives the money back (Telegram, with `telegram.token`).
+    refunds: Option<Arc<dyn StarRefunds>>,
 }
 
 impl AdminService {
     pub fn new(quota: QuotaService, access: Arc<AccessService>) -> AdminService {
-        AdminService { quota, access }
+        AdminService {
+            quota,
+            access,
+            refunds: None,
+        }
+    }
+
+    pub fn with_refunds(mut self, refunds: Option<Arc<dyn StarRefunds>>) -> AdminService {
+        self.refunds = refunds;
+        self
+    }
+
+    /// Takes the payment's tokens back (what remains), then has the platform give the
+    /// money back; if it refuses, the tokens are returned.
+    async fn refund(&self, charge: &str) -> Result<Done, AdminError> {
+        let Some(refunds) = &self.refunds else {
+            return Err(AdminError::Refused(
+                "refunds go through Telegram: set telegram.token".into(),
+            ));
+        };
+        let payment = self.quota.refund_payment(charge).await?;
+        match refunds.refund(&payment.buyer, charge).await {
+            Refunded::Done | Refunded::AlreadyRefunded => Ok(Done::Refunded(payment)),
+            Refunded::Refused(why) => {
+                self.quota.unrefund_payment(charge).await?;
+                Err(AdminError::Refused(format!(
+                    "Telegram refused the refund ({why}); the tokens were left with the user"
+                )))
+            }
+        }
     }
 
     pub async fn apply(&self, by: &Operator, command: AdminCommand) -> Result<Done, AdminError> {
@@ -165,6 +201,11 @@ impl AdminService {
                 Done::Rule { subject, allowed }
             }
             AdminCommand::Rules => Done::Rules(self.access.list_rules().await?),
+            AdminCommand::Refund { charge } => self.refund(&charge).await?,
+            AdminCommand::Payments { user } => {
+                let user = user.as_ref().map(account).transpose()?;
+                Done::Payments(self.quota.payments(user.as_ref()).await?)
+            }
         })
     }
 

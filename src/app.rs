@@ -102,6 +102,19 @@ impl AppError {
     }
 }
 
+/// Refunds of Telegram Stars payments, through this bot's token (when it has one).
+pub fn star_refunds(
+    settings: &Settings,
+) -> Result<Option<Arc<dyn crate::core::payments::StarRefunds>>, AppError> {
+    if settings.telegram.token.is_none() {
+        return Ok(None);
+    }
+    let bot = crate::platform::telegram::webhook::bot(&settings.telegram)?;
+    Ok(Some(Arc::new(
+        crate::platform::telegram::payments::TelegramRefunds(bot),
+    )))
+}
+
 /// `limits.max_concurrent_answers`, or what the model server serves at once, or the
 /// default for a remote API.
 async fn concurrency(settings: &Settings, http: &reqwest::Client) -> u32 {
@@ -263,7 +276,8 @@ impl App {
         let conversation = match &tools {
             Some(tools) => conversation.with_tools(tools.clone()),
             None => conversation,
-        };
+        }
+        .with_refunds(star_refunds(&settings)?);
         // With Redis, the replicas decide answers in flight, /cancel, rate limits and
         // send budgets together.
         let board = match &settings.redis.url {

@@ -151,6 +151,41 @@ async fn a_linked_buyer_pays_into_the_shared_balance() {
     assert_eq!(payment.buyer, "43");
 }
 
+/// Two replicas on one PostgreSQL both see the same `successful_payment` at once: the
+/// charge id's uniqueness grants it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_recording_one_charge_at_once_grant_it_once() {
+    let pg = common::postgres::PostgresServer::start();
+    let url = pg.database("payments").await;
+    let plan = QuotaPlan::fixed(1_000);
+    let a = common::ledger::ledger_on(&url, plan, std::time::Duration::from_secs(5)).await;
+    let b = common::ledger::ledger_on(&url, plan, std::time::Duration::from_secs(5)).await;
+    let buyer = tg("44");
+    a.balance(&buyer).await.unwrap();
+    for round in 0..10 {
+        let invoice = a
+            .open_invoice(&buyer, packs().pack("small").unwrap())
+            .await
+            .unwrap();
+        let charge = format!("charge-{round}");
+        let (x, y) = tokio::join!(
+            a.record_payment(&invoice.payload, &charge, &buyer, 50),
+            b.record_payment(&invoice.payload, &charge, &buyer, 50),
+        );
+        let granted = [x.unwrap().granted, y.unwrap().granted];
+        assert_eq!(
+            granted.iter().filter(|g| **g).count(),
+            1,
+            "round {round}: {granted:?}"
+        );
+    }
+    assert_eq!(
+        a.balance(&buyer).await.unwrap().remaining,
+        1_000 + 10 * 100_000
+    );
+    assert_books(&a, &buyer).await;
+}
+
 both!(
     a_payment_is_granted_once_and_refunded_down_to_what_remains,
     a_linked_buyer_pays_into_the_shared_balance,

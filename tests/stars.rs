@@ -40,6 +40,7 @@ async fn shop() -> Shop {
             .memory_sessions()
             .telegram(&tg)
             .with("GPTBOT__QUOTA__DEFAULT_TOKENS", 1000)
+            .with("GPTBOT__ACCESS__ADMINS", "telegram:1")
             .file(PACKS),
     )
     .await;
@@ -157,6 +158,16 @@ async fn a_user_buys_a_pack_with_stars_and_it_is_granted_once() {
     assert_eq!(entry.note.unwrap(), format!("charge {charge}, pack small"));
     assert_books(quota, &tg_user(42)).await;
 
+    // /usage marks the purchase on its day.
+    shop.say(42, "/usage");
+    let usage = shop
+        .wait_text(42, "the usage chart", |t| {
+            t.starts_with("Your tokens, last 14 days")
+        })
+        .await;
+    assert!(usage.contains("· bought 100,000"), "{usage}");
+    assert_eq!(usage.lines().count(), 16, "{usage}");
+
     // Telegram delivers the same payment again: nothing more is granted.
     shop.tg.deliver_payment(42, &payload, "XTR", 50, &charge);
     shop.tg
@@ -200,7 +211,7 @@ async fn a_user_buys_a_pack_with_stars_and_it_is_granted_once() {
     assert_eq!(shop.balance(42).await.remaining, 0);
     assert_books(quota, &tg_user(42)).await;
     let again = gptbot(&["payments", "refund", &charge], &shop.t.env, "").await;
-    assert_eq!(again.code, 2);
+    assert_eq!(again.code, 1);
     assert!(
         again.stderr.contains("already refunded"),
         "{}",
@@ -217,8 +228,9 @@ async fn a_user_buys_a_pack_with_stars_and_it_is_granted_once() {
     assert!(!format!("{}{}", run.stdout, run.stderr).contains(common::telegram::TOKEN));
 }
 
-/// Telegram refusing a refund (a charge it does not know) leaves the tokens with the
-/// user and says so.
+/// An admin refunds from the chat (`/refund`, through the same admin service as the
+/// command line); Telegram refusing a refund (a charge it does not know) leaves the
+/// tokens with the user and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_telegram_refuses_leaves_the_tokens() {
     let shop = shop().await;
@@ -231,12 +243,38 @@ async fn a_refund_telegram_refuses_leaves_the_tokens() {
         .await;
     assert_eq!(shop.balance(43).await.remaining, 501_000);
     let run = gptbot(&["payments", "refund", "unknown-charge"], &shop.t.env, "").await;
-    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(
         run.stderr.contains("Telegram refused the refund"),
         "{}",
         run.stderr
     );
+    assert_eq!(shop.balance(43).await.remaining, 501_000);
+    assert_books(&shop.t.app.quota, &tg_user(43)).await;
+
+    // From the chat: a non-admin may not; the admin refunds a real payment.
+    let invoice = shop.invoice(43, "small").await;
+    let payload = invoice["payload"].as_str().unwrap().to_string();
+    let Paid::Charged(charge) = shop.tg.pay(43, &payload, "XTR", 50).await else {
+        panic!("declined");
+    };
+    shop.wait_text(43, "the second thanks", |t| t.contains("601,000 tokens"))
+        .await;
+    shop.say(43, &format!("/refund {charge}"));
+    shop.wait_text(43, "the refusal", |t| t.contains("admins"))
+        .await;
+    shop.say(1, "/payments telegram:43");
+    shop.wait_text(1, "the payments", |t| t.contains(&charge))
+        .await;
+    shop.say(1, &format!("/refund {charge}"));
+    let said = shop
+        .wait_text(1, "the refund", |t| t.starts_with("refunded 50 Stars"))
+        .await;
+    assert!(
+        said.contains("took back 100000 of the pack's 100000 tokens"),
+        "{said}"
+    );
+    assert!(shop.tg.refunded(&charge));
     assert_eq!(shop.balance(43).await.remaining, 501_000);
     assert_books(&shop.t.app.quota, &tg_user(43)).await;
 }

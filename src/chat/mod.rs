@@ -181,6 +181,8 @@ pub struct Conversation {
     notifiers: notifiers::Notifiers,
     /// /link redemption attempts per user.
     link_attempts: Keyed<UserId>,
+    /// Where `/refund` gives money back (Telegram's `refundStarPayment`).
+    refunds: Option<Arc<dyn crate::core::payments::StarRefunds>>,
 }
 
 /// An event taken in before shutdown began (see [`Conversation::admit`]); shutdown
@@ -217,6 +219,7 @@ impl Conversation {
             commands,
             notifiers: notifiers::Notifiers::default(),
             link_attempts: Keyed::new(commands::link::attempts(), LIMITER_KEYS),
+            refunds: None,
         }
     }
 
@@ -295,6 +298,16 @@ impl Conversation {
     /// The operators' service on this conversation's ledger and access rules.
     pub fn admin_service(&self) -> crate::admin::AdminService {
         crate::admin::AdminService::new(self.answers.quota.clone(), self.access.clone())
+            .with_refunds(self.refunds.clone())
+    }
+
+    /// Where `/refund` gives a payment's money back (Telegram, when configured).
+    pub fn with_refunds(
+        mut self,
+        refunds: Option<Arc<dyn crate::core::payments::StarRefunds>>,
+    ) -> Conversation {
+        self.refunds = refunds;
+        self
     }
 
     pub fn settings(&self) -> &ConversationSettings {

@@ -384,7 +384,8 @@ async fn admin(settings: &Settings, command: AdminCommand) -> Result<Done, AppEr
     let service = AdminService::new(
         quota_service(&db, settings),
         std::sync::Arc::new(AccessService::new(db, &settings.access)),
-    );
+    )
+    .with_refunds(crate::app::star_refunds(settings)?);
     Ok(service.apply(&Operator::cli(), command).await?)
 }
 

@@ -5,13 +5,10 @@
 
 use clap::Subcommand;
 
-use crate::app::{AppError, open_db, quota_service};
+use crate::app::AppError;
 use crate::config::Settings;
-use crate::core::error::Invalid;
+use crate::core::admin::{Account, AdminCommand};
 use crate::core::event::UserId;
-use crate::platform::telegram::payments::{Refund, refund_stars};
-use crate::quota::QuotaError;
-use crate::quota::payments::Payment;
 
 #[derive(Debug, Subcommand)]
 pub enum PaymentsCommand {
@@ -27,59 +24,18 @@ pub enum PaymentsCommand {
     },
 }
 
-fn describe(p: &Payment) -> String {
-    let refund = match (p.refunded_at, p.refunded_tokens) {
-        (Some(at), Some(tokens)) => format!(", refunded at {at}: {tokens} tokens taken back"),
-        _ => String::new(),
-    };
-    format!(
-        "{}  {}:{}  pack {}  {} Stars  {} tokens  paid at {} by telegram:{}{refund}",
-        p.charge_id, p.platform, p.user_id, p.pack, p.stars, p.tokens, p.paid_at, p.buyer
-    )
-}
-
 pub async fn run(settings: &Settings, command: PaymentsCommand) -> Result<(), AppError> {
-    let quota = quota_service(&open_db(settings).await?, settings);
-    match command {
-        PaymentsCommand::List { user } => {
-            let user = user.map(|u| UserId::parse(&u)).transpose()?;
-            let payments = quota.payments(user.as_ref()).await?;
-            if payments.is_empty() {
-                println!("no payments");
-            }
-            for p in &payments {
-                println!("{}", describe(p));
-            }
-            Ok(())
-        }
-        PaymentsCommand::Refund { charge_id } => {
-            let bot = crate::platform::telegram::webhook::bot(&settings.telegram)?;
-            let payment = match quota.refund_payment(&charge_id).await {
-                Ok(p) => p,
-                Err(QuotaError::Invalid(why)) => return Err(AppError::Usage(Invalid(why))),
-                Err(e) => return Err(e.into()),
-            };
-            match refund_stars(&bot, &payment.buyer, &charge_id).await {
-                Refund::Done | Refund::AlreadyRefunded => {}
-                Refund::Refused(why) => {
-                    quota.unrefund_payment(&charge_id).await?;
-                    return Err(AppError::Usage(Invalid(format!(
-                        "Telegram refused the refund ({why}); the tokens were left with the user"
-                    ))));
-                }
-            }
-            let taken = payment.refunded_tokens.unwrap_or(0);
-            println!(
-                "refunded {} Stars to telegram:{}; took back {taken} of the pack's {} tokens from {}:{}",
-                payment.stars, payment.buyer, payment.tokens, payment.platform, payment.user_id
-            );
-            if taken < payment.tokens {
-                println!(
-                    "note: {} of the pack's tokens had been spent and could not be taken back",
-                    payment.tokens - taken
-                );
-            }
-            Ok(())
-        }
-    }
+    let command = match command {
+        PaymentsCommand::List { user } => AdminCommand::Payments {
+            user: user
+                .map(|u| UserId::parse(&u).map(Account::Id))
+                .transpose()?,
+        },
+        PaymentsCommand::Refund { charge_id } => AdminCommand::Refund { charge: charge_id },
+    };
+    print!(
+        "{}",
+        super::table::render(super::admin(settings, command).await?)
+    );
+    Ok(())
 }

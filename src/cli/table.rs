@@ -103,6 +103,17 @@ pub fn render(done: Done) -> String {
                 out.push_str(&format!("{subject} {decision} (by {by})\n"));
             }
         }
+        Done::Refunded(payment) => {
+            out.push_str(&payment.refund_report());
+            out.push('\n');
+        }
+        Done::Payments(payments) if payments.is_empty() => out.push_str("no payments\n"),
+        Done::Payments(payments) => {
+            for p in payments {
+                out.push_str(&p.describe());
+                out.push('\n');
+            }
+        }
     }
     out
 }

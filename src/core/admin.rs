@@ -111,6 +111,14 @@ pub enum AdminCommand {
     },
     /// The stored rules.
     Rules,
+    /// Give a Telegram Stars payment back and take its tokens (what remains of them).
+    Refund {
+        charge: String,
+    },
+    /// Stars payments, newest first: all, or those credited to one account.
+    Payments {
+        user: Option<Account>,
+    },
 }
 
 /// Admin commands with their usage, for /help (to admins) and the platforms' menus.
@@ -144,6 +152,14 @@ pub const ADMIN_COMMANDS: &[(&str, &str)] = &[
     (
         "deny",
         "/deny <user|chat> — stop a user (or this group) from using the bot",
+    ),
+    (
+        "payments",
+        "/payments [user] — Telegram Stars payments and refunds",
+    ),
+    (
+        "refund",
+        "/refund <charge id> — give a payment's Stars back, take its tokens",
     ),
 ];
 
@@ -201,6 +217,13 @@ pub(super) fn parse_admin(name: &str, args: &str) -> Option<Command> {
         ("stats", []) => Ok(AdminCommand::Stats),
         ("holds", []) => Ok(AdminCommand::Holds),
         ("release", [id]) => number(id).map(|hold| AdminCommand::Release { hold }),
+        ("refund", [charge]) => Ok(AdminCommand::Refund {
+            charge: charge.to_string(),
+        }),
+        ("payments", []) => Ok(AdminCommand::Payments { user: None }),
+        ("payments", [user]) => {
+            account(user).map(|user| AdminCommand::Payments { user: Some(user) })
+        }
         ("allow" | "deny", [subject]) => Subject::parse(subject)
             .map(|subject| AdminCommand::Rule {
                 subject,
@@ -209,7 +232,7 @@ pub(super) fn parse_admin(name: &str, args: &str) -> Option<Command> {
             .map_err(|e| Some(e.0)),
         (
             "grant" | "setquota" | "refill" | "usage" | "stats" | "holds" | "release" | "allow"
-            | "deny",
+            | "deny" | "refund" | "payments",
             _,
         ) => Err(None),
         _ => return None,
@@ -299,7 +322,7 @@ mod tests {
             "/grant 5",
             "/grant 5 lots",
             "/setquota 5 -1",
-            "/usage",
+            "/usage a b",
             "/stats now",
             "/allow a b",
             "/release twelve",

@@ -41,6 +41,9 @@ pub enum Command {
     Tools,
     /// `/buy` lists the token packs on sale; `/buy <pack>` sends the invoice.
     Buy(Option<String>),
+    /// `/usage`: one's own tokens per day over the last 14 days (`/usage <user>` is the
+    /// admins').
+    Usage,
     /// An admin command (checked against `access.admins` before it runs).
     Admin(AdminCommand),
     /// An admin command with wrong arguments: the usage line to show.
@@ -79,6 +82,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "tools",
         "Show the tools the model may use, and their prices",
     ),
+    ("usage", "Show your tokens used per day"),
     ("buy", "Buy tokens with Telegram Stars"),
 ];
 
@@ -124,6 +128,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "model" | "models" => Command::Model((!args.is_empty()).then(|| args.to_string())),
         "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
         "tools" => Command::Tools,
+        "usage" if args.is_empty() => Command::Usage,
         "buy" | "topup" => Command::Buy((!args.is_empty()).then(|| args.to_ascii_lowercase())),
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
     };

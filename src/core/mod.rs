@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod model;
 pub mod pacing;
+pub mod payments;
 pub mod session;
 pub mod text;
 pub mod token;

@@ -17,6 +17,7 @@ pub mod period;
 mod refills;
 mod reports;
 mod reservations;
+pub mod usage;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

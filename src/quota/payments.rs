@@ -78,6 +78,43 @@ impl Payment {
     pub fn account(&self) -> Option<UserId> {
         Platform::parse(&self.platform).map(|p| UserId::new(p, self.user_id.clone()))
     }
+
+    /// One line for operators: the charge, whose balance, the pack, and any refund.
+    pub fn describe(&self) -> String {
+        let refund = match (self.refunded_at, self.refunded_tokens) {
+            (Some(at), Some(tokens)) => {
+                format!(", refunded at {at}: {tokens} tokens taken back")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{}  {}:{}  pack {}  {} Stars  {} tokens  paid at {} by telegram:{}{refund}",
+            self.charge_id,
+            self.platform,
+            self.user_id,
+            self.pack,
+            self.stars,
+            self.tokens,
+            self.paid_at,
+            self.buyer
+        )
+    }
+
+    /// What a refund of this payment said to the operator.
+    pub fn refund_report(&self) -> String {
+        let taken = self.refunded_tokens.unwrap_or(0);
+        let mut text = format!(
+            "refunded {} Stars to telegram:{}; took back {taken} of the pack's {} tokens from {}:{}",
+            self.stars, self.buyer, self.tokens, self.platform, self.user_id
+        );
+        if taken < self.tokens {
+            text.push_str(&format!(
+                "\nnote: {} of the pack's tokens had been spent and could not be taken back",
+                self.tokens - taken
+            ));
+        }
+        text
+    }
 }
 
 #[derive(sqlx::FromRow)]

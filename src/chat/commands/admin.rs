@@ -116,5 +116,12 @@ fn sentence(done: Done, this_chat: bool) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
+        Done::Refunded(payment) => payment.refund_report(),
+        Done::Payments(payments) if payments.is_empty() => "No payments.".into(),
+        Done::Payments(payments) => payments
+            .iter()
+            .map(|p| p.describe())
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }

@@ -14,7 +14,7 @@ const NOT_SELLING: &str = "This bot does not sell tokens.";
 /// How to buy from a platform with no Stars of its own.
 const IN_TELEGRAM: &str = "Packs are paid with Telegram Stars: send /buy to this bot in Telegram. To have the tokens here, first /link this account with your Telegram one.";
 
-fn thousands(n: i64) -> String {
+pub(super) fn thousands(n: i64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

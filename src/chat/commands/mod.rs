@@ -8,6 +8,7 @@ mod choices;
 pub(super) mod link;
 mod system;
 mod tools;
+mod usage;
 mod user;
 
 use super::notices::{self, say};
@@ -110,6 +111,7 @@ impl Conversation {
                 return self.offer(adapter, target, self.buy_offer(event)).await;
             }
             Command::Buy(Some(pack)) => self.buy(event, adapter, target, &pack).await,
+            Command::Usage => self.usage_report(event).await,
             Command::Cancel => Ok(self.cancel(event).await),
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,
@@ -176,6 +178,7 @@ impl Conversation {
             .iter()
             .filter(|(name, _)| *name != "persona" || !self.answers.settings.personas.is_empty())
             .filter(|(name, _)| *name != "tools" || self.has_tools())
+            .filter(|(name, _)| *name != "buy" || self.answers.settings.payments.enabled)
             .copied()
             .collect()
     }

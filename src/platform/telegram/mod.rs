@@ -144,11 +144,17 @@ pub async fn start(
         tracing::warn!(error = %crate::core::error::chain(&e), "could not register the command menu (setMyCommands)");
     }
     // Admins see the admin commands too, in their private chat with the bot only.
+    // A name both users and admins have (/usage) is listed once.
+    let admin_only: Vec<BotCommand> = ADMIN_COMMANDS
+        .iter()
+        .filter(|(name, _)| !commands.iter().any(|c| c.command == *name))
+        .map(|(name, usage)| {
+            let description = usage.split_once(" — ").map_or(*usage, |(_, d)| d);
+            BotCommand::new(*name, description)
+        })
+        .collect();
     let mut admin_menu = commands;
-    admin_menu.extend(ADMIN_COMMANDS.iter().map(|(name, usage)| {
-        let description = usage.split_once(" — ").map_or(*usage, |(_, d)| d);
-        BotCommand::new(*name, description)
-    }));
+    admin_menu.extend(admin_only);
     for admin in conversation
         .access()
         .admins_on(crate::core::event::Platform::Telegram)

@@ -1,7 +1,7 @@
 //! Telegram Stars: the invoice /buy sends (`sendInvoice`, currency `XTR`, no provider
 //! token), the pre-checkout query Telegram asks before taking the Stars (answered within
 //! its 10 s), and the `successful_payment` message, recorded in the ledger before the
-//! buyer is thanked. Refunds: `refundStarPayment`, for the CLI and the admin service.
+//! buyer is thanked. Refunds: `refundStarPayment`, behind the admin service's port.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::Context;
 use super::adapter::TelegramAdapter;
 use crate::core::adapter::{AdapterError, InvoiceOffer, ReplyTarget};
 use crate::core::event::{Platform, UserId};
+use crate::core::payments::{Refunded, StarRefunds};
 use crate::platform::pacer::{Priority, Write};
 
 /// Sends `offer` to the target chat, paced like any message.
@@ -124,36 +125,35 @@ pub(super) async fn on_paid(bot: Bot, msg: Message, ctx: Arc<Context>) -> Respon
     Ok(())
 }
 
-/// What `refundStarPayment` answered.
-#[derive(Debug)]
-pub enum Refund {
-    Done,
-    /// Telegram had refunded this charge already.
-    AlreadyRefunded,
-    Refused(String),
-}
+/// Refunds through the Bot API of this bot's token.
+pub struct TelegramRefunds(pub Bot);
 
-/// Gives `buyer` the Stars of `charge_id` back.
-pub async fn refund_stars(bot: &Bot, buyer: &str, charge_id: &str) -> Refund {
-    let Ok(id) = buyer.parse::<u64>() else {
-        return Refund::Refused(format!("{buyer} is not a Telegram user id"));
-    };
-    let answered = bot
-        .refund_star_payment(
-            TgUserId(id),
-            teloxide::types::TelegramTransactionId(charge_id.to_string()),
-        )
-        .await;
-    crate::core::metrics::platform_call(
-        "telegram",
-        "refundStarPayment",
-        answered.as_ref().ok().map(|_| 200),
-    );
-    match answered {
-        Ok(_) => Refund::Done,
-        Err(RequestError::Api(ApiError::Unknown(text))) if text.contains("ALREADY_REFUNDED") => {
-            Refund::AlreadyRefunded
+#[async_trait::async_trait]
+impl StarRefunds for TelegramRefunds {
+    async fn refund(&self, buyer: &str, charge_id: &str) -> Refunded {
+        let Ok(id) = buyer.parse::<u64>() else {
+            return Refunded::Refused(format!("{buyer} is not a Telegram user id"));
+        };
+        let answered = self
+            .0
+            .refund_star_payment(
+                TgUserId(id),
+                teloxide::types::TelegramTransactionId(charge_id.to_string()),
+            )
+            .await;
+        crate::core::metrics::platform_call(
+            "telegram",
+            "refundStarPayment",
+            answered.as_ref().ok().map(|_| 200),
+        );
+        match answered {
+            Ok(_) => Refunded::Done,
+            Err(RequestError::Api(ApiError::Unknown(text)))
+                if text.contains("ALREADY_REFUNDED") =>
+            {
+                Refunded::AlreadyRefunded
+            }
+            Err(e) => Refunded::Refused(crate::core::error::chain(&e).to_string()),
         }
-        Err(e) => Refund::Refused(crate::core::error::chain(&e).to_string()),
     }
 }
