@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::access::{AccessError, AccessService, group_subject};
 use crate::core::admin::{Account, AdminCommand, Subject};
 use crate::core::event::{Platform, UserId};
-use crate::core::payments::{Refunded, StarRefunds};
+use crate::core::payments::{Refunded, StarPayments};
 use crate::quota::payments::Payment;
 use crate::quota::{Balance, Hold, LedgerEntry, QuotaError, QuotaService, Stats};
 
@@ -109,7 +109,7 @@ pub struct AdminService {
     quota: QuotaService,
     access: Arc<AccessService>,
     /// Where a refund gives the money back (Telegram, with `telegram.token`).
-    refunds: Option<Arc<dyn StarRefunds>>,
+    refunds: Option<Arc<dyn StarPayments>>,
 }
 
 impl AdminService {
@@ -121,7 +121,7 @@ impl AdminService {
         }
     }
 
-    pub fn with_refunds(mut self, refunds: Option<Arc<dyn StarRefunds>>) -> AdminService {
+    pub fn with_refunds(mut self, refunds: Option<Arc<dyn StarPayments>>) -> AdminService {
         self.refunds = refunds;
         self
     }

@@ -102,10 +102,10 @@ impl AppError {
     }
 }
 
-/// Refunds of Telegram Stars payments, through this bot's token (when it has one).
-pub fn star_refunds(
+/// Telegram Stars refunds and invoice links, through this bot's token (when it has one).
+pub fn star_payments(
     settings: &Settings,
-) -> Result<Option<Arc<dyn crate::core::payments::StarRefunds>>, AppError> {
+) -> Result<Option<Arc<dyn crate::core::payments::StarPayments>>, AppError> {
     if settings.telegram.token.is_none() {
         return Ok(None);
     }
@@ -277,7 +277,7 @@ impl App {
             Some(tools) => conversation.with_tools(tools.clone()),
             None => conversation,
         }
-        .with_refunds(star_refunds(&settings)?);
+        .with_payments(star_payments(&settings)?);
         // With Redis, the replicas decide answers in flight, /cancel, rate limits and
         // send budgets together.
         let board = match &settings.redis.url {

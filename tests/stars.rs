@@ -278,3 +278,51 @@ async fn a_refund_telegram_refuses_leaves_the_tokens() {
     assert_eq!(shop.balance(43).await.remaining, 501_000);
     assert_books(&shop.t.app.quota, &tg_user(43)).await;
 }
+
+/// A web user whose account a Telegram identity draws on (`/link`) buys from the web: the
+/// bot makes an invoice link (`createInvoiceLink`) for that Telegram identity, and the
+/// payment lands on the shared balance. Without a linked Telegram account, it says how.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_user_linked_with_telegram_buys_through_an_invoice_link() {
+    let shop = shop().await;
+    let quota = &shop.t.app.quota;
+    let web = UserId::new(Platform::Web, "ann");
+    let a = RecordingAdapter::new(4096, std::time::Duration::ZERO);
+    let on_web = |text: &str| {
+        let mut event = dm("ann", text);
+        event.platform = Platform::Web;
+        event
+    };
+    shop.t.send(&a, &on_web("/buy small")).await;
+    assert!(a.last_message().contains("/link"), "{}", a.last_message());
+
+    quota.balance(&web).await.unwrap();
+    quota.balance(&tg_user(45)).await.unwrap();
+    quota.link(&tg_user(45), &web).await.unwrap();
+    shop.t.send(&a, &on_web("/buy small")).await;
+    let said = a.last_message();
+    assert!(said.contains("https://t.me/$invoice1"), "{said}");
+    assert!(said.contains("telegram:45"), "{said}");
+    let link = shop
+        .tg
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "createinvoicelink")
+        .expect("an invoice link was made");
+    assert_eq!(link.body["currency"], "XTR");
+    assert_eq!(link.body["prices"][0]["amount"], 50);
+    let payload = link.body["payload"].as_str().unwrap().to_string();
+    // Only the linked Telegram identity may pay it.
+    assert!(matches!(
+        shop.tg.pay(46, &payload, "XTR", 50).await,
+        Paid::Declined(_)
+    ));
+    let Paid::Charged(_) = shop.tg.pay(45, &payload, "XTR", 50).await else {
+        panic!("declined");
+    };
+    shop.wait_text(45, "the thanks", |t| t.starts_with("Thank you!"))
+        .await;
+    assert_eq!(quota.balance(&web).await.unwrap().remaining, 101_000);
+    assert_books(quota, &web).await;
+    assert_books(quota, &tg_user(45)).await;
+}

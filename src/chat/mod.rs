@@ -181,8 +181,8 @@ pub struct Conversation {
     notifiers: notifiers::Notifiers,
     /// /link redemption attempts per user.
     link_attempts: Keyed<UserId>,
-    /// Where `/refund` gives money back (Telegram's `refundStarPayment`).
-    refunds: Option<Arc<dyn crate::core::payments::StarRefunds>>,
+    /// Telegram Stars outside a Telegram chat: refunds, invoice links.
+    payments: Option<Arc<dyn crate::core::payments::StarPayments>>,
 }
 
 /// An event taken in before shutdown began (see [`Conversation::admit`]); shutdown
@@ -219,7 +219,7 @@ impl Conversation {
             commands,
             notifiers: notifiers::Notifiers::default(),
             link_attempts: Keyed::new(commands::link::attempts(), LIMITER_KEYS),
-            refunds: None,
+            payments: None,
         }
     }
 
@@ -298,15 +298,16 @@ impl Conversation {
     /// The operators' service on this conversation's ledger and access rules.
     pub fn admin_service(&self) -> crate::admin::AdminService {
         crate::admin::AdminService::new(self.answers.quota.clone(), self.access.clone())
-            .with_refunds(self.refunds.clone())
+            .with_refunds(self.payments.clone())
     }
 
-    /// Where `/refund` gives a payment's money back (Telegram, when configured).
-    pub fn with_refunds(
+    /// Telegram Stars for refunds and for invoice links to other platforms' users
+    /// (when Telegram is configured).
+    pub fn with_payments(
         mut self,
-        refunds: Option<Arc<dyn crate::core::payments::StarRefunds>>,
+        payments: Option<Arc<dyn crate::core::payments::StarPayments>>,
     ) -> Conversation {
-        self.refunds = refunds;
+        self.payments = payments;
         self
     }
 

@@ -385,7 +385,7 @@ async fn admin(settings: &Settings, command: AdminCommand) -> Result<Done, AppEr
         quota_service(&db, settings),
         std::sync::Arc::new(AccessService::new(db, &settings.access)),
     )
-    .with_refunds(crate::app::star_refunds(settings)?);
+    .with_refunds(crate::app::star_payments(settings)?);
     Ok(service.apply(&Operator::cli(), command).await?)
 }
 

@@ -1,7 +1,9 @@
-//! The port through which a refund reaches the platform that took the money: Telegram's
-//! `refundStarPayment` ([`crate::platform::telegram::payments`]). The admin service takes
-//! the tokens back in the ledger and calls this; the chat's `/refund`, the web admin page
-//! and `gptbot payments refund` all go through that one service.
+//! The port to the platform that takes the money (Telegram Stars,
+//! [`crate::platform::telegram::payments`]) for what happens outside a Telegram chat: a
+//! refund (`refundStarPayment`; the admin service takes the tokens back in the ledger and
+//! calls this, for the chat's `/refund`, the web admin page and `gptbot payments refund`
+//! alike) and an invoice link (`createInvoiceLink`) for a Discord or web user whose
+//! account is linked with a Telegram one.
 
 use async_trait::async_trait;
 
@@ -16,7 +18,13 @@ pub enum Refunded {
 }
 
 #[async_trait]
-pub trait StarRefunds: Send + Sync {
+pub trait StarPayments: Send + Sync {
     /// Gives `buyer` (the platform's user id) the money of `charge_id` back.
     async fn refund(&self, buyer: &str, charge_id: &str) -> Refunded;
+
+    /// A link that opens `invoice` for payment in Telegram; `Err` says why not.
+    async fn invoice_link(
+        &self,
+        invoice: &crate::core::adapter::InvoiceOffer,
+    ) -> Result<String, String>;
 }

@@ -95,6 +95,33 @@ impl QuotaService {
         Ok(())
     }
 
+    /// The identity on `platform` that shares a balance with `user`, either way round
+    /// (it draws on `user`'s, or `user` draws on its).
+    pub async fn partner_on(
+        &self,
+        user: &UserId,
+        platform: Platform,
+    ) -> Result<Option<UserId>, QuotaError> {
+        if let Some(to) = self.linked_to(user).await?
+            && to.platform == platform
+        {
+            return Ok(Some(to));
+        }
+        let row: Option<(String,)> = crate::on_db!(
+            &self.db,
+            |pool, sql| sqlx::query_as(sql)
+                .bind(user.platform.as_str())
+                .bind(&user.user)
+                .bind(platform.as_str())
+                .fetch_optional(pool)
+                .await,
+            "SELECT user_id FROM quota_links \
+             WHERE to_platform = ?1 AND to_user_id = ?2 AND platform = ?3 LIMIT 1"
+        )
+        .with_context(|| format!("reading who draws on {user}"))?;
+        Ok(row.map(|(id,)| UserId::new(platform, id)))
+    }
+
     /// Ends every link `user` is part of; no balance changes.
     pub async fn unlink(&self, user: &UserId) -> Result<u64, QuotaError> {
         let done = crate::on_db!(

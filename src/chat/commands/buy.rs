@@ -78,14 +78,22 @@ impl Conversation {
                 names.join(", ")
             ));
         };
-        if event.platform != Platform::Telegram {
-            return Ok(IN_TELEGRAM.into());
-        }
-        let invoice = self
-            .answers
-            .quota
-            .open_invoice(&event.quota_user(), pack)
-            .await?;
+        // Elsewhere than Telegram, the Telegram identity linked with this account buys.
+        let buyer = if event.platform == Platform::Telegram {
+            event.quota_user()
+        } else {
+            match (
+                self.answers
+                    .quota
+                    .partner_on(&event.quota_user(), Platform::Telegram)
+                    .await?,
+                &self.payments,
+            ) {
+                (Some(buyer), Some(_)) => buyer,
+                _ => return Ok(IN_TELEGRAM.into()),
+            }
+        };
+        let invoice = self.answers.quota.open_invoice(&buyer, pack).await?;
         let offer = InvoiceOffer {
             title: format!("{} tokens", thousands(pack.tokens)),
             description: format!(
@@ -97,6 +105,21 @@ impl Conversation {
             payload: invoice.payload,
             stars: pack.stars,
         };
+        if event.platform != Platform::Telegram {
+            let Some(payments) = &self.payments else {
+                return Ok(IN_TELEGRAM.into());
+            };
+            return Ok(match payments.invoice_link(&offer).await {
+                Ok(link) => format!(
+                    "Pay {} ⭐ for {} in Telegram (as {buyer}, linked with this account): {link}\nThe tokens go to the balance you share.",
+                    pack.stars, offer.title
+                ),
+                Err(why) => {
+                    tracing::warn!(error = %why, "could not make an invoice link");
+                    "The invoice could not be made. Please try again in a moment.".into()
+                }
+            });
+        }
         match adapter.invoice(target, &offer).await {
             Ok(true) => Err(Failure::Silent),
             Ok(false) => Ok(IN_TELEGRAM.into()),

@@ -13,7 +13,7 @@ use super::Context;
 use super::adapter::TelegramAdapter;
 use crate::core::adapter::{AdapterError, InvoiceOffer, ReplyTarget};
 use crate::core::event::{Platform, UserId};
-use crate::core::payments::{Refunded, StarRefunds};
+use crate::core::payments::{Refunded, StarPayments};
 use crate::platform::pacer::{Priority, Write};
 
 /// Sends `offer` to the target chat, paced like any message.
@@ -129,7 +129,7 @@ pub(super) async fn on_paid(bot: Bot, msg: Message, ctx: Arc<Context>) -> Respon
 pub struct TelegramRefunds(pub Bot);
 
 #[async_trait::async_trait]
-impl StarRefunds for TelegramRefunds {
+impl StarPayments for TelegramRefunds {
     async fn refund(&self, buyer: &str, charge_id: &str) -> Refunded {
         let Ok(id) = buyer.parse::<u64>() else {
             return Refunded::Refused(format!("{buyer} is not a Telegram user id"));
@@ -155,5 +155,26 @@ impl StarRefunds for TelegramRefunds {
             }
             Err(e) => Refunded::Refused(crate::core::error::chain(&e).to_string()),
         }
+    }
+
+    async fn invoice_link(&self, invoice: &InvoiceOffer) -> Result<String, String> {
+        let amount =
+            u32::try_from(invoice.stars).map_err(|_| format!("bad price {}", invoice.stars))?;
+        let made = self
+            .0
+            .create_invoice_link(
+                invoice.title.clone(),
+                invoice.description.clone(),
+                invoice.payload.clone(),
+                "XTR",
+                [LabeledPrice::new(invoice.title.clone(), amount)],
+            )
+            .await;
+        crate::core::metrics::platform_call(
+            "telegram",
+            "createInvoiceLink",
+            made.as_ref().ok().map(|_| 200),
+        );
+        made.map_err(|e| crate::core::error::chain(&e).to_string())
     }
 }
