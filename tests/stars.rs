@@ -14,6 +14,9 @@ use common::*;
 use gptbot::core::event::{Platform, UserId};
 
 const PACKS: &str = r#"
+[access]
+admins = ["telegram:1", "web:root"]
+
 [payments]
 enabled = true
 [[payments.packs]]
@@ -29,7 +32,7 @@ tokens = 500000
 struct Shop {
     t: TestApp,
     tg: FakeTelegram,
-    _running: gptbot::app::Running,
+    running: gptbot::app::Running,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -40,7 +43,7 @@ async fn shop() -> Shop {
             .memory_sessions()
             .telegram(&tg)
             .with("GPTBOT__QUOTA__DEFAULT_TOKENS", 1000)
-            .with("GPTBOT__ACCESS__ADMINS", "telegram:1")
+            .with("GPTBOT__WEB__LISTEN", "127.0.0.1:0")
             .file(PACKS),
     )
     .await;
@@ -49,7 +52,7 @@ async fn shop() -> Shop {
     Shop {
         t,
         tg,
-        _running: running,
+        running,
         _stop: stop,
     }
 }
@@ -325,4 +328,30 @@ async fn a_web_user_linked_with_telegram_buys_through_an_invoice_link() {
     assert_eq!(quota.balance(&web).await.unwrap().remaining, 101_000);
     assert_books(quota, &web).await;
     assert_books(quota, &tg_user(45)).await;
+
+    // An admin refunds it from the web admin page (the same admin service).
+    let charge = quota.payments(Some(&web)).await.unwrap()[0]
+        .charge_id
+        .clone();
+    gptbot::accounts::WebAccounts::new(shop.t.app.db.clone())
+        .add("root", &secrecy::SecretString::from(common::web::PASSWORD))
+        .await
+        .unwrap();
+    let mut root = common::web::client_at(shop.running.web_addr.unwrap());
+    let csrf = root.logged_in("root").await;
+    let done = root
+        .post_form(
+            "/admin/action",
+            &[
+                ("csrf", &csrf),
+                ("op", "refund"),
+                ("user", &charge),
+                ("amount", ""),
+            ],
+        )
+        .await;
+    assert_eq!(done.status(), reqwest::StatusCode::SEE_OTHER);
+    assert!(shop.tg.refunded(&charge));
+    assert_eq!(quota.balance(&web).await.unwrap().remaining, 1_000);
+    assert_books(quota, &web).await;
 }

@@ -207,6 +207,14 @@ async fn a_message_streams_the_answer_as_safe_html_and_the_page_shows_the_histor
     assert!(page.contains("hi &lt;b&gt;there&lt;/b&gt;"), "{page}");
     assert!(page.contains("<strong>world</strong>"), "{page}");
     assert!(!page.contains("<script>alert"), "{page}");
+    // The usage chart: today's bar carries what the answer used.
+    let used = w.t.app.quota.balance(&user).await.unwrap().used;
+    assert!(
+        page.contains(&format!("last 14 days: {used} in all")),
+        "{page}"
+    );
+    assert_eq!(page.matches("<rect").count(), 14, "{page}");
+    assert!(page.contains(&format!("data-used=\"{used}\"")), "{page}");
     common::ledger::assert_books(&w.t.app.quota, &user).await;
 
     // Commands work from the box and the buttons.
@@ -291,6 +299,11 @@ async fn the_admin_page_is_refused_to_others_and_runs_the_cli_operations_for_adm
         .unwrap();
     assert!(
         ledger.contains("Ledger of web:ann") && ledger.contains("grant"),
+        "{ledger}"
+    );
+    // With the user's usage chart, today's grants (the new account's and the 500) marked.
+    assert!(
+        ledger.contains("<svg") && ledger.contains("; granted 20500<"),
         "{ledger}"
     );
     // Without the token nothing happens.

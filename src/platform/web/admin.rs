@@ -80,6 +80,10 @@ pub async fn page(
         Some(user) => state.quota.history(user, ROWS).await.unwrap_or_default(),
         None => Vec::new(),
     };
+    let usage = match &ledger_user {
+        Some(user) => state.quota.usage_by_day(user, 14).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let shown = ledger_user.as_ref().map(ToString::to_string);
     let balance = state.balance_text(&user_id(&login.user)).await;
     pages::admin(
@@ -98,6 +102,7 @@ pub async fn page(
             web_users: &web_users,
             notice: view.notice.as_deref(),
             ledger: shown.as_deref().map(|u| (u, entries.as_slice())),
+            usage: &usage,
         },
     )
     .into_response()
@@ -157,6 +162,9 @@ fn command(action: &Action) -> Result<AdminCommand, Invalid> {
             })?,
             reason: None,
         },
+        "refund" => AdminCommand::Refund {
+            charge: action.user.trim().to_string(),
+        },
         "set" => AdminCommand::SetQuota {
             user: user()?,
             tokens: parse_amount(&action.amount, "unlimited")?,
@@ -188,6 +196,7 @@ async fn apply(state: &WebState, admin: &str, action: &Action) -> (String, bool)
             format!("{subject} {}", if allowed { "allowed" } else { "denied" }),
             true,
         ),
+        Ok(Done::Refunded(payment)) => (payment.refund_report(), true),
         Ok(other) => (format!("{other:?}"), true),
         Err(AdminError::Refused(why)) => (why, false),
         Err(e) => {

@@ -72,6 +72,13 @@ pub async fn page(State(state): State<WebState>, headers: HeaderMap) -> Response
     };
     let balance = state.balance_text(&user).await;
     let admin = state.conversation.access().is_admin(&user);
+    let usage = match state.quota.usage_by_day(&user, 14).await {
+        Ok(days) => days,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "could not read a web user's usage");
+            Vec::new()
+        }
+    };
     let mut response = pages::chat(
         &state,
         pages::ChatView {
@@ -80,6 +87,7 @@ pub async fn page(State(state): State<WebState>, headers: HeaderMap) -> Response
             balance,
             admin,
             turns: &turns,
+            usage: &usage,
         },
     )
     .into_response();

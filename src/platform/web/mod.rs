@@ -11,6 +11,7 @@ pub mod chat;
 pub mod client;
 pub mod markdown;
 pub mod pages;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -108,6 +108,8 @@ pub struct ChatView<'a> {
     pub balance: String,
     pub admin: bool,
     pub turns: &'a [Turn],
+    /// The user's last two weeks, for the usage chart.
+    pub usage: &'a [crate::quota::usage::DayUsage],
 }
 
 pub fn chat(state: &WebState, view: ChatView<'_>) -> Html<String> {
@@ -128,6 +130,10 @@ pub fn chat(state: &WebState, view: ChatView<'_>) -> Html<String> {
                     button type="button" data-command="/retry" { "Retry" }
                     " "
                     button type="button" data-command="/cancel" { "Stop" }
+                }
+                details.usage-box {
+                    summary { "Your usage" }
+                    (super::usage::chart(view.usage))
                 }
                 #log aria-live="polite" {
                     @for turn in view.turns {
@@ -160,6 +166,8 @@ pub struct AdminView<'a> {
     pub notice: Option<&'a str>,
     /// A user's ledger, when one was asked for.
     pub ledger: Option<(&'a str, &'a [LedgerEntry])>,
+    /// That user's last two weeks, for the usage chart.
+    pub usage: &'a [crate::quota::usage::DayUsage],
 }
 
 /// Where the accounts table is: the search, the page (from 1) and how many match.
@@ -224,8 +232,9 @@ pub fn admin(state: &WebState, view: AdminView<'_>) -> Html<String> {
                         option value="refill" { "set refill" }
                         option value="allow" { "allow" }
                         option value="deny" { "deny" }
+                        option value="refund" { "refund a payment (charge id)" }
                     }
-                    input type="text" name="user" placeholder="web:ann, telegram:123, group:discord:9" required aria-label="User";
+                    input type="text" name="user" placeholder="web:ann, telegram:123, group:discord:9, or a charge id" required aria-label="User or charge id";
                     input type="text" name="amount" placeholder="tokens / unlimited / default" aria-label="Amount";
                     button.primary type="submit" { "Apply" }
                 }
@@ -261,6 +270,7 @@ pub fn admin(state: &WebState, view: AdminView<'_>) -> Html<String> {
                 }
                 @if let Some((user, entries)) = view.ledger {
                     h2 #ledger { "Ledger of " (user) }
+                    (super::usage::chart(view.usage))
                     table {
                         thead { tr {
                             th { "time (UTC)" } th { "kind" } th.num { "granted" }
