@@ -65,14 +65,14 @@ async fn connects_identifies_and_registers_the_slash_commands() {
         names,
         [
             "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
-            "grant", "setquota", "usage", "stats", "allow", "deny"
+            "usage", "grant", "setquota", "stats", "allow", "deny"
         ]
     );
     for command in put.body.as_array().unwrap() {
         let admin_only = command["default_member_permissions"] == "8";
         assert_eq!(
             admin_only,
-            names[9..].contains(&command["name"].as_str().unwrap()),
+            names[10..].contains(&command["name"].as_str().unwrap()),
             "{command}"
         );
     }
@@ -524,4 +524,50 @@ async fn retry_is_a_slash_command_answered_in_the_channel() {
     let balance = common::ledger::settled(&b.t.app.quota, &ann_id, 2).await;
     assert_eq!(balance.requests, 2);
     common::ledger::assert_books(&b.t.app.quota, &ann_id).await;
+}
+
+/// Everyone's own `/usage` and `/buy` are slash commands (not hidden as admins' are):
+/// `/usage` without a user shows one's chart; `/buy` names the packs and, with no Telegram
+/// account linked, says how to pay with Stars.
+#[tokio::test]
+async fn usage_and_buy_are_everyones_slash_commands() {
+    let b = spawn_bot(fast().file(
+        "[payments]\nenabled = true\n[[payments.packs]]\nname = \"small\"\nstars = 50\ntokens = 100000\n",
+    ))
+    .await;
+    b.dc.wait_until(10, "command registration", |calls| {
+        calls
+            .iter()
+            .any(|c| c.method == "PUT" && c.path.ends_with("/commands"))
+    })
+    .await;
+    let put = b.dc.calls_matching("PUT", "/commands").remove(0);
+    let buy = put
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "buy")
+        .expect("/buy registered")
+        .clone();
+    assert_eq!(buy["options"][0]["choices"][0]["value"], "small");
+    assert!(buy["default_member_permissions"].is_null(), "{buy}");
+
+    b.dc.slash("usage", json!([]), CHANNEL, ann(), Some(GUILD));
+    b.dc.wait_text(15, "the usage chart", |t| {
+        t.starts_with("Your tokens, last 14 days (UTC):")
+    })
+    .await;
+    b.dc.slash(
+        "buy",
+        json!([{"name": "pack", "type": 3, "value": "small"}]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    b.dc.wait_text(15, "how to buy", |t| {
+        t.starts_with("Packs are paid with Telegram Stars")
+    })
+    .await;
+    assert_eq!(b.t.openai.request_count(), 0);
 }

@@ -11,11 +11,12 @@ use crate::config::{ModelChoice, Persona};
 const MAX_CHOICES: usize = 25;
 
 /// The slash commands, as registered: /model offers the configured models as choices,
-/// and /persona is there only when personas are configured.
+/// /persona is there only when personas are configured, /buy only when packs are sold.
 pub fn slash_commands(
     models: &[ModelChoice],
     personas: &BTreeMap<String, Persona>,
     tools: bool,
+    payments: &crate::config::PaymentSettings,
 ) -> Vec<CreateCommand> {
     let mut model_option = CreateCommandOption::new(
         CommandOptionType::String,
@@ -54,7 +55,36 @@ pub fn slash_commands(
         CreateCommand::new("model")
             .description("Show or choose the model that answers")
             .add_option(model_option),
+        // Everyone's own usage; an admin naming a user gets that user's balance.
+        CreateCommand::new("usage")
+            .description("Your tokens used per day (admins: a user's balance and usage)")
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "user",
+                "Admins only: a Discord user id or a platform:id (leave empty for yours)",
+            )),
     ];
+    if payments.enabled {
+        let mut option = CreateCommandOption::new(
+            CommandOptionType::String,
+            "pack",
+            "The pack to buy (leave empty to see them)",
+        );
+        for pack in payments.packs.iter().take(MAX_CHOICES) {
+            option = option.add_string_choice(
+                format!(
+                    "{} — {} tokens for {} Stars",
+                    pack.name, pack.tokens, pack.stars
+                ),
+                &pack.name,
+            );
+        }
+        commands.push(
+            CreateCommand::new("buy")
+                .description("Buy tokens with Telegram Stars")
+                .add_option(option),
+        );
+    }
     if tools {
         commands.push(
             CreateCommand::new("tools")
@@ -102,7 +132,6 @@ pub fn slash_commands(
                 )
                 .required(true),
             ),
-        admin_command("usage", "A user's balance and today's usage").add_option(user_option()),
         admin_command(
             "stats",
             "Users, tokens today and in total, requests, errors",
@@ -142,21 +171,26 @@ mod tests {
     #[test]
     fn slash_commands_match_the_core_commands() {
         let names = |personas: &BTreeMap<String, Persona>| -> Vec<String> {
-            slash_commands(&[ModelChoice::plain("a")], personas, false)
-                .into_iter()
-                .map(|c| {
-                    serde_json::to_value(c).unwrap()["name"]
-                        .as_str()
-                        .unwrap()
-                        .to_string()
-                })
-                .collect()
+            slash_commands(
+                &[ModelChoice::plain("a")],
+                personas,
+                false,
+                &Default::default(),
+            )
+            .into_iter()
+            .map(|c| {
+                serde_json::to_value(c).unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
         };
         assert_eq!(
             names(&BTreeMap::new()),
             [
                 "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
-                "grant", "setquota", "usage", "stats", "allow", "deny"
+                "usage", "grant", "setquota", "stats", "allow", "deny"
             ]
         );
         let mut personas = BTreeMap::new();

@@ -136,7 +136,11 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
             Ok(tokens) => admin(account().map(|user| AdminCommand::SetQuota { user, tokens })),
             Err(_) => BotCommand::AdminUsage(admin_usage("setquota")),
         },
-        "usage" => admin(account().map(|user| AdminCommand::Usage { user })),
+        "usage" => match option("user").filter(|u| !u.is_empty()) {
+            None => BotCommand::Usage,
+            Some(_) => admin(account().map(|user| AdminCommand::Usage { user })),
+        },
+        "buy" => BotCommand::Buy(option("pack").filter(|p| !p.is_empty())),
         "stats" => BotCommand::Admin(AdminCommand::Stats),
         name @ ("allow" | "deny") => {
             admin(Subject::parse(&user()).map(|subject| AdminCommand::Rule {

@@ -69,6 +69,7 @@ impl EventHandler for Handler {
             &settings.models,
             &settings.personas,
             self.conversation.has_tools(),
+            &settings.payments,
         );
         let registered = if self.guild_ids.is_empty() {
             Command::set_global_commands(&ctx.http, commands)
