@@ -162,6 +162,43 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// `gptbot run` (long polling, a SQLite ledger in a folder of its own) against the fakes,
+/// configured by `settings` on top; returned once it polls. `BENCH_BIN` runs another build
+/// of the bot (to compare two builds on the same day).
+async fn polling_bot(
+    tg: &FakeTelegram,
+    openai: &FakeOpenAi,
+    settings: &[(&'static str, String)],
+) -> (tokio::process::Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: HashMap<&str, String> = HashMap::from([
+        ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+        ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
+        ("OPENAI_BASE_URL", openai.base_url()),
+        ("OPENAI_API_KEY", "sk-bench".to_string()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ),
+    ]);
+    env.extend(settings.iter().cloned());
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gptbot").into());
+    let child = tokio::process::Command::new(bin)
+        .arg("run")
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the gptbot binary starts");
+    tg.wait_until(30, "the bot polling", |calls| {
+        calls.iter().filter(|c| c.method == "getupdates").count() >= 2
+    })
+    .await;
+    (child, dir)
+}
+
 /// What runs the bot: one process (long polling; its database's folder kept alive), or
 /// replicas behind a proxy. One per run: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -228,34 +265,7 @@ async fn run_shape(shape: &Shape) {
         tg.enforce_flood_limits();
         let openai = FakeOpenAi::start().await;
         openai.set_load_model(model);
-        let dir = tempfile::tempdir().unwrap();
-        let mut env: HashMap<&str, String> = HashMap::from([
-            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
-            ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
-            ("OPENAI_BASE_URL", openai.base_url()),
-            ("OPENAI_API_KEY", "sk-bench".to_string()),
-            (
-                "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("bench.db").display()),
-            ),
-        ]);
-        env.extend(settings.iter().cloned());
-        // BENCH_BIN runs another build of the bot (to compare two builds on the same day).
-        let bin =
-            std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gptbot").into());
-        let child = tokio::process::Command::new(bin)
-            .arg("run")
-            .env_clear()
-            .envs(&env)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the gptbot binary starts");
-        tg.wait_until(30, "the bot polling", |calls| {
-            calls.iter().filter(|c| c.method == "getupdates").count() >= 2
-        })
-        .await;
+        let (child, dir) = polling_bot(&tg, &openai, &settings).await;
         (tg, openai, Bot::One { child, _dir: dir })
     };
     let pids = bot.pids();
@@ -400,36 +410,14 @@ async fn waiting_answers(users: i64) {
         per_token: Duration::from_millis(20),
         tool_first: false,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let env: HashMap<&str, String> = HashMap::from([
-        ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
-        ("GPTBOT__TELEGRAM__API_URL", tg.api_url()),
-        ("OPENAI_BASE_URL", openai.base_url()),
-        ("OPENAI_API_KEY", "sk-bench".to_string()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("bench.db").display()),
-        ),
+    let settings = [
         ("GPTBOT__LIMITS__PER_USER_PER_MINUTE", "0".to_string()),
         ("GPTBOT__LIMITS__MAX_CONCURRENT_ANSWERS", "1".to_string()),
         ("GPTBOT__HTTP__LISTEN", "127.0.0.1:0".to_string()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
-    ]);
-    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gptbot").into());
-    let mut child = tokio::process::Command::new(bin)
-        .arg("run")
-        .env_clear()
-        .envs(&env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the gptbot binary starts");
+    ];
+    let (mut child, _dir) = polling_bot(&tg, &openai, &settings).await;
     let pid = child.id().unwrap();
-    tg.wait_until(30, "the bot polling", |calls| {
-        calls.iter().filter(|c| c.method == "getupdates").count() >= 2
-    })
-    .await;
     // Warmed up: one answer in flight (the model's minute), then the baseline.
     tg.push_message(private_chat(1), user_json(1, "U"), "first", None);
     while openai.request_count() < 1 {
