@@ -135,20 +135,11 @@ async fn a_replica_killed_mid_answer_has_its_hold_swept_by_the_other_after_the_l
             &dir,
             &[
                 ("DATABASE_URL".into(), database.clone()),
-                ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
-                ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
-                ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
-                (
-                    "GPTBOT__TELEGRAM__LISTEN".into(),
-                    format!("127.0.0.1:{port}"),
-                ),
-                (
-                    "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
-                    "https://bot.example.test/hook".into(),
-                ),
-                ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
                 ("GPTBOT__QUOTA__HOLD_LEASE".into(), "2s".into()),
-            ],
+            ]
+            .into_iter()
+            .chain(tg.webhook_settings(&format!("127.0.0.1:{port}"), SECRET))
+            .collect::<Vec<_>>(),
         )
     };
     let (port_a, port_b) = (free_port(), free_port());

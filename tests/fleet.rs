@@ -175,23 +175,17 @@ async fn a_killed_replicas_user_is_answered_again_within_the_lease() {
         .wait_text(9, "the still-answering notice", |t| t == STILL)
         .await;
     // Its lease runs out by itself, no later than a lease after its last renewal.
-    let mut redis = fleet.redis.client().await;
-    loop {
-        let left: i64 = redis::cmd("PTTL")
-            .arg("gptbot:inflight:telegram:9")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if left == -2 {
-            break;
-        }
-        assert!(
-            killed.elapsed() < lease + Duration::from_secs(1),
-            "the dead replica's slot outlived its lease\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleet
+        .redis
+        .wait_gone(
+            "gptbot:inflight:telegram:9",
+            (lease + Duration::from_secs(1)).saturating_sub(killed.elapsed()),
+            &format!(
+                "the dead replica's slot outlived its lease\n{}",
+                fleet.logs()
+            ),
+        )
+        .await;
     // Then the user is answered (by the live replica, whichever the proxy picks).
     fleet.send(9, "and now").await;
     fleet

@@ -237,21 +237,11 @@ impl Pair {
             &openai,
             Some(&redis),
             &dir,
-            &[
-                ("DATABASE_URL".into(), database),
-                ("TELEGRAM_BOT_TOKEN".into(), common::telegram::TOKEN.into()),
-                ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
-                ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
-                ("GPTBOT__TELEGRAM__LISTEN".into(), "127.0.0.1:0".into()),
-                (
-                    "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
-                    "https://bot.example.test/hook".into(),
-                ),
-                ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
-            ]
-            .into_iter()
-            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect::<Vec<_>>(),
+            &[("DATABASE_URL".into(), database)]
+                .into_iter()
+                .chain(tg.webhook_settings("127.0.0.1:0", SECRET))
+                .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect::<Vec<_>>(),
         );
         let (stop, rx) = stopper();
         let (mut apps, mut running, mut hooks) = (Vec::new(), Vec::new(), Vec::new());
@@ -327,22 +317,13 @@ async fn a_dead_replicas_slot_frees_itself_when_its_lease_runs_out() {
     pair.send(1, 9, "/cancel").await;
     pair.wait_text(9, "the confirmation", |t| t == "Stopped.")
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: i64 = redis::cmd("PTTL")
-            .arg("gptbot:inflight:telegram:9")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if left == -2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease never ran out"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pair.redis
+        .wait_gone(
+            "gptbot:inflight:telegram:9",
+            Duration::from_secs(5),
+            "the lease never ran out",
+        )
+        .await;
     pair.send(1, 9, "hello again").await;
     pair.wait_text(9, "the answer", |t| t.starts_with("Echo: hello again"))
         .await;

@@ -72,26 +72,25 @@ impl Permits {
             let notified = freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match shared
+            let taken = shared
                 .board
                 .take_permit(&token, self.limit, shared.lease)
-                .await
-            {
-                Ok(true) => {
-                    shared.breaker.record(Ok(()));
+                .await;
+            match shared.breaker.answered(taken) {
+                Some(true) => {
                     return Some(Permit {
                         _local: local,
                         _shared: Some(hold(shared.board.clone(), token, shared.lease)),
                     });
                 }
-                Ok(false) => {
-                    shared.breaker.record(Ok(()));
+                Some(false) => {
                     tokio::select! {
                         () = &mut notified => {}
                         () = tokio::time::sleep(RETRY) => {}
                     }
                 }
-                Err(e) => shared.breaker.record(Err(e)),
+                // Unreachable: the loop ends with the breaker open.
+                None => {}
             }
         }
         Some(Permit {

@@ -144,6 +144,21 @@ impl Breaker {
         until.is_none_or(|t| std::time::Instant::now() >= t)
     }
 
+    /// What the board answered, recorded; `None` when it could not answer (decide
+    /// alone instead).
+    pub fn answered<T>(&self, result: Result<T, CoordError>) -> Option<T> {
+        match result {
+            Ok(t) => {
+                self.record(Ok(()));
+                Some(t)
+            }
+            Err(e) => {
+                self.record(Err(e));
+                None
+            }
+        }
+    }
+
     /// What the board answered ([`reachable`] is told too).
     pub fn record(&self, result: Result<(), CoordError>) {
         let failed = result.is_err();

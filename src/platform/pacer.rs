@@ -150,18 +150,14 @@ impl Pacer {
                     priority,
                     counted,
                 };
-                match shared.draw(self.platform, &self.limits, ask).await {
-                    Ok(Drawn::Now) => {
-                        self.breaker.record(Ok(()));
-                        return Ok(());
-                    }
-                    Ok(Drawn::Booked(wait)) => {
-                        self.breaker.record(Ok(()));
+                let drawn = shared.draw(self.platform, &self.limits, ask).await;
+                match self.breaker.answered(drawn) {
+                    Some(Drawn::Now) => return Ok(()),
+                    Some(Drawn::Booked(wait)) => {
                         tokio::time::sleep(wait).await;
                         return Ok(());
                     }
-                    Ok(Drawn::Refused(wait)) => {
-                        self.breaker.record(Ok(()));
+                    Some(Drawn::Refused(wait)) => {
                         if priority == Priority::Draft {
                             return Err(Instant::now() + wait);
                         }
@@ -169,10 +165,7 @@ impl Pacer {
                         tokio::time::sleep(wait).await;
                     }
                     // Redis is gone: this process's own buckets until it is back.
-                    Err(e) => {
-                        self.breaker.record(Err(e));
-                        break;
-                    }
+                    None => break,
                 }
             }
         }

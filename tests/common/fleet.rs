@@ -52,17 +52,11 @@ impl Fleet {
             &dir,
             &[
                 ("DATABASE_URL".into(), database),
-                ("TELEGRAM_BOT_TOKEN".into(), super::telegram::TOKEN.into()),
-                ("GPTBOT__TELEGRAM__API_URL".into(), tg.api_url()),
-                ("GPTBOT__TELEGRAM__MODE".into(), "webhook".into()),
-                (
-                    "GPTBOT__TELEGRAM__WEBHOOK_URL".into(),
-                    "https://bot.example.test/hook".into(),
-                ),
-                ("GPTBOT__TELEGRAM__WEBHOOK_SECRET".into(), SECRET.into()),
                 ("RUST_LOG".into(), "info".into()),
             ]
             .into_iter()
+            // Each replica's own listener is set below.
+            .chain(tg.webhook_settings("127.0.0.1:0", SECRET))
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .collect::<Vec<_>>(),
         );

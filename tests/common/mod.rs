@@ -97,6 +97,25 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until `key` is gone (expired or deleted), panicking with `what` after
+    /// `within`.
+    pub async fn wait_gone(&self, key: &str, within: Duration, what: &str) {
+        let mut conn = self.client().await;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left: i64 = redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if left == -2 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn client(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()

@@ -694,6 +694,25 @@ impl FakeTelegram {
     }
 
     /// An update as Telegram would POST it to a webhook.
+    /// The settings of a bot in webhook mode against this fake, its webhook listener on
+    /// `listen` and checking `secret` — as each replica of the tests' fleets is set up.
+    pub fn webhook_settings(&self, listen: &str, secret: &str) -> Vec<(String, String)> {
+        [
+            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+            ("GPTBOT__TELEGRAM__API_URL", self.api_url()),
+            ("GPTBOT__TELEGRAM__MODE", "webhook".into()),
+            ("GPTBOT__TELEGRAM__LISTEN", listen.to_string()),
+            (
+                "GPTBOT__TELEGRAM__WEBHOOK_URL",
+                "https://bot.example.test/hook".into(),
+            ),
+            ("GPTBOT__TELEGRAM__WEBHOOK_SECRET", secret.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     pub fn webhook_update(&self, chat: Value, from: Value, text: &str) -> Value {
         let mut s = self.state.lock().unwrap();
         s.next_message_id += 1;

@@ -104,16 +104,11 @@ impl Rest {
     /// When `route` may be used: this process's pauses, and every replica's.
     async fn ready_at(&self, route: &str) -> Option<Instant> {
         let shared = match self.shared.as_ref().filter(|_| self.breaker.closed()) {
-            Some(shared) => match shared.paused("discord", route).await {
-                Ok(left) => {
-                    self.breaker.record(Ok(()));
-                    left.map(|left| Instant::now() + left)
-                }
-                Err(e) => {
-                    self.breaker.record(Err(e));
-                    None
-                }
-            },
+            Some(shared) => self
+                .breaker
+                .answered(shared.paused("discord", route).await)
+                .flatten()
+                .map(|left| Instant::now() + left),
             None => None,
         };
         let limits = self.lock();

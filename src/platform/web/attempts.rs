@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::WebState;
-use crate::core::coordination::{Breaker, CoordError, SharedRates};
+use crate::core::coordination::{Breaker, SharedRates};
 use crate::core::limiter::Window;
 
 /// Attempts per address per minute.
@@ -103,20 +103,6 @@ impl Gate {
         self.shared.as_deref().filter(|_| self.breaker.closed())
     }
 
-    /// What the board answered; `None` when it could not (count here instead).
-    fn answered<T>(&self, result: Result<T, CoordError>) -> Option<T> {
-        match result {
-            Ok(t) => {
-                self.breaker.record(Ok(()));
-                Some(t)
-            }
-            Err(e) => {
-                self.breaker.record(Err(e));
-                None
-            }
-        }
-    }
-
     /// Counts an attempt from `address` (its /64 for IPv6) against its own limit and
     /// the whole front's.
     pub async fn admit(&self, address: IpAddr) -> Result<(), Refusal> {
@@ -131,7 +117,7 @@ impl Gate {
                     .await?;
                 Ok(busy.map_or(Ok(()), |_| Err(Refusal::Busy)))
             };
-            if let Some(decided) = self.answered(checked.await) {
+            if let Some(decided) = self.breaker.answered(checked.await) {
                 return decided;
             }
         }
@@ -146,7 +132,7 @@ impl Gate {
         if let Some(board) = self.board() {
             let key = format!("web-login:failed:{name}");
             let peeked = board.peek(&key, FAILURES_PER_ACCOUNT, MINUTE).await;
-            if let Some(wait) = self.answered(peeked) {
+            if let Some(wait) = self.breaker.answered(peeked) {
                 return wait.is_some();
             }
         }
@@ -158,7 +144,7 @@ impl Gate {
         if let Some(board) = self.board() {
             let key = format!("web-login:failed:{name}");
             let hit = board.hit(&key, FAILURES_PER_ACCOUNT, MINUTE).await;
-            if self.answered(hit).is_some() {
+            if self.breaker.answered(hit).is_some() {
                 return;
             }
         }
