@@ -8,11 +8,11 @@ use super::context::{Fitting, Prompt, TooLong, build_prompt, refit};
 use super::notices::{self, Sentence, say};
 use crate::config::ModelChoice;
 use crate::core::adapter::{ChatAdapter, ReplyTarget};
-use crate::core::event::{SessionKey, UserId};
+use crate::core::event::{ChatKind, IncomingEvent, SessionKey};
 use crate::core::metrics::QUOTA_DB;
 use crate::core::model::Overflow;
 use crate::core::session::Session;
-use crate::quota::{QuotaError, Reservation};
+use crate::quota::{Payer, QuotaError, Reservation, WalletShort};
 
 /// A session with the counts of what every prompt of this turn is made of.
 pub(super) struct Loaded {
@@ -113,47 +113,88 @@ impl Answers {
         }
     }
 
-    /// Before the files of a message are fetched or read: the user must be able to pay
+    /// Before the files of a message are fetched or read: the payer must be able to pay
     /// for the smallest answer (the longest answer at the price of the conversation's
     /// model), or nothing is downloaded or parsed.
     pub(super) async fn afford_reading(
         &self,
-        user: &UserId,
+        payer: &Payer,
         key: &SessionKey,
     ) -> Result<(), Refused> {
         let session = self.sessions.load(key).await.map_err(Refused::Store)?;
         let model = self.settings.model_for(session.model.as_deref());
         let minimum = model.ledger_tokens(i64::from(self.settings.max_tokens));
-        self.quota.can_afford(user, minimum).await.map_err(|e| match e {
-            QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),
+        self.quota
+            .can_afford_paid(payer, minimum)
+            .await
+            .map_err(|e| match e {
             QuotaError::Exhausted { remaining, needed } => Refused::Say(Refusal::Quota, format!(
                 "Quota exhausted: {remaining} tokens left, and a question needs at least {needed} (room for the longest answer), so your file was not read. Ask the bot's operator for more tokens."
             )),
-            e => Refused::Quota(e),
+            e => refused(e),
         })
     }
 
     /// Holds the prompt (with the tokenizer's margin) plus the longest possible answer
-    /// before the model is called, in ledger tokens at the model's price.
+    /// before the model is called, in ledger tokens at the model's price — on the
+    /// group's wallet first, when there is one.
     pub(super) async fn reserve(
         &self,
-        user: &UserId,
+        payer: &Payer,
         prompt_tokens: u32,
         model: &ModelChoice,
     ) -> Result<Reservation, Refused> {
         let margin = (f64::from(prompt_tokens) * self.settings.reserve_margin).ceil() as i64;
         let needed = model
             .ledger_tokens(i64::from(prompt_tokens) + margin + i64::from(self.settings.max_tokens));
-        let reserving = self.quota.reserve_for(user, needed, Some(&model.name));
+        let reserving = self.quota.reserve_paid(payer, needed, Some(&model.name));
         crate::core::metrics::timed(QUOTA_DB, "reserve", reserving)
             .await
             .map_err(|e| match e {
-            QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),
             QuotaError::Exhausted { remaining, needed } => Refused::Say(Refusal::Quota, format!(
                 "Quota exhausted: {remaining} tokens left, and this message needs up to {needed} (prompt plus the longest answer). Ask the bot's operator for more tokens, or /reset to send less history."
             )),
-            e => Refused::Quota(e),
+            e => refused(e),
         })
+    }
+
+    /// Who pays for `event`'s question: in a group with a wallet, the wallet first.
+    pub(super) async fn payer(&self, event: &IncomingEvent) -> Result<Payer, Refused> {
+        let member = event.quota_user();
+        let (ChatKind::Group, Some(group)) = (event.chat_kind, &event.group) else {
+            return Ok(Payer::own(member));
+        };
+        let wallet = self
+            .quota
+            .wallet_for(event.platform, group, event.thread.as_deref())
+            .await
+            .map_err(Refused::Quota)?;
+        Ok(Payer {
+            member,
+            name: event.sender.display_name.clone(),
+            wallet,
+        })
+    }
+}
+
+/// A refusal of the ledger's other than an exhausted balance.
+fn refused(e: QuotaError) -> Refused {
+    match e {
+        QuotaError::Limit(sentence) => Refused::Say(Refusal::Quota, sentence.into()),
+        QuotaError::Wallet(short) => Refused::Say(Refusal::Quota, wallet_sentence(&short)),
+        e => Refused::Quota(e),
+    }
+}
+
+/// Said when the group's wallet cannot pay and the group does not let members pay.
+pub(super) fn wallet_sentence(short: &WalletShort) -> String {
+    match short {
+        WalletShort::Empty { remaining, needed } => format!(
+            "This group's token wallet cannot pay for this ({remaining} tokens left; a question needs up to {needed}), and here members do not pay themselves. A group admin can add tokens with /budget add <tokens>."
+        ),
+        WalletShort::Share { used, limit, .. } => format!(
+            "You have used {used} of your {limit} tokens from this group's wallet today, and here members do not pay themselves. Your share renews at midnight UTC."
+        ),
     }
 }
 

@@ -15,14 +15,14 @@ use super::reply::ReplyStream;
 use crate::config::ModelChoice;
 use crate::core::adapter::ReplyTarget;
 use crate::core::error::chain;
-use crate::core::event::UserId;
 use crate::core::model::{ChatMessage, ModelRequest, ToolCall};
 use crate::core::tools::Offered;
-use crate::quota::{QuotaError, Reservation};
+use crate::quota::{Payer, QuotaError, Reservation};
 
 /// What the model round trips need besides the conversation's parts.
 pub(super) struct Round<'r, 'a> {
-    pub(super) user: &'r UserId,
+    /// Who pays: the asker, or their group's wallet first.
+    pub(super) payer: &'r Payer,
     pub(super) request: ModelRequest,
     pub(super) offered: Vec<Offered>,
     pub(super) reply: &'r mut ReplyStream<'a>,
@@ -82,7 +82,7 @@ impl Answers {
                 tracing::error!(error = %chain(&e), "settling a tool round failed; the hold is returned when its lease runs out");
             }
             let results = self
-                .run_calls(round.user, &calls, &round.offered, round.reply)
+                .run_calls(round.payer, &calls, &round.offered, round.reply)
                 .await;
             let mut added = asked_tokens + self.counter.overhead();
             for result in &results {
@@ -100,7 +100,7 @@ impl Answers {
             }
             asked.prompt_tokens += added;
             reservation = match self
-                .reserve(round.user, asked.prompt_tokens, asked.model)
+                .reserve(round.payer, asked.prompt_tokens, asked.model)
                 .await
             {
                 Ok(r) => r,
@@ -125,7 +125,7 @@ impl Answers {
     /// call, in order.
     async fn run_calls(
         &self,
-        user: &UserId,
+        payer: &Payer,
         calls: &[ToolCall],
         offered: &[Offered],
         reply: &mut ReplyStream<'_>,
@@ -135,7 +135,7 @@ impl Answers {
             tracing::debug!(error = %chain(&e), "could not show the tools running");
         }
         let running = join_all(calls.iter().map(|call| async move {
-            ChatMessage::tool_result(&call.id, self.run_call(user, call, offered).await)
+            ChatMessage::tool_result(&call.id, self.run_call(payer, call, offered).await)
         }));
         tokio::pin!(running);
         // What runs is shown once due (the first message gathers for its delay first).
@@ -152,7 +152,7 @@ impl Answers {
         }
     }
 
-    async fn run_call(&self, user: &UserId, call: &ToolCall, offered: &[Offered]) -> String {
+    async fn run_call(&self, payer: &Payer, call: &ToolCall, offered: &[Offered]) -> String {
         let (Some(tools), Some(offer)) = (
             &self.tools,
             offered.iter().find(|o| o.spec.name == call.name),
@@ -162,12 +162,12 @@ impl Answers {
         let named = format!("tool:{}", call.name);
         let hold = match self
             .quota
-            .reserve_for(user, offer.price, Some(&named))
+            .reserve_paid(payer, offer.price, Some(&named))
             .await
         {
             Ok(hold) => hold,
             Err(QuotaError::Exhausted { remaining, .. }) => {
-                tracing::info!(%user, tool = %call.name, remaining, "tool call refused: balance too low");
+                tracing::info!(user = %payer.member, tool = %call.name, remaining, "tool call refused: balance too low");
                 return format!(
                     "Error: this call was refused: the user's balance ({remaining} tokens) does not cover its price ({} tokens). Answer without it.",
                     offer.price
@@ -175,6 +175,11 @@ impl Answers {
             }
             Err(QuotaError::Limit(sentence)) => {
                 return format!("Error: this call was refused: {sentence} Answer without it.");
+            }
+            Err(QuotaError::Wallet(short)) => {
+                return format!(
+                    "Error: this call was refused: the group's wallet cannot pay for it ({short}). Answer without it."
+                );
             }
             Err(e) => {
                 tracing::error!(error = %chain(&e), "holding a tool call's price failed");

@@ -76,11 +76,15 @@ impl Answers {
             return Outcome::Refused(Refusal::RateLimited);
         }
         let key = event.session_key();
+        let payer = match self.payer(event).await {
+            Ok(payer) => payer,
+            Err(refused) => return refused.tell(adapter, target).await,
+        };
         // Files (documents, pictures) are fetched and read only for a user who can pay
         // for an answer; a recording is checked against its own cost.
         if matches!(question, Question::New(_))
             && event.attachments.iter().any(|a| a.audio_seconds.is_none())
-            && let Err(refused) = self.afford_reading(&user, &key).await
+            && let Err(refused) = self.afford_reading(&payer, &key).await
         {
             return refused.tell(adapter, target).await;
         }
@@ -142,7 +146,7 @@ impl Answers {
                 };
             }
         };
-        let reservation = match self.reserve(&user, prompt.tokens, &loaded.model).await {
+        let reservation = match self.reserve(&payer, prompt.tokens, &loaded.model).await {
             Ok(r) => r,
             Err(refused) => {
                 // Once tokens are granted, /retry asks it.
@@ -206,7 +210,7 @@ impl Answers {
         }
         let (reservation, ending) = if matches!(ending, Ending::ToolCalls(..)) {
             let round = super::tools::Round {
-                user: &user,
+                payer: &payer,
                 request,
                 offered,
                 reply: &mut reply,

@@ -176,6 +176,14 @@ pub trait ChatAdapter: Send + Sync {
         )))
     }
 
+    /// True when `user` administers `group` on the platform (a Telegram group's owner or
+    /// administrators): they may fund the group's wallet and set its rules. By default
+    /// no one does, and only the bot's admins may.
+    async fn is_group_admin(&self, group: &str, user: &str) -> Result<bool, AdapterError> {
+        let _ = (group, user);
+        Ok(false)
+    }
+
     /// Shows "typing…" (or the platform's equivalent) while the model thinks.
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError>;
 

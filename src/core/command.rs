@@ -41,6 +41,8 @@ pub enum Command {
     Tools,
     /// `/buy` lists the token packs on sale; `/buy <pack>` sends the invoice.
     Buy(Option<String>),
+    /// `/budget …`: a group's wallet (see [`super::budget`]).
+    Budget(super::budget::BudgetOp),
     /// `/usage`: one's own tokens per day over the last 14 days (`/usage <user>` is the
     /// admins').
     Usage,
@@ -84,6 +86,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("usage", "Show your tokens used per day"),
     ("buy", "Buy tokens with Telegram Stars"),
+    ("budget", "Show or fund this group's token wallet"),
 ];
 
 /// Parses `text`. `bot_username` (without `@`) lets `/cmd@name` be told apart from a
@@ -129,6 +132,7 @@ pub fn parse(text: &str, bot_username: Option<&str>) -> Input {
         "persona" | "personas" => Command::Persona((!args.is_empty()).then(|| args.to_string())),
         "tools" => Command::Tools,
         "usage" if args.is_empty() => Command::Usage,
+        "budget" | "wallet" => Command::Budget(super::budget::parse_budget(args)),
         "buy" | "topup" => Command::Buy((!args.is_empty()).then(|| args.to_ascii_lowercase())),
         other => parse_admin(other, args).unwrap_or_else(|| Command::Unknown(name.to_string())),
     };

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod budget;
 pub mod clock;
 pub mod command;
 pub mod coordination;

@@ -12,12 +12,14 @@
 mod accounts;
 mod holds;
 mod links;
+mod paying;
 pub mod payments;
 pub mod period;
 mod refills;
 mod reports;
 mod reservations;
 pub mod usage;
+mod wallets;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -31,8 +33,10 @@ pub use crate::core::clock::{Clock, SystemClock};
 use crate::core::event::UserId;
 use crate::db::Db;
 pub use holds::Hold;
+pub use paying::{Payer, WalletShort};
 pub use reports::{AccountsPage, LedgerEntry, Stats};
 pub use reservations::{Reservation, Settlement};
+pub use wallets::{Funding, MemberUse, Wallet, WalletReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
@@ -45,6 +49,10 @@ pub enum QuotaError {
     /// the sentence is shown to the user as is.
     #[error("{0}")]
     Limit(&'static str),
+    /// A group's wallet cannot pay and the group does not let members pay themselves
+    /// (`/budget when-empty refuse`).
+    #[error("the group's wallet cannot pay: {0}")]
+    Wallet(WalletShort),
     /// The database failed; the source says what was being done and the driver's error.
     #[error("quota database error")]
     Database(#[source] anyhow::Error),
@@ -138,6 +146,9 @@ pub struct QuotaService {
     /// The account an identity draws on when its own balance is too low (if linked), as
     /// last read; trusted for [`LINK_TTL`].
     links: Cache<UserId, Option<UserId>>,
+    /// Each group's wallet (by the account asked for), as last read; trusted for
+    /// [`wallets::WALLET_TTL`].
+    wallets: Cache<UserId, Option<Wallet>>,
     /// Tokens spent today by everyone, as last read (checked against the daily budget).
     spent_today: Cache<(), i64>,
     /// How long a hold stays open without being renewed (`quota.hold_lease`).
@@ -183,6 +194,7 @@ impl QuotaService {
             known: bounded(Duration::from_secs(3600)),
             refilled: bounded(Duration::from_secs(3600)),
             links: bounded(LINK_TTL),
+            wallets: bounded(wallets::WALLET_TTL),
             spent_today: Cache::builder()
                 .max_capacity(1)
                 .time_to_live(BUDGET_TTL)

@@ -43,6 +43,16 @@ impl Reservation {
     }
 }
 
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("hold", &self.id)
+            .field("account", &self.user)
+            .field("amount", &self.amount)
+            .finish()
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         let Some(ledger) = self.ledger.take() else {
@@ -135,13 +145,24 @@ impl QuotaService {
             .open_hold(account, amount, model)
             .await
             .with_context(|| format!("reserving {amount} tokens for {account}"))?;
-        Ok(held.map(|(id, unlimited)| Reservation {
+        Ok(held.map(|(id, unlimited)| self.reservation(id, account, amount, unlimited)))
+    }
+
+    /// The reservation of open hold `id` on `account`, answered for by this process.
+    pub(super) fn reservation(
+        &self,
+        id: i64,
+        account: &UserId,
+        amount: i64,
+        unlimited: bool,
+    ) -> Reservation {
+        Reservation {
             id,
             user: account.clone(),
             amount,
             unlimited,
             ledger: Some(self.clone()),
-        }))
+        }
     }
 
     /// Opens the hold in one statement: the hold row is inserted only if the account

@@ -3,6 +3,7 @@
 //! [`link`] (joined balances) and [`admin`] (operators' commands).
 
 mod admin;
+mod budget;
 mod buy;
 mod choices;
 pub(super) mod link;
@@ -112,6 +113,7 @@ impl Conversation {
             }
             Command::Buy(Some(pack)) => self.buy(event, adapter, target, &pack).await,
             Command::Usage => self.usage_report(event).await,
+            Command::Budget(op) => self.budget(event, adapter, decision, op).await,
             Command::Cancel => Ok(self.cancel(event).await),
             Command::System(arg) => self.system(event, arg).await,
             Command::Link(code) => self.link(event, adapter, code).await,

@@ -43,7 +43,7 @@ pub struct TelegramAdapter {
 /// How often one write is tried when Telegram keeps answering 429.
 const MAX_ATTEMPTS: u32 = 8;
 
-fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
+pub(super) fn chat_id(id: &str) -> Result<ChatId, AdapterError> {
     id.parse::<i64>()
         .map(ChatId)
         .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram chat id")))
@@ -55,7 +55,7 @@ fn message_id(id: &str) -> Result<MessageId, AdapterError> {
         .map_err(|_| AdapterError::Failed(anyhow::anyhow!("`{id}` is not a Telegram message id")))
 }
 
-fn adapter_error(e: RequestError) -> AdapterError {
+pub(super) fn adapter_error(e: RequestError) -> AdapterError {
     match e {
         RequestError::RetryAfter(wait) => AdapterError::RetryAfter(wait.duration()),
         RequestError::Api(ApiError::MessageToEditNotFound) => AdapterError::Gone,
@@ -409,6 +409,10 @@ impl ChatAdapter for TelegramAdapter {
         Ok(bytes.into_bytes())
     }
 
+    async fn is_group_admin(&self, group: &str, user: &str) -> Result<bool, AdapterError> {
+        super::members::is_admin(self, group, user).await
+    }
+
     async fn typing(&self, target: &ReplyTarget) -> Result<(), AdapterError> {
         let mut request = self
             .bot
@@ -461,7 +465,7 @@ impl Place {
 
 /// The HTTP status a Bot API call came back with, as far as teloxide tells: the Bot API
 /// answers its errors with 400 (or 403, which teloxide does not distinguish).
-fn status_of<T>(result: &Result<T, RequestError>) -> Option<u16> {
+pub(super) fn status_of<T>(result: &Result<T, RequestError>) -> Option<u16> {
     match result {
         Ok(_) => Some(200),
         Err(RequestError::RetryAfter(_)) => Some(429),

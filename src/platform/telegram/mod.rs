@@ -14,6 +14,7 @@ mod callbacks;
 pub mod convert;
 pub mod drafts;
 pub mod html;
+mod members;
 pub mod payments;
 pub mod webhook;
 
