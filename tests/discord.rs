@@ -65,14 +65,14 @@ async fn connects_identifies_and_registers_the_slash_commands() {
         names,
         [
             "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
-            "usage", "grant", "setquota", "stats", "allow", "deny"
+            "usage", "budget", "grant", "setquota", "stats", "allow", "deny"
         ]
     );
     for command in put.body.as_array().unwrap() {
         let admin_only = command["default_member_permissions"] == "8";
         assert_eq!(
             admin_only,
-            names[10..].contains(&command["name"].as_str().unwrap()),
+            names[11..].contains(&command["name"].as_str().unwrap()),
             "{command}"
         );
     }
@@ -570,4 +570,60 @@ async fn usage_and_buy_are_everyones_slash_commands() {
     })
     .await;
     assert_eq!(b.t.openai.request_count(), 0);
+}
+
+/// `/budget` is everyone's slash command for the server's wallet: a bot admin grants
+/// tokens into it (Discord members are not asked about: only bot admins fund it here),
+/// another member is refused, and the wallet pays for that member's question.
+#[tokio::test]
+async fn budget_is_a_slash_command_for_the_servers_wallet() {
+    let b = spawn_bot(fast().with("GPTBOT__ACCESS__ADMINS", "discord:4000000000000000001")).await;
+    let bob = user("4000000000000000002", "bob");
+    b.dc.slash(
+        "budget",
+        json!([
+            {"name": "action", "type": 3, "value": "add"},
+            {"name": "value", "type": 3, "value": "5000"}
+        ]),
+        CHANNEL,
+        bob.clone(),
+        Some(GUILD),
+    );
+    b.dc.wait_text(15, "the refusal", |t| {
+        t.starts_with("Only this group's admins")
+    })
+    .await;
+    b.dc.slash(
+        "budget",
+        json!([
+            {"name": "action", "type": 3, "value": "add"},
+            {"name": "value", "type": 3, "value": "5000"}
+        ]),
+        CHANNEL,
+        ann(),
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Added 5000 tokens to this group's wallet. It holds 5000 tokens.",
+    )
+    .await;
+    let wallet = gptbot::quota::QuotaService::wallet_account(
+        gptbot::core::event::Platform::Discord,
+        GUILD,
+        None,
+    );
+    b.dc.slash(
+        "chat",
+        json!([{"name": "prompt", "type": 3, "value": "hello from bob"}]),
+        CHANNEL,
+        bob,
+        Some(GUILD),
+    );
+    let paid = common::ledger::settled(&b.t.app.quota, &wallet, 1).await;
+    assert!(paid.used > 0, "the wallet paid: {paid:?}");
+    let bob = UserId::parse("discord:4000000000000000002").unwrap();
+    assert_eq!(b.t.app.quota.balance(&bob).await.unwrap().used, 0);
+    common::ledger::assert_books(&b.t.app.quota, &wallet).await;
+    common::ledger::assert_books(&b.t.app.quota, &bob).await;
 }

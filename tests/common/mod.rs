@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod discord;
 pub mod fleet;
 pub mod ledger;
+pub mod members;
 pub mod multipart;
 pub mod openai;
 pub mod ops;

@@ -41,6 +41,8 @@ pub(super) struct TgState {
     pub(super) next_message_id: i64,
     /// Telegram Stars: invoices sent, pre-checkout answers, charges.
     pub(super) stars: super::stars::Stars,
+    /// Groups' owners and administrators, for getChatMember.
+    pub(super) members: super::members::Members,
     calls: Vec<Call>,
     failures: HashMap<String, VecDeque<(u16, String, Option<u64>)>>,
     reject_html: usize,
@@ -448,6 +450,7 @@ async fn api(
         "sendinvoice" | "createinvoicelink" | "answerprecheckoutquery" | "refundstarpayment" => {
             super::stars::call(&fake, &method, &body)
         }
+        "getchatmember" => super::members::call(&fake, &body),
         "getfile" => {
             let id = body["file_id"].as_str().unwrap_or("").to_string();
             let s = fake.state.lock().unwrap();

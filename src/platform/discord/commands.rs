@@ -63,6 +63,25 @@ pub fn slash_commands(
                 "user",
                 "Admins only: a Discord user id or a platform:id (leave empty for yours)",
             )),
+        // A server's token wallet; only bot admins may fund it or set its rules here.
+        CreateCommand::new("budget")
+            .description("Show or fund this server's token wallet")
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    "action",
+                    "What to do (leave empty to see the wallet)",
+                )
+                .add_string_choice("show the wallet", "show")
+                .add_string_choice("add tokens", "add")
+                .add_string_choice("set each member's tokens per day", "member-limit")
+                .add_string_choice("when it cannot pay: own | refuse", "when-empty"),
+            )
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "value",
+                "Tokens to add, tokens per day (or off), or own / refuse",
+            )),
     ];
     if payments.enabled {
         let mut option = CreateCommandOption::new(
@@ -190,7 +209,7 @@ mod tests {
             names(&BTreeMap::new()),
             [
                 "chat", "reset", "cancel", "retry", "link", "unlink", "quota", "system", "model",
-                "usage", "grant", "setquota", "stats", "allow", "deny"
+                "usage", "budget", "grant", "setquota", "stats", "allow", "deny"
             ]
         );
         let mut personas = BTreeMap::new();

@@ -141,6 +141,11 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
             Some(_) => admin(account().map(|user| AdminCommand::Usage { user })),
         },
         "buy" => BotCommand::Buy(option("pack").filter(|p| !p.is_empty())),
+        "budget" => BotCommand::Budget(crate::core::budget::parse_budget(&format!(
+            "{} {}",
+            option("action").unwrap_or_default(),
+            option("value").unwrap_or_default()
+        ))),
         "stats" => BotCommand::Admin(AdminCommand::Stats),
         name @ ("allow" | "deny") => {
             admin(Subject::parse(&user()).map(|subject| AdminCommand::Rule {
