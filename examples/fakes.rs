@@ -4,6 +4,9 @@
 //!
 //!     cargo run --release --example fakes
 
+#[path = "../tests/common/members.rs"]
+#[allow(dead_code)]
+mod members;
 #[path = "../tests/common/multipart.rs"]
 mod multipart;
 #[path = "../tests/common/openai.rs"]
