@@ -107,6 +107,12 @@ async fn a_wallet_is_funded_from_an_admins_balance_or_granted_and_never_refilled
         (-4_000, -4_000, Some("to telegram:group:-100"))
     );
 
+    // /usage marks the tokens moved: out of the admin's balance, into the wallet.
+    let day = quota.usage_by_day(&admin, 1).await.unwrap().pop().unwrap();
+    assert_eq!((day.to_wallets, day.granted), (4_000, 10_000));
+    let day = quota.usage_by_day(&w, 1).await.unwrap().pop().unwrap();
+    assert_eq!(day.granted, 5_000);
+
     // The next day members' balances refill; the wallet does not.
     clock.advance_days(1);
     assert_eq!(quota.balance(&admin).await.unwrap().remaining, 10_000);

@@ -106,6 +106,9 @@ async fn a_payment_is_granted_once_and_refunded_down_to_what_remains() {
     let b = quota.balance(&buyer).await.unwrap();
     assert_eq!(b.remaining, 0);
     assert_books(&quota, &buyer).await;
+    // /usage: the purchase and the refund, each on its own.
+    let today = quota.usage_by_day(&buyer, 1).await.unwrap().pop().unwrap();
+    assert_eq!((today.bought, today.refunded), (100_000, 11_000));
     // Twice: refused, nothing moves.
     assert!(matches!(
         quota.refund_payment("charge-1").await,
@@ -118,6 +121,8 @@ async fn a_payment_is_granted_once_and_refunded_down_to_what_remains() {
     // Telegram refused the refund: the tokens come back.
     quota.unrefund_payment("charge-1").await.unwrap();
     assert_eq!(quota.balance(&buyer).await.unwrap().remaining, 11_000);
+    let today = quota.usage_by_day(&buyer, 1).await.unwrap().pop().unwrap();
+    assert_eq!((today.bought, today.refunded), (100_000, 0));
     assert_books(&quota, &buyer).await;
     let listed = quota.payments(Some(&buyer)).await.unwrap();
     assert_eq!(listed.len(), 1);

@@ -1,5 +1,6 @@
 //! What a user spent, day by day (UTC), from the ledger: tokens used per model, and the
-//! tokens that came in (purchases apart from grants and refills) — for `/usage` and the
+//! tokens that came in (purchases, and refunds of them, apart from grants and refills) or
+//! went to groups' wallets — for `/usage` and the
 //! web pages' chart. One query, grouped in the database.
 
 use std::collections::BTreeMap;
@@ -16,10 +17,15 @@ pub struct DayUsage {
     pub day: i64,
     /// Tokens used, by model (or tool); `""` for entries that name none.
     pub by_model: BTreeMap<String, i64>,
-    /// Tokens bought (Telegram Stars), net of refunds.
+    /// Tokens bought (Telegram Stars).
     pub bought: i64,
-    /// Tokens granted otherwise (an admin's grant, a refill).
+    /// Tokens of purchases taken back by refunds (net of refunds Telegram refused).
+    pub refunded: i64,
+    /// Tokens granted otherwise (an admin's grant, a refill, tokens moved into a group's
+    /// wallet).
     pub granted: i64,
+    /// Tokens this account moved into groups' wallets (`/budget add`).
+    pub to_wallets: i64,
 }
 
 impl DayUsage {
@@ -83,10 +89,12 @@ impl QuotaService {
                 *day.by_model.entry(row.note.clone()).or_default() += row.used;
             }
             match row.kind.as_str() {
-                "purchase" | "purchase_refund" | "purchase_refund_undone" => {
-                    day.bought += row.added
+                "purchase" => day.bought += row.added,
+                "purchase_refund" | "purchase_refund_undone" => day.refunded -= row.added,
+                "budget_out" => day.to_wallets -= row.added,
+                "grant" | "adjust" | "refill" | "budget_in" if row.added > 0 => {
+                    day.granted += row.added
                 }
-                "grant" | "adjust" | "refill" if row.added > 0 => day.granted += row.added,
                 _ => {}
             }
         }

@@ -46,10 +46,22 @@ pub fn chart(days: &[DayUsage]) -> String {
         if day.bought != 0 {
             line.push_str(&format!(" · bought {}", super::buy::thousands(day.bought)));
         }
+        if day.refunded != 0 {
+            line.push_str(&format!(
+                " · refunded {}",
+                super::buy::thousands(day.refunded)
+            ));
+        }
         if day.granted != 0 {
             line.push_str(&format!(
                 " · granted {}",
                 super::buy::thousands(day.granted)
+            ));
+        }
+        if day.to_wallets != 0 {
+            line.push_str(&format!(
+                " · to group wallets {}",
+                super::buy::thousands(day.to_wallets)
             ));
         }
         text.push_str(line.trim_end());
@@ -92,12 +104,17 @@ mod tests {
         days[2].by_model.insert("gpt-4o-mini".into(), 250);
         days[2].by_model.insert("web_search".into(), 100);
         days[1].bought = 100_000;
+        days[2].refunded = 40_000;
+        days[2].to_wallets = 3_000;
         let text = chart(&days);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "Your tokens, last 3 days (UTC):");
         assert_eq!(lines[1], "10-04 ██████████ 1,000");
         assert_eq!(lines[2], "10-05 0 · bought 100,000");
-        assert_eq!(lines[3], "10-06 ████ 350");
+        assert_eq!(
+            lines[3],
+            "10-06 ████ 350 · refunded 40,000 · to group wallets 3,000"
+        );
         assert_eq!(lines[4], "By model: gpt-4o-mini 1,250, web_search 100.");
     }
 }

@@ -56,6 +56,12 @@ fn tooltip(day: &DayUsage) -> String {
     if day.bought != 0 {
         text.push_str(&format!("; bought {}", day.bought));
     }
+    if day.refunded != 0 {
+        text.push_str(&format!("; refunded {}", day.refunded));
+    }
+    if day.to_wallets != 0 {
+        text.push_str(&format!("; to group wallets {}", day.to_wallets));
+    }
     if day.granted != 0 {
         text.push_str(&format!("; granted {}", day.granted));
     }
