@@ -277,3 +277,42 @@ both!(
     an_empty_wallet_sends_members_to_their_own_balance_or_refuses_them,
     a_forum_topic_can_have_its_own_wallet,
 );
+
+/// Parallel holds for one member (a model's tool calls run in parallel, each held at its
+/// price): however they interleave, they never take the member past the share.
+async fn parallel_holds_of_one_member_never_pass_the_share() {
+    let (quota, _guard) = open(QuotaPlan::fixed(100_000)).await;
+    let w = wallet();
+    quota
+        .fund_wallet(&w, Funding::Grant(&tg("1")), 1_000_000)
+        .await
+        .unwrap();
+    quota.set_member_limit(&w, 1_000).await.unwrap();
+    let alice = payer(&quota, "10").await;
+    for round in 0..5 {
+        let holds = futures::future::join_all(
+            (0..8).map(|_| quota.reserve_paid(&alice, 300, Some("tool:web_search"))),
+        )
+        .await;
+        let on_wallet = holds
+            .iter()
+            .filter(|h| matches!(h, Ok(r) if format!("{r:?}").contains("group:-100")))
+            .count();
+        let report = quota.wallet_report(&w).await.unwrap().unwrap();
+        let used = report.members.first().map_or(0, |m| m.used);
+        assert!(
+            used <= 1_000,
+            "round {round}: {on_wallet} holds of 300 on the wallet, {used} of a 1000 share"
+        );
+        assert_eq!(on_wallet, 3, "round {round}: three fit in the share");
+        for hold in holds {
+            quota.refund(hold.unwrap()).await.unwrap();
+        }
+    }
+    books(&quota, &[&w, &alice.member]).await;
+}
+
+mod parallel {
+    use super::*;
+    both!(parallel_holds_of_one_member_never_pass_the_share);
+}

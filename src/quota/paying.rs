@@ -157,8 +157,7 @@ impl QuotaService {
         let account = &wallet.account;
         self.prepare(account).await?;
         // The member's use today: what their settled holds charged, what their open
-        // ones hold. On PostgreSQL the wallet's row lock orders concurrent holds; one
-        // member has one answer at a time (the in-flight slot, shared by replicas).
+        // ones hold.
         macro_rules! insert {
             () => {
                 "INSERT INTO quota_holds \
@@ -176,7 +175,7 @@ impl QuotaService {
         }
         let now = self.now_ms();
         macro_rules! run {
-            ($pool:expr, $sql:expr) => {
+            ($conn:expr, $sql:expr) => {
                 sqlx::query_as::<_, (i64, i64)>($sql)
                     .bind(amount)
                     .bind(&*self.owner)
@@ -189,12 +188,39 @@ impl QuotaService {
                     .bind(&payer.name)
                     .bind(wallet.member_limit)
                     .bind(self.day_start() * 1000)
-                    .fetch_optional($pool)
+                    .fetch_optional($conn)
                     .await
             };
         }
         let row = match &self.db {
+            // One writer at a time: the statement sees every hold before it.
             Db::Sqlite(pool) => run!(pool, concat!(insert!(), " RETURNING id, unlimited")),
+            // A statement's snapshot is taken when it starts, so two concurrent inserts
+            // would each miss the other's hold in the member's sum (the row lock alone
+            // only re-checks the account row). With a share, the wallet's row is locked
+            // first, in a statement of its own: the insert that follows starts after
+            // the previous holder committed, and sees its hold.
+            Db::Postgres(pool) if wallet.member_limit > 0 => {
+                let locked = async {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(
+                        "SELECT 1 FROM quota_accounts WHERE platform = $1 AND user_id = $2 \
+                         FOR UPDATE",
+                    )
+                    .bind(account.platform.as_str())
+                    .bind(&account.user)
+                    .execute(&mut *tx)
+                    .await?;
+                    let row = run!(
+                        &mut *tx,
+                        // Built from this crate's own constant text, never from input.
+                        sqlx::AssertSqlSafe(pg_sql(concat!(insert!(), " RETURNING id, unlimited")))
+                    )?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(row)
+                };
+                locked.await
+            }
             Db::Postgres(pool) => run!(
                 pool,
                 // Built from this crate's own constant text, never from input.
