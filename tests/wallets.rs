@@ -142,6 +142,12 @@ async fn a_groups_wallet_pays_for_its_members_within_their_share() {
     assert_eq!(own.used, 50);
     assert_eq!(g.balance(&wallet).await.used, 50);
 
+    let quota = g.ask(ALICE, "/quota", "Tokens:").await;
+    assert!(
+        quota.contains("Here the group's wallet pays first: 2950 tokens left in it; you have used 50 of your 100 for today. When it cannot pay, your own tokens do."),
+        "{quota}"
+    );
+
     // The group refuses members paying themselves: she is refused, nothing charged.
     g.ask(ADMIN, "/budget when-empty refuse", "members are refused")
         .await;

@@ -129,11 +129,7 @@ impl QuotaService {
             }));
         }
         if wallet.member_limit > 0 {
-            let used = self
-                .members_today(&wallet.account, Some(&member.user))
-                .await?
-                .first()
-                .map_or(0, |m| m.used);
+            let used = self.wallet_use_today(&wallet.account, member).await?;
             if used + amount > wallet.member_limit {
                 return Ok(Some(WalletShort::Share {
                     used,

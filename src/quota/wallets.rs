@@ -307,6 +307,19 @@ impl QuotaService {
         }))
     }
 
+    /// What `member` spent from wallet `account` today (charged, or held).
+    pub async fn wallet_use_today(
+        &self,
+        account: &UserId,
+        member: &UserId,
+    ) -> Result<i64, QuotaError> {
+        Ok(self
+            .members_today(account, Some(&member.user))
+            .await?
+            .first()
+            .map_or(0, |m| m.used))
+    }
+
     /// What members (or `only` one) spent from wallet `account` today — charged, or held
     /// while an answer runs — most first.
     pub(super) async fn members_today(

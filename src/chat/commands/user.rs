@@ -1,7 +1,8 @@
 //! The everyday commands: /start, /help, /reset, /quota and /cancel.
 
-use super::{Answer, Conversation};
+use super::{Answer, Conversation, Failure};
 use crate::access::Decision;
+use crate::core::budget::WhenEmpty;
 use crate::core::command::ADMIN_COMMANDS;
 use crate::core::event::{ChatKind, IncomingEvent};
 
@@ -62,11 +63,45 @@ impl Conversation {
                 theirs.remaining
             ));
         }
+        if let Some(line) = self.wallet_line(event).await? {
+            text.push('\n');
+            text.push_str(&line);
+        }
         text.push_str(&format!(
             "\nA message costs its prompt (your text plus the history kept) plus up to {} tokens of answer; unused tokens are returned.",
             self.answers.settings.max_tokens
         ));
         Ok(text)
+    }
+
+    /// In a group with a wallet: what it has left and the member's share today.
+    async fn wallet_line(&self, event: &IncomingEvent) -> Result<Option<String>, Failure> {
+        let (ChatKind::Group, Some(group)) = (event.chat_kind, &event.group) else {
+            return Ok(None);
+        };
+        let quota = &self.answers.quota;
+        let Some(wallet) = quota
+            .wallet_for(event.platform, group, event.thread.as_deref())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let left = quota.balance(&wallet.account).await?.remaining;
+        let mut line = format!("Here the group's wallet pays first: {left} tokens left in it");
+        if wallet.member_limit > 0 {
+            let used = quota
+                .wallet_use_today(&wallet.account, &event.quota_user())
+                .await?;
+            line.push_str(&format!(
+                "; you have used {used} of your {} for today",
+                wallet.member_limit
+            ));
+        }
+        line.push_str(match wallet.when_empty {
+            WhenEmpty::Own => ". When it cannot pay, your own tokens do.",
+            WhenEmpty::Refuse => ". When it cannot pay, questions here are refused.",
+        });
+        Ok(Some(line))
     }
 
     pub(super) async fn cancel(&self, event: &IncomingEvent) -> String {
