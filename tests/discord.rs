@@ -572,9 +572,9 @@ async fn usage_and_buy_are_everyones_slash_commands() {
     assert_eq!(b.t.openai.request_count(), 0);
 }
 
-/// `/budget` is everyone's slash command for the server's wallet: a bot admin grants
-/// tokens into it (Discord members are not asked about: only bot admins fund it here),
-/// another member is refused, and the wallet pays for that member's question.
+/// `/budget` is everyone's slash command for the server's wallet: a member is refused, a
+/// member who manages the server (the interaction's permissions) moves tokens in from
+/// their balance, a bot admin grants, and the wallet pays for a member's question.
 #[tokio::test]
 async fn budget_is_a_slash_command_for_the_servers_wallet() {
     let b = spawn_bot(fast().with("GPTBOT__ACCESS__ADMINS", "discord:4000000000000000001")).await;
@@ -593,6 +593,40 @@ async fn budget_is_a_slash_command_for_the_servers_wallet() {
         t.starts_with("Only this group's admins")
     })
     .await;
+    // A member who manages the server (as the interaction's permissions say) sets the
+    // rules, and moves tokens from their own balance.
+    let cat = user("4000000000000000003", "cat");
+    b.dc.make_manager("4000000000000000003");
+    b.dc.slash(
+        "budget",
+        json!([
+            {"name": "action", "type": 3, "value": "member-limit"},
+            {"name": "value", "type": 3, "value": "off"}
+        ]),
+        CHANNEL,
+        cat.clone(),
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Members may now spend any amount from this group's wallet.",
+    )
+    .await;
+    b.dc.slash(
+        "budget",
+        json!([
+            {"name": "action", "type": 3, "value": "add"},
+            {"name": "value", "type": 3, "value": "1000"}
+        ]),
+        CHANNEL,
+        cat,
+        Some(GUILD),
+    );
+    wait_text(
+        &b.dc,
+        "Added 1000 tokens from your balance to this group's wallet. It holds 1000 tokens.",
+    )
+    .await;
     b.dc.slash(
         "budget",
         json!([
@@ -605,7 +639,7 @@ async fn budget_is_a_slash_command_for_the_servers_wallet() {
     );
     wait_text(
         &b.dc,
-        "Added 5000 tokens to this group's wallet. It holds 5000 tokens.",
+        "Added 5000 tokens to this group's wallet. It holds 6000 tokens.",
     )
     .await;
     let wallet = gptbot::quota::QuotaService::wallet_account(

@@ -107,6 +107,10 @@ pub struct IncomingEvent {
     /// The chat is a thread the bot opened for a conversation (a Discord thread): every
     /// message in it is addressed to the bot, and its members share one history.
     pub bot_thread: bool,
+    /// The platform itself says the sender administers the group (a Discord member
+    /// with the Administrator or Manage Server permission, as the interaction carries
+    /// it): they may fund its wallet and set its rules without asking the platform.
+    pub sender_manages_group: bool,
 }
 
 /// A file that came with a message, fetched through the platform only when needed.

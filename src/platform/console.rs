@@ -160,6 +160,7 @@ where
             quoted: None,
             attachments: Vec::new(),
             bot_thread: false,
+            sender_manages_group: false,
         };
         // Ctrl-C stops the answer in progress too (its reservation is refunded).
         tokio::select! {

@@ -96,6 +96,8 @@ struct DcState {
     threads: HashMap<String, Thread>,
     /// Thread creation answers 403 Missing Permissions.
     refuse_threads: bool,
+    /// Members with the Manage Server permission (their interactions say so).
+    managers: Vec<String>,
     /// Channels whose lookup answers 403 Missing Access.
     hidden: Vec<String>,
     /// Interaction token → (channel, id of its original response message).
@@ -409,7 +411,12 @@ impl FakeDiscord {
         match guild {
             Some(g) => {
                 i["guild_id"] = json!(g);
-                i["member"] = json!({"user": who, "roles": [], "joined_at": timestamp(), "deaf": false, "mute": false, "flags": 0, "permissions": "2147483648"});
+                // Use Application Commands, and Manage Server for a manager.
+                let manages = who["id"]
+                    .as_str()
+                    .is_some_and(|id| self.state.lock().unwrap().managers.iter().any(|m| m == id));
+                let permissions = if manages { "2147483680" } else { "2147483648" };
+                i["member"] = json!({"user": who, "roles": [], "joined_at": timestamp(), "deaf": false, "mute": false, "flags": 0, "permissions": permissions});
             }
             None => i["user"] = who,
         }
@@ -461,6 +468,12 @@ impl FakeDiscord {
     /// From now on IDENTIFY gets no READY: the bot stays connecting.
     pub fn hold_ready(&self) {
         self.state.lock().unwrap().hold_ready = true;
+    }
+
+    /// `user` may manage the server: the permissions their interactions carry include
+    /// Manage Server.
+    pub fn make_manager(&self, user: &str) {
+        self.state.lock().unwrap().managers.push(user.to_string());
     }
 
     pub fn refuse_threads(&self) {

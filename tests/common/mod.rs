@@ -657,6 +657,7 @@ pub fn dm(user: &str, text: &str) -> IncomingEvent {
         quoted: None,
         attachments: Vec::new(),
         bot_thread: false,
+        sender_manages_group: false,
     }
 }
 

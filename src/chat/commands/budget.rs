@@ -44,7 +44,10 @@ impl Conversation {
             _ => {}
         }
         let bot_admin = decision == Decision::Admin;
-        if !bot_admin && !self.group_admin(adapter, group, &event.sender.id).await? {
+        if !bot_admin
+            && !event.sender_manages_group
+            && !self.group_admin(adapter, group, &event.sender.id).await?
+        {
             return Err(Failure::Refused(
                 "Only this group's admins can add to its wallet or change its rules.".into(),
             ));

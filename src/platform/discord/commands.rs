@@ -63,7 +63,7 @@ pub fn slash_commands(
                 "user",
                 "Admins only: a Discord user id or a platform:id (leave empty for yours)",
             )),
-        // A server's token wallet; only bot admins may fund it or set its rules here.
+        // A server's token wallet, funded and ruled by its managers and the bot's admins.
         CreateCommand::new("budget")
             .description("Show or fund this server's token wallet")
             .add_option(

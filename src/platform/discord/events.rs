@@ -172,7 +172,7 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         _ => return None,
     };
     // A slash command is always addressed to the bot.
-    Some(event(
+    let mut event = event(
         command.channel_id,
         command.guild_id,
         &command.user,
@@ -180,7 +180,15 @@ pub fn interaction_event(command: &CommandInteraction) -> Option<IncomingEvent> 
         Content::Command(parsed),
         true,
         false,
-    ))
+    );
+    // Discord computes the member's permissions into the interaction: a server's
+    // administrators and managers run it.
+    event.sender_manages_group = command
+        .member
+        .as_ref()
+        .and_then(|m| m.permissions)
+        .is_some_and(|p| p.administrator() || p.manage_guild());
+    Some(event)
 }
 
 /// The event for something `author` sent in `channel` (of `guild`, if any).
@@ -218,6 +226,7 @@ fn event(
         quoted: None,
         attachments: Vec::new(),
         bot_thread: false,
+        sender_manages_group: false,
     }
 }
 

@@ -122,6 +122,7 @@ mod tests {
                 audio_seconds: None,
             }],
             bot_thread: false,
+            sender_manages_group: false,
         }
     }
 

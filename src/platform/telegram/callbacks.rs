@@ -45,5 +45,6 @@ pub fn callback_event(query: &CallbackQuery, me: &Me) -> Option<IncomingEvent> {
         quoted: None,
         attachments: Vec::new(),
         bot_thread: false,
+        sender_manages_group: false,
     })
 }

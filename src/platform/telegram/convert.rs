@@ -129,6 +129,7 @@ pub fn message_event(msg: &Message, me: &Me, edited: bool) -> Option<IncomingEve
         quoted,
         attachments,
         bot_thread: false,
+        sender_manages_group: false,
     })
 }
 

@@ -53,6 +53,7 @@ fn event(user: &str, content: Content, message_id: String) -> IncomingEvent {
         quoted: None,
         attachments: Vec::new(),
         bot_thread: false,
+        sender_manages_group: false,
     }
 }
 
