@@ -113,6 +113,57 @@ async fn bench_quota() {
     }
     let rate = 16_000.0 / started.elapsed().as_secs_f64();
     println!("  8 concurrent tasks: {rate:.0} reserve+settle pairs per second");
+    bench_wallet(&quota, &users).await;
+}
+
+/// A group's wallet paying for its members: the hold's statement also sums the member's
+/// holds of the day (against the share), so it is measured after a day's worth of them.
+async fn bench_wallet(quota: &QuotaService, members: &[UserId]) {
+    let wallet = QuotaService::wallet_account(Platform::Telegram, "-100", None);
+    let admin = UserId::new(Platform::Telegram, "admin");
+    quota
+        .fund_wallet(&wallet, gptbot::quota::Funding::Grant(&admin), 1_000_000_000_000)
+        .await
+        .unwrap();
+    let mut reserve_limit = Vec::new();
+    let mut pair_limit = Vec::new();
+    let mut reserve_free = Vec::new();
+    let mut lookup = Vec::new();
+    for (limit, reserves, pairs) in [
+        (0_i64, &mut reserve_free, None),
+        (1_000_000_000, &mut reserve_limit, Some(&mut pair_limit)),
+    ] {
+        quota.set_member_limit(&wallet, limit).await.unwrap();
+        let mut pairs = pairs;
+        for i in 0..QUOTA_ITERATIONS {
+            let t0 = Instant::now();
+            let found = quota
+                .wallet_for(Platform::Telegram, "-100", None)
+                .await
+                .unwrap();
+            let t1 = Instant::now();
+            let payer = gptbot::quota::Payer {
+                member: members[i % members.len()].clone(),
+                name: "Member".into(),
+                wallet: found,
+            };
+            let r = quota.reserve_paid(&payer, 1124, Some("m")).await.unwrap();
+            let t2 = Instant::now();
+            quota.settle(r, 300).await.unwrap();
+            let t3 = Instant::now();
+            lookup.push(t1 - t0);
+            reserves.push(t2 - t1);
+            if let Some(pairs) = pairs.as_deref_mut() {
+                pairs.push(t3 - t1);
+            }
+        }
+    }
+    let per_member = 2 * QUOTA_ITERATIONS / members.len();
+    println!("group wallet (the same file; up to {per_member} holds per member today):");
+    println!("  wallet lookup      {}", percentiles(lookup));
+    println!("  reserve, no share  {}", percentiles(reserve_free));
+    println!("  reserve, a share   {}", percentiles(reserve_limit));
+    println!("  with share: + settle {}", percentiles(pair_limit));
 }
 
 async fn command_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
