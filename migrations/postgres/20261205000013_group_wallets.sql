@@ -13,7 +13,10 @@ CREATE TABLE group_wallets (
 
 ALTER TABLE quota_holds ADD COLUMN member TEXT;
 ALTER TABLE quota_holds ADD COLUMN member_name TEXT;
-CREATE INDEX quota_holds_by_member ON quota_holds (platform, user_id, member, created_ms)
+-- Covering the member's sum (state, amount, charged): the hold's statement reads the
+-- index alone, not each hold's row.
+CREATE INDEX quota_holds_by_member
+ON quota_holds (platform, user_id, member, created_ms, state, amount, charged)
 WHERE member IS NOT NULL;
 
 CREATE OR REPLACE FUNCTION quota_ledger_write() RETURNS trigger AS $$

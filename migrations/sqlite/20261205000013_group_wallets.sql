@@ -23,7 +23,10 @@ CREATE TABLE group_wallets (
 -- The member a wallet's hold is for (NULL on every other hold), and their name as shown.
 ALTER TABLE quota_holds ADD COLUMN member TEXT;
 ALTER TABLE quota_holds ADD COLUMN member_name TEXT;
-CREATE INDEX quota_holds_by_member ON quota_holds (platform, user_id, member, created_ms)
+-- Covering the member's sum (state, amount, charged): the hold's statement reads the
+-- index alone, not each hold's row.
+CREATE INDEX quota_holds_by_member
+ON quota_holds (platform, user_id, member, created_ms, state, amount, charged)
 WHERE member IS NOT NULL;
 
 -- The ledger's note also says where moved tokens went or came from.
