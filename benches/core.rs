@@ -122,7 +122,11 @@ async fn bench_wallet(quota: &QuotaService, members: &[UserId]) {
     let wallet = QuotaService::wallet_account(Platform::Telegram, "-100", None);
     let admin = UserId::new(Platform::Telegram, "admin");
     quota
-        .fund_wallet(&wallet, gptbot::quota::Funding::Grant(&admin), 1_000_000_000_000)
+        .fund_wallet(
+            &wallet,
+            gptbot::quota::Funding::Grant(&admin),
+            1_000_000_000_000,
+        )
         .await
         .unwrap();
     let mut reserve_limit = Vec::new();

@@ -271,11 +271,50 @@ async fn a_forum_topic_can_have_its_own_wallet() {
     books(&quota, &[&group, &topic, &p.member]).await;
 }
 
+/// A replica killed mid-answer on a wallet: its hold is swept back into the wallet after
+/// its lease, and no longer counts against the member's share.
+async fn a_killed_replicas_wallet_hold_returns_to_the_wallet() {
+    let clock = ManualClock::at(2026, 12, 5, 10, 0, 0);
+    let (quota, _guard) = open(QuotaPlan::fixed(2_000)).await;
+    let quota = quota
+        .with_clock(clock.clone() as Arc<dyn gptbot::quota::Clock>)
+        .with_lease(std::time::Duration::from_secs(60));
+    let w = wallet();
+    quota
+        .fund_wallet(&w, Funding::Grant(&tg("1")), 5_000)
+        .await
+        .unwrap();
+    quota.set_member_limit(&w, 1_000).await.unwrap();
+    let alice = payer(&quota, "10").await;
+    let held = quota.reserve_paid(&alice, 800, Some("m")).await.unwrap();
+    // The process dies: nothing settles, refunds or renews the hold.
+    std::mem::forget(held);
+    assert_eq!(
+        quota.wallet_use_today(&w, &alice.member).await.unwrap(),
+        800
+    );
+    // Her share is taken by the open hold: the next question is her own balance's.
+    let own = quota.reserve_paid(&alice, 800, Some("m")).await.unwrap();
+    assert_eq!(quota.balance(&alice.member).await.unwrap().reserved, 800);
+    quota.refund(own).await.unwrap();
+
+    clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(quota.sweep().await.unwrap(), 1);
+    let b = quota.balance(&w).await.unwrap();
+    assert_eq!((b.remaining, b.reserved, b.used), (5_000, 0, 0));
+    assert_eq!(quota.wallet_use_today(&w, &alice.member).await.unwrap(), 0);
+    let r = quota.reserve_paid(&alice, 800, Some("m")).await.unwrap();
+    assert_eq!(quota.balance(&w).await.unwrap().reserved, 800);
+    quota.settle(r, 500).await.unwrap();
+    books(&quota, &[&w, &alice.member]).await;
+}
+
 both!(
     a_wallet_is_funded_from_an_admins_balance_or_granted_and_never_refilled,
     members_are_charged_to_the_wallet_first_within_their_daily_share,
     an_empty_wallet_sends_members_to_their_own_balance_or_refuses_them,
     a_forum_topic_can_have_its_own_wallet,
+    a_killed_replicas_wallet_hold_returns_to_the_wallet,
 );
 
 /// Parallel holds for one member (a model's tool calls run in parallel, each held at its
