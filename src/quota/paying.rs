@@ -8,13 +8,11 @@
 
 use std::fmt;
 
-use anyhow::Context;
-
+use super::reservations::ForMember;
 use super::wallets::Wallet;
-use super::{QuotaError, QuotaService, Reservation, lock};
+use super::{QuotaError, QuotaService, Reservation};
 use crate::core::budget::WhenEmpty;
 use crate::core::event::UserId;
-use crate::db::{Db, pg_sql};
 
 /// The asker of a question and the wallet that pays for it first, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,92 +148,12 @@ impl QuotaService {
         amount: i64,
         model: Option<&str>,
     ) -> Result<Option<Reservation>, QuotaError> {
-        let account = &wallet.account;
-        self.prepare(account).await?;
-        // The member's use today: what their settled holds charged, what their open
-        // ones hold.
-        macro_rules! insert {
-            () => {
-                "INSERT INTO quota_holds \
-                   (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model, \
-                    member, member_name) \
-                 SELECT platform, user_id, CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END, \
-                   unlimited, ?2, ?3, ?4, ?5, ?8, ?9 \
-                 FROM quota_accounts \
-                 WHERE platform = ?6 AND user_id = ?7 AND (unlimited = 1 OR remaining >= ?1) \
-                   AND (?10 = 0 OR ?1 + (SELECT COALESCE(SUM(CASE WHEN h.state = 'held' \
-                       THEN h.amount ELSE COALESCE(h.charged, 0) END), 0) \
-                     FROM quota_holds h WHERE h.platform = ?6 AND h.user_id = ?7 \
-                       AND h.member = ?8 AND h.created_ms >= ?11) <= ?10)"
-            };
-        }
-        let now = self.now_ms();
-        macro_rules! run {
-            ($conn:expr, $sql:expr) => {
-                sqlx::query_as::<_, (i64, i64)>($sql)
-                    .bind(amount)
-                    .bind(&*self.owner)
-                    .bind(now)
-                    .bind(now + self.lease_ms())
-                    .bind(model)
-                    .bind(account.platform.as_str())
-                    .bind(&account.user)
-                    .bind(&payer.member.user)
-                    .bind(&payer.name)
-                    .bind(wallet.member_limit)
-                    .bind(self.day_start() * 1000)
-                    .fetch_optional($conn)
-                    .await
-            };
-        }
-        let row = match &self.db {
-            // One writer at a time: the statement sees every hold before it.
-            Db::Sqlite(pool) => run!(pool, concat!(insert!(), " RETURNING id, unlimited")),
-            // A statement's snapshot is taken when it starts, so two concurrent inserts
-            // would each miss the other's hold in the member's sum (the row lock alone
-            // only re-checks the account row). With a share, the wallet's row is locked
-            // first, in a statement of its own: the insert that follows starts after
-            // the previous holder committed, and sees its hold.
-            Db::Postgres(pool) if wallet.member_limit > 0 => {
-                let locked = async {
-                    let mut tx = pool.begin().await?;
-                    sqlx::query(
-                        "SELECT 1 FROM quota_accounts WHERE platform = $1 AND user_id = $2 \
-                         FOR UPDATE",
-                    )
-                    .bind(account.platform.as_str())
-                    .bind(&account.user)
-                    .execute(&mut *tx)
-                    .await?;
-                    let row = run!(
-                        &mut *tx,
-                        // Built from this crate's own constant text, never from input.
-                        sqlx::AssertSqlSafe(pg_sql(concat!(insert!(), " RETURNING id, unlimited")))
-                    )?;
-                    tx.commit().await?;
-                    Ok::<_, sqlx::Error>(row)
-                };
-                locked.await
-            }
-            Db::Postgres(pool) => run!(
-                pool,
-                // Built from this crate's own constant text, never from input.
-                sqlx::AssertSqlSafe(pg_sql(concat!(
-                    insert!(),
-                    " FOR UPDATE RETURNING id, unlimited"
-                )))
-            ),
-        }
-        .with_context(|| {
-            format!(
-                "reserving {amount} tokens on {account} for {}",
-                payer.member
-            )
-        })?;
-        let Some((id, unlimited)) = row else {
-            return Ok(None);
+        let member = ForMember {
+            id: &payer.member.user,
+            name: &payer.name,
+            share: wallet.member_limit,
         };
-        lock(&self.live).insert(id);
-        Ok(Some(self.reservation(id, account, amount, unlimited != 0)))
+        self.reserve_on(&wallet.account, amount, model, Some(&member))
+            .await
     }
 }

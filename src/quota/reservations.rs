@@ -72,6 +72,14 @@ impl Drop for Reservation {
     }
 }
 
+/// The member of a group a hold on its wallet is for, and their daily share of it
+/// (0: none).
+pub(super) struct ForMember<'a> {
+    pub(super) id: &'a str,
+    pub(super) name: &'a str,
+    pub(super) share: i64,
+}
+
 /// What a settlement charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settlement {
@@ -140,71 +148,113 @@ impl QuotaService {
         amount: i64,
         model: Option<&str>,
     ) -> Result<Option<Reservation>, QuotaError> {
-        self.prepare(account).await?;
-        let held = self
-            .open_hold(account, amount, model)
-            .await
-            .with_context(|| format!("reserving {amount} tokens for {account}"))?;
-        Ok(held.map(|(id, unlimited)| self.reservation(id, account, amount, unlimited)))
+        self.reserve_on(account, amount, model, None).await
     }
 
-    /// The reservation of open hold `id` on `account`, answered for by this process.
-    pub(super) fn reservation(
+    /// Reserves from `account` (for `member`, within their share, when it is a group's
+    /// wallet); `None` when the balance or the share is too low.
+    pub(super) async fn reserve_on(
         &self,
-        id: i64,
         account: &UserId,
         amount: i64,
-        unlimited: bool,
-    ) -> Reservation {
-        Reservation {
+        model: Option<&str>,
+        member: Option<&ForMember<'_>>,
+    ) -> Result<Option<Reservation>, QuotaError> {
+        self.prepare(account).await?;
+        let held = self
+            .open_hold(account, amount, model, member)
+            .await
+            .with_context(|| match member {
+                Some(m) => format!("reserving {amount} tokens on {account} for {}", m.id),
+                None => format!("reserving {amount} tokens for {account}"),
+            })?;
+        Ok(held.map(|(id, unlimited)| Reservation {
             id,
             user: account.clone(),
             amount,
             unlimited,
             ledger: Some(self.clone()),
-        }
+        }))
     }
 
     /// Opens the hold in one statement: the hold row is inserted only if the account
-    /// can cover it, and its insert trigger (migration `…09_hold_triggers`) moves the
-    /// tokens from `remaining` to `reserved` in the same statement. `None` when the
-    /// balance is too low. One statement instead of a transaction of four: on SQLite each
-    /// is a round trip to sqlx's worker thread (two context switches), on PostgreSQL one
-    /// over the network.
+    /// can cover it (and, on a group's wallet, only if the member's holds of the day
+    /// leave room for it in their share), and its insert trigger (migration
+    /// `…09_hold_triggers`) moves the tokens from `remaining` to `reserved` in the same
+    /// statement. `None` when the balance or the share is too low. One statement instead
+    /// of a transaction of four: on SQLite each is a round trip to sqlx's worker thread
+    /// (two context switches), on PostgreSQL one over the network.
     async fn open_hold(
         &self,
-        user: &UserId,
+        account: &UserId,
         amount: i64,
         model: Option<&str>,
+        member: Option<&ForMember<'_>>,
     ) -> Result<Option<(i64, bool)>, sqlx::Error> {
-        // Unlimited accounts match without holding anything.
+        // Unlimited accounts match without holding anything. The member's use today is
+        // what their settled holds charged and what their open ones hold; without a
+        // share (?10 = 0) it is not summed.
         macro_rules! insert {
             () => {
                 "INSERT INTO quota_holds \
-                   (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model) \
+                   (platform, user_id, amount, unlimited, owner, created_ms, expires_ms, model, \
+                    member, member_name) \
                  SELECT platform, user_id, CASE WHEN unlimited = 1 THEN 0 ELSE ?1 END, \
-                   unlimited, ?2, ?3, ?4, ?5 \
+                   unlimited, ?2, ?3, ?4, ?5, ?8, ?9 \
                  FROM quota_accounts \
-                 WHERE platform = ?6 AND user_id = ?7 AND (unlimited = 1 OR remaining >= ?1)"
+                 WHERE platform = ?6 AND user_id = ?7 AND (unlimited = 1 OR remaining >= ?1) \
+                   AND (?10 = 0 OR ?1 + (SELECT COALESCE(SUM(CASE WHEN h.state = 'held' \
+                       THEN h.amount ELSE COALESCE(h.charged, 0) END), 0) \
+                     FROM quota_holds h WHERE h.platform = ?6 AND h.user_id = ?7 \
+                       AND h.member = ?8 AND h.created_ms >= ?11) <= ?10)"
             };
         }
         let now = self.now_ms();
+        let share = member.map_or(0, |m| m.share);
         macro_rules! run {
-            ($pool:expr, $sql:expr) => {
+            ($conn:expr, $sql:expr) => {
                 sqlx::query_as::<_, (i64, i64)>($sql)
                     .bind(amount)
                     .bind(&*self.owner)
                     .bind(now)
                     .bind(now + self.lease_ms())
                     .bind(model)
-                    .bind(user.platform.as_str())
-                    .bind(&user.user)
-                    .fetch_optional($pool)
+                    .bind(account.platform.as_str())
+                    .bind(&account.user)
+                    .bind(member.map(|m| m.id))
+                    .bind(member.map(|m| m.name))
+                    .bind(share)
+                    .bind(self.day_start() * 1000)
+                    .fetch_optional($conn)
                     .await?
             };
         }
         let row = match &self.db {
+            // One writer at a time: the statement sees every hold before it.
             Db::Sqlite(pool) => run!(pool, concat!(insert!(), " RETURNING id, unlimited")),
+            // A statement's snapshot is taken when it starts, so two concurrent holds of
+            // one member would each miss the other in the member's sum (the row lock
+            // below only re-checks the account row). With a share, the account's row is
+            // locked first, in a statement of its own: the insert that follows starts
+            // after the previous holder committed, and sees its hold.
+            Db::Postgres(pool) if share > 0 => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "SELECT 1 FROM quota_accounts WHERE platform = $1 AND user_id = $2 \
+                     FOR UPDATE",
+                )
+                .bind(account.platform.as_str())
+                .bind(&account.user)
+                .execute(&mut *tx)
+                .await?;
+                let row = run!(
+                    &mut *tx,
+                    // Built from this crate's own constant text, never from input.
+                    sqlx::AssertSqlSafe(pg_sql(concat!(insert!(), " RETURNING id, unlimited")))
+                );
+                tx.commit().await?;
+                row
+            }
             // A concurrent reserve of the same account waits for this one's row lock and
             // then sees the balance it left (READ COMMITTED re-checks the WHERE).
             Db::Postgres(pool) => run!(
