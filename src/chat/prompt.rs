@@ -159,7 +159,7 @@ impl Answers {
     }
 
     /// Who pays for `event`'s question: in a group with a wallet, the wallet first.
-    pub(super) async fn payer(&self, event: &IncomingEvent) -> Result<Payer, Refused> {
+    pub(super) async fn payer(&self, event: &IncomingEvent) -> Result<Payer, QuotaError> {
         let member = event.quota_user();
         let (ChatKind::Group, Some(group)) = (event.chat_kind, &event.group) else {
             return Ok(Payer::own(member));
@@ -167,8 +167,7 @@ impl Answers {
         let wallet = self
             .quota
             .wallet_for(event.platform, group, event.thread.as_deref())
-            .await
-            .map_err(Refused::Quota)?;
+            .await?;
         Ok(Payer {
             member,
             name: event.sender.display_name.clone(),

@@ -78,7 +78,7 @@ impl Answers {
         let key = event.session_key();
         let payer = match self.payer(event).await {
             Ok(payer) => payer,
-            Err(refused) => return refused.tell(adapter, target).await,
+            Err(e) => return Refused::Quota(e).tell(adapter, target).await,
         };
         // Files (documents, pictures) are fetched and read only for a user who can pay
         // for an answer; a recording is checked against its own cost.

@@ -37,7 +37,7 @@ impl Conversation {
                     .await?
                     .map_or(here, |w| w.account);
                 return Ok(match quota.wallet_report(&paying).await? {
-                    Some(report) => describe(&report, topic.is_some() && paying.user.contains('/')),
+                    Some(report) => describe(&report),
                     None => "This group has no token wallet: members pay for their questions from their own balance. A group admin can open one with /budget add <tokens>.".into(),
                 });
             }
@@ -65,7 +65,7 @@ impl Conversation {
                         tracing::info!(wallet = %here, by = %me, tokens, granted = bot_admin, "tokens added to a group's wallet");
                         let whence = if bot_admin { "" } else { " from your balance" };
                         Ok(format!(
-                            "Added {tokens} tokens{whence} to {}. It holds {} tokens.",
+                            "Added {tokens} tokens{whence} to {} wallet. It holds {} tokens.",
                             whose(&here),
                             balance.remaining
                         ))
@@ -79,10 +79,13 @@ impl Conversation {
             BudgetOp::MemberLimit(limit) => {
                 quota.set_member_limit(&here, limit).await?;
                 Ok(if limit == 0 {
-                    format!("Members may now spend any amount from {}.", whose(&here))
+                    format!(
+                        "Members may now spend any amount from {} wallet.",
+                        whose(&here)
+                    )
                 } else {
                     format!(
-                        "Each member may now spend up to {limit} tokens a day from {}.",
+                        "Each member may now spend up to {limit} tokens a day from {} wallet.",
                         whose(&here)
                     )
                 })
@@ -90,7 +93,7 @@ impl Conversation {
             BudgetOp::WhenEmpty(when) => {
                 quota.set_when_empty(&here, when).await?;
                 Ok(format!(
-                    "When {} cannot pay, {}.",
+                    "When {} wallet cannot pay, {}.",
                     whose(&here),
                     when_empty_text(when)
                 ))
@@ -115,12 +118,17 @@ impl Conversation {
     }
 }
 
-/// "this group's wallet" or "this topic's wallet".
+/// A forum topic's own wallet (`group:<chat>/<topic>`), not a whole group's.
+fn of_topic(account: &UserId) -> bool {
+    account.user.contains('/')
+}
+
+/// "this group's" or "this topic's" wallet.
 fn whose(account: &UserId) -> &'static str {
-    if account.user.contains('/') {
-        "this topic's wallet"
+    if of_topic(account) {
+        "this topic's"
     } else {
-        "this group's wallet"
+        "this group's"
     }
 }
 
@@ -132,13 +140,13 @@ fn when_empty_text(when: WhenEmpty) -> &'static str {
 }
 
 /// The `/budget` answer.
-fn describe(report: &WalletReport, topic: bool) -> String {
-    let whose = if topic {
+fn describe(report: &WalletReport) -> String {
+    let b = &report.balance;
+    let whose = if of_topic(&report.wallet.account) {
         "This topic's"
     } else {
         "This group's"
     };
-    let b = &report.balance;
     let mut text = format!(
         "{whose} wallet: {} tokens left ({} used of {} added).\n",
         b.remaining, b.used, b.granted

@@ -76,16 +76,10 @@ impl Conversation {
 
     /// In a group with a wallet: what it has left and the member's share today.
     async fn wallet_line(&self, event: &IncomingEvent) -> Result<Option<String>, Failure> {
-        let (ChatKind::Group, Some(group)) = (event.chat_kind, &event.group) else {
+        let Some(wallet) = self.answers.payer(event).await?.wallet else {
             return Ok(None);
         };
         let quota = &self.answers.quota;
-        let Some(wallet) = quota
-            .wallet_for(event.platform, group, event.thread.as_deref())
-            .await?
-        else {
-            return Ok(None);
-        };
         let left = quota.balance(&wallet.account).await?.remaining;
         let mut line = format!("Here the group's wallet pays first: {left} tokens left in it");
         if wallet.member_limit > 0 {
